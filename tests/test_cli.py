@@ -1,0 +1,89 @@
+"""The `aigc` command through its installed entry point: help, generate, save, stream, errors, models, doctor."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
+
+
+def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([AIGC, *args], capture_output=True, text=True, timeout=300)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_help_reads_like_a_guide_and_does_not_load_torch():
+    top = run("--help").stdout
+    for word in ("generate", "models", "doctor", "Examples:"):
+        assert word in top
+    sub = run("generate", "--help").stdout
+    for option in ("--model", "--seed", "-n", "--max-new-tokens", "--out", "--json", "--stream"):
+        assert option in sub
+
+
+def test_generate_json_records_are_reproducible(tiny_gpt2):
+    args = ("generate", "text", "The sea", "--model", tiny_gpt2, "--seed", "3", "-n", "2", "--max-new-tokens", "5", "--json")
+    first = [json.loads(line) for line in run(*args).stdout.splitlines()]
+    second = [json.loads(line) for line in run(*args).stdout.splitlines()]
+    assert [r["seed"] for r in first] == [3, 4]
+    assert [r["data"] for r in first] == [r["data"] for r in second]
+    assert first[0]["params"]["max_new_tokens"] == 5 and first[0]["model"] == tiny_gpt2
+
+
+def test_out_saves_text_with_metadata_and_never_overwrites(tiny_gpt2, tmp_path):
+    args = ("generate", "text", "The sea", "--model", tiny_gpt2, "--seed", "3", "--max-new-tokens", "5", "--out", str(tmp_path))
+    printed = run(*args).stdout.strip()
+    run(*args)
+    texts = sorted(tmp_path.glob("*.txt"))
+    assert [p.name for p in texts] == ["text-the-sea-3-1.txt", "text-the-sea-3.txt"]
+    assert texts[1].read_text().strip() == printed
+    assert json.loads(texts[1].with_suffix(".json").read_text())["seed"] == 3
+
+
+def test_stream_prints_the_same_text_as_a_plain_run(tiny_gpt2):
+    args = ("generate", "text", "The sea", "--model", tiny_gpt2, "--seed", "9", "--max-new-tokens", "8")
+    assert run(*args, "--stream").stdout == run(*args).stdout
+
+
+def test_knobs_pass_through_param(tiny_gpt2):
+    greedy = run("generate", "text", "The sea", "--model", tiny_gpt2, "--temperature", "0", "--max-new-tokens", "6").stdout
+    via_param = run("generate", "text", "The sea", "--model", tiny_gpt2, "-p", "temperature=0", "-p", "top_k=3",
+                    "--max-new-tokens", "6", "--seed", "99").stdout
+    assert greedy == via_param
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("generate", "text", " "), "error: prompt=' ' is empty"),
+        (("generate", "text", "hi", "--temperature", "-2"), "error: temperature=-2.0 is out of range"),
+        (("generate", "text", "hi", "-p", "tempreature=1"), "error: unknown parameter 'tempreature'"),
+        (("generate", "text", "hi", "--model", "openai-community/gpt2"), "error: model='openai-community/gpt2' is not available offline"),
+        (("generate", "text", "hi", "--device", "cuda"), "error: device='cuda' was asked for"),
+    ],
+)
+def test_errors_are_one_clean_line(args, message):
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    result = run(*args, ok=False)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_models_and_doctor_describe_this_machine():
+    models = run("models").stdout
+    assert "pack:smollm2" in models and "gpt2" in models and "Hugging Face cache" in models
+    doctor = run("doctor").stdout
+    for fact in ("torch", "device", "dtype", "offline", "packs"):
+        assert fact in doctor

@@ -1,0 +1,85 @@
+"""The backend registry: built-ins, third-party backends through entry points, and a contract every backend keeps."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+import aigc
+from aigc import registry
+
+PLUGIN = '''
+from aigc.generators.base import Generator, Output, Param
+
+
+class MirrorGenerator(Generator):
+    """A third-party text backend: writes the prompt backwards, `times` times."""
+
+    kind = "text"
+    family = "mirror"
+    params = {"times": Param(1, "repetitions", "int", 1, 5)}
+
+    def generate(self, prompts, seeds, **params):
+        return [Output(p[::-1] * params["times"], {"seed_seen": s}) for p, s in zip(prompts, seeds)]
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """Install a tiny plug-in distribution (a .dist-info with an entry point) on sys.path."""
+    (tmp_path / "aigc_mirror.py").write_text(PLUGIN)
+    info = tmp_path / "aigc_mirror-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aigc-mirror\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent("""
+        [aigc.generators]
+        text.mirror = aigc_mirror:MirrorGenerator
+        text.lm = aigc_mirror:MirrorGenerator
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("aigc_mirror", None)
+
+
+def test_entry_point_backends_plug_in(plugin, manager):
+    assert ("text", "mirror") in registry.backends()
+    asset = aigc.generate("text", "abc", backend="mirror", model="any", times=2, seed=3, manager=manager)[0]
+    assert asset.data == "cbacba" and asset.backend == "mirror" and asset.info == {"seed_seen": 3}
+    with pytest.raises(aigc.ConfigError, match="unknown parameter 'temperature'.*allowed: times"):
+        aigc.generate("text", "abc", backend="mirror", model="any", temperature=1.0, manager=manager)
+
+
+def test_a_plugin_cannot_shadow_a_builtin(plugin):
+    assert registry.get("text", "lm").target == "aigc.generators.text:CausalLMGenerator"
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(aigc.ConfigError, match="use 'text'"):
+        registry.get("sound")
+    with pytest.raises(aigc.BackendNotFoundError, match="use 'gpt2' or 'lm'"):
+        registry.get("text", "llama.cpp")
+
+
+def test_listing_backends_does_not_import_them():
+    import subprocess
+
+    code = ("import sys; from aigc import registry; registry.backends(); registry.get('text');"
+            "assert 'torch' not in sys.modules and 'aigc.generators.text' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("spec", registry.BUILTINS, ids=lambda s: f"{s.kind}-{s.name}")
+def test_every_builtin_backend_keeps_the_contract(spec, tiny_gpt2, manager, tmp_path):
+    """Count, same seed -> same output, save/load round trip, a bad knob -> ConfigError."""
+    assets = aigc.generate(spec.kind, ["one", "two"], backend=spec.name, model=tiny_gpt2, n=2, seed=5,
+                           manager=manager, max_new_tokens=4)
+    assert len(assets) == 4 and all(a.kind == spec.kind and a.backend == spec.name for a in assets)
+    again = aigc.generate(spec.kind, ["one", "two"], backend=spec.name, model=tiny_gpt2, n=2, seed=5,
+                          manager=manager, max_new_tokens=4)
+    assert [a.data for a in again] == [a.data for a in assets]
+    loaded = aigc.load(assets[0].save(tmp_path / "a.txt"))
+    assert loaded.data == assets[0].data and loaded.seed == 5
+    with pytest.raises(aigc.ConfigError):
+        aigc.generate(spec.kind, "one", backend=spec.name, model=tiny_gpt2, manager=manager, no_such_knob=1)

@@ -1,0 +1,114 @@
+"""The causal-LM generator on tiny random GPT-2 models: determinism, batching, sampling knobs, stop, stream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aigc
+
+PROMPTS = ["The sea", "A lighthouse keeper finds a door in the sea and", "Once"]
+
+
+def gen(prompt, model, manager, **kw):
+    return aigc.generate("text", prompt, model=model, manager=manager, max_new_tokens=kw.pop("max_new_tokens", 12), **kw)
+
+
+def test_same_seed_same_text_and_new_seed_new_text(tiny_gpt2, manager):
+    first = gen("The sea", tiny_gpt2, manager, seed=7)[0]
+    again = gen("The sea", tiny_gpt2, manager, seed=7)[0]
+    other = gen("The sea", tiny_gpt2, manager, seed=8)[0]
+    assert isinstance(first.data, str) and first.data
+    assert first.data == again.data
+    assert first.data != other.data
+    assert first.seed == 7 and first.info["new_tokens"] == 12 and first.info["finish_reason"] == "length"
+
+
+def test_an_output_is_the_same_alone_or_in_a_left_padded_batch(tiny_gpt2, manager):
+    seeds = [11, 12, 13, 14, 15, 16]
+    batched = gen(PROMPTS, tiny_gpt2, manager, n=2, seed=seeds)
+    assert [a.prompt for a in batched] == [p for p in PROMPTS for _ in range(2)]
+    assert [a.seed for a in batched] == seeds
+    for asset in batched:
+        alone = gen(asset.prompt, tiny_gpt2, manager, seed=asset.seed)[0]
+        assert alone.data == asset.data
+    one_by_one = gen(PROMPTS, tiny_gpt2, manager, n=2, seed=seeds, batch_size=1)
+    assert [a.data for a in one_by_one] == [a.data for a in batched]
+
+
+def _hf_greedy(model_dir, prompt, max_new_tokens, **kw):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tok(prompt, return_tensors="pt")
+    out = model.generate(**ids, do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                         pad_token_id=tok.eos_token_id, **kw)
+    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_decoding_matches_transformers_generate(tiny_gpt2, manager, penalty):
+    """Our decoding loop (left padding, positions, KV cache, repetition penalty) against stock generate."""
+    ours = gen(PROMPTS, tiny_gpt2, manager, seed=0, temperature=0.0, repetition_penalty=penalty, max_new_tokens=10)
+    for asset, prompt in zip(ours, PROMPTS):
+        assert asset.data == _hf_greedy(tiny_gpt2, prompt, 10, repetition_penalty=penalty)
+
+
+def test_top_k_one_is_greedy_whatever_the_seed(tiny_gpt2, manager):
+    greedy = gen("The sea", tiny_gpt2, manager, temperature=0.0, seed=1)[0].data
+    for seed in (1, 2, 3):
+        assert gen("The sea", tiny_gpt2, manager, top_k=1, seed=seed)[0].data == greedy
+
+
+def test_low_temperature_concentrates_samples(tiny_gpt2, manager):
+    """A near-zero temperature makes different seeds agree; a high one makes them differ."""
+    cold = {gen("The sea", tiny_gpt2, manager, temperature=1e-4, top_k=0, top_p=1.0, seed=s)[0].data for s in range(4)}
+    hot = {gen("The sea", tiny_gpt2, manager, temperature=2.0, top_k=0, top_p=1.0, seed=s)[0].data for s in range(4)}
+    assert len(cold) == 1 and len(hot) == 4
+
+
+def test_stop_string_cuts_the_output(tiny_gpt2, manager):
+    full = gen("The sea", tiny_gpt2, manager, temperature=0.0, max_new_tokens=16)[0].data
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    cut = gen("The sea", tiny_gpt2, manager, temperature=0.0, max_new_tokens=16, stop=[stop, "never-there"])[0]
+    assert cut.data == full[: full.index(stop)]
+    assert cut.info["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("use_stop", [False, True])
+def test_streamed_pieces_add_up_to_the_output(tiny_gpt2, manager, use_stop):
+    full = gen("The sea", tiny_gpt2, manager, seed=5, max_new_tokens=16)[0].data
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    params = {"stop": [stop]} if use_stop else {}
+    pieces: list[str] = []
+    asset = gen("The sea", tiny_gpt2, manager, seed=5, max_new_tokens=16, streamer=pieces.append, **params)[0]
+    assert len(pieces) > 1
+    assert "".join(pieces) == asset.data
+    assert asset.data == (full[: full.index(stop)] if use_stop else full)
+    assert "streamer" not in asset.params
+
+
+def test_gpt2_checkpoint_without_tokenizer_uses_the_gpt2_tokenizer_pack(tiny_gpt2_bare, manager):
+    asset = aigc.generate("text", "Hello world", backend="gpt2", model=tiny_gpt2_bare, seed=1, max_new_tokens=5,
+                          manager=manager)[0]
+    assert asset.backend == "gpt2" and asset.info["prompt_tokens"] == 2  # "Hello world" -> [15496, 995]
+
+
+def test_prompt_longer_than_the_context_is_refused(tiny_gpt2, manager):
+    with pytest.raises(aigc.ConfigError, match="reads at most 128"):
+        gen("word " * 200, tiny_gpt2, manager)
+
+
+def test_output_stops_at_the_context_limit(tiny_gpt2, manager):
+    asset = gen("word " * 120, tiny_gpt2, manager, max_new_tokens=50, seed=0)[0]
+    assert asset.info["prompt_tokens"] + asset.info["new_tokens"] == 128
+    assert asset.info["finish_reason"] == "length"
+
+
+def test_generation_runs_without_autograd(tiny_gpt2, manager):
+    gen("The sea", tiny_gpt2, manager, seed=0)
+    with manager.use(manager.key("causal-lm", tiny_gpt2), lambda: None) as lm:
+        assert all(not p.requires_grad or p.grad is None for p in lm.model.parameters())
+        assert lm.model.training is False
+    assert torch.is_grad_enabled()
