@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt model-packs.txt
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/aigc generate text "A lighthouse keeper finds a door in the sea" --seed 7 --out out/
+	$(VENV)/bin/aigc generate text "Write a short story about a lighthouse keeper who finds a door in the sea." --seed 7 --max-new-tokens 160 --out out/
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

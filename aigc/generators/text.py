@@ -34,7 +34,7 @@ class CausalLMGenerator(Generator):
     family = "causal-lm"
     params = {
         "max_new_tokens": Param(200, "most new tokens per output", "int", 1, 32768),
-        "temperature": Param(0.8, "sampling temperature; 0 means greedy decoding", "float", 0.0, 10.0),
+        "temperature": Param(0.7, "sampling temperature; 0 means greedy decoding", "float", 0.0, 10.0),
         "top_p": Param(0.95, "nucleus sampling: keep the most likely tokens up to this mass", "float", 0.0, 1.0,
                        min_exclusive=True),
         "top_k": Param(50, "sample among the k most likely tokens; 0 turns it off", "int", 0),
@@ -105,8 +105,8 @@ class CausalLMGenerator(Generator):
             return tokenizer(prompt)["input_ids"]
         messages = [{"role": "system", "content": params["system"]}] if params["system"] else []
         messages.append({"role": "user", "content": prompt})
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded)
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(encoded["input_ids"])
 
     @torch.inference_mode()
     def _decode(self, lm: LoadedLM, items: Sequence[tuple[list[int], int]], params: dict[str, Any]) -> list[Output]:
@@ -128,7 +128,6 @@ class CausalLMGenerator(Generator):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generators = [torch.Generator(device=device).manual_seed(seed) for _, seed in items]
         sampler = _Sampler(params)
-        seen = sampler.seen_mask(input_ids, mask, model.get_output_embeddings().weight.shape[0])
         eos = _eos_ids(model, tokenizer)
         stops: list[str] = params["stop"]
         stream: Callable[[str], None] | None = params["streamer"]
@@ -137,6 +136,7 @@ class CausalLMGenerator(Generator):
         finish = [""] * batch
         streamed = 0
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        seen = sampler.seen_mask(input_ids, mask, out.logits.shape[-1])
         bar = tqdm(total=params["max_new_tokens"], desc="generating", unit="tok", leave=False,
                    disable=True if stream else None)
         for step in range(params["max_new_tokens"]):
@@ -193,7 +193,6 @@ class _Sampler:
 
     def pick(self, logits: torch.Tensor, seen: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         if self.penalty != 1.0:
-            seen = seen[:, : logits.shape[-1]]
             penalised = torch.where(logits > 0, logits / self.penalty, logits * self.penalty)
             logits = torch.where(seen, penalised, logits)
         if self.temperature == 0:
