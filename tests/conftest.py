@@ -8,7 +8,7 @@ import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("AIGC_CACHE", tempfile.mkdtemp(prefix="aigc-test-cache-"))
+os.environ["AIGC_CACHE"] = tempfile.mkdtemp(prefix="aigc-test-cache-")  # hermetic: never the user's cache
 os.environ.pop("AIGC_DEVICE", None)
 os.environ.pop("AIGC_DTYPE", None)
 
