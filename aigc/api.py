@@ -68,6 +68,13 @@ def generate(
     ]
 
 
+def interpolate(seed_a: int, seed_b: int, frames: int = 8, *, model: str | None = None,
+                manager: DeviceManager | None = None, **params: Any) -> Asset:
+    """A strip of GAN frames walking the latent from `seed_a` to `seed_b` (spherical interpolation)."""
+    return generate("image", "interpolation", backend="gan", model=model, seed=seed_a, frames=frames,
+                    to_seed=seed_b, manager=manager, **params)[0]
+
+
 def _check_prompts(prompt: str | Sequence[str]) -> list[str]:
     prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
     if prompts is None:

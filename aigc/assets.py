@@ -41,8 +41,14 @@ class Asset:
         return record
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the asset and its provenance; returns the data file's path. Never leaves a half-written file."""
+        """Write the asset and its provenance; returns the data file's path. Never leaves a half-written file.
+
+        Text: the text plus a JSON sidecar. Images: a PNG whose text chunks hold the JSON record ("aigc")
+        and an A1111-style "parameters" string that web UIs and gallery viewers already read.
+        """
         path = Path(path)
+        if self.kind == "image":
+            return self._save_png(path)
         if self.kind != "text":
             raise ConfigError(f"saving {self.kind} assets is not supported yet.")
         if path.suffix.lower() not in TEXT_SUFFIXES:
@@ -52,10 +58,27 @@ class Asset:
         write_atomic(sidecar_path(path), (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         return path
 
+    def _save_png(self, path: Path) -> Path:
+        import io
+
+        from PIL.PngImagePlugin import PngInfo
+
+        if path.suffix.lower() != ".png":
+            raise ConfigError(f"an image asset saves as .png (metadata lives in PNG text chunks), not {path.name!r}.")
+        info = PngInfo()
+        info.add_itxt("aigc", json.dumps({**self.record(), "file": path.name}, ensure_ascii=False))
+        info.add_itxt("parameters", a1111_parameters(self))
+        buffer = io.BytesIO()
+        self.data.save(buffer, format="PNG", pnginfo=info)
+        write_atomic(path, buffer.getvalue())
+        return path
+
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Asset":
-        """Read a saved asset back, with the provenance from its sidecar."""
+        """Read a saved asset back: a PNG with its embedded record, or a text file with its sidecar."""
         path = Path(path)
+        if path.suffix.lower() == ".png":
+            return cls._from_png(path)
         sidecar = sidecar_path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -64,13 +87,53 @@ class Asset:
             raise ConfigError(f"cannot load {path}: {error.filename} does not exist.") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ConfigError(f"cannot load {path}: {error}") from None
-        record.pop("file", None)
+        return cls._from_record(text, record)
+
+
+    @classmethod
+    def _from_png(cls, path: Path) -> "Asset":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image.load()
+                record = json.loads(image.text["aigc"])
+                data = image.convert("RGB")
+        except FileNotFoundError:
+            raise ConfigError(f"cannot load {path}: it does not exist.") from None
+        except (UnidentifiedImageError, OSError) as error:
+            raise ConfigError(f"cannot load {path}: not a readable PNG ({error}).") from None
+        except (KeyError, json.JSONDecodeError):
+            raise ConfigError(f"cannot load {path}: it has no aigc metadata (was it made by aigc?).") from None
+        return cls._from_record(data, record)
+
+    @classmethod
+    def _from_record(cls, data: Any, record: dict[str, Any]) -> "Asset":
         known = {name for name in cls.__dataclass_fields__ if name != "data"}
-        return cls(data=text, **{k: v for k, v in record.items() if k in known})
+        return cls(data=data, **{k: v for k, v in record.items() if k in known})
+
+
+def a1111_parameters(asset: Asset) -> str:
+    """The 'parameters' text other tools read: prompt, negative prompt, then 'Key: value' pairs.
+
+    Knobs left at their default (None) are filled from what the generator reports it used (`info`).
+    """
+    params = {**asset.info, **{k: v for k, v in asset.params.items() if v is not None}}
+    lines = [asset.prompt]
+    if params.get("negative_prompt"):
+        lines.append(f"Negative prompt: {params['negative_prompt']}")
+    pairs = {
+        "Steps": params.get("steps"), "Sampler": params.get("scheduler"), "CFG scale": params.get("guidance"),
+        "Seed": asset.seed, "Size": f"{asset.data.width}x{asset.data.height}", "Model": asset.model,
+        "Denoising strength": params.get("strength") if params.get("init_image") else None,
+        "Backend": f"aigc {asset.backend}", "Version": asset.version,
+    }
+    lines.append(", ".join(f"{k}: {v}" for k, v in pairs.items() if v is not None))
+    return "\n".join(lines)
 
 
 def load(path: str | os.PathLike) -> Asset:
-    """Read a saved asset back (`aigc.load("story.txt")`)."""
+    """Read a saved asset back (`aigc.load("story.txt")`, `aigc.load("castle.png")`)."""
     return Asset.from_file(path)
 
 

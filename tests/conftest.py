@@ -9,6 +9,7 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["AIGC_CACHE"] = tempfile.mkdtemp(prefix="aigc-test-cache-")  # hermetic: never the user's cache
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="aigc-test-hf-cache-")  # tests place tiny "Hub" models here
 os.environ.pop("AIGC_DEVICE", None)
 os.environ.pop("AIGC_DTYPE", None)
 
@@ -69,8 +70,97 @@ def tiny_gpt2_bare(tmp_path_factory) -> str:
     return str(build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2-bare"), seed=2, with_tokenizer=False))
 
 
+def put_in_hub_cache(repo_id: str, source) -> None:
+    """Lay a saved model directory out as the Hugging Face cache does, as if `hf download repo_id` had run."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo_id.replace("/", "--"))
+    revision = "0" * 40
+    shutil.copytree(source, repo / "snapshots" / revision, dirs_exist_ok=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+
+
 @pytest.fixture
 def manager():
     from aigc.devices import DeviceManager
 
     return DeviceManager("cpu")
+
+
+def build_tiny_dcgan(path, *, nz: int = 8, widths=(32, 16, 8, 3), seed: int = 0):
+    """A random DCGAN generator (4 -> 8 -> 16 -> 32 pixels) saved as a plain state dict, as people share them."""
+    import torch
+
+    from aigc.generators.gan import DCGAN
+
+    torch.manual_seed(seed)
+    model = DCGAN([nz, *widths])
+    for module in model.modules():  # non-trivial running stats so eval-mode BatchNorm is really exercised
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    torch.save({"netG_state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dcgan(tmp_path_factory) -> str:
+    return str(build_tiny_dcgan(tmp_path_factory.mktemp("dcgan") / "generator.pth"))
+
+
+SD_SIZE = 64  # the smallest size the diffusion generator allows; the tiny VAE halves it to a 32x32 latent
+
+
+def _tiny_clip_tokenizer():
+    """A byte-level CLIP BPE: every byte with and without the end-of-word mark, a few merges, the specials."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    chars = sorted(ByteLevel.alphabet())
+    vocab = {token: i for i, token in enumerate(chars + [c + "</w>" for c in chars])}
+    merges = [("c", "a"), ("ca", "t</w>"), ("c", "as"), ("a", "s")]
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def build_tiny_sd(path, seed: int = 0):
+    """A randomly initialised SD 1.x-style pipeline (UNet, VAE, CLIP text encoder), saved like a Hub repo."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = _tiny_clip_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=SD_SIZE // 2, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, sample_size=SD_SIZE,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    # SD 1.5's own scheduler config, so DDIM and friends built from it see the settings they expect
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                              steps_offset=1, set_alpha_to_one=False)
+    scheduler.register_to_config(clip_sample=False)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> str:
+    return str(build_tiny_sd(tmp_path_factory.mktemp("tiny-sd")))

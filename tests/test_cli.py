@@ -81,9 +81,25 @@ def test_errors_are_one_clean_line(args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_models_and_doctor_describe_this_machine():
+def test_models_and_doctor_describe_this_machine(tiny_gpt2):
+    from conftest import put_in_hub_cache
+
+    put_in_hub_cache("tiny-org/listed-gpt2", tiny_gpt2)
     models = run("models").stdout
-    assert "pack:smollm2" in models and "gpt2" in models and "Hugging Face cache" in models
+    assert "pack:smollm2" in models and "pack:gan-faces" in models and "gpt2" in models
+    assert "tiny-org/listed-gpt2" in models  # downloaded Hub models are listed too
     doctor = run("doctor").stdout
     for fact in ("torch", "device", "dtype", "offline", "packs"):
         assert fact in doctor
+
+
+def test_generate_images_writes_pngs_and_a_contact_sheet(tiny_dcgan, tmp_path):
+    result = run("generate", "image", "a face", "--backend", "gan", "--model", tiny_dcgan, "-n", "3", "--seed", "5",
+                 "--out", str(tmp_path))
+    printed = result.stdout.split()
+    assert [Path(p).name for p in printed] == ["image-a-face-5.png", "image-a-face-6.png", "image-a-face-7.png",
+                                               "contact-sheet-a-face.png"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "image-a-face-6.png") as image:
+        assert json.loads(image.text["aigc"])["seed"] == 6

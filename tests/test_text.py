@@ -112,3 +112,13 @@ def test_generation_runs_without_autograd(tiny_gpt2, manager):
         assert all(not p.requires_grad or p.grad is None for p in lm.model.parameters())
         assert lm.model.training is False
     assert torch.is_grad_enabled()
+
+
+def test_a_hub_id_loads_offline_from_the_hub_cache(tiny_gpt2, manager):
+    from conftest import put_in_hub_cache
+
+    put_in_hub_cache("tiny-org/tiny-gpt2", tiny_gpt2)
+    by_id = aigc.generate("text", "The sea", backend="gpt2", model="tiny-org/tiny-gpt2", seed=3, manager=manager,
+                          max_new_tokens=6)[0]
+    by_dir = gen("The sea", tiny_gpt2, manager, seed=3, max_new_tokens=6)[0]
+    assert by_id.data == by_dir.data and by_id.model == "tiny-org/tiny-gpt2"

@@ -53,6 +53,17 @@ class Param:
         return value
 
 
+def _describe(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    size = getattr(value, "size", None)
+    if isinstance(size, tuple):
+        return f"<{type(value).__name__} {'x'.join(map(str, size))}>"
+    return f"<{type(value).__name__}>"
+
+
 @dataclass
 class Output:
     """One raw result of a generator, before it becomes an Asset; `info` says how it ended."""
@@ -92,8 +103,12 @@ class Generator:
 
     @classmethod
     def recorded(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """The knobs worth recording in an Asset: those that change what is generated."""
-        return {name: value for name, value in params.items() if cls.params[name].record}
+        """The knobs worth recording in an Asset (those that change the output), as JSON-ready values.
+
+        An in-memory object (a PIL image passed as init_image) is recorded as a description: pass a file
+        path instead when the record must reproduce the output on its own.
+        """
+        return {name: _describe(value) for name, value in params.items() if cls.params[name].record}
 
     @property
     def dtype(self):

@@ -1,0 +1,23 @@
+"""Contact sheets: many images on one PNG, in a grid, so a set can be judged at a glance."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def contact_sheet(images: Sequence, columns: int | None = None, gap: int = 4, background: str = "white"):
+    """Lay `images` out in a grid (about square unless `columns` is given), each cell the largest image's size."""
+    from PIL import Image
+
+    if not images:
+        raise ValueError("a contact sheet needs at least one image")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    cell_w = max(im.width for im in images)
+    cell_h = max(im.height for im in images)
+    sheet = Image.new("RGB", (columns * cell_w + (columns + 1) * gap, rows * cell_h + (rows + 1) * gap), background)
+    for i, image in enumerate(images):
+        row, col = divmod(i, columns)
+        sheet.paste(image.convert("RGB"), (gap + col * (cell_w + gap), gap + row * (cell_h + gap)))
+    return sheet

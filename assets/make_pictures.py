@@ -1,0 +1,12 @@
+"""Re-make the README pictures from the real packs: `.venv/bin/python assets/make_pictures.py`."""
+
+from pathlib import Path
+
+import aigc
+from aigc.sheets import contact_sheet
+
+here = Path(__file__).parent
+faces = aigc.generate("image", "portrait", backend="gan", n=8, seed=1, size=128, upscale_filter="lanczos")
+contact_sheet([a.data for a in faces], columns=8).save(here / "gan-faces.png")
+aigc.interpolate(3, 7, frames=8, size=128).data.save(here / "gan-interpolation.png")
+print("wrote", here / "gan-faces.png", here / "gan-interpolation.png")

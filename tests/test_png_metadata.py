@@ -1,0 +1,58 @@
+"""Every saved PNG carries its provenance: a JSON record and an A1111-style parameters string."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import aigc
+
+
+def test_png_round_trip_reproduces_the_image(tiny_dcgan, manager, tmp_path):
+    asset = aigc.generate("image", "a face", backend="gan", model=tiny_dcgan, seed=9, truncation=0.7, size=48,
+                          manager=manager)[0]
+    path = asset.save(tmp_path / "face.png")
+    with Image.open(path) as image:
+        record = json.loads(image.text["aigc"])
+        parameters = image.text["parameters"]
+    assert record["prompt"] == "a face" and record["seed"] == 9 and record["params"]["truncation"] == 0.7
+    assert record["backend"] == "gan" and record["model"] == tiny_dcgan and record["version"] == aigc.__version__
+    assert parameters.splitlines()[0] == "a face"
+    assert "Seed: 9, Size: 48x48" in parameters and f"Model: {tiny_dcgan}" in parameters
+
+    loaded = aigc.load(path)
+    assert np.array_equal(np.asarray(loaded.data), np.asarray(asset.data))
+    assert loaded.record() == asset.record()
+    again = aigc.generate("image", loaded.prompt, backend=loaded.backend, model=loaded.model, seed=loaded.seed,
+                          manager=manager, **loaded.params)[0]
+    assert np.array_equal(np.asarray(again.data), np.asarray(asset.data))
+    assert [p.name for p in tmp_path.iterdir()] == ["face.png"]  # atomic: no temp file left
+
+
+def test_unreadable_or_foreign_images_are_explained(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    with pytest.raises(aigc.ConfigError, match="has no aigc metadata"):
+        aigc.load(tmp_path / "plain.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(aigc.ConfigError, match="not a readable PNG"):
+        aigc.load(tmp_path / "broken.png")
+    with pytest.raises(aigc.ConfigError, match="does not exist"):
+        aigc.load(tmp_path / "missing.png")
+
+
+def test_images_save_as_png_only(tiny_dcgan, manager, tmp_path):
+    asset = aigc.generate("image", "x", backend="gan", model=tiny_dcgan, seed=1, manager=manager)[0]
+    with pytest.raises(aigc.ConfigError, match="saves as .png"):
+        asset.save(tmp_path / "x.jpg")
+
+
+def test_contact_sheet_lays_images_in_a_grid(tiny_dcgan, manager):
+    from aigc.sheets import contact_sheet
+
+    assets = aigc.generate("image", "x", backend="gan", model=tiny_dcgan, n=5, seed=1, manager=manager)
+    sheet = contact_sheet([a.data for a in assets], gap=2)
+    assert sheet.size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
+    assert np.array_equal(np.asarray(sheet)[2:34, 2:34], np.asarray(assets[0].data))
