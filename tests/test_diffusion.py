@@ -202,3 +202,23 @@ def test_a_pil_init_image_is_recorded_as_a_description(tiny_sd, sd_manager):
                           init_image=Image.new("RGB", (SIZE, SIZE), "gray"), manager=sd_manager)[0]
     assert asset.params["init_image"] == "<Image 64x64>"
     assert "Denoising strength: 0.5" in aigc.assets.a1111_parameters(asset)
+
+
+def test_turbo_models_default_to_one_step_without_guidance(tiny_sd, sd_manager, tmp_path):
+    import shutil
+
+    turbo = shutil.copytree(tiny_sd, tmp_path / "tiny-sd-turbo")
+    out = run(str(turbo), sd_manager, ["a castle"], [1], steps=None)[0]
+    assert (out.info["steps"], out.info["guidance"]) == (1, 0.0)
+    chosen = run(str(turbo), sd_manager, ["a castle"], [1], steps=3, guidance=2.0)[0]
+    assert (chosen.info["steps"], chosen.info["guidance"]) == (3, 2.0)  # the user's values win
+
+
+def test_half_precision_is_honoured_when_asked(tiny_sd):
+    import torch
+
+    manager = DeviceManager("cpu", dtype="bfloat16")
+    out = run(tiny_sd, manager, ["a castle"], [1])[0]
+    assert out.data.size == (SIZE, SIZE)
+    with manager.use(manager.key("diffusion", tiny_sd), lambda: None) as pipe:
+        assert pipe.unet.dtype == torch.bfloat16
