@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from copy import deepcopy
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from .errors import ConfigError
 
 __version__ = "0.1.0"
 TEXT_SUFFIXES = (".txt", ".md")
+AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
 
 @dataclass
@@ -36,9 +38,7 @@ class Asset:
 
     def record(self) -> dict[str, Any]:
         """Everything but the data itself, JSON-ready: what a sidecar or a manifest line holds."""
-        record = asdict(self)
-        record.pop("data")
-        return record
+        return {f.name: deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "data"}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the asset and its provenance; returns the data file's path. Never leaves a half-written file.
@@ -49,6 +49,8 @@ class Asset:
         path = Path(path)
         if self.kind == "image":
             return self._save_png(path)
+        if self.kind == "audio":
+            return self._save_audio(path)
         if self.kind != "text":
             raise ConfigError(f"saving {self.kind} assets is not supported yet.")
         if path.suffix.lower() not in TEXT_SUFFIXES:
@@ -73,12 +75,34 @@ class Asset:
         write_atomic(path, buffer.getvalue())
         return path
 
+    def _save_audio(self, path: Path) -> Path:
+        """16-bit WAV or FLAC (what every player reads), the record in the file's tags and in a JSON sidecar."""
+        import io
+
+        import soundfile as sf
+
+        fmt = AUDIO_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ConfigError(f"an audio asset saves as {' or '.join(AUDIO_FORMATS)}, not {path.name!r}.")
+        record = {**self.record(), "file": path.name}
+        buffer = io.BytesIO()
+        with sf.SoundFile(buffer, "w", self.data.sample_rate, 1, format=fmt, subtype="PCM_16") as handle:
+            handle.title = self.prompt[:200]
+            handle.software = f"aigc {self.version}"
+            handle.comment = json.dumps(record, ensure_ascii=False)
+            handle.write(self.data.samples)
+        write_atomic(path, buffer.getvalue())
+        write_atomic(sidecar_path(path), (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        return path
+
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Asset":
         """Read a saved asset back: a PNG with its embedded record, or a text file with its sidecar."""
         path = Path(path)
         if path.suffix.lower() == ".png":
             return cls._from_png(path)
+        if path.suffix.lower() in AUDIO_FORMATS:
+            return cls._from_audio(path)
         sidecar = sidecar_path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -106,6 +130,27 @@ class Asset:
         except (KeyError, json.JSONDecodeError):
             raise ConfigError(f"cannot load {path}: it has no aigc metadata (was it made by aigc?).") from None
         return cls._from_record(data, record)
+
+    @classmethod
+    def _from_audio(cls, path: Path) -> "Asset":
+        import soundfile as sf
+
+        from .audio import Audio
+
+        if not path.exists():
+            raise ConfigError(f"cannot load {path}: it does not exist.")
+        try:
+            samples, rate = sf.read(path, dtype="float32", always_2d=False)
+            with sf.SoundFile(path) as handle:
+                tagged = handle.comment
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise ConfigError(f"cannot load {path}: not a readable audio file ({error}).") from None
+        sidecar = sidecar_path(path)
+        try:
+            record = json.loads(sidecar.read_text(encoding="utf-8") if sidecar.exists() else tagged)
+        except json.JSONDecodeError:
+            raise ConfigError(f"cannot load {path}: it has no aigc metadata (was it made by aigc?).") from None
+        return cls._from_record(Audio(samples.reshape(-1), int(rate)), record)
 
     @classmethod
     def _from_record(cls, data: Any, record: dict[str, Any]) -> "Asset":

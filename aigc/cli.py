@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-SUFFIX = {"text": ".txt", "image": ".png"}
+SUFFIX = {"text": ".txt", "image": ".png", "audio": ".wav"}
+PLAYERS = (("afplay",), ("paplay",), ("aplay", "-q"), ("ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"))
 EXAMPLES = """
 \b
 Examples:
@@ -19,6 +20,8 @@ Examples:
   aigc generate text "Once upon a time" --backend gpt2 --model ./my-gpt2 -n 3 --out out/
   aigc generate image "portrait" -n 8 --seed 1 --out faces/     # GAN faces, offline
   aigc generate image "a castle at dusk" --backend diffusion --steps 30 --out castles/
+  aigc generate audio "Welcome to the studio." --play          # offline voice
+  aigc generate audio "lofi beat with piano" --backend music --duration 10
   aigc models        # what can run here, offline
   aigc doctor        # device, dtype, versions, memory
 """
@@ -27,7 +30,7 @@ Examples:
 @click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aigc")
 def cli() -> None:
-    """aigc: generate text and images (audio soon) from one command."""
+    """aigc: generate text, images and audio from one command."""
 
 
 def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
@@ -61,6 +64,8 @@ def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--negative-prompt", help="Image (diffusion): what to steer away from.")
 @click.option("--width", type=int, help="Image (diffusion): width in pixels, a multiple of 8.")
 @click.option("--height", type=int, help="Image (diffusion): height in pixels, a multiple of 8.")
+@click.option("--duration", type=float, help="Audio (music): seconds of music.")
+@click.option("--play", is_flag=True, help="Audio: play each clip after saving it, where a player exists.")
 @click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any other backend knob; repeatable.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Save each output (+ metadata) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per output instead of the text.")
@@ -70,16 +75,21 @@ def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
 def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str | None, n: int, seed: int | None,
              max_new_tokens: int | None, temperature: float | None, top_p: float | None, top_k: int | None,
              repetition_penalty: float | None, stop: tuple[str, ...], steps: int | None, guidance: float | None,
-             negative_prompt: str | None, width: int | None, height: int | None, extra: tuple[str, ...],
+             negative_prompt: str | None, width: int | None, height: int | None, duration: float | None,
+             play: bool, extra: tuple[str, ...],
              out: Path | None, as_json: bool, stream: bool, device: str | None, dtype: str | None) -> None:
-    """Generate KIND (text or image) from PROMPT. Text is printed; images are saved (to --out, default out/)."""
+    """Generate KIND (text, image or audio) from PROMPT.
+
+    Text is printed; images and audio are saved (to --out, default out/) and their paths printed.
+    """
     from . import api
     from .assets import unique_path
 
     params = _parse_param(extra)
     named = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
              "repetition_penalty": repetition_penalty, "stop": list(stop) or None, "steps": steps,
-             "guidance": guidance, "negative_prompt": negative_prompt, "width": width, "height": height}
+             "guidance": guidance, "negative_prompt": negative_prompt, "width": width, "height": height,
+             "duration": duration}
     params.update({k: v for k, v in named.items() if v is not None})
     if stream:
         params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
@@ -102,6 +112,8 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
             click.echo(json.dumps({**asset.record(), "data": data}, ensure_ascii=False))
         elif asset.kind != "text":
             click.echo(asset.info["file"])
+            if play:
+                _play(Path(asset.info["file"]))
         elif stream:
             click.echo()
         else:
@@ -154,6 +166,18 @@ def doctor() -> None:
     console = Console()
     for key, value in diagnose().items():
         console.print(f"[bold]{key:>18}[/bold]  {value}")
+
+
+def _play(path: Path) -> None:
+    import shutil
+    import subprocess
+
+    for command in PLAYERS:
+        if shutil.which(command[0]):
+            subprocess.run([*command, str(path)], check=False)
+            return
+    click.secho("--play: no audio player found (afplay, paplay, aplay or ffplay); the file is saved.", fg="yellow",
+                err=True)
 
 
 def _slug(text: str, size: int = 40) -> str:

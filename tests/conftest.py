@@ -164,3 +164,88 @@ def build_tiny_sd(path, seed: int = 0):
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory) -> str:
     return str(build_tiny_sd(tmp_path_factory.mktemp("tiny-sd")))
+
+
+def build_tiny_vits(path, seed: int = 0):
+    """A random VITS text-to-speech model with a character vocabulary, saved like facebook/mms-tts-eng."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz'.,!?")}
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    VitsTokenizer(str(path / "vocab.json"), add_blank=True, normalize=True, pad_token=" ", unk_token=" ",
+                  phonemize=False, is_uroman=False).save_pretrained(path)
+    config = VitsConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32, flow_size=16,
+        spectrogram_bins=33, upsample_initial_channel=16, upsample_rates=[4, 4], upsample_kernel_sizes=[8, 8],
+        resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]], prior_encoder_num_flows=2,
+        duration_predictor_num_flows=2, posterior_encoder_num_wavenet_layers=2, prior_encoder_num_wavenet_layers=2,
+        duration_predictor_filter_channels=16, depth_separable_num_layers=2, sampling_rate=16000,
+    )
+    torch.manual_seed(seed)
+    VitsModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vits(tmp_path_factory) -> str:
+    return str(build_tiny_vits(tmp_path_factory.mktemp("tiny-vits")))
+
+
+@pytest.fixture(scope="session")
+def piper_voice() -> str:
+    """The real voice pack, by reference (for tests parametrised over model fixtures)."""
+    return "pack:piper-joe"
+
+
+MUSIC_WORDS = ["lofi", "beat", "drums", "piano", "slow", "jazz"]  # the tiny MusicGen tokenizer's whole words
+
+
+def _tiny_t5_tokenizer():
+    """A T5 Unigram tokenizer over a handful of words (no sentencepiece needed): <pad>=0, </s>=1, <unk>=2."""
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [("▁" + word, -1.0) for word in MUSIC_WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def build_tiny_musicgen(path, seed: int = 0):
+    """A random MusicGen: 2-layer T5, a 3,200 Hz EnCodec at 50 frames/s with 2 codebooks, a 2-layer decoder."""
+    import torch
+    from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration,
+                              T5Config)
+
+    tokenizer = _tiny_t5_tokenizer()
+    text = T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_layers=2, num_heads=2,
+                    relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    # hop 64 at 3,200 Hz = 50 frames/s as in musicgen-small; 16-entry codebooks, 0.4 kbps -> 2 quantizers
+    codec = EncodecConfig(sampling_rate=3200, upsampling_ratios=[4, 4, 4], hidden_size=16, num_filters=4,
+                          codebook_size=16, num_lstm_layers=1, target_bandwidths=[0.4])
+    assert codec.frame_rate == 50 and codec.num_quantizers == 2
+    decoder = MusicgenDecoderConfig(vocab_size=16, num_codebooks=2, hidden_size=16, ffn_dim=32, num_hidden_layers=2,
+                                    num_attention_heads=2, max_position_embeddings=128, pad_token_id=16,
+                                    bos_token_id=16, decoder_start_token_id=16)
+    config = MusicgenConfig(text_encoder=text, audio_encoder=codec, decoder=decoder)  # v5: no from_sub_models_config
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(config).eval()
+    with torch.no_grad():  # a fresh EnCodec's codebooks are all zeros (every code sounds alike); real ones are not
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
+        for head in model.decoder.lm_heads:  # peaked logits, so greedy decoding has no near-ties
+            head.weight.normal_()
+    model.generation_config.decoder_start_token_id = 16
+    model.generation_config.pad_token_id = 16
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_musicgen(tmp_path_factory) -> str:
+    return str(build_tiny_musicgen(tmp_path_factory.mktemp("tiny-musicgen")))

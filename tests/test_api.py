@@ -14,7 +14,7 @@ import aigc
         (dict(prompt=["ok", "  "]), aigc.ConfigError, r"prompt\[1\]='  ' is empty"),
         (dict(prompt=[]), aigc.ConfigError, "empty list"),
         (dict(prompt=42), aigc.ConfigError, "string or a list"),
-        (dict(kind="video"), aigc.ConfigError, "kind='video' is not supported; use 'image' or 'text'"),
+        (dict(kind="video"), aigc.ConfigError, "kind='video' is not supported; use 'audio', 'image' or 'text'"),
         (dict(backend="gpt5"), aigc.BackendNotFoundError, "backend='gpt5' is not a text backend; use 'gpt2' or 'lm'"),
         (dict(temprature=0.5), aigc.ConfigError, "unknown parameter 'temprature'.*allowed: .*temperature"),
         (dict(temperature=-0.1), aigc.ConfigError, "temperature=-0.1 is out of range"),
