@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Sequence
@@ -12,6 +13,8 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .devices import DeviceManager
+    from .scoring.library import Library
+    from .scoring.scorer import CreativityScorer
 
 MAX_SEED = 2**63 - 1
 
@@ -27,6 +30,9 @@ def generate(
     best_of: int | None = None,
     min_score: float | None = None,
     max_attempts: int | None = None,
+    diverse: bool = False,
+    library: Library | str | os.PathLike | bool | None = None,
+    scorer: CreativityScorer | None = None,
     manager: DeviceManager | None = None,
     **params: Any,
 ) -> list[Asset]:
@@ -34,13 +40,17 @@ def generate(
 
     `seed` is an int (output i gets seed + i) or one seed per output; each Asset records the seed that
     reproduces it alone. `params` are the backend's own knobs; a wrong one fails before any model loads.
+
+    With `best_of=N` the scorer judges N candidates per prompt and the `n` best come back ranked (with
+    `diverse=True`, the n that best balance score and variety). With `min_score`, candidates are re-sampled
+    with fresh seeds and nudged knobs, up to `max_attempts` rounds (default 4), until n clear the bar.
+    Chosen assets are added to the `library` (default: the user's; `library=False` opts out) so later
+    requests are judged novel against them.
     """
     prompts = _check_prompts(prompt)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"n={n!r} must be a whole number >= 1 (outputs per prompt).")
-    for name, value in (("best_of", best_of), ("min_score", min_score), ("max_attempts", max_attempts)):
-        if value is not None:
-            raise ConfigError(f"{name}= needs the creativity scorer, which this version of aigc does not have yet.")
+    scoring = _check_loop(n, seed, best_of, min_score, max_attempts, diverse)
     spec = registry.get(kind, backend)
     generator_class = spec.load()
     checked = generator_class.check_params(params)
@@ -54,18 +64,109 @@ def generate(
 
     from .devices import get_manager
 
-    generator = generator_class(model_ref, manager or get_manager(), backend=spec.name)
-    expanded = [p for p in prompts for _ in range(n)]
+    manager = manager or get_manager()
+    generator = generator_class(model_ref, manager, backend=spec.name)
+    if checked.get("refine") and checked.get("objective") is None:  # GAN refinement climbs the scorer's relevance
+        from .scoring.scorer import CreativityScorer
+
+        scorer = scorer or CreativityScorer(manager)
+        checked["objective"] = scorer.image_objective()
+    if not scoring:
+        return _produce(generator, spec.kind, model_ref, [p for p in prompts for _ in range(n)], seeds, checked)
+    return _search(generator, spec.kind, model_ref, prompts, seeds[0], checked, n=n, best_of=best_of,
+                   min_score=min_score, max_attempts=max_attempts, diverse=diverse, library=library, scorer=scorer,
+                   manager=manager)
+
+
+def score(items: Sequence[Any], prompt: str | None = None, *, library: Library | str | os.PathLike | None = None,
+          weights: dict[str, float] | None = None, manager: DeviceManager | None = None) -> list[dict[str, Any]]:
+    """Score Assets or raw data (str, PIL image, Audio or (samples, rate)) for a prompt: one dict per item.
+
+    Each dict holds relevance, novelty and quality in [0, 1] (None where a part cannot be measured here),
+    their sub-parts, and `score`. Assets carry their own prompt; `prompt` overrides it.
+    """
+    from .scoring.library import Library
+    from .scoring.scorer import CreativityScorer, default_scorer
+
+    if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+        raise ConfigError(f"prompt={prompt!r} is empty; say what the items should answer.")
+    scorer = CreativityScorer(manager, weights=weights) if (weights or manager) else default_scorer()
+    chosen = library if isinstance(library, Library) or library is None else Library(library)
+    return scorer.score(list(items), prompt, library=chosen)
+
+
+def _produce(generator: Any, kind: str, model_ref: str, prompts: list[str], seeds: list[int],
+             checked: dict[str, Any]) -> list[Asset]:
     start = time.perf_counter()
-    outputs = generator.generate(expanded, seeds, **checked)
+    outputs = generator.generate(prompts, seeds, **checked)
     elapsed = time.perf_counter() - start
-    recorded = generator_class.recorded(checked)
-    timings = {"batch_s": round(elapsed, 4), "per_item_s": round(elapsed / total, 4)}
+    recorded = type(generator).recorded(checked)
+    timings = {"batch_s": round(elapsed, 4), "per_item_s": round(elapsed / len(prompts), 4)}
     return [
-        Asset(kind=spec.kind, data=out.data, prompt=p, seed=s, backend=spec.name, model=model_ref,
+        Asset(kind=kind, data=out.data, prompt=p, seed=s, backend=generator.backend, model=model_ref,
               params=dict(recorded), timings=dict(timings), info=out.info)
-        for p, s, out in zip(expanded, seeds, outputs)
+        for p, s, out in zip(prompts, seeds, outputs)
     ]
+
+
+def _check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: Any, diverse: Any) -> bool:
+    """Validate the scorer's loop arguments; say whether the loop runs at all."""
+    if best_of is not None and (not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < n):
+        raise ConfigError(f"best_of={best_of!r} must be a whole number >= n ({n}): candidates to choose the n best from.")
+    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
+                                  or not 0 <= min_score <= 1):
+        raise ConfigError(f"min_score={min_score!r} must be a number between 0 and 1.")
+    if max_attempts is not None:
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise ConfigError(f"max_attempts={max_attempts!r} must be a whole number >= 1.")
+        if min_score is None:
+            raise ConfigError("max_attempts= only matters with min_score= (the bar to re-sample for); set both.")
+    if not isinstance(diverse, bool):
+        raise ConfigError(f"diverse={diverse!r} must be True or False.")
+    scoring = best_of is not None or min_score is not None
+    if diverse and not scoring:
+        raise ConfigError("diverse=True chooses among candidates: also pass best_of=N.")
+    if scoring and isinstance(seed, (list, tuple)):
+        raise ConfigError("with best_of/min_score pass one int seed: candidate seeds are derived from it.")
+    return scoring
+
+
+def _search(generator: Any, kind: str, model_ref: str, prompts: list[str], first_seed: int, checked: dict[str, Any], *,
+            n: int, best_of: int | None, min_score: float | None, max_attempts: int | None, diverse: bool,
+            library: Any, scorer: Any, manager: Any) -> list[Asset]:
+    """best_of / min_score: the scorer's loop, prompt by prompt; chosen assets join the library."""
+    import numpy as np
+
+    from .scoring.library import Library
+    from .scoring.loop import Policy, search
+    from .scoring.scorer import CreativityScorer
+
+    scorer = scorer or CreativityScorer(manager)
+    store = None if library is False else library if isinstance(library, Library) else Library(library or None)
+    policy = Policy(n=n, per_attempt=best_of or n, min_score=min_score,
+                    max_attempts=max_attempts or (4 if min_score is not None else 1), diverse=diverse)
+
+    def judge(assets: list[Asset]) -> None:
+        for asset, result in zip(assets, scorer.score(assets, library=store)):
+            asset.score = result.pop("score")
+            asset.scores = result
+
+    def embed(assets: list[Asset]) -> Any:
+        return np.stack([vector for _, vector in scorer.embed(assets)])
+
+    chosen: list[Asset] = []
+    span = policy.per_attempt * policy.max_attempts  # seeds each prompt may use, so prompts never share one
+    defaults = {name: p.default for name, p in type(generator).params.items()}
+    from tqdm.auto import tqdm
+
+    for index, prompt in enumerate(tqdm(prompts, desc="best-of", unit="prompt", leave=False, disable=None)):
+        def produce(seeds: list[int], knobs: dict[str, Any], prompt: str = prompt) -> list[Asset]:
+            return _produce(generator, kind, model_ref, [prompt] * len(seeds), seeds, knobs)
+
+        chosen += search(produce, judge, embed, policy, first_seed + index * span, dict(checked), defaults)
+    if store is not None:
+        store.add(chosen, scorer=scorer)
+    return chosen
 
 
 def interpolate(seed_a: int, seed_b: int, frames: int = 8, *, model: str | None = None,

@@ -29,8 +29,11 @@ class Asset:
     backend: str
     model: str
     params: dict[str, Any] = field(default_factory=dict)
-    scores: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float | None] = field(default_factory=dict)
     score: float | None = None
+    rank: int | None = None  # 1 = best, when chosen among candidates by the scorer
+    candidates: int | None = None  # how many candidates it was chosen from
+    attempts: int | None = None  # how many generate-and-score rounds it took
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     version: str = __version__

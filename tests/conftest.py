@@ -10,6 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["AIGC_CACHE"] = tempfile.mkdtemp(prefix="aigc-test-cache-")  # hermetic: never the user's cache
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="aigc-test-hf-cache-")  # tests place tiny "Hub" models here
+os.environ["AIGC_LIBRARY"] = tempfile.mkdtemp(prefix="aigc-test-library-")  # never the user's library
 os.environ.pop("AIGC_DEVICE", None)
 os.environ.pop("AIGC_DTYPE", None)
 

@@ -28,7 +28,6 @@ import aigc
         (dict(seed="7"), aigc.ConfigError, "seed='7' must be an int"),
         (dict(n=2, streamer=print), aigc.ConfigError, "streamer= streams one output"),
         (dict(streamer="yes"), aigc.ConfigError, "streamer='yes' must be callable"),
-        (dict(best_of=4), aigc.ConfigError, "best_of= needs the creativity scorer"),
         (dict(model="./no/such/dir"), aigc.ModelLoadError, "no such file or directory"),
         (dict(model="pack:nope"), aigc.ModelLoadError, "no such pack; known packs: pack:smollm2"),
         (dict(model="openai-community/gpt2"), aigc.ModelLoadError,

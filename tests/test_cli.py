@@ -103,3 +103,16 @@ def test_generate_images_writes_pngs_and_a_contact_sheet(tiny_dcgan, tmp_path):
 
     with Image.open(tmp_path / "image-a-face-6.png") as image:
         assert json.loads(image.text["aigc"])["seed"] == 6
+
+
+def test_score_files_and_best_of_on_the_command_line(tiny_dcgan, tiny_gpt2, tmp_path):
+    run("generate", "image", "a face", "--backend", "gan", "--model", tiny_dcgan, "-n", "2", "--seed", "1",
+        "--out", str(tmp_path))
+    pngs = sorted(str(p) for p in tmp_path.glob("image-*.png"))
+    records = [json.loads(line) for line in run("score", *pngs, "--prompt", "a face", "--json").stdout.splitlines()]
+    assert [r["file"] for r in records] == pngs and all(0 <= r["score"] <= 1 for r in records)
+    plain = run("score", *pngs).stdout.splitlines()
+    assert len(plain) == 2 and "relevance" in plain[0]
+    best = run("generate", "text", "The sea", "--model", tiny_gpt2, "--best-of", "3", "--seed", "2",
+               "--max-new-tokens", "5", "--no-library")
+    assert "rank 1 of 3" in best.stderr

@@ -84,6 +84,11 @@ class GANGenerator(Generator):
         "upscale_filter": Param("lanczos", "PIL filter used when size is set", "str", choices=FILTERS),
         "frames": Param(None, "make a strip of this many frames, walking the latent from seed to to_seed", "int", 2, 64),
         "to_seed": Param(None, "where the frames end (default: seed + 1)", "int", 0),
+        "refine": Param(0, "steps of gradient ascent on the latent toward the prompt (needs the scorer)", "int", 0, 500),
+        "refine_rate": Param(0.05, "step size of the latent refinement", "float", 0.0, 1.0, min_exclusive=True),
+        "prior_weight": Param(1.0, "how strongly refinement keeps latents typical, so faces stay faces", "float", 0.0),
+        "objective": Param(None, "differentiable score of images in [-1, 1] per prompt (aigc.generate passes the "
+                           "scorer's)", "callable", record=False),
         "batch_size": Param(256, "latents decoded together; halves itself on out-of-memory", "int", 1, record=False),
     }
 
@@ -100,17 +105,58 @@ class GANGenerator(Generator):
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], **params: Any) -> list[Output]:
         with self.manager.use(self.cache_key, self.load) as gan:
             latents = [self._latents(gan.nz, seed, params) for seed in seeds]
+            refinements: list[dict[str, Any]] = [{} for _ in seeds]
+            if params["refine"]:
+                latents, refinements = self._refine(gan, latents, prompts, params)
             flat = [z for group in latents for z in group]
             images = self.manager.run_batched(lambda chunk: self._decode(gan, chunk), flat, params["batch_size"])
         outputs, start = [], 0
-        for seed, group in zip(seeds, latents):
+        for seed, group, refinement in zip(seeds, latents, refinements):
             frames = [self._resize(im, params) for im in images[start:start + len(group)]]
             start += len(group)
             info = {"conditioned_on_prompt": False, "width": frames[0].width, "height": frames[0].height}
             if params["frames"]:
                 info |= {"frames": len(frames), "to_seed": params["to_seed"] if params["to_seed"] is not None else seed + 1}
+            if refinement:
+                info["refinement"] = refinement
+                info["conditioned_on_prompt"] = True  # steered toward it through the scorer's objective
             outputs.append(Output(_strip(frames), info))
         return outputs
+
+    def _refine(self, gan: DCGAN, latents: list[list[torch.Tensor]], prompts: Sequence[str],
+                params: dict[str, Any]) -> tuple[list[list[torch.Tensor]], list[dict[str, Any]]]:
+        """Gradient ascent on each latent: objective(image) minus a penalty for leaving the prior's typical shell.
+
+        A standard normal latent of size nz has squared norm close to nz; keeping |z|^2 / nz near 1 keeps
+        the generator on inputs it was trained on, so a face stays a face while it moves toward the prompt.
+        """
+        if params["objective"] is None:
+            from ..errors import ConfigError
+
+            raise ConfigError("refine= needs an objective: call it through aigc.generate, which passes the scorer's.")
+        if params["frames"]:
+            from ..errors import ConfigError
+
+            raise ConfigError("refine= and frames= do not combine; refine single images.")
+        objective, steps = params["objective"], params["refine"]
+        z = torch.stack([group[0] for group in latents]).to(self.manager.device, torch.float32).requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=params["refine_rate"])
+        frozen = [p.requires_grad_(False) for p in gan.parameters()]
+        before = None
+        for _ in range(steps):
+            optimizer.zero_grad()
+            score = objective(gan(z.to(self.dtype)).float(), list(prompts))
+            before = score.detach().cpu() if before is None else before
+            drift = (z.pow(2).flatten(1).mean(dim=1) - 1).pow(2)
+            (-(score - params["prior_weight"] * drift)).sum().backward()
+            optimizer.step()
+        with torch.no_grad():
+            after = objective(gan(z.to(self.dtype)).float(), list(prompts)).cpu()
+        del frozen
+        refined = [[row.detach().cpu()] for row in z]
+        records = [{"steps": steps, "objective_before": round(float(b), 4), "objective_after": round(float(a), 4)}
+                   for b, a in zip(before, after)]
+        return refined, records
 
     def _latents(self, nz: int, seed: int, params: dict[str, Any]) -> list[torch.Tensor]:
         """The latent of a seed, drawn on the CPU so it is the same on every device; or a slerp walk of them."""

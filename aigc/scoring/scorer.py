@@ -1,0 +1,335 @@
+"""CreativityScorer: creativity = value x novelty, measured per modality as parts in [0, 1].
+
+- relevance: does it answer the prompt (text: sentence-embedding cosine; image: CLIP when present, else the
+  classifier's top labels embedded and compared with the prompt; audio: CLAP when present, else not scored);
+- novelty: distance from the other candidates, from the library of earlier assets, and (text) from the
+  prompt's most obvious continuation (the language model's greedy answer);
+- quality: text fluency (the language model's perplexity) and repetition; image sharpness, exposure,
+  noise and contrast; audio silence, clipping and level.
+The score is the weighted geometric mean of the parts that could be measured, so a zero anywhere (an
+irrelevant, a copied or a broken output) sinks it: value times novelty, not value plus novelty.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..assets import Asset
+from ..audio import Audio
+from ..errors import ConfigError
+from .embed import TextEmbedder, audio_fingerprint
+
+PARTS = ("relevance", "novelty", "quality")
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+DEFAULT_CLAP = "laion/clap-htsat-unfused"
+DEFAULT_LM = "pack:smollm2"
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str
+    data: Any
+    prompt: str | None
+
+
+def as_item(thing: Any, prompt: str | None = None) -> Item:
+    """An Asset, or raw data: str (text), PIL image, Audio or an (array, sample_rate) pair."""
+    if isinstance(thing, Item):
+        return thing if prompt is None else Item(thing.kind, thing.data, prompt)
+    if isinstance(thing, Asset):
+        return Item(thing.kind, thing.data, prompt if prompt is not None else thing.prompt)
+    if isinstance(thing, str):
+        return Item("text", thing, prompt)
+    if isinstance(thing, Audio):
+        return Item("audio", thing, prompt)
+    if isinstance(thing, tuple) and len(thing) == 2 and isinstance(thing[1], int):
+        return Item("audio", Audio(np.asarray(thing[0], np.float32).reshape(-1), thing[1]), prompt)
+    if hasattr(thing, "convert") and hasattr(thing, "size"):
+        return Item("image", thing.convert("RGB"), prompt)
+    raise ConfigError(f"cannot score a {type(thing).__name__}; pass Assets, str, PIL images or (samples, rate).")
+
+
+def vendi(vectors: np.ndarray) -> float:
+    """Diversity of a set in [0, 1]: the Vendi score (effective number of distinct items), rescaled from [1, n]."""
+    n = len(vectors)
+    if n < 2:
+        return 0.0
+    kernel = np.clip(vectors @ vectors.T, 0, 1) / n
+    eig = np.clip(np.linalg.eigvalsh(kernel), 1e-12, None)
+    eig = eig / eig.sum()
+    effective = math.exp(-float(np.sum(eig * np.log(eig))))
+    return float(np.clip((effective - 1) / (n - 1), 0, 1))
+
+
+def combine(parts: dict[str, float | None], weights: dict[str, float]) -> float:
+    """Weighted geometric mean of the measured parts."""
+    used = [(parts[name], weights[name]) for name in PARTS if parts.get(name) is not None and weights[name] > 0]
+    if not used:
+        return 0.0
+    total = sum(w for _, w in used)
+    return float(math.exp(sum(w * math.log(max(p, 1e-4)) for p, w in used) / total))
+
+
+class CreativityScorer:
+    """Judges outputs for a prompt; its models load through the shared device manager like generators do."""
+
+    def __init__(self, manager=None, *, weights: dict[str, float] | None = None, text_embedder: str = "pack:minilm",
+                 language_model: str | None = DEFAULT_LM, clip_model: str | None = DEFAULT_CLIP,
+                 clap_model: str | None = DEFAULT_CLAP) -> None:
+        from ..devices import get_manager
+
+        self.manager = manager or get_manager()
+        self.weights = {name: 1.0 for name in PARTS} | dict(weights or {})
+        unknown = set(self.weights) - set(PARTS)
+        if unknown or any(not isinstance(w, (int, float)) or w < 0 for w in self.weights.values()):
+            raise ConfigError(f"weights={weights!r}: use non-negative numbers for {', '.join(PARTS)}.")
+        self.text = TextEmbedder(self.manager, text_embedder)
+        self.language_model = language_model
+        self.clip_model, self.clap_model = clip_model, clap_model
+        self._obvious: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # --- embeddings (novelty, diversity, the library) -------------------------------------------------
+    def embed(self, items: Sequence[Any]) -> list[tuple[str, np.ndarray]]:
+        """(space, vector) per item: the space names the embedder, so only like is compared with like."""
+        items = [as_item(i) for i in items]
+        out: list[tuple[str, np.ndarray] | None] = [None] * len(items)
+        texts = [i for i, it in enumerate(items) if it.kind == "text"]
+        if texts:
+            for i, v in zip(texts, self.text.embed([items[i].data for i in texts])):
+                out[i] = (f"text:{self.text.model}", v)
+        images = [i for i, it in enumerate(items) if it.kind == "image"]
+        if images:
+            _, features = self._classifier().predict([items[i].data for i in images])
+            for i, v in zip(images, features):
+                out[i] = ("image:efficientnet-lite0", v)
+        for i, it in enumerate(items):
+            if it.kind == "audio":
+                out[i] = ("audio:spectrum", audio_fingerprint(it.data))
+        return out  # type: ignore[return-value]
+
+    def diversity(self, items: Sequence[Any]) -> float:
+        vectors = [v for _, v in self.embed(items)]
+        return vendi(np.stack(vectors)) if vectors else 0.0
+
+    # --- the score -------------------------------------------------------------------------------------
+    def score(self, items: Sequence[Any], prompt: str | None = None, *, library=None) -> list[dict[str, float | None]]:
+        """One dict per item: relevance, novelty, quality (and their sub-parts), and `score`."""
+        items = [as_item(i, prompt) for i in items]
+        if not items:
+            return []
+        kinds = {it.kind for it in items}
+        if len(kinds) > 1:
+            raise ConfigError(f"score items of one kind at a time, not a mix of {', '.join(sorted(kinds))}.")
+        kind = kinds.pop()
+        prompts = [it.prompt for it in items]
+        embedded = self.embed(items)
+        space = embedded[0][0]
+        vectors = np.stack([v for _, v in embedded])
+        results: list[dict[str, float | None]] = [{} for _ in items]
+        getattr(self, f"_{kind}_parts")(items, prompts, vectors, results)
+        self._novelty(vectors, space, library, results)
+        for r in results:
+            r["score"] = combine(r, self.weights)
+        return results
+
+    def _novelty(self, vectors: np.ndarray, space: str, library, results: list[dict]) -> None:
+        sims = vectors @ vectors.T
+        np.fill_diagonal(sims, -1)
+        stored = library.vectors(space) if library is not None and len(library) else np.zeros((0, 0))
+        for i, r in enumerate(results):
+            if len(vectors) > 1:
+                r["novelty.candidates"] = _distance(sims[i].max())
+            if stored.size:
+                r["novelty.library"] = _distance(float((stored @ vectors[i]).max()))
+            subparts = [v for k, v in r.items() if k.startswith("novelty.") and v is not None]
+            r["novelty"] = float(np.mean(subparts)) if subparts else None
+
+    def _text_parts(self, items, prompts, vectors, results) -> None:
+        from .quality import text_repetition
+
+        self._relevance_by_text(prompts, vectors, results)
+        fluency = self._fluency([it.data for it in items])
+        obvious = self._obvious_vectors(prompts)
+        for i, r in enumerate(results):
+            distinct = text_repetition(items[i].data)
+            r["quality.distinct"] = float(np.mean([distinct["distinct_1"], distinct["distinct_2"], distinct["distinct_3"]]))
+            if fluency is not None:
+                r["quality.fluency"] = fluency[i]
+            r["quality"] = float(np.mean([v for k, v in r.items() if k.startswith("quality.")]))
+            if obvious is not None and obvious[i] is not None:
+                r["novelty.obvious"] = _distance(float(obvious[i] @ vectors[i]))
+
+    def _image_parts(self, items, prompts, vectors, results) -> None:
+        from .quality import image_quality
+
+        images = [it.data for it in items]
+        clip = self._clip()
+        if clip is not None and all(prompts):
+            for r, value in zip(results, clip.similarity(images, prompts)):
+                r["relevance"] = float(value)
+        elif all(prompts):
+            probs, _ = self._classifier().predict(images)
+            self._relevance_by_labels(probs, prompts, results)
+        for r, image in zip(results, images):
+            parts = image_quality(image)
+            r.update({f"quality.{k}": v for k, v in parts.items() if k != "quality"})
+            r["quality"] = parts["quality"]
+
+    def _audio_parts(self, items, prompts, vectors, results) -> None:
+        from .quality import audio_quality
+
+        clap = self._clap()
+        for r in results:
+            r["relevance"] = None  # not scored without CLAP: said, not faked
+        if clap is not None and all(prompts):
+            for r, value in zip(results, clap.similarity([it.data for it in items], prompts)):
+                r["relevance"] = float(value)
+        for r, it in zip(results, items):
+            parts = audio_quality(it.data.samples, it.data.sample_rate)
+            r.update({f"quality.{k}": v for k, v in parts.items() if k != "quality"})
+            r["quality"] = parts["quality"]
+
+    def image_objective(self):
+        """objective(pixels, prompts): a differentiable relevance of images (a tensor in [-1, 1]) per prompt.
+
+        What GAN refinement climbs: CLIP's image-text cosine when a CLIP is present; offline, the classifier's
+        probabilities weighted by how close each ImageNet label is to the prompt (the offline relevance bridge).
+        """
+        import torch
+
+        clip = self._clip()
+        if clip is not None:
+            def clip_objective(pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+                return torch.cat([clip.image_text_score(pixels[i:i + 1], p) for i, p in enumerate(prompts)])
+
+            return clip_objective
+        from .vision import imagenet_labels
+
+        labels = self.text.embed(imagenet_labels())
+        classifier = self._classifier()
+
+        def label_objective(pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+            weights = np.clip(self.text.embed(list(prompts)) @ labels.T, 0, None)
+            weights /= np.maximum(weights.max(axis=1, keepdims=True), 1e-6)
+            probs = classifier.probabilities(pixels)
+            return (probs * torch.tensor(weights, dtype=probs.dtype, device=probs.device)).sum(dim=-1)
+
+        return label_objective
+
+    # --- relevance helpers --------------------------------------------------------------------------------
+    def _relevance_by_text(self, prompts, vectors, results) -> None:
+        if not all(prompts):
+            return
+        for r, p, v in zip(results, self.text.embed(prompts), vectors):
+            r["relevance"] = _relevance(float(p @ v))
+
+    def _relevance_by_labels(self, probs: np.ndarray, prompts, results, top: int = 5) -> None:
+        """Offline bridge: the classifier's top labels, weighted by probability, compared with the prompt."""
+        from .vision import imagenet_labels
+
+        labels = imagenet_labels()
+        prompt_vectors = self.text.embed(prompts)
+        for r, row, pv in zip(results, probs, prompt_vectors):
+            best = np.argsort(row)[::-1][:top]
+            label_vectors = self.text.embed([labels[j] for j in best])
+            weights = row[best] / row[best].sum()
+            r["relevance"] = _relevance(float(weights @ (label_vectors @ pv)))
+
+    # --- models, loaded lazily through the shared manager ---------------------------------------------
+    def _classifier(self):
+        from .vision import ImageClassifier
+
+        with self._lock:
+            if not hasattr(self, "_image_classifier"):
+                self._image_classifier = ImageClassifier(self.manager)
+        return self._image_classifier
+
+    def _clip(self):
+        from .clip import ClipRelevance
+
+        if self.clip_model and ClipRelevance.available(self.clip_model):
+            return ClipRelevance(self.clip_model, self.manager)
+        return None
+
+    def _clap(self):
+        from .clip import ClapRelevance
+
+        if self.clap_model and ClapRelevance.available(self.clap_model):
+            return ClapRelevance(self.clap_model, self.manager)
+        return None
+
+    def _language_model(self):
+        from ..generators.text import CausalLMGenerator
+        from ..errors import ModelLoadError
+
+        if not self.language_model:
+            return None
+        try:
+            return CausalLMGenerator(self.language_model, self.manager, backend="lm")
+        except ModelLoadError:
+            return None  # no LM here: fluency and the obvious-continuation novelty are simply not measured
+
+    def _fluency(self, texts: list[str]) -> list[float] | None:
+        """Perplexity under the language model, mapped so fluent prose (ppl ~10-40) scores high."""
+        import torch
+
+        lm = self._language_model()
+        if lm is None:
+            return None
+        values = []
+        with self.manager.use(lm.cache_key, lm.load) as loaded, torch.inference_mode():
+            for text in texts:
+                ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"].to(self.manager.device)
+                if ids.shape[-1] < 2:
+                    values.append(0.0)
+                    continue
+                logits = loaded.model(input_ids=ids).logits[0, :-1].float()
+                nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:]).item()
+                values.append(_fluency(nll))
+        return values
+
+    def _obvious_vectors(self, prompts) -> list[np.ndarray | None] | None:
+        """The prompt's most likely continuation (greedy), embedded: text close to it is unsurprising."""
+        lm = self._language_model()
+        if lm is None or not all(prompts):
+            return None
+        for prompt in set(prompts) - set(self._obvious):
+            params = lm.check_params({"temperature": 0.0, "max_new_tokens": 32})
+            self._obvious[prompt] = lm.generate([prompt], [0], **params)[0].data
+        return list(self.text.embed([self._obvious[p] for p in prompts]))
+
+
+def _distance(cosine: float) -> float:
+    return float(np.clip(1.0 - cosine, 0.0, 1.0))
+
+
+def _relevance(cosine: float) -> float:
+    """MiniLM cosines: on-topic ~0.4-0.8, unrelated ~0; 0.6 and above counts as fully relevant."""
+    return float(np.clip(cosine / 0.6, 0.0, 1.0))
+
+
+def _fluency(nll: float) -> float:
+    """Mean negative log-likelihood per token -> [0, 1]: nll <= 4.5 (ppl ~90) is 1, nll >= 7.5 (ppl ~1800) is 0.
+
+    Calibrated on SmolLM2-135M scoring text without its prompt: fluent prose lands near nll 5 (0.8), the
+    same words shuffled near 7.5 (0).
+    """
+    return float(np.clip((7.5 - nll) / 3.0, 0.0, 1.0))
+
+
+_default: CreativityScorer | None = None
+_default_lock = threading.Lock()
+
+
+def default_scorer() -> CreativityScorer:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = CreativityScorer()
+        return _default
