@@ -209,13 +209,11 @@ class CreativityScorer:
                 return torch.cat([clip.image_text_score(pixels[i:i + 1], p) for i, p in enumerate(prompts)])
 
             return clip_objective
-        from .vision import imagenet_labels
-
-        labels = self.text.embed(imagenet_labels())
         classifier = self._classifier()
 
         def label_objective(pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-            weights = np.clip(self.text.embed(list(prompts)) @ labels.T, 0, None)
+            sims = self._label_similarities(prompts)  # labels unusually close to the prompt get the weight
+            weights = np.clip((sims - sims.mean(axis=1, keepdims=True)) / sims.std(axis=1, keepdims=True), 0, None)
             weights /= np.maximum(weights.max(axis=1, keepdims=True), 1e-6)
             probs = classifier.probabilities(pixels)
             return (probs * torch.tensor(weights, dtype=probs.dtype, device=probs.device)).sum(dim=-1)
@@ -230,16 +228,23 @@ class CreativityScorer:
             r["relevance"] = _relevance(float(p @ v))
 
     def _relevance_by_labels(self, probs: np.ndarray, prompts, results, top: int = 5) -> None:
-        """Offline bridge: the classifier's top labels, weighted by probability, compared with the prompt."""
+        """Offline bridge: how much closer the image's top labels are to the prompt than labels in general.
+
+        Raw cosines are not comparable between prompts (some prompts sit close to every label), so the
+        probability-weighted similarity of the top labels is taken as a z-score against the prompt's
+        similarity to all 1000 labels: z <= -1 maps to 0, z >= 4 to 1.
+        """
+        for r, row, sims in zip(results, probs, self._label_similarities(prompts)):
+            best = np.argsort(row)[::-1][:top]
+            weights = row[best] / row[best].sum()
+            z = (float(weights @ sims[best]) - sims.mean()) / max(float(sims.std()), 1e-6)
+            r["relevance"] = float(np.clip((z + 1) / 5, 0.0, 1.0))
+
+    def _label_similarities(self, prompts: Sequence[str]) -> np.ndarray:
+        """Cosine of each prompt with each of the 1000 ImageNet labels: [n, 1000]."""
         from .vision import imagenet_labels
 
-        labels = imagenet_labels()
-        prompt_vectors = self.text.embed(prompts)
-        for r, row, pv in zip(results, probs, prompt_vectors):
-            best = np.argsort(row)[::-1][:top]
-            label_vectors = self.text.embed([labels[j] for j in best])
-            weights = row[best] / row[best].sum()
-            r["relevance"] = _relevance(float(weights @ (label_vectors @ pv)))
+        return self.text.embed(list(prompts)) @ self.text.embed(imagenet_labels()).T
 
     # --- models, loaded lazily through the shared manager ---------------------------------------------
     def _classifier(self):
