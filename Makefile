@@ -22,6 +22,7 @@ demo: setup
 	$(VENV)/bin/aigc generate text "Write a short story about a lighthouse keeper who finds a door in the sea." --seed 7 --max-new-tokens 160 --out out/
 	$(VENV)/bin/aigc generate image "portrait" -n 8 --seed 1 -p size=128 --out out/
 	$(VENV)/bin/aigc generate audio "Welcome to the studio. This voice runs offline, on your own machine." --seed 1 --out out/
+	$(VENV)/bin/aigc run pipelines/prompt_expansion.yaml --set prompt="castle at dusk"
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

@@ -24,6 +24,7 @@ Examples:
   aigc generate audio "lofi beat with piano" --backend music --duration 10
   aigc generate text "A city of glass" --best-of 8 --min-score 0.6 --seed 1
   aigc score out/*.png --prompt "a portrait"
+  aigc run pipelines/story_to_poster.yaml --set topic="a city of glass" --out runs/glass
   aigc models        # what can run here, offline
   aigc doctor        # device, dtype, versions, memory
 """
@@ -142,6 +143,44 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
 
 
+@cli.command(name="run")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="An input (topic=...), or a step knob (story.max_new_tokens=60); repeatable.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory, which must not hold a run yet (default: a new runs/<recipe>-<seed>).")
+@click.option("--seed", "-s", type=int, default=0, show_default=True, help="Seed of the whole run.")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Re-run exactly what a run.json recorded.")
+def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, seed: int, replay: Path | None) -> None:
+    """Run a YAML workflow RECIPE (see pipelines/): every step's assets, run.json and index.html land in --out."""
+    from .recipes import load_recipe, replay as replay_run, run_to_dir
+
+    if replay is not None:
+        if recipe is not None or sets:
+            raise click.UsageError("--replay takes no recipe or --set: it reruns what run.json recorded.")
+        out = out or _fresh_dir(replay.parent.with_name(replay.parent.name + "-replay"))
+        run_json = replay_run(replay, out)
+    else:
+        if recipe is None:
+            raise click.UsageError("give a recipe (e.g. pipelines/story_to_poster.yaml) or --replay run.json.")
+        pipeline = load_recipe(recipe)
+        values = {}
+        for key, value in _parse_param(sets).items():
+            step_name, dot, knob = key.partition(".")
+            if dot:
+                steps = {s.name: s for s in pipeline.steps}
+                if step_name not in steps:
+                    raise click.BadParameter(f"no step {step_name!r}; steps: {', '.join(steps)}", param_hint="--set")
+                steps[step_name].params[knob] = value
+            else:
+                values[key] = str(value)
+        out = out or _fresh_dir(Path("runs") / f"{recipe.stem}-{seed}")
+        run_json = run_to_dir(pipeline, values, out, seed=seed, source=str(recipe))
+    click.echo(run_json)
+    click.secho(f"open {run_json.parent / 'index.html'} to see the chain", fg="green", err=True)
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--prompt", help="What the files should answer (default: the prompt in their metadata).")
@@ -206,6 +245,15 @@ def doctor() -> None:
     console = Console()
     for key, value in diagnose().items():
         console.print(f"[bold]{key:>18}[/bold]  {value}")
+
+
+def _fresh_dir(path: Path) -> Path:
+    """`path`, or `path-1`, `path-2`... whichever does not exist yet: a new run never lands on an old one."""
+    candidate, counter = path, 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}-{counter}")
+        counter += 1
+    return candidate
 
 
 def _score_line(asset: Any) -> str:

@@ -237,6 +237,18 @@ class DeviceManager:
             gc.collect()
             _empty_cache(self.device)
 
+    def release(self, family: str, model: str) -> int:
+        """Drop the idle cached copies of one model (any dtype): a workflow does this once a model is done."""
+        with self._lock:
+            gone = [e for e in self._entries.values() if e.key[:2] == (family, model) and e.pins == 0]
+            for entry in gone:
+                del self._entries[entry.key]
+                self.counters["evictions"] += 1
+            if gone:
+                gc.collect()
+                _empty_cache(self.device)
+        return len(gone)
+
     def run_batched(self, fn: Callable[[Sequence[T]], list[R]], items: Sequence[T], batch_size: int | None = None) -> list[R]:
         """Run `fn` over `items` in chunks; on out-of-memory free what can be freed and halve the chunk.
 

@@ -1,0 +1,39 @@
+"""A run's HTML page: the chain step by step, with text, images and audio players. Opens from disk."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from .assets import write_atomic
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+.step{border-left:4px solid #68a;padding:0 1em;margin:1.5em 0}.assets{display:flex;flex-wrap:wrap;gap:1em}
+.asset{border:1px solid #ddd;border-radius:6px;padding:.6em;max-width:340px;font-size:.9em}
+.asset img{max-width:320px;image-rendering:auto}pre{white-space:pre-wrap}.meta{color:#666;font-size:.8em}"""
+
+
+def _asset_html(record: dict[str, Any]) -> str:
+    file = html.escape(record["file"])
+    if record["kind"] == "image":
+        body = f'<a href="{file}"><img src="{file}" alt="{html.escape(record["prompt"])}"></a>'
+    elif record["kind"] == "audio":
+        body = f'<audio controls src="{file}"></audio>'
+    else:
+        body = f'<pre>{html.escape(record.get("text", ""))}</pre><a href="{file}">{file}</a>'
+    score = f" · score {record['score']:.3f}" if record.get("score") is not None else ""
+    parents = ", ".join(p for p in record["info"].get("workflow", {}).get("parents", []) if p)
+    return (f'<div class="asset">{body}<div class="meta">{html.escape(record["info"]["workflow"]["id"])} · seed '
+            f'{record["seed"]}{score}{" · from " + html.escape(parents) if parents else ""}</div>'
+            f'<details><summary>prompt</summary><pre>{html.escape(record["prompt"])}</pre></details></div>')
+
+
+def write_report(run: dict[str, Any], path: Path) -> None:
+    parts = [f"<!doctype html><meta charset=utf-8><title>aigc run</title><style>{STYLE}</style>",
+             f"<h1>aigc run</h1><p class=meta>inputs: {html.escape(str(run['pipeline']['inputs']))} · seed "
+             f"{run['pipeline']['seed']} · {run['seconds']} s · aigc {run['aigc']}</p>"]
+    for step in run["steps"]:
+        cards = [_asset_html(record) for record in step["assets"]]
+        parts.append(f'<div class="step"><h2>{html.escape(step["name"])}</h2><div class="assets">{"".join(cards)}</div></div>')
+    write_atomic(path, "\n".join(parts).encode("utf-8"))
