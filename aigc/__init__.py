@@ -4,10 +4,11 @@ from .api import generate, interpolate, score
 from .assets import Asset, __version__, load
 from .scoring.library import Library
 from .workflows import Pipeline, Step, chain
+from .batch_runner import batch
 from .errors import AIGCError, BackendNotFoundError, ConfigError, DeviceError, GenerationError, ModelLoadError
 
 __all__ = [
-    "AIGCError", "Asset", "BackendNotFoundError", "ConfigError", "DeviceError", "GenerationError",
+    "AIGCError", "Asset", "batch", "BackendNotFoundError", "ConfigError", "DeviceError", "GenerationError",
     "Library", "ModelLoadError", "Pipeline", "Step", "chain", "run", "__version__", "generate", "interpolate", "load", "score",
 ]
 

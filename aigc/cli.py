@@ -25,6 +25,7 @@ Examples:
   aigc generate text "A city of glass" --best-of 8 --min-score 0.6 --seed 1
   aigc score out/*.png --prompt "a portrait"
   aigc run pipelines/story_to_poster.yaml --set topic="a city of glass" --out runs/glass
+  aigc batch prompts.csv --kind image -n 4 --out shoot/ --seed 1 --truncation 0.8
   aigc models        # what can run here, offline
   aigc doctor        # device, dtype, versions, memory
 """
@@ -141,6 +142,63 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         click.echo(sheet)
     if out is not None and not as_json:
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kind", "-k", required=True, type=click.Choice(["text", "image", "audio"]), help="What to make.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Batch directory: assets, manifest.jsonl, failures.jsonl, index.html. Re-run to resume.")
+@click.option("-n", "n", type=int, default=1, show_default=True, help="Variants per prompt.")
+@click.option("--seed", "-s", type=int, default=0, show_default=True, help="Batch seed; each asset's seed derives from it.")
+@click.option("--backend", "-b", help="Generator within the kind (rows may set their own).")
+@click.option("--model", "-m", help="Model reference (rows may set their own).")
+@click.option("--best-of", type=int, help="Score this many candidates per asset and keep the best.")
+@click.option("--min-score", type=float, help="Re-sample until each asset scores this (0-1).")
+@click.option("--max-attempts", type=int, help="Rounds allowed with --min-score.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: spread the batch over a Ray cluster (one actor per GPU, or per CPU worker).")
+@click.option("--workers", type=int, help="Ray actors (default: one per GPU, else 2).")
+@click.option("--ray-address", help="An existing Ray cluster (e.g. ray://head:10001); default: $RAY_ADDRESS or a local one.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per generate call.")
+@click.pass_context
+def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed: int, backend: str | None,
+          model: str | None, best_of: int | None, min_score: float | None, max_attempts: int | None, engine: str,
+          workers: int | None, ray_address: str | None, batch_size: int) -> None:
+    """Make N variants of every prompt in PROMPTS (.txt, .csv or .jsonl), resumably.
+
+    \b
+    Any generator knob is an option too: --max-new-tokens 80, --steps 30, --truncation 0.7...
+    CSV/JSONL rows may carry their own seed, backend, model, n and knobs.
+    """
+    from .batch_runner import batch as run_batch
+
+    params = _knob_options(ctx.args)
+    summary = run_batch(prompts, out, kind=kind, n=n, seed=seed, backend=backend, model=model, best_of=best_of,
+                        min_score=min_score, max_attempts=max_attempts, engine=engine, workers=workers,
+                        ray_address=ray_address, batch_size=batch_size, **params)
+    click.echo(str(summary))
+    for failure in summary.failed[:10]:
+        click.secho(f"  row {failure['row']}: {failure['reason']}", fg="yellow", err=True)
+    if summary.failed:
+        click.echo(f"failures: {out / 'failures.jsonl'}")
+    click.echo(f"gallery: {out / 'index.html'}")
+
+
+def _knob_options(args: list[str]) -> dict[str, Any]:
+    """--some-knob VALUE pairs left over by click -> {"some_knob": value}, values read as JSON when they parse."""
+    params: dict[str, Any] = {}
+    items = list(args)
+    while items:
+        flag = items.pop(0)
+        if not flag.startswith("--") or not items:
+            raise click.UsageError(f"unexpected {flag!r}: knobs are given as --name VALUE (e.g. --steps 30).")
+        key, value = flag[2:].replace("-", "_"), items.pop(0)
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
 
 
 @cli.command(name="run")

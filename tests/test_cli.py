@@ -116,3 +116,18 @@ def test_score_files_and_best_of_on_the_command_line(tiny_dcgan, tiny_gpt2, tmp_
     best = run("generate", "text", "The sea", "--model", tiny_gpt2, "--best-of", "3", "--seed", "2",
                "--max-new-tokens", "5", "--no-library")
     assert "rank 1 of 3" in best.stderr
+
+
+def test_batch_on_the_command_line_with_knob_options(tiny_dcgan, tmp_path):
+    (tmp_path / "p.txt").write_text("a face\nbad\n")
+    (tmp_path / "p.csv").write_text("prompt,truncation\na face,0.5\nbad,9\n")
+    result = run("batch", str(tmp_path / "p.csv"), "--kind", "image", "--backend", "gan", "--model", tiny_dcgan,
+                 "-n", "2", "--out", str(tmp_path / "out"), "--size", "48")
+    assert "made 2, skipped 0 already done, failed 1" in result.stdout and "row 3: truncation=9" in result.stderr
+    records = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["params"]["size"] for r in records} == {48} and {r["params"]["truncation"] for r in records} == {0.5}
+    again = run("batch", str(tmp_path / "p.csv"), "--kind", "image", "--backend", "gan", "--model", tiny_dcgan,
+                "-n", "2", "--out", str(tmp_path / "out"), "--size", "48")
+    assert "made 0, skipped 2 already done" in again.stdout
+    bad = run("batch", str(tmp_path / "p.txt"), "--kind", "image", "--out", str(tmp_path / "o2"), "stray", ok=False)
+    assert bad.returncode == 2 and "knobs are given as --name VALUE" in bad.stderr

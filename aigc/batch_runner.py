@@ -1,0 +1,109 @@
+"""Running a batch: the local engine, the Ray engine (one actor per GPU or CPU worker), progress and summary.
+
+Both engines make the same assets (seeds come from the plan, not the engine) and share one manifest and
+resume rule: files and manifest lines are written here, in the driver, as each result comes back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .assets import write_atomic
+from .batch import Job, Manifest, Summary, chunks, make, plan, read_prompts, record_of
+from .errors import ConfigError
+
+ENGINES = ("local", "ray")
+
+
+def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: int = 0, backend: str | None = None,
+          model: str | None = None, best_of: int | None = None, min_score: float | None = None,
+          max_attempts: int | None = None, engine: str = "local", workers: int | None = None,
+          ray_address: str | None = None, batch_size: int = 8, manager=None, **params: Any) -> Summary:
+    """Make `n` variants of every prompt in a .txt/.csv/.jsonl file into `out`, resuming what is done."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r}; use 'local' or 'ray'.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1.")
+    out = Path(out)
+    loop = {k: v for k, v in {"best_of": best_of, "min_score": min_score, "max_attempts": max_attempts}.items()
+            if v is not None}
+    jobs, failures = plan(read_prompts(prompts), kind=kind, n=n, seed=seed, backend=backend, model=model,
+                          params=params, loop=loop)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out)
+    done = {f"{r['row']}:{r['variant']}": r for r in manifest.records() if (out / r["file"]).exists()}
+    summary = Summary(failed=failures)
+    todo = []
+    for job in jobs:
+        finished = done.get(job.key)
+        if finished is None:
+            todo.append(job)
+        elif finished.get("fingerprint") == job.fingerprint:
+            summary.skipped += 1
+        else:
+            summary.skipped += 1
+            summary.changed.append({"row": job.row, "variant": job.variant, "file": finished["file"]})
+    groups = chunks(todo, batch_size)
+    results = _run_local(groups, manager) if engine == "local" else _run_ray(groups, workers, ray_address)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(todo), desc="batch", unit="asset", disable=None) as bar:
+        for job, asset, error in results:
+            if asset is None:
+                summary.failed.append({"row": job.row, "variant": job.variant, "prompt": job.prompt, "reason": error})
+            else:
+                asset.save(out / job.file_name())
+                manifest.append(record_of(job, asset, job.file_name()))
+                summary.made += 1
+            bar.update(1)
+    if summary.failed:
+        lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in summary.failed)
+        write_atomic(out / "failures.jsonl", lines.encode("utf-8"))
+    from .gallery import write_gallery
+
+    write_gallery(out, manifest.records())
+    return summary
+
+
+def _run_local(groups: list[list[Job]], manager):
+    for group in groups:
+        yield from make(group, manager)
+
+
+def _run_ray(groups: list[list[Job]], workers: int | None, address: str | None):
+    """Spread the groups over Ray actors, each holding its models through its own device manager."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("engine='ray' needs Ray: pip install 'aigc[ray]' (or `ray`).") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        count = workers or gpus or 2
+        worker_class = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(BatchWorker)
+        actors = [worker_class.remote() for _ in range(count)]
+        pending = {actors[i % count].make.remote(group): group for i, group in enumerate(groups)}
+        while pending:  # results stream back as each group finishes, whatever the order
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                pending.pop(ref)
+                yield from ray.get(ref)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+class BatchWorker:
+    """A Ray actor: one device manager, so each worker loads its models once for all its groups."""
+
+    def __init__(self) -> None:
+        from .devices import DeviceManager
+
+        self.manager = DeviceManager()
+
+    def make(self, jobs: list[Job]):
+        return make(jobs, self.manager)
