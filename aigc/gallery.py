@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .assets import write_atomic
+from .report import media_html
 
 PAGE = """<!doctype html><meta charset=utf-8><title>aigc batch</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}#q{{font-size:1em;padding:.3em;width:24em}}
@@ -22,13 +23,9 @@ c.style.display=ok?'':'none'}}}}</script>"""
 
 def _card(record: dict[str, Any], directory: Path) -> str:
     file = html.escape(record["file"])
-    if record["kind"] == "image":
-        body = f'<a href="{file}"><img loading=lazy src="{file}"></a>'
-    elif record["kind"] == "audio":
-        body = f'<audio controls preload=none src="{file}"></audio>'
-    else:
-        text = (directory / record["file"]).read_text(encoding="utf-8") if (directory / record["file"]).exists() else ""
-        body = f"<pre>{html.escape(text)}</pre>"
+    path = directory / record["file"]
+    text = path.read_text(encoding="utf-8") if record["kind"] == "text" and path.exists() else ""
+    body = media_html(record["kind"], record["file"], text)
     score = record.get("score")
     shown = f" · score {score:.3f}" if score is not None else ""
     search = html.escape(f"{record['prompt']} seed {record['seed']}{shown}".lower(), quote=True)

@@ -14,14 +14,18 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 .asset img{max-width:320px;image-rendering:auto}pre{white-space:pre-wrap}.meta{color:#666;font-size:.8em}"""
 
 
+def media_html(kind: str, file: str, text: str = "") -> str:
+    """How an asset shows on a page: an image linking to itself, an audio player, or the text."""
+    file = html.escape(file)
+    if kind == "image":
+        return f'<a href="{file}"><img loading=lazy src="{file}"></a>'
+    if kind == "audio":
+        return f'<audio controls preload=none src="{file}"></audio>'
+    return f'<pre>{html.escape(text)}</pre><a href="{file}">{file}</a>'
+
+
 def _asset_html(record: dict[str, Any]) -> str:
-    file = html.escape(record["file"])
-    if record["kind"] == "image":
-        body = f'<a href="{file}"><img src="{file}" alt="{html.escape(record["prompt"])}"></a>'
-    elif record["kind"] == "audio":
-        body = f'<audio controls src="{file}"></audio>'
-    else:
-        body = f'<pre>{html.escape(record.get("text", ""))}</pre><a href="{file}">{file}</a>'
+    body = media_html(record["kind"], record["file"], record.get("text", ""))
     score = f" · score {record['score']:.3f}" if record.get("score") is not None else ""
     parents = ", ".join(p for p in record["info"].get("workflow", {}).get("parents", []) if p)
     return (f'<div class="asset">{body}<div class="meta">{html.escape(record["info"]["workflow"]["id"])} · seed '
