@@ -171,8 +171,8 @@ class GANGenerator(Generator):
         from PIL import Image
 
         z = torch.stack(list(latents)).to(self.manager.device, self.dtype)
-        pixels = ((gan(z).float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return [Image.fromarray(p.permute(1, 2, 0).cpu().numpy()) for p in pixels]
+        pixels = ((gan(z).float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        return [Image.fromarray(p) for p in pixels.numpy()]  # one device->host copy for the whole batch
 
     @staticmethod
     def _resize(image, params: dict[str, Any]):

@@ -6,6 +6,7 @@ needs its own random generator: that is what makes an output with seed s the sam
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -135,21 +136,22 @@ class CausalLMGenerator(Generator):
         new_tokens: list[list[int]] = [[] for _ in items]
         finish = [""] * batch
         streamed = 0
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep)
         seen = sampler.seen_mask(input_ids, mask, out.logits.shape[-1])
         bar = tqdm(total=params["max_new_tokens"], desc="generating", unit="tok", leave=False,
                    disable=True if stream else None)
         for step in range(params["max_new_tokens"]):
             next_ids = sampler.pick(out.logits[:, -1, :].float(), seen, generators)
-            for row in range(batch):
+            if sampler.penalty != 1.0:
+                seen.scatter_(1, next_ids[:, None], True)  # rows already finished are never read again
+            for row, token in enumerate(next_ids.tolist()):  # one device->host copy per step
                 if finish[row]:
                     continue
-                token = int(next_ids[row])
                 if token in eos:
                     finish[row] = "eos"
                     continue
                 new_tokens[row].append(token)
-                seen[row, token] = True
                 if stops and _cut_at_stop(tokenizer.decode(new_tokens[row], skip_special_tokens=True), stops)[1]:
                     finish[row] = "stop"
                 elif len(new_tokens[row]) == params["max_new_tokens"] or (limit and lengths[row] + step + 1 >= limit):
@@ -159,10 +161,11 @@ class CausalLMGenerator(Generator):
             bar.update(1)
             if all(finish):
                 break
-            step_ids = torch.tensor([[pad_id if finish[r] else int(next_ids[r])] for r in range(batch)], device=device)
+            # finished rows keep decoding their last token: their results are never read, and a row only
+            # attends to itself, so this costs nothing and saves a host->device copy per step
             mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
             positions = positions[:, -1:] + 1
-            out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions,
+            out = model(input_ids=next_ids[:, None], attention_mask=mask, position_ids=positions,
                         past_key_values=out.past_key_values, use_cache=True)
         bar.close()
 

@@ -1,0 +1,88 @@
+"""`python -m benchmarks --suite cpu|gpu [--quick] [--json FILE]`: stock vs aigc, median seconds per call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from aigc.devices import DeviceManager
+
+from . import workloads
+
+
+def suite(name: str, quick: bool) -> list[tuple[str, object]]:
+    manager = DeviceManager("cuda" if name == "gpu" else "cpu")
+    if name == "gpu":
+        return [
+            ("gpt2-124m 256 tok b1", lambda: workloads.gpt2(manager, 1, 256)),
+            ("gpt2-124m 256 tok b32", lambda: workloads.gpt2(manager, 32, 256)),
+            ("dcgan b256", lambda: workloads.dcgan(manager, 256)),
+            ("scorer 256 texts", lambda: workloads.scorer(manager, 256)),
+        ]
+    tokens = 16 if quick else 64
+    return [
+        (f"gpt2-124m {tokens} tok b1", lambda: workloads.gpt2(manager, 1, tokens)),
+        (f"gpt2-124m {tokens} tok b8", lambda: workloads.gpt2(manager, 8, tokens)),
+        ("dcgan b256", lambda: workloads.dcgan(manager, 256)),
+        ("smollm2 load (gguf vs cache)", lambda: workloads.smollm2_load(manager)),
+        ("speech ~7 s of audio", lambda: workloads.speech(manager)),
+        ("scorer 64 texts", lambda: workloads.scorer(manager, 64)),
+    ]
+
+
+def median_seconds(fn, reps: int) -> tuple[float, object]:
+    fn()  # warm-up: first-call costs (loading, caches) are not what is being compared
+    times, out = [], None
+    for _ in range(reps):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--suite", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and repetitions")
+    parser.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
+    args = parser.parse_args(argv)
+    if args.suite == "gpu" and not torch.cuda.is_available():
+        print("--suite gpu needs CUDA; this torch sees none. Run --suite cpu here.", file=sys.stderr)
+        return 2
+    reps = 2 if args.quick else 5
+    device = torch.cuda.get_device_name() if args.suite == "gpu" else "cpu"
+    records = []
+    print(f"{'workload':32} {'stock s':>9} {'aigc s':>9} {'speedup':>8}  matches")
+    for name, build in suite(args.suite, args.quick):
+        stock_fn, aigc_fn, compare = build()
+        stock_s, stock_out = median_seconds(stock_fn, reps) if stock_fn else (None, None)
+        aigc_s, aigc_out = median_seconds(aigc_fn, reps)
+        record = {
+            "workload": name, "device": device, "stock_s": stock_s, "aigc_s": aigc_s,
+            "speedup": stock_s / aigc_s if stock_s else None,
+            "peak_mem_mb": (torch.cuda.max_memory_allocated() if args.suite == "gpu"
+                            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 1024**2,
+            "matches_stock": compare(stock_out, aigc_out) if compare else None,
+        }
+        records.append(record)
+        fmt = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9}"  # noqa: E731
+        speed = f"{record['speedup']:7.2f}x" if record["speedup"] else f"{'-':>8}"
+        print(f"{name:32} {fmt(stock_s)} {fmt(aigc_s)} {speed}  {record['matches_stock']}", flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(records, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
