@@ -95,6 +95,20 @@ def score(items: Sequence[Any], prompt: str | None = None, *, library: Library |
     return scorer.score(list(items), prompt, library=chosen)
 
 
+def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int = 0, **inputs: str) -> Any:
+    """Run a YAML recipe (`aigc.run("pipelines/story_to_poster.yaml", topic="a city of glass")`).
+
+    Returns step name -> its assets; with `out`, also writes the run directory (assets, run.json, index.html).
+    """
+    from .recipes import load_recipe, run_to_dir
+    from .workflows import run as run_pipeline
+
+    pipeline = load_recipe(recipe)
+    if out is None:
+        return run_pipeline(pipeline, inputs, seed=seed)
+    return run_to_dir(pipeline, inputs, out, seed=seed, source=str(recipe))
+
+
 def _produce(generator: Any, kind: str, model_ref: str, prompts: list[str], seeds: list[int],
              checked: dict[str, Any]) -> list[Asset]:
     start = time.perf_counter()

@@ -148,3 +148,13 @@ def test_a_run_never_overwrites_an_earlier_run(tiny_gpt2, tmp_path):
     with pytest.raises(aigc.ConfigError, match="already holds a run"):
         run_to_dir(pipeline, {}, tmp_path, seed=9, manager=DeviceManager("cpu"))
     assert (tmp_path / "line-0.txt").read_bytes() == before
+
+
+def test_aigc_run_from_python(tiny_gpt2, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"inputs: {{topic: the sea}}\nsteps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n"
+                      "    prompt: 'A line about {topic}'\n    params: {max_new_tokens: 4}\n")
+    produced = aigc.run(recipe, topic="glass")
+    assert produced["line"][0].prompt == "A line about glass"
+    run_json = aigc.run(recipe, tmp_path / "run", topic="glass")
+    assert json.loads(run_json.read_text())["steps"][0]["assets"][0]["text"] == produced["line"][0].data
