@@ -68,7 +68,7 @@ def check(pipeline: Pipeline, values: dict[str, str]) -> list[Step]:
         if step.join and step.kind != "audio":
             raise ConfigError(f"step {step.name!r}: join only applies to audio steps.")
         graph[step.name] = set()
-        for ref in Pipeline.references(pipeline, step):
+        for ref in pipeline.references(step):
             if ref in pipeline.inputs:
                 continue
             if ref not in steps:
@@ -117,7 +117,7 @@ def run(pipeline: Pipeline, values: dict[str, str] | None = None, *, seed: int =
     manager = manager or get_manager()
     produced: dict[str, list[Asset]] = {}
     for index, step in enumerate(tqdm(order, desc="workflow", unit="step", disable=None)):
-        refs = [r for r in Pipeline.references(pipeline, step) if r in produced]
+        refs = [r for r in pipeline.references(step) if r in produced]
         fanned = [r for r in refs if len(produced[r]) > 1]
         if len(fanned) > 1:
             raise ConfigError(f"step {step.name!r} refers to {fanned[0]!r} and {fanned[1]!r}, which both have "

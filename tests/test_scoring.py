@@ -187,3 +187,10 @@ def test_gan_refinement_climbs_toward_the_prompt_and_keeps_faces(manager):
     assert all(image_quality(a.data)["contrast"] > 0.5 for a in after)  # still pictures, not washed out
     with pytest.raises(aigc.ConfigError, match="refine= and frames= do not combine"):
         aigc.generate("image", prompt, backend="gan", frames=3, refine=2, manager=manager, scorer=scorer)
+
+
+def test_a_missing_language_model_is_said_not_hidden(manager):
+    scorer = CreativityScorer(manager, language_model="./no/such/lm")
+    with pytest.warns(UserWarning, match="fluency and obvious-continuation novelty are not measured"):
+        result = scorer.score(["A short text about the sea."], "the sea")[0]
+    assert "quality.fluency" not in result and "novelty.obvious" not in result

@@ -106,12 +106,11 @@ def test_output_stops_at_the_context_limit(tiny_gpt2, manager):
     assert asset.info["finish_reason"] == "length"
 
 
-def test_generation_runs_without_autograd(tiny_gpt2, manager):
+def test_the_model_runs_in_eval_mode_and_leaves_autograd_as_it_was(tiny_gpt2, manager):
     gen("The sea", tiny_gpt2, manager, seed=0)
     with manager.use(manager.key("causal-lm", tiny_gpt2), lambda: None) as lm:
-        assert all(not p.requires_grad or p.grad is None for p in lm.model.parameters())
-        assert lm.model.training is False
-    assert torch.is_grad_enabled()
+        assert lm.model.training is False  # dropout off: sampling depends on the seed alone
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
 
 def test_a_hub_id_loads_offline_from_the_hub_cache(tiny_gpt2, manager):

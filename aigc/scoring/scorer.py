@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -92,6 +93,7 @@ class CreativityScorer:
         self.language_model = language_model
         self.clip_model, self.clap_model = clip_model, clap_model
         self._obvious: dict[str, str] = {}
+        self._warned_no_lm = False
         self._lock = threading.Lock()
 
     # --- embeddings (novelty, diversity, the library) -------------------------------------------------
@@ -277,8 +279,12 @@ class CreativityScorer:
             return None
         try:
             return CausalLMGenerator(self.language_model, self.manager, backend="lm")
-        except ModelLoadError:
-            return None  # no LM here: fluency and the obvious-continuation novelty are simply not measured
+        except ModelLoadError as error:
+            if not self._warned_no_lm:  # say once that two text parts go unmeasured, rather than hide it
+                warnings.warn(f"aigc scorer: no language model ({error}); text fluency and obvious-continuation "
+                              "novelty are not measured. Pass language_model= or install the pack.", stacklevel=3)
+                self._warned_no_lm = True
+            return None
 
     def _fluency(self, texts: list[str]) -> list[float] | None:
         """Perplexity under the language model, mapped so fluent prose (ppl ~10-40) scores high."""
