@@ -238,9 +238,11 @@ class DeviceManager:
             _empty_cache(self.device)
 
     def release(self, family: str, model: str) -> int:
-        """Drop the idle cached copies of one model (any dtype): a workflow does this once a model is done."""
+        """Drop the idle cached copies of one model (any dtype or variant, e.g. "diffusion+fuse_qkv=False"):
+        a workflow does this once a model is done."""
         with self._lock:
-            gone = [e for e in self._entries.values() if e.key[:2] == (family, model) and e.pins == 0]
+            gone = [e for e in self._entries.values()
+                    if e.key[0].split("+")[0] == family and e.key[1] == model and e.pins == 0]
             for entry in gone:
                 del self._entries[entry.key]
                 self.counters["evictions"] += 1

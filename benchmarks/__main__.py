@@ -13,21 +13,29 @@ import torch
 
 from aigc.devices import DeviceManager
 
-from . import workloads
+from . import music, sd, workloads
 
 
 def suite(name: str, quick: bool) -> list[tuple[str, object]]:
     manager = DeviceManager("cuda" if name == "gpu" else "cpu")
     if name == "gpu":
+        steps, tokens, seconds = (10, 64, 2.0) if quick else (50, 256, 10.0)
         return [
-            ("gpt2-124m 256 tok b1", lambda: workloads.gpt2(manager, 1, 256)),
-            ("gpt2-124m 256 tok b32", lambda: workloads.gpt2(manager, 32, 256)),
+            (f"sd1.5 512px {steps} steps b1", lambda: sd.sd15(manager, 1, steps)),
+            (f"sd1.5 512px {steps} steps b8", lambda: sd.sd15(manager, 8, steps)),
+            ("sd turbo-style 1 step b1", lambda: sd.sd15(manager, 1, 1, turbo=True)),
+            (f"gpt2-124m {tokens} tok b1", lambda: workloads.gpt2(manager, 1, tokens)),
+            (f"gpt2-124m {tokens} tok b1 compile", lambda: workloads.gpt2(manager, 1, tokens, compile=True)),
+            (f"gpt2-124m {tokens} tok b32", lambda: workloads.gpt2(manager, 32, tokens)),
+            (f"gpt2-124m {tokens} tok b32 compile", lambda: workloads.gpt2(manager, 32, tokens, compile=True)),
+            (f"musicgen-small {seconds:g} s", lambda: music.musicgen(manager, seconds)),
             ("dcgan b256", lambda: workloads.dcgan(manager, 256)),
             ("scorer 256 texts", lambda: workloads.scorer(manager, 256)),
         ]
     tokens = 16 if quick else 64
     return [
         (f"gpt2-124m {tokens} tok b1", lambda: workloads.gpt2(manager, 1, tokens)),
+        (f"gpt2-124m {tokens} tok b1 compile", lambda: workloads.gpt2(manager, 1, tokens, compile=True)),
         (f"gpt2-124m {tokens} tok b8", lambda: workloads.gpt2(manager, 8, tokens)),
         ("dcgan b256", lambda: workloads.dcgan(manager, 256)),
         ("smollm2 load (gguf vs cache)", lambda: workloads.smollm2_load(manager)),
@@ -55,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewer tokens and repetitions")
     parser.add_argument("--json", metavar="FILE", help="write the records as a JSON list")
+    parser.add_argument("--only", metavar="TEXT", help="run only the workloads whose name contains TEXT")
     args = parser.parse_args(argv)
     if args.suite == "gpu" and not torch.cuda.is_available():
         print("--suite gpu needs CUDA; this torch sees none. Run --suite cpu here.", file=sys.stderr)
@@ -64,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     print(f"{'workload':32} {'stock s':>9} {'aigc s':>9} {'speedup':>8}  matches")
     for name, build in suite(args.suite, args.quick):
+        if args.only and args.only not in name:
+            continue
         stock_fn, aigc_fn, compare = build()
         stock_s, stock_out = median_seconds(stock_fn, reps) if stock_fn else (None, None)
         aigc_s, aigc_out = median_seconds(aigc_fn, reps)

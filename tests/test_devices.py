@@ -177,3 +177,15 @@ def test_eviction_on_cuda_offloads_to_cpu_and_brings_back(tiny_gpt2, tiny_gpt2_o
     _load_text(manager, tiny_gpt2)
     where = {m["model"]: m["where"] for m in manager.stats()["models"]}
     assert where[tiny_gpt2].startswith("cuda") and manager.stats()["loads"] == 2
+
+
+def test_release_drops_every_variant_of_a_model_and_nothing_else(manager):
+    import torch
+
+    for family in ("diffusion", "diffusion+safety-checker", "diffusion+fuse_qkv=False"):
+        with manager.use(manager.key(family, "sd"), lambda: torch.nn.Linear(2, 2)):
+            pass
+    with manager.use(manager.key("diffusion", "other"), lambda: torch.nn.Linear(2, 2)):
+        pass
+    assert manager.release("diffusion", "sd") == 3
+    assert [(m["model"]) for m in manager.stats()["models"]] == ["other"]

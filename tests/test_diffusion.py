@@ -32,7 +32,8 @@ def test_text_to_image_returns_images_of_the_requested_size(tiny_sd, sd_manager)
     outs = run(tiny_sd, sd_manager, ["a castle", "a cat"], [1, 2])
     assert [(o.data.mode, o.data.size) for o in outs] == [("RGB", (SIZE, SIZE))] * 2
     assert outs[0].info == {"width": SIZE, "height": SIZE, "steps": 2, "guidance": 7.5,
-                            "scheduler": "PNDMScheduler"}
+                            "scheduler": "PNDMScheduler", "fast": ["aigc-loop", "prompt-reuse", "batched-cfg",
+                                                                   "fused-qkv", "sdpa"]}  # no channels-last on CPU
     wide = run(tiny_sd, sd_manager, ["a castle"], [1], width=96)[0]
     assert wide.data.size == (96, SIZE)
     native = run(tiny_sd, sd_manager, ["a castle"], [1], width=None, height=None)[0]
@@ -118,11 +119,25 @@ def test_the_cached_pipeline_keeps_its_own_scheduler(tiny_sd, sd_manager):
     ({"init_image": 3}, "must be of type str"),
     ({"steps": 2, "strength": 0.3, "init_image": __file__}, "leaves no denoising step"),
     ({"sampler": "ddim"}, "unknown parameter"),
+    ({"fuse_qkv": "yes"}, r"fuse_qkv='yes' must be of type bool"),
+    ({"channels_last": 1}, r"channels_last=1 must be of type bool"),
+    ({"compile": "max-autotune"}, r"compile='max-autotune' must be of type bool"),
+    ({"vae_tiling": "auto"}, r"vae_tiling='auto' must be of type bool"),
+    ({"fast_loop": 0}, r"fast_loop=0 must be of type bool"),
 ])
 def test_bad_parameters_fail_before_any_load(tiny_sd, given, message):
     manager = DeviceManager("cpu")
     with pytest.raises(ConfigError, match=message):
         run(tiny_sd, manager, ["a castle"], [1], **given)
+    assert manager.stats()["loads"] == 0
+
+
+def test_compile_without_a_cpu_compiler_fails_before_any_load(tiny_sd):
+    from torch._inductor import config as inductor
+
+    manager = DeviceManager("cpu")
+    with inductor.patch({"cpp.cxx": ("no-such-c++",)}), pytest.raises(ConfigError, match=r"needs a C\+\+ compiler"):
+        run(tiny_sd, manager, ["a castle"], [1], compile=True)
     assert manager.stats()["loads"] == 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -110,6 +112,7 @@ def test_the_model_runs_in_eval_mode_and_leaves_autograd_as_it_was(tiny_gpt2, ma
     gen("The sea", tiny_gpt2, manager, seed=0)
     with manager.use(manager.key("causal-lm", tiny_gpt2), lambda: None) as lm:
         assert lm.model.training is False  # dropout off: sampling depends on the seed alone
+        assert lm.model.config._attn_implementation == "sdpa"  # fused attention kernels, not the eager matmuls
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
 
@@ -121,3 +124,23 @@ def test_a_hub_id_loads_offline_from_the_hub_cache(tiny_gpt2, manager):
                           max_new_tokens=6)[0]
     by_dir = gen("The sea", tiny_gpt2, manager, seed=3, max_new_tokens=6)[0]
     assert by_id.data == by_dir.data and by_id.model == "tiny-org/tiny-gpt2"
+
+
+def test_a_batch_keeps_decoding_after_its_longest_prompt_reaches_the_context_limit(tiny_gpt2, manager):
+    long, short = gen(["word " * 120, "The sea"], tiny_gpt2, manager, max_new_tokens=30, seed=[0, 1])
+    assert long.info["prompt_tokens"] + long.info["new_tokens"] == 128 and long.info["finish_reason"] == "length"
+    assert short.info["new_tokens"] == 30
+    assert short.data == gen("The sea", tiny_gpt2, manager, max_new_tokens=30, seed=1)[0].data
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on the CPU needs a C compiler")
+def test_compile_gives_the_same_tokens_as_eager_decoding(tiny_gpt2, manager):
+    """The static cache + compiled step path (CUDA graphs on a GPU) samples exactly what the eager path does."""
+    seeds = [3, 4, 5]
+    knobs = {"max_new_tokens": 20, "repetition_penalty": 1.3}
+    eager = [a.data for a in gen(PROMPTS, tiny_gpt2, manager, seed=seeds, **knobs)]
+    compiled = gen(PROMPTS, tiny_gpt2, manager, seed=seeds, compile=True, **knobs)
+    assert [a.data for a in compiled] == eager
+    assert "compile" not in compiled[0].params  # a speed switch, not part of what made the text
+    alone = gen(PROMPTS[1], tiny_gpt2, manager, seed=4, compile=True, **knobs)[0]
+    assert alone.data == eager[1]

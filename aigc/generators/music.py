@@ -3,9 +3,10 @@
 The sampling loop is our own (a few lines over the model's forward, its KV cache and MusicGen's codebook
 delay pattern) rather than `model.generate(do_sample=True)`, because generate draws every row of a batch
 from the one global RNG: an output would then depend on its batch-mates, and two threads would share
-(and disturb) the same random stream. Here each output draws from its own seeded torch.Generator, so an
-output with seed s is the same alone or in a batch, with no process-wide lock. The cost is a second
-decoding loop to keep in step with transformers; `test_music.py` checks it against stock `generate`.
+(and disturb) the same random stream. Here each output's codes come from its own seeded noise (one stream
+per codebook, see sampling.py), drawn for the whole batch at once, so an output with seed s is the same
+alone or in a batch, with no process-wide lock. The cost is a second decoding loop to keep in step with
+transformers; `test_music.py` checks it against stock `generate`.
 
 Each output's codes are decoded to audio by EnCodec one at a time, so batching never changes a waveform.
 """
@@ -22,6 +23,7 @@ from .. import models
 from ..audio import tidy
 from ..errors import ConfigError, ModelLoadError
 from .base import Generator, Output, Param
+from .sampling import Sampling, stream_keys
 
 MAX_SECONDS = 30.0
 
@@ -119,7 +121,8 @@ class MusicGenerator(Generator):
 
         start = torch.full((batch * books, 1), start_id, dtype=torch.long, device=device)
         ids, pattern = decoder.build_delay_pattern_mask(start, pad_token_id=start_id, max_length=length)
-        generators = [torch.Generator(device=device).manual_seed(seed) for _, seed in items]
+        keys = stream_keys([seed for _, seed in items], streams=books, device=device)
+        sampling = Sampling(params["temperature"], params["top_k"])
         cache = None
         for step in range(ids.shape[-1], length):
             ids = decoder.apply_delay_pattern_mask(ids, pattern)
@@ -131,7 +134,7 @@ class MusicGenerator(Generator):
             if guided:
                 cond, uncond = logits.split(batch * books)
                 logits = uncond + (cond - uncond) * params["guidance"]
-            ids = torch.cat([ids, self._pick(logits, params, generators, books)[:, None]], dim=-1)
+            ids = torch.cat([ids, sampling.pick(logits, keys, step)[:, None]], dim=-1)
         ids = decoder.apply_delay_pattern_mask(ids, pattern).reshape(batch, books, -1)
 
         outputs = []
@@ -144,19 +147,6 @@ class MusicGenerator(Generator):
             outputs.append(Output(audio, {"sample_rate": audio.sample_rate, "seconds": round(audio.duration, 3),
                                           "tokens": frames}))
         return outputs
-
-    @staticmethod
-    def _pick(logits: torch.Tensor, params: dict[str, Any], generators: list[torch.Generator],
-              books: int) -> torch.Tensor:
-        """Temperature and top-k, then one draw per codebook, each output's rows from that output's generator."""
-        logits = logits / params["temperature"]
-        top_k = params["top_k"]
-        if 0 < top_k < logits.shape[-1]:
-            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = logits.softmax(dim=-1)
-        return torch.cat([torch.multinomial(probs[row * books:(row + 1) * books], 1, generator=g)[:, 0]
-                          for row, g in enumerate(generators)])
 
 
 def _first_set(*values: Any) -> int:
