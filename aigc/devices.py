@@ -75,6 +75,19 @@ def resolve_dtype(spec: str | torch.dtype | None, device: torch.device) -> torch
     return DTYPES[name]
 
 
+def require_compiler(device: torch.device) -> None:
+    """compile=True on the CPU needs inductor's C++ compiler: say so before any model loads."""
+    if device.type != "cpu":
+        return
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()  # runs `<compiler> --version` for each candidate
+    except Exception:  # noqa: BLE001 - InvalidCxxCompiler, or an error from a broken installation
+        raise ConfigError("compile=True on the CPU needs a C++ compiler for torch.compile (g++ or clang++); "
+                          "install one, or pass compile=False.") from None
+
+
 def parse_bytes(text: str | int | float) -> int:
     """'6GiB', '512MB', '2.5G' or a plain number of bytes."""
     if isinstance(text, (int, float)):

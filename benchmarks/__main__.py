@@ -12,6 +12,7 @@ import time
 import torch
 
 from aigc.devices import DeviceManager
+from aigc.errors import AIGCError
 
 from . import music, sd, workloads
 
@@ -39,6 +40,8 @@ def suite(name: str, quick: bool) -> list[tuple[str, object]]:
         (f"gpt2-124m {tokens} tok b8", lambda: workloads.gpt2(manager, 8, tokens)),
         ("dcgan b256", lambda: workloads.dcgan(manager, 256)),
         ("smollm2 load (gguf vs cache)", lambda: workloads.smollm2_load(manager)),
+        (f"smollm2-135m {tokens} tok b1", lambda: workloads.smollm2_tokens(manager, 1, tokens)),
+        (f"smollm2-135m {tokens} tok b8", lambda: workloads.smollm2_tokens(manager, 8, tokens)),
         ("speech ~7 s of audio", lambda: workloads.speech(manager)),
         ("scorer 64 texts", lambda: workloads.scorer(manager, 64)),
     ]
@@ -75,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, build in suite(args.suite, args.quick):
         if args.only and args.only not in name:
             continue
-        stock_fn, aigc_fn, compare = build()
+        if args.suite == "gpu":
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            stock_fn, aigc_fn, compare = build()
+        except AIGCError as error:  # e.g. a model pack not installed on this machine
+            print(f"{name:32} skipped: {error}", flush=True)
+            continue
         stock_s, stock_out = median_seconds(stock_fn, reps) if stock_fn else (None, None)
         aigc_s, aigc_out = median_seconds(aigc_fn, reps)
         record = {
@@ -89,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         fmt = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9}"  # noqa: E731
         speed = f"{record['speedup']:7.2f}x" if record["speedup"] else f"{'-':>8}"
         print(f"{name:32} {fmt(stock_s)} {fmt(aigc_s)} {speed}  {record['matches_stock']}", flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(records, handle, indent=2)
+        if args.json:  # after every workload, so a run cut short keeps what it measured
+            with open(args.json, "w") as handle:
+                json.dump(records, handle, indent=2)
     return 0
 
 

@@ -144,3 +144,11 @@ def test_compile_gives_the_same_tokens_as_eager_decoding(tiny_gpt2, manager):
     assert "compile" not in compiled[0].params  # a speed switch, not part of what made the text
     alone = gen(PROMPTS[1], tiny_gpt2, manager, seed=4, compile=True, **knobs)[0]
     assert alone.data == eager[1]
+
+
+def test_compile_without_a_cpu_compiler_fails_before_any_load(tiny_gpt2, manager):
+    from torch._inductor import config as inductor
+
+    with inductor.patch({"cpp.cxx": ("no-such-c++",)}), pytest.raises(aigc.ConfigError, match=r"needs a C\+\+ compiler"):
+        gen("The sea", tiny_gpt2, manager, compile=True)
+    assert manager.stats()["loads"] == 0

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import models
+from ..devices import require_compiler
 from ..errors import ConfigError, ModelLoadError
 from . import denoise
 from .base import Generator, Output, Param
@@ -202,8 +203,8 @@ class DiffusionGenerator(Generator):
         if init is not None:
             init = _sized(init, params["width"], params["height"])
         steps, guidance = self._steps_and_guidance(params, init is not None)
-        if params["compile"] and self.manager.device.type == "cpu":
-            _check_cpu_compiler()
+        if params["compile"]:
+            require_compiler(self.manager.device)
         checker = bool(params["safety_checker"])
         switches = self.module_switches(params)
         key = self.manager.key(self.variant(checker, switches), self.model, self.dtype)
@@ -327,17 +328,6 @@ def _fast_paths(pipe: Any, switches: dict[str, bool], *, own: bool, guided: bool
             "channels-last": switches["channels_last"], "sdpa": sdpa, "compiled": switches["compile"],
             "vae-tiling": tiled}
     return [name for name, on in used.items() if on]
-
-
-def _check_cpu_compiler() -> None:
-    """compile=True on the CPU needs inductor's C++ compiler: say so before any model loads."""
-    from torch._inductor import cpp_builder
-
-    try:
-        cpp_builder.get_cpp_compiler()  # runs `<compiler> --version` for each candidate
-    except Exception:  # noqa: BLE001 - InvalidCxxCompiler, or an error from a broken installation
-        raise ConfigError("compile=True on the CPU needs a C++ compiler for torch.compile (g++ or clang++); "
-                          "install one, or pass compile=False.") from None
 
 
 def _view(pipe: Any, scheduler: str | None, img2img: bool) -> Any:

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import models
+from ..devices import require_compiler
 from ..errors import ConfigError, ModelLoadError
 from .base import Generator, Output, Param
 from .sampling import Sampling, stream_keys
@@ -104,6 +105,8 @@ class CausalLMGenerator(Generator):
         return str(models.gpt2_tokenizer_dir())
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], **params: Any) -> list[Output]:
+        if params["compile"]:
+            require_compiler(self.manager.device)
         with self.manager.use(self.cache_key, self.load) as lm:
             ids = [self._encode(lm.tokenizer, prompt, params) for prompt in prompts]
             items = list(zip(ids, seeds))
