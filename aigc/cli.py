@@ -81,6 +81,8 @@ def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Save each output (+ metadata) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per output instead of the text.")
 @click.option("--stream", is_flag=True, help="Text: print tokens as they are generated (one output).")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Text (lm, gpt2) and image (diffusion): torch.compile for speed; the first call compiles.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps. Also $AIGC_DEVICE.")
 @click.option("--dtype", help="auto (default), float32, float16 or bfloat16. Also $AIGC_DTYPE.")
 def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str | None, n: int, seed: int | None,
@@ -89,7 +91,8 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
              negative_prompt: str | None, width: int | None, height: int | None, duration: float | None,
              play: bool, best_of: int | None, min_score: float | None, max_attempts: int | None, diverse: bool,
              library_path: Path | None, no_library: bool, extra: tuple[str, ...],
-             out: Path | None, as_json: bool, stream: bool, device: str | None, dtype: str | None) -> None:
+             out: Path | None, as_json: bool, stream: bool, compile_: bool, device: str | None,
+             dtype: str | None) -> None:
     """Generate KIND (text, image or audio) from PROMPT.
 
     Text is printed; images and audio are saved (to --out, default out/) and their paths printed.
@@ -103,6 +106,8 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
              "guidance": guidance, "negative_prompt": negative_prompt, "width": width, "height": height,
              "duration": duration}
     params.update({k: v for k, v in named.items() if v is not None})
+    if compile_:
+        params["compile"] = True
     if stream:
         params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
     manager = None

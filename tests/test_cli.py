@@ -68,6 +68,7 @@ def test_knobs_pass_through_param(tiny_gpt2):
         (("generate", "text", "hi", "-p", "tempreature=1"), "error: unknown parameter 'tempreature'"),
         (("generate", "text", "hi", "--model", "openai-community/gpt2"), "error: model='openai-community/gpt2' is not available offline"),
         (("generate", "text", "hi", "--device", "cuda"), "error: device='cuda' was asked for"),
+        (("generate", "audio", "hi", "--compile"), "error: unknown parameter 'compile'"),
     ],
 )
 def test_errors_are_one_clean_line(args, message):
