@@ -59,6 +59,7 @@ class _Relevance:
 
     family = ""
     batch_size = 32
+    paired_with = ""  # what each text is paired with ("images", "audios"), for error messages
 
     def __init__(self, model_ref: str, manager) -> None:
         self.model_ref = model_ref
@@ -87,6 +88,16 @@ class _Relevance:
     def cache_key(self) -> tuple[str, str, str, str]:
         return self.manager.key(self.family, self.model_ref, torch.float32)
 
+    def similarity(self, things: Sequence[Any], texts: Sequence[str]) -> np.ndarray:
+        """Relevance in [0, 1] of each pair (things[i], texts[i]): pairwise, not a full matrix."""
+        _check_pairs(things, texts, self.paired_with)
+        if not things:
+            return np.zeros(0, np.float32)
+        with self.manager.use(self.cache_key, self.load) as loaded:
+            rows = self.manager.run_batched(lambda chunk: self._score(loaded, chunk), list(zip(things, texts)),
+                                            self.batch_size)
+        return to_relevance(np.asarray(rows, dtype=np.float32))
+
     def _fail(self, error: Exception) -> ModelLoadError:
         return ModelLoadError(f"model={self.model_ref!r} could not be loaded from {self.source.load_target}: {error}")
 
@@ -100,6 +111,7 @@ class ClipRelevance(_Relevance):
     """Image-text relevance with a transformers CLIP (`CLIPModel`), from a Hub id or a saved directory."""
 
     family = "clip"
+    paired_with = "images"
 
     def load(self) -> LoadedClip:
         from transformers import AutoTokenizer, CLIPModel
@@ -112,16 +124,6 @@ class ClipRelevance(_Relevance):
         except (OSError, ValueError) as error:
             raise self._fail(error) from error
         return LoadedClip(model.eval().requires_grad_(False), tokenizer, processor)
-
-    def similarity(self, images: Sequence[Any], texts: Sequence[str]) -> np.ndarray:
-        """Relevance in [0, 1] of each pair (images[i], texts[i]) — pairwise, not a full image x text matrix."""
-        _check_pairs(images, texts, "images")
-        if not images:
-            return np.zeros(0, np.float32)
-        with self.manager.use(self.cache_key, self.load) as clip:
-            rows = self.manager.run_batched(lambda chunk: self._score(clip, chunk), list(zip(images, texts)),
-                                            self.batch_size)
-        return to_relevance(np.asarray(rows, dtype=np.float32))
 
     @torch.inference_mode()
     def _score(self, clip: LoadedClip, pairs: Sequence[tuple[Any, str]]) -> list[float]:
@@ -157,6 +159,7 @@ class ClapRelevance(_Relevance):
 
     family = "clap"
     batch_size = 8
+    paired_with = "audios"
 
     def load(self) -> LoadedClap:
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
@@ -169,16 +172,6 @@ class ClapRelevance(_Relevance):
         except (OSError, ValueError) as error:
             raise self._fail(error) from error
         return LoadedClap(model.eval().requires_grad_(False), tokenizer, features)
-
-    def similarity(self, audios: Sequence[Audio], texts: Sequence[str]) -> np.ndarray:
-        """Relevance in [0, 1] of each pair (audios[i], texts[i])."""
-        _check_pairs(audios, texts, "audios")
-        if not audios:
-            return np.zeros(0, np.float32)
-        with self.manager.use(self.cache_key, self.load) as clap:
-            rows = self.manager.run_batched(lambda chunk: self._score(clap, chunk), list(zip(audios, texts)),
-                                            self.batch_size)
-        return to_relevance(np.asarray(rows, dtype=np.float32))
 
     @torch.inference_mode()
     def _score(self, clap: LoadedClap, pairs: Sequence[tuple[Audio, str]]) -> list[float]:
