@@ -1,22 +1,24 @@
-"""generate(): check the request, resolve the backend, run the generator through the device manager."""
+"""generate() and score(): check the request, pick the backend, run the generator, and optionally the scorer's loop."""
 
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import registry
+from . import seeds as seed_rule
 from .assets import Asset
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .devices import DeviceManager
+    from .generators.base import Generator
     from .scoring.library import Library
+    from .scoring.loop import Policy
     from .scoring.scorer import CreativityScorer
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = seed_rule.MAX_SEED
 
 
 def generate(
@@ -25,7 +27,7 @@ def generate(
     *,
     backend: str | None = None,
     model: str | None = None,
-    n: int = 1,
+    n: int | None = 1,
     seed: int | Sequence[int] | None = None,
     best_of: int | None = None,
     min_score: float | None = None,
@@ -39,43 +41,40 @@ def generate(
     """Generate `n` outputs per prompt and return them as Assets, prompt by prompt.
 
     `seed` is an int (output i gets seed + i) or one seed per output; each Asset records the seed that
-    reproduces it alone. `params` are the backend's own knobs; a wrong one fails before any model loads.
+    reproduces it alone. Without `backend`, `model` picks it (a diffusers directory -> diffusion...), else the
+    kind's default. `params` are the backend's own knobs (None means a knob's default); a wrong one fails
+    before any model loads.
 
     With `best_of=N` the scorer judges N candidates per prompt and the `n` best come back ranked (with
     `diverse=True`, the n that best balance score and variety). With `min_score`, candidates are re-sampled
     with fresh seeds and nudged knobs, up to `max_attempts` rounds (default 4), until n clear the bar.
-    Chosen assets are added to the `library` (default: the user's; `library=False` opts out) so later
-    requests are judged novel against them.
+    `library` (a Library, a directory, or True for the default one) is what novelty is judged against, and
+    the chosen assets are added to it; without one, the same call always chooses the same way.
     """
     prompts = _check_prompts(prompt)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"n={n!r} must be a whole number >= 1 (outputs per prompt).")
-    scoring = _check_loop(n, seed, best_of, min_score, max_attempts, diverse)
-    spec = registry.get(kind, backend)
+    n = _check_n(n)
+    policy = _check_loop(n, seed, best_of, min_score, max_attempts, diverse)
+    planned = [p for p in prompts for _ in range(n if policy is None else policy.per_attempt)]
+    seeds = seed_rule.expand(seed, len(planned))  # with the loop, the first round's seeds (later rounds derive)
+    spec = registry.get(kind, backend, model)
     generator_class = spec.load()
     checked = generator_class.check_params(params)
-    total = len(prompts) * n
-    seeds = _expand_seeds(seed, total)
-    if checked.get("streamer") is not None and total != 1:
-        raise ConfigError(f"streamer= streams one output, but this request makes {total}; use n=1 and one prompt.")
     model_ref = model or spec.default_model
     if not model_ref:
-        raise ConfigError(f"backend {kind}/{spec.name} has no default model; pass model=.")
+        raise ConfigError(f"backend {kind}/{spec.name} has no default model; pass model=.", field="model")
 
     from .devices import get_manager
 
     manager = manager or get_manager()
     generator = generator_class(model_ref, manager, backend=spec.name)
-    if checked.get("refine") and checked.get("objective") is None:  # GAN refinement climbs the scorer's relevance
-        from .scoring.scorer import CreativityScorer
-
-        scorer = scorer or CreativityScorer(manager)
+    checked = generator.resolve(checked)
+    if generator.needs_objective(checked):  # GAN refinement climbs the scorer's relevance (nothing loads yet)
+        scorer = scorer or _scorer(manager)
         checked["objective"] = scorer.image_objective()
-    if not scoring:
-        return _produce(generator, spec.kind, model_ref, [p for p in prompts for _ in range(n)], seeds, checked)
-    return _search(generator, spec.kind, model_ref, prompts, seeds[0], checked, n=n, best_of=best_of,
-                   min_score=min_score, max_attempts=max_attempts, diverse=diverse, library=library, scorer=scorer,
-                   manager=manager)
+    generator.check(planned, seeds, checked)
+    if policy is None:
+        return produce(generator, planned, seeds, checked)
+    return _search(generator, prompts, seeds[0], checked, policy, library, scorer, manager)
 
 
 def score(items: Sequence[Any], prompt: str | None = None, *, library: Library | str | os.PathLike | None = None,
@@ -89,76 +88,39 @@ def score(items: Sequence[Any], prompt: str | None = None, *, library: Library |
     from .scoring.scorer import CreativityScorer, default_scorer
 
     if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
-        raise ConfigError(f"prompt={prompt!r} is empty; say what the items should answer.")
+        raise ConfigError(f"prompt={prompt!r} is empty; say what the items should answer.", field="prompt")
     scorer = CreativityScorer(manager, weights=weights) if (weights or manager) else default_scorer()
     chosen = library if isinstance(library, Library) or library is None else Library(library)
     return scorer.score(list(items), prompt, library=chosen)
 
 
-def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int = 0, **inputs: str) -> Any:
-    """Run a YAML recipe (`aigc.run("pipelines/story_to_poster.yaml", topic="a city of glass")`).
-
-    Returns step name -> its assets; with `out`, also writes the run directory (assets, run.json, index.html).
-    """
-    from .recipes import load_recipe, run_to_dir
-    from .workflows import run as run_pipeline
-
-    pipeline = load_recipe(recipe)
-    if out is None:
-        return run_pipeline(pipeline, inputs, seed=seed)
-    return run_to_dir(pipeline, inputs, out, seed=seed, source=str(recipe))
-
-
-def _produce(generator: Any, kind: str, model_ref: str, prompts: list[str], seeds: list[int],
-             checked: dict[str, Any]) -> list[Asset]:
+def produce(generator: Generator, prompts: list[str], seeds: list[int], checked: dict[str, Any]) -> list[Asset]:
+    """Run a checked request and wrap each output as an Asset with its provenance."""
     start = time.perf_counter()
     outputs = generator.generate(prompts, seeds, **checked)
     elapsed = time.perf_counter() - start
-    recorded = type(generator).recorded(checked)
+    cls = type(generator)
+    recorded = cls.recorded(checked)
     timings = {"batch_s": round(elapsed, 4), "per_item_s": round(elapsed / len(prompts), 4)}
     return [
-        Asset(kind=kind, data=out.data, prompt=p, seed=s, backend=generator.backend, model=model_ref,
-              params=dict(recorded), timings=dict(timings), info=out.info)
+        Asset(kind=cls.kind, data=out.data, prompt=p, seed=s, backend=generator.backend, model=generator.model,
+              params=dict(recorded), timings=dict(timings), info=out.info, a1111=cls.a1111(checked, out.info),
+              refinement=out.refinement)
         for p, s, out in zip(prompts, seeds, outputs)
     ]
 
 
-def _check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: Any, diverse: Any) -> bool:
-    """Validate the scorer's loop arguments; say whether the loop runs at all."""
-    if best_of is not None and (not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < n):
-        raise ConfigError(f"best_of={best_of!r} must be a whole number >= n ({n}): candidates to choose the n best from.")
-    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
-                                  or not 0 <= min_score <= 1):
-        raise ConfigError(f"min_score={min_score!r} must be a number between 0 and 1.")
-    if max_attempts is not None:
-        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
-            raise ConfigError(f"max_attempts={max_attempts!r} must be a whole number >= 1.")
-        if min_score is None:
-            raise ConfigError("max_attempts= only matters with min_score= (the bar to re-sample for); set both.")
-    if not isinstance(diverse, bool):
-        raise ConfigError(f"diverse={diverse!r} must be True or False.")
-    scoring = best_of is not None or min_score is not None
-    if diverse and not scoring:
-        raise ConfigError("diverse=True chooses among candidates: also pass best_of=N.")
-    if scoring and isinstance(seed, (list, tuple)):
-        raise ConfigError("with best_of/min_score pass one int seed: candidate seeds are derived from it.")
-    return scoring
-
-
-def _search(generator: Any, kind: str, model_ref: str, prompts: list[str], first_seed: int, checked: dict[str, Any], *,
-            n: int, best_of: int | None, min_score: float | None, max_attempts: int | None, diverse: bool,
-            library: Any, scorer: Any, manager: Any) -> list[Asset]:
-    """best_of / min_score: the scorer's loop, prompt by prompt; chosen assets join the library."""
+def _search(generator: Generator, prompts: list[str], first_seed: int, checked: dict[str, Any], policy: Policy,
+            library: Any, scorer: CreativityScorer | None, manager: DeviceManager) -> list[Asset]:
+    """best_of / min_score: the scorer's loop, prompt by prompt; chosen assets join the library, if one is used."""
     import numpy as np
+    from tqdm.auto import tqdm
 
-    from .scoring.library import Library
-    from .scoring.loop import Policy, search
-    from .scoring.scorer import CreativityScorer
+    from .scoring.loop import Judged, round_seeds, search
 
-    scorer = scorer or CreativityScorer(manager)
-    store = None if library is False else library if isinstance(library, Library) else Library(library or None)
-    policy = Policy(n=n, per_attempt=best_of or n, min_score=min_score,
-                    max_attempts=max_attempts or (4 if min_score is not None else 1), diverse=diverse)
+    scorer = scorer or _scorer(manager)
+    store = _library(library)
+    judged = Judged(str(store.path), len(store)) if store is not None else Judged()
 
     def judge(assets: list[Asset]) -> None:
         for asset, result in zip(assets, scorer.score(assets, library=store)):
@@ -169,15 +131,14 @@ def _search(generator: Any, kind: str, model_ref: str, prompts: list[str], first
         return np.stack([vector for _, vector in scorer.embed(assets)])
 
     chosen: list[Asset] = []
-    span = policy.per_attempt * policy.max_attempts  # seeds each prompt may use, so prompts never share one
-    defaults = {name: p.default for name, p in type(generator).params.items()}
-    from tqdm.auto import tqdm
-
     for index, prompt in enumerate(tqdm(prompts, desc="best-of", unit="prompt", leave=False, disable=None)):
-        def produce(seeds: list[int], knobs: dict[str, Any], prompt: str = prompt) -> list[Asset]:
-            return _produce(generator, kind, model_ref, [prompt] * len(seeds), seeds, knobs)
+        def make(seeds: list[int], knobs: dict[str, Any], prompt: str = prompt) -> list[Asset]:
+            return produce(generator, [prompt] * len(seeds), seeds, knobs)
 
-        chosen += search(produce, judge, embed, policy, first_seed + index * span, dict(checked), defaults)
+        def seeds_of(attempt: int, index: int = index) -> list[int]:
+            return round_seeds(first_seed, index, attempt, policy.per_attempt)
+
+        chosen += search(make, judge, embed, policy, seeds_of, dict(checked), type(generator), judged)
     if store is not None:
         store.add(chosen, scorer=scorer)
     return chosen
@@ -190,32 +151,72 @@ def interpolate(seed_a: int, seed_b: int, frames: int = 8, *, model: str | None 
                     to_seed=seed_b, manager=manager, **params)[0]
 
 
+def _scorer(manager: DeviceManager) -> CreativityScorer:
+    from .scoring.scorer import CreativityScorer
+
+    return CreativityScorer(manager)
+
+
+def _library(library: Any) -> Library | None:
+    """The library a search judges novelty against: none unless asked (True: the default one)."""
+    from .scoring.library import Library
+
+    if library is None or library is False:
+        return None
+    if library is True:
+        return Library()
+    if isinstance(library, Library):
+        return library
+    if isinstance(library, (str, os.PathLike)):
+        return Library(library)
+    raise ConfigError(f"library={library!r} must be a Library, a directory, True (the default library) or False.",
+                      field="library")
+
+
 def _check_prompts(prompt: str | Sequence[str]) -> list[str]:
     prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
     if prompts is None:
-        raise ConfigError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}.")
+        raise ConfigError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}.", field="prompt")
     if not prompts:
-        raise ConfigError("prompt is an empty list; give at least one prompt.")
+        raise ConfigError("prompt is an empty list; give at least one prompt.", field="prompt")
     for i, p in enumerate(prompts):
         if not isinstance(p, str) or not p.strip():
             where = "prompt" if isinstance(prompt, str) else f"prompt[{i}]"
-            raise ConfigError(f"{where}={p!r} is empty; say what to generate.")
+            raise ConfigError(f"{where}={p!r} is empty; say what to generate.", field="prompt")
     return prompts
 
 
-def _expand_seeds(seed: int | Sequence[int] | None, total: int) -> list[int]:
-    """One seed per output: seed, seed+1, ... for an int; a list as given; fresh random ones for None."""
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        seeds = [seed + i for i in range(total)]
-    elif isinstance(seed, (list, tuple)):
-        seeds = list(seed)
-        if len(seeds) != total:
-            raise ConfigError(f"seed has {len(seeds)} values but this request makes {total} outputs; give one per output.")
-    else:
-        raise ConfigError(f"seed={seed!r} must be an int or a list of ints.")
-    for s in seeds:
-        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED:
-            raise ConfigError(f"seed {s!r} must be an int between 0 and 2**63-1.")
-    return seeds
+def _check_n(n: Any) -> int:
+    if n is None:
+        return 1
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"n={n!r} must be a whole number >= 1 (outputs per prompt).", field="n")
+    return n
+
+
+def _check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: Any, diverse: Any) -> Policy | None:
+    """Validate the scorer's loop arguments; the loop's policy, or None when it does not run."""
+    if best_of is not None and (not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < n):
+        raise ConfigError(f"best_of={best_of!r} must be a whole number >= n ({n}): candidates to choose the n best "
+                          "from.", field="best_of")
+    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
+                                  or not 0 <= min_score <= 1):
+        raise ConfigError(f"min_score={min_score!r} must be a number between 0 and 1.", field="min_score")
+    if max_attempts is not None:
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise ConfigError(f"max_attempts={max_attempts!r} must be a whole number >= 1.", field="max_attempts")
+        if min_score is None:
+            raise ConfigError("max_attempts= only matters with min_score= (the bar to re-sample for); set both.",
+                              field="max_attempts")
+    if not isinstance(diverse, bool):
+        raise ConfigError(f"diverse={diverse!r} must be True or False.", field="diverse")
+    if best_of is None and min_score is None:
+        if diverse:
+            raise ConfigError("diverse=True chooses among candidates: also pass best_of=N.", field="diverse")
+        return None
+    if isinstance(seed, (list, tuple)):
+        raise ConfigError("with best_of/min_score pass one int seed: candidate seeds are derived from it.", field="seed")
+    from .scoring.loop import Policy
+
+    return Policy(n=n, per_attempt=best_of or n, min_score=min_score,
+                  max_attempts=max_attempts or (4 if min_score is not None else 1), diverse=diverse)

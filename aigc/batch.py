@@ -11,19 +11,28 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import registry
+from . import formats, registry
+from . import seeds as seed_rule
 from .assets import Asset
 from .errors import AIGCError, ConfigError
+from .storage import append_jsonl, read_jsonl, slug
 
-SUFFIX = {"text": ".txt", "image": ".png", "audio": ".wav"}
 ROW_KEYS = ("prompt", "seed", "backend", "model", "n")  # the rest of a row's fields are generator knobs
-LOOP_KEYS = ("best_of", "min_score", "max_attempts")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a prompts file: its line number, its fields (or why it could not be read), and whether its
+    values are text to be read as the knobs say (CSV, TXT) or already typed (JSONL)."""
+
+    number: int
+    fields: dict[str, Any] | None
+    problem: str | None = None
+    textual: bool = False
 
 
 @dataclass
@@ -56,18 +65,21 @@ class Job:
         return json.dumps([self.kind, self.backend, self.model, self.params, self.loop], sort_keys=True, default=str)
 
     def file_name(self) -> str:
-        slug = re.sub(r"[^a-z0-9]+", "-", self.prompt.lower()).strip("-")[:32].rstrip("-") or "asset"
-        return f"r{self.row:04d}-v{self.variant}-{slug}{SUFFIX[self.kind]}"
+        return f"r{self.row:04d}-v{self.variant}-{slug(self.prompt, 32, 'asset')}{formats.default(self.kind).suffix}"
 
 
 def derive_seed(batch_seed: int, row: int, variant: int) -> int:
-    """A seed per (batch seed, row, variant): stable across runs, engines and row order."""
-    digest = hashlib.sha256(f"{batch_seed}:{row}:{variant}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
+    """The seed of a row's variant (seeds.derive under the batch seed): stable across runs, engines and row order."""
+    return seed_rule.derive(batch_seed, "row", row, "variant", variant)
 
 
-def read_prompts(path: str | Path) -> list[tuple[int, dict[str, Any] | None, str | None]]:
-    """(row number, fields or None, why not) for every row of a .txt, .csv or .jsonl prompts file."""
+def variant_seed(row_seed: int, variant: int) -> int:
+    """A row's own seed is its first variant's; the others derive from it, so no two share a seed."""
+    return row_seed if variant == 0 else seed_rule.derive(row_seed, "variant", variant)
+
+
+def read_prompts(path: str | Path) -> list[Row]:
+    """Every row of a .txt, .csv or .jsonl prompts file (a bad row carries its problem instead of fields)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -76,63 +88,77 @@ def read_prompts(path: str | Path) -> list[tuple[int, dict[str, Any] | None, str
     suffix = path.suffix.lower()
     if suffix == ".txt":
         lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1)]
-        return [(i, {"prompt": line}, None) for i, line in lines if line and not line.startswith("#")]
+        return [Row(i, {"prompt": line}, textual=True) for i, line in lines if line and not line.startswith("#")]
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         if not reader.fieldnames or "prompt" not in reader.fieldnames:
             raise ConfigError(f"{path}: a CSV prompts file needs a header row with a 'prompt' column.")
-        return [(i, {k: _cell(v) for k, v in row.items() if k and v not in (None, "")}, None)
+        return [Row(i, {k: v for k, v in row.items() if k and v not in (None, "")}, textual=True)
                 for i, row in enumerate(reader, 2)]
     if suffix == ".jsonl":
-        rows: list[tuple[int, dict[str, Any] | None, str | None]] = []
+        rows: list[Row] = []
         for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)
-                rows.append((i, value, None) if isinstance(value, dict) else (i, None, "not a JSON object"))
+                rows.append(Row(i, value) if isinstance(value, dict) else Row(i, None, "not a JSON object"))
             except json.JSONDecodeError as error:
-                rows.append((i, None, f"not valid JSON ({error.msg})"))
+                rows.append(Row(i, None, f"not valid JSON ({error.msg})"))
         return rows
     raise ConfigError(f"{path}: prompts come as .txt (one per line), .csv (a 'prompt' column) or .jsonl.")
 
 
-def _cell(value: str) -> Any:
-    """CSV cells are text; numbers and booleans become numbers and booleans, as in JSONL."""
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
+def plan(rows: Iterable[Row], *, kind: str, n: int, seed: int, backend: str | None, model: str | None,
+         params: dict[str, Any], loop: dict[str, Any]) -> tuple[list[Job], list[dict[str, Any]]]:
+    """Jobs for the good rows, and a failure record (row, reason) for each bad one. Loads nothing.
 
-
-def plan(rows: Iterable[tuple[int, dict[str, Any] | None, str | None]], *, kind: str, n: int, seed: int,
-         backend: str | None, model: str | None, params: dict[str, Any],
-         loop: dict[str, Any]) -> tuple[list[Job], list[dict[str, Any]]]:
-    """Jobs for the good rows, and a failure record (row, reason) for each bad one. Loads nothing."""
+    A row's own value wins over the batch's; a value of None (JSONL null, an empty CSV cell) means the default.
+    """
     jobs, failures = [], []
-    for number, fields, problem in rows:
+    for row in rows:
         try:
-            if problem:
-                raise ConfigError(problem)
-            fields = dict(fields or {})
-            prompt = fields.get("prompt")
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise ConfigError("the row has no prompt")
-            row_backend = fields.get("backend", backend)
-            spec = registry.get(kind, row_backend)
-            knobs = {**params, **{k: v for k, v in fields.items() if k not in ROW_KEYS}}
-            spec.load().check_params(knobs)
-            row_n = fields.get("n", n)
-            if not isinstance(row_n, int) or row_n < 1:
-                raise ConfigError(f"n={row_n!r} must be a whole number >= 1")
-            row_seed = fields.get("seed")
-            for variant in range(row_n):
-                job_seed = row_seed + variant if isinstance(row_seed, int) else derive_seed(seed, number, variant)
-                jobs.append(Job(number, variant, prompt.strip(), job_seed, kind, spec.name,
-                                fields.get("model", model), knobs, dict(loop)))
-        except AIGCError as error:
-            failures.append({"row": number, "reason": str(error)})
+            jobs += _plan_row(row, kind=kind, n=n, seed=seed, backend=backend, model=model, params=params, loop=loop)
+        except Exception as error:  # noqa: BLE001 - one bad row must never stop the batch
+            failures.append({"row": row.number, "reason": _reason(error)})
     return jobs, failures
+
+
+def _plan_row(row: Row, *, kind: str, n: int, seed: int, backend: str | None, model: str | None,
+              params: dict[str, Any], loop: dict[str, Any]) -> list[Job]:
+    if row.problem:
+        raise ConfigError(row.problem)
+    fields = {k: v for k, v in (row.fields or {}).items() if v is not None}
+    prompt = fields.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError("the row has no prompt")
+    row_model = fields.get("model", model)
+    spec = registry.get(kind, fields.get("backend", backend), row_model)
+    cls = spec.load()
+    knobs = {k: v for k, v in fields.items() if k not in ROW_KEYS}
+    if row.textual:
+        knobs = cls.parse_knobs(knobs)
+    knobs = {**params, **knobs}
+    cls.check_params(knobs)
+    row_n = _whole(fields.get("n", n), "n", row.textual, least=1)
+    row_seed = fields.get("seed")
+    if row_seed is not None:
+        row_seed = seed_rule.check(_whole(row_seed, "seed", row.textual, least=0))
+    return [Job(row.number, variant, prompt.strip(),
+                variant_seed(row_seed, variant) if row_seed is not None else derive_seed(seed, row.number, variant),
+                kind, spec.name, row_model, knobs, dict(loop))
+            for variant in range(row_n)]
+
+
+def _whole(value: Any, name: str, textual: bool, least: int) -> int:
+    if textual and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            pass
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ConfigError(f"{name}={value!r} must be a whole number >= {least}", field=name)
+    return value
 
 
 class Manifest:
@@ -142,27 +168,11 @@ class Manifest:
         self.path = directory / "manifest.jsonl"
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        records = []
-        for line in self.path.read_bytes().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash: its asset is simply made again
-        return records
+        """Every whole record (a line cut short by a crash is skipped: its asset is simply made again)."""
+        return list(read_jsonl(self.path))
 
     def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        with open(self.path, "ab+") as handle:
-            handle.seek(0, os.SEEK_END)
-            if handle.tell():
-                handle.seek(-1, os.SEEK_END)
-                if handle.read(1) != b"\n":  # after a torn line, start on a fresh one
-                    data = b"\n" + data
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.path, [record])
 
 
 @dataclass
@@ -198,10 +208,15 @@ def make(jobs: list[Job], manager=None) -> list[tuple[Job, Asset | None, str | N
             assets = generate(first.kind, [j.prompt for j in jobs], backend=first.backend, model=first.model,
                               seed=[j.seed for j in jobs], manager=manager, **first.params)
         return [(j, a, None) for j, a in zip(jobs, assets)]
-    except AIGCError as error:
+    except Exception as error:  # noqa: BLE001 - a failure of one group must not stop the batch
         if len(jobs) == 1:
-            return [(first, None, str(error))]
+            return [(first, None, _reason(error))]
         return [result for job in jobs for result in make([job], manager)]  # find the one that fails
+
+
+def _reason(error: Exception) -> str:
+    """An error's one-line reason: aigc's own messages as they are, anything else with its type."""
+    return str(error) if isinstance(error, AIGCError) else f"{type(error).__name__}: {error}"
 
 
 def chunks(jobs: list[Job], size: int) -> list[list[Job]]:

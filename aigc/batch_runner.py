@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .assets import write_atomic
 from .batch import Job, Manifest, Summary, chunks, make, plan, read_prompts, record_of
 from .errors import ConfigError
+from .storage import write_atomic
 
 ENGINES = ("local", "ray")
 
@@ -33,7 +33,8 @@ def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: 
                           params=params, loop=loop)
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out)
-    done = {f"{r['row']}:{r['variant']}": r for r in manifest.records() if (out / r["file"]).exists()}
+    done = {f"{r['row']}:{r['variant']}": r for r in manifest.records()
+            if {"row", "variant", "file"} <= r.keys() and (out / str(r["file"])).exists()}
     summary = Summary(failed=failures)
     todo = []
     for job in jobs:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-SUFFIX = {"text": ".txt", "image": ".png", "audio": ".wav"}
+from .cli_knobs import KnobCommand, given_knobs
+from .formats import FORMATS
+from .registry import kinds
+from .storage import slug, unique_path
+
+KINDS = kinds()
+FORMAT_NAMES = list(FORMATS)
 PLAYERS = (("afplay",), ("paplay",), ("aplay", "-q"), ("ffplay", "-nodisp", "-autoexit", "-loglevel", "quiet"))
 EXAMPLES = """
 \b
@@ -37,121 +42,115 @@ def cli() -> None:
     """aigc: generate text, images and audio from one command."""
 
 
-def _parse_param(values: tuple[str, ...]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    """KEY=VALUE pairs as given (values stay text: each knob's Param reads its own)."""
+    pairs: dict[str, str] = {}
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
-        try:
-            params[key.replace("-", "_")] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key.replace("-", "_")] = raw
-    return params
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+        pairs[key.strip().replace("-", "_") if option == "--param" else key.strip()] = raw
+    return pairs
 
 
-@cli.command(epilog=EXAMPLES)
-@click.argument("kind", type=click.Choice(["text", "image", "audio"]))
+def _knobs(kind: str, backend: str | None, model: str | None, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The backend a command line asks for, and its knob values read as that backend's Params say."""
+    from . import registry
+
+    spec = registry.get(kind, backend, model)
+    return spec.name, spec.load().parse_knobs(given)
+
+
+@cli.command(cls=KnobCommand, epilog=EXAMPLES)
+@click.argument("kind", type=click.Choice(KINDS))
 @click.argument("prompt", nargs=-1, required=True)
-@click.option("--backend", "-b", help="Generator within the kind (text: lm, gpt2). Default: the kind's default.")
-@click.option("--model", "-m", help="Hub id, local directory, .gguf file or pack:NAME (see `aigc models`).")
+@click.option("--backend", "-b", help="Generator within the kind (see `aigc models`). Default: the one the model "
+                                      "needs, else the kind's default.")
+@click.option("--model", "-m", help="Hub id, local directory, .gguf/.safetensors file or pack:NAME (see `aigc models`).")
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Outputs per prompt.")
 @click.option("--seed", "-s", type=int, help="Seed of the first output (output i gets seed+i). Default: random.")
-@click.option("--max-new-tokens", type=int, help="Text: most new tokens per output (default 200).")
-@click.option("--temperature", type=float, help="Text: sampling temperature, 0 = greedy (default 0.7).")
-@click.option("--top-p", type=float, help="Text: nucleus sampling mass (default 0.95).")
-@click.option("--top-k", type=int, help="Text: sample among the k likeliest tokens, 0 = off (default 50).")
-@click.option("--repetition-penalty", type=float, help="Text: penalty for tokens already seen (default 1.1).")
-@click.option("--stop", multiple=True, help="Text: a string that ends the output; repeatable.")
-@click.option("--steps", type=int, help="Image (diffusion): denoising steps.")
-@click.option("--guidance", type=float, help="Image (diffusion): classifier-free guidance scale.")
-@click.option("--negative-prompt", help="Image (diffusion): what to steer away from.")
-@click.option("--width", type=int, help="Image (diffusion): width in pixels, a multiple of 8.")
-@click.option("--height", type=int, help="Image (diffusion): height in pixels, a multiple of 8.")
-@click.option("--duration", type=float, help="Audio (music): seconds of music.")
-@click.option("--play", is_flag=True, help="Audio: play each clip after saving it, where a player exists.")
 @click.option("--best-of", type=int, help="Score this many candidates per prompt and keep the best -n.")
 @click.option("--min-score", type=float, help="Re-sample (new seeds, nudged knobs) until outputs score this (0-1).")
 @click.option("--max-attempts", type=int, help="Rounds of re-sampling allowed with --min-score (default 4).")
 @click.option("--diverse", is_flag=True, help="With --best-of: pick a varied set, not near-duplicates.")
 @click.option("--library", "library_path", type=click.Path(file_okay=False, path_type=Path),
-              help="The team library to judge novelty against and add to (default: the user data dir).")
-@click.option("--no-library", is_flag=True, help="Do not read or add to any library.")
-@click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any other backend knob; repeatable.")
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Save each output (+ metadata) here.")
+              help="A team library to judge novelty against and add the chosen outputs to (default: none).")
+@click.option("--no-library", is_flag=True, help="Use no library (the default; kept for scripts that say so).")
+@click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any backend knob; repeatable.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Save each output (+ metadata) here. Default for images and audio: out/.")
+@click.option("--format", "-f", "fmt", help="File format to save as: " + ", ".join(FORMAT_NAMES)
+              + " (default: txt, png, wav).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per output instead of the text.")
 @click.option("--stream", is_flag=True, help="Text: print tokens as they are generated (one output).")
-@click.option("--compile", "compile_", is_flag=True,
-              help="Text (lm, gpt2) and image (diffusion): torch.compile for speed; the first call compiles.")
+@click.option("--play", is_flag=True, help="Audio: play each clip after saving it, where a player exists.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps. Also $AIGC_DEVICE.")
 @click.option("--dtype", help="auto (default), float32, float16 or bfloat16. Also $AIGC_DTYPE.")
 def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str | None, n: int, seed: int | None,
-             max_new_tokens: int | None, temperature: float | None, top_p: float | None, top_k: int | None,
-             repetition_penalty: float | None, stop: tuple[str, ...], steps: int | None, guidance: float | None,
-             negative_prompt: str | None, width: int | None, height: int | None, duration: float | None,
-             play: bool, best_of: int | None, min_score: float | None, max_attempts: int | None, diverse: bool,
-             library_path: Path | None, no_library: bool, extra: tuple[str, ...],
-             out: Path | None, as_json: bool, stream: bool, compile_: bool, device: str | None,
-             dtype: str | None) -> None:
+             best_of: int | None, min_score: float | None, max_attempts: int | None, diverse: bool,
+             library_path: Path | None, no_library: bool, extra: tuple[str, ...], out: Path | None, fmt: str | None,
+             as_json: bool, stream: bool, play: bool, device: str | None, dtype: str | None, **knob_args: Any) -> None:
     """Generate KIND (text, image or audio) from PROMPT.
 
-    Text is printed; images and audio are saved (to --out, default out/) and their paths printed.
+    Text is printed; images and audio are saved (to --out, default out/) and their paths printed. Every
+    backend knob is an option below (or -p KEY=VALUE); a knob the chosen backend does not take is refused.
     """
-    from . import api
-    from .assets import unique_path
+    from . import api, formats
 
-    params = _parse_param(extra)
-    named = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-             "repetition_penalty": repetition_penalty, "stop": list(stop) or None, "steps": steps,
-             "guidance": guidance, "negative_prompt": negative_prompt, "width": width, "height": height,
-             "duration": duration}
-    params.update({k: v for k, v in named.items() if v is not None})
-    if compile_:
-        params["compile"] = True
-    if stream:
-        params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
+    file_format = formats.by_name(fmt) if fmt else formats.default(kind)
+    if file_format.kind != kind:
+        raise click.BadParameter(f"{fmt!r} is not a {kind} format; use {', '.join(formats.suffixes(kind))}.",
+                                 param_hint="--format")
     manager = None
     if device or dtype:
         from . import devices
 
         manager = devices.configure(device, dtype)
-    if kind != "text" and out is None:
-        out = Path("out")
-    loop = {"best_of": best_of, "min_score": min_score, "max_attempts": max_attempts, "diverse": diverse,
-            "library": False if no_library else library_path}
+    backend, params = _knobs(kind, backend, model, {**given_knobs(knob_args), **_pairs(extra, "--param")})
+    if stream:
+        params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
+    out = out if out is not None or kind == "text" else Path("out")
     assets = api.generate(kind, " ".join(prompt), backend=backend, model=model, n=n, seed=seed, manager=manager,
-                          **loop, **params)
+                          best_of=best_of, min_score=min_score, max_attempts=max_attempts, diverse=diverse,
+                          library=False if no_library else library_path, **params)
     for asset in assets:
-        if out is not None:
-            stem = f"{asset.kind}-{_slug(asset.prompt)}-{asset.seed}"
-            path = asset.save(unique_path(out, stem, SUFFIX[asset.kind]))
-            asset.info["file"] = str(path)
-        if as_json:
-            data = asset.data if asset.kind == "text" else None
-            click.echo(json.dumps({**asset.record(), "data": data}, ensure_ascii=False))
-        elif asset.kind != "text":
-            click.echo(asset.info["file"] + _score_line(asset))
-            if play:
-                _play(Path(asset.info["file"]))
-        elif stream:
-            click.echo()
-        else:
-            if len(assets) > 1 or asset.score is not None:
-                click.secho(f"--- seed {asset.seed}{_score_line(asset)} ---", fg="cyan", err=True)
-            click.echo(asset.data)
+        _report(asset, _save(asset, out, file_format), as_json, stream, play, several=len(assets) > 1)
     if kind == "image" and len(assets) > 1:
-        from .sheets import contact_sheet
+        from .sheets import write_contact_sheet
 
-        sheet = unique_path(out, f"contact-sheet-{_slug(assets[0].prompt)}", ".png")
-        contact_sheet([a.data for a in assets]).save(sheet)
-        click.echo(sheet)
+        click.echo(write_contact_sheet([a.data for a in assets],
+                                       unique_path(out, f"contact-sheet-{slug(assets[0].prompt)}", ".png")))
     if out is not None and not as_json:
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def _save(asset: Any, out: Path | None, file_format: Any) -> Path | None:
+    if out is None:
+        return None
+    return asset.save(unique_path(out, f"{asset.kind}-{slug(asset.prompt)}-{asset.seed}", file_format.suffix))
+
+
+def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bool, several: bool) -> None:
+    """Print one output: its JSON record, its file, or its text."""
+    if as_json:
+        data = asset.data if asset.kind == "text" else None
+        click.echo(json.dumps({**asset.record(), "data": data, "file": str(path) if path else None},
+                              ensure_ascii=False))
+    elif asset.kind != "text":
+        click.echo(f"{path}{_score_line(asset)}")
+        if play:
+            _play(path)
+    elif stream:
+        click.echo()
+    else:
+        if several or asset.score is not None:
+            click.secho(f"--- seed {asset.seed}{_score_line(asset)} ---", fg="cyan", err=True)
+        click.echo(asset.data)
+
+
+@cli.command(cls=KnobCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--kind", "-k", required=True, type=click.Choice(["text", "image", "audio"]), help="What to make.")
+@click.option("--kind", "-k", required=True, type=click.Choice(KINDS), help="What to make.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Batch directory: assets, manifest.jsonl, failures.jsonl, index.html. Re-run to resume.")
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Variants per prompt.")
@@ -169,7 +168,7 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
 @click.pass_context
 def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed: int, backend: str | None,
           model: str | None, best_of: int | None, min_score: float | None, max_attempts: int | None, engine: str,
-          workers: int | None, ray_address: str | None, batch_size: int) -> None:
+          workers: int | None, ray_address: str | None, batch_size: int, **knob_args: Any) -> None:
     """Make N variants of every prompt in PROMPTS (.txt, .csv or .jsonl), resumably.
 
     \b
@@ -178,7 +177,10 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
     """
     from .batch_runner import batch as run_batch
 
-    params = _knob_options(ctx.args)
+    if ctx.args:
+        raise click.UsageError(f"unexpected {ctx.args[0]!r}: knobs are given as --name VALUE (e.g. --steps 30); "
+                               "`aigc batch --help` lists them.")
+    _, params = _knobs(kind, backend, model, given_knobs(knob_args))
     summary = run_batch(prompts, out, kind=kind, n=n, seed=seed, backend=backend, model=model, best_of=best_of,
                         min_score=min_score, max_attempts=max_attempts, engine=engine, workers=workers,
                         ray_address=ray_address, batch_size=batch_size, **params)
@@ -188,22 +190,6 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
     if summary.failed:
         click.echo(f"failures: {out / 'failures.jsonl'}")
     click.echo(f"gallery: {out / 'index.html'}")
-
-
-def _knob_options(args: list[str]) -> dict[str, Any]:
-    """--some-knob VALUE pairs left over by click -> {"some_knob": value}, values read as JSON when they parse."""
-    params: dict[str, Any] = {}
-    items = list(args)
-    while items:
-        flag = items.pop(0)
-        if not flag.startswith("--") or not items:
-            raise click.UsageError(f"unexpected {flag!r}: knobs are given as --name VALUE (e.g. --steps 30).")
-        key, value = flag[2:].replace("-", "_"), items.pop(0)
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
 
 
 @cli.command(name="run")
@@ -217,28 +203,20 @@ def _knob_options(args: list[str]) -> dict[str, Any]:
               help="Re-run exactly what a run.json recorded.")
 def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, seed: int, replay: Path | None) -> None:
     """Run a YAML workflow RECIPE (see pipelines/): every step's assets, run.json and index.html land in --out."""
-    from .recipes import load_recipe, replay as replay_run, run_to_dir
+    from .recipes import load_recipe, override, run_to_dir
+    from .recipes import replay as replay_run
 
     if replay is not None:
         if recipe is not None or sets:
             raise click.UsageError("--replay takes no recipe or --set: it reruns what run.json recorded.")
-        out = out or _fresh_dir(replay.parent.with_name(replay.parent.name + "-replay"))
+        out = out or unique_path(replay.parent.parent, replay.parent.name + "-replay")
         run_json = replay_run(replay, out)
     else:
         if recipe is None:
             raise click.UsageError("give a recipe (e.g. pipelines/story_to_poster.yaml) or --replay run.json.")
         pipeline = load_recipe(recipe)
-        values = {}
-        for key, value in _parse_param(sets).items():
-            step_name, dot, knob = key.partition(".")
-            if dot:
-                steps = {s.name: s for s in pipeline.steps}
-                if step_name not in steps:
-                    raise click.BadParameter(f"no step {step_name!r}; steps: {', '.join(steps)}", param_hint="--set")
-                steps[step_name].params[knob] = value
-            else:
-                values[key] = str(value)
-        out = out or _fresh_dir(Path("runs") / f"{recipe.stem}-{seed}")
+        values = override(pipeline, _pairs(sets, "--set"))
+        out = out or unique_path(Path("runs"), f"{recipe.stem}-{seed}")
         run_json = run_to_dir(pipeline, values, out, seed=seed, source=str(recipe))
     click.echo(run_json)
     click.secho(f"open {run_json.parent / 'index.html'} to see the chain", fg="green", err=True)
@@ -310,15 +288,6 @@ def doctor() -> None:
         console.print(f"[bold]{key:>18}[/bold]  {value}")
 
 
-def _fresh_dir(path: Path) -> Path:
-    """`path`, or `path-1`, `path-2`... whichever does not exist yet: a new run never lands on an old one."""
-    candidate, counter = path, 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}-{counter}")
-        counter += 1
-    return candidate
-
-
 def _score_line(asset: Any) -> str:
     if asset.score is None:
         return ""
@@ -335,10 +304,6 @@ def _play(path: Path) -> None:
             return
     click.secho("--play: no audio player found (afplay, paplay, aplay or ffplay); the file is saved.", fg="yellow",
                 err=True)
-
-
-def _slug(text: str, size: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:size].rstrip("-") or "output"
 
 
 def main() -> None:

@@ -129,9 +129,24 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+@dataclass(frozen=True)
+class ModelKey:
+    """What a cached model is: its family (the backend's weights type), reference, dtype and device, plus the
+    load-time switches that make it another copy (a diffusion pipeline with fused attention, say)."""
+
+    family: str
+    model: str
+    dtype: str
+    device: str
+    variant: tuple[tuple[str, Any], ...] = ()
+
+    def describe(self) -> str:
+        return ", ".join(f"{name}={value}" for name, value in self.variant)
+
+
 @dataclass
 class _Entry:
-    key: tuple[str, str, str, str]
+    key: ModelKey
     value: Any
     nbytes: int
     where: str  # the device its weights sit on now: the manager's device, or "cpu" once offloaded
@@ -163,16 +178,19 @@ class DeviceManager:
         budget = budget if budget is not None else os.environ.get("AIGC_BUDGET")
         self.budget = parse_bytes(budget) if budget is not None else max(capacity - self.reserve, 0)
         self.offload = offload and self.device.type != "cpu"
-        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._entries: OrderedDict[ModelKey, _Entry] = OrderedDict()
         self._lock = threading.RLock()
-        self._key_locks: dict[tuple, threading.Lock] = {}
+        self._key_locks: dict[ModelKey, threading.Lock] = {}
         self.counters = {"loads": 0, "hits": 0, "evictions": 0, "offloads": 0, "oom_retries": 0}
 
-    def key(self, backend: str, model: str, dtype: torch.dtype | None = None) -> tuple[str, str, str, str]:
-        return (backend, model, str(dtype or self.dtype).removeprefix("torch."), str(self.device))
+    def key(self, family: str, model: str, dtype: torch.dtype | None = None,
+            variant: dict[str, Any] | None = None) -> ModelKey:
+        """The cache key of `model` loaded by a backend of `family` on this manager's device."""
+        return ModelKey(family, model, str(dtype or self.dtype).removeprefix("torch."), str(self.device),
+                        tuple(sorted((variant or {}).items())))
 
     @contextmanager
-    def use(self, key: tuple[str, str, str, str], loader: Callable[[], T]) -> Iterator[T]:
+    def use(self, key: ModelKey, loader: Callable[[], T]) -> Iterator[T]:
         """Yield the model for `key` on this device, loading it with `loader()` the first time.
 
         `loader` returns the model (or a record of modules) in CPU memory; the manager measures it, makes
@@ -186,7 +204,7 @@ class DeviceManager:
                 entry.pins -= 1
                 entry.last_used = time.monotonic()
 
-    def _acquire(self, key: tuple, loader: Callable[[], Any]) -> _Entry:
+    def _acquire(self, key: ModelKey, loader: Callable[[], Any]) -> _Entry:
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:  # one thread loads a given model; others wait for it instead of loading it twice
@@ -214,7 +232,7 @@ class DeviceManager:
     def _on_device_bytes(self) -> int:
         return sum(e.nbytes for e in self._entries.values() if e.where == str(self.device))
 
-    def _make_room(self, nbytes: int, keep: tuple) -> None:
+    def _make_room(self, nbytes: int, keep: ModelKey) -> None:
         """Evict least recently used, unpinned models until `nbytes` more fit in the budget."""
         for entry in list(self._entries.values()):
             if self._on_device_bytes() + nbytes <= self.budget:
@@ -251,11 +269,11 @@ class DeviceManager:
             _empty_cache(self.device)
 
     def release(self, family: str, model: str) -> int:
-        """Drop the idle cached copies of one model (any dtype or variant, e.g. "diffusion+fuse_qkv=False"):
-        a workflow does this once a model is done."""
+        """Drop the idle cached copies of one model (any dtype or variant): a workflow does this once a model
+        is done."""
         with self._lock:
             gone = [e for e in self._entries.values()
-                    if e.key[0].split("+")[0] == family and e.key[1] == model and e.pins == 0]
+                    if e.key.family == family and e.key.model == model and e.pins == 0]
             for entry in gone:
                 del self._entries[entry.key]
                 self.counters["evictions"] += 1
@@ -299,7 +317,8 @@ class DeviceManager:
         with self._lock:
             models = [
                 {
-                    "backend": e.key[0], "model": e.key[1], "dtype": e.key[2], "where": e.where,
+                    "backend": e.key.family, "model": e.key.model, "dtype": e.key.dtype, "variant": e.key.describe(),
+                    "where": e.where,
                     "mb": round(e.nbytes / 1024**2, 1), "in_use": e.pins > 0,
                     "idle_s": round(now - e.last_used, 1),
                 }
@@ -360,11 +379,14 @@ def get_manager() -> DeviceManager:
 
 
 def configure(device: str | None = None, dtype: str | None = None, **options: Any) -> DeviceManager:
-    """Replace the process-wide manager (e.g. from the CLI's --device); models it held are released."""
+    """Replace the process-wide manager (e.g. from the CLI's --device); the idle models the old one held are
+    released, and everything that shares the process-wide manager (the default scorer too) uses the new one."""
     global _default
     manager = DeviceManager(device, dtype, **options)
     with _default_lock:
-        _default = manager
+        old, _default = _default, manager
+    if old is not None:
+        old.evict_all()
     return manager
 
 

@@ -8,7 +8,16 @@ class AIGCError(Exception):
 
 
 class ConfigError(AIGCError, ValueError):
-    """A request is malformed: bad prompt, parameter, seed, size... Raised before any model loads."""
+    """A request is malformed: bad prompt, parameter, seed, size...
+
+    Raised before any model loads; the few checks that need the model itself (a prompt longer than the
+    model's context, say) say so in their message. `field` names the argument or knob at fault, when one is,
+    so a front end can point at it (a recipe's line, a form field).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class BackendNotFoundError(AIGCError, LookupError):

@@ -6,8 +6,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .assets import write_atomic
 from .report import media_html
+from .storage import write_atomic
 
 PAGE = """<!doctype html><meta charset=utf-8><title>aigc batch</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}#q{{font-size:1em;padding:.3em;width:24em}}
@@ -38,7 +38,7 @@ def write_gallery(directory: Path, records: list[dict[str, Any]]) -> None:
     """index.html over every manifest record, and contact-row-N.png for rows with several images."""
     from PIL import Image
 
-    from .sheets import contact_sheet
+    from .sheets import write_contact_sheet
 
     records = sorted(records, key=lambda r: (r["row"], r["variant"]))
     cards = "".join(_card(r, directory) for r in records)
@@ -48,5 +48,8 @@ def write_gallery(directory: Path, records: list[dict[str, Any]]) -> None:
         if record["kind"] == "image" and (directory / record["file"]).exists():
             rows.setdefault(record["row"], []).append(record)
     for row, group in rows.items():
-        images = [Image.open(directory / r["file"]).convert("RGB") for r in group]
-        contact_sheet(images).save(directory / f"contact-row-{row}.png")
+        images = []
+        for record in group:
+            with Image.open(directory / record["file"]) as image:
+                images.append(image.convert("RGB"))
+        write_contact_sheet(images, directory / f"contact-row-{row}.png")

@@ -58,7 +58,8 @@ def diagnose() -> dict[str, str]:
     import torch
     import transformers
 
-    from . import __version__, devices
+    from . import devices
+    from .assets import __version__
 
     facts: dict[str, str] = {
         "aigc": __version__,

@@ -7,13 +7,14 @@ Slow conversions (GGUF de-quantisation) run once and are cached under `cache_dir
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import ModelLoadError
 
@@ -73,6 +74,57 @@ class ModelSource:
     def load_target(self) -> str:
         """What to hand to `from_pretrained`: a local path where there is one, else the Hub id."""
         return str(self.path) if self.path is not None else str(self.repo_id)
+
+    @property
+    def suffix(self) -> str:
+        """A single file's suffix, lower-case ("" for a directory or a Hub id)."""
+        return self.path.suffix.lower() if self.path is not None and self.path.is_file() else ""
+
+    def json(self, name: str) -> dict[str, Any] | None:
+        """A small JSON file of the model (config.json, model_index.json...), read without touching weights.
+
+        A Hub id not in the cache, with the network allowed, fetches just that file. None when the model has
+        no such file or it is unreadable.
+        """
+        if self.path is not None:
+            file = self.path / name if self.path.is_dir() else None
+        else:
+            file = _fetch_small_file(str(self.repo_id), name)
+        if file is None or not file.is_file():
+            return None
+        try:
+            value = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def tensor_names(self) -> dict[str, list[int]] | None:
+        """Tensor name -> shape of a single .safetensors file, from its header alone; None if unreadable."""
+        if self.suffix != ".safetensors":
+            return None
+        try:
+            with open(self.path, "rb") as handle:  # type: ignore[arg-type]
+                size = int.from_bytes(handle.read(8), "little")
+                if not 0 < size <= 100 * 1024**2:
+                    return None
+                header = json.loads(handle.read(size))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(header, dict):
+            return None
+        return {k: v.get("shape", []) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+
+
+def _fetch_small_file(repo_id: str, name: str) -> Path | None:
+    """One small file of an uncached Hub model (never weights); None when offline, absent or unreachable."""
+    if hub_offline():
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, name))
+    except Exception:  # noqa: BLE001 - absent file, no network, gated repo: all mean "cannot tell from here"
+        return None
 
 
 def cache_dir() -> Path:
@@ -145,6 +197,16 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
+def _conversion_target(source: Path, what: str) -> Path:
+    return cache_dir() / what / f"{source.stem}-{_fingerprint(source)}"
+
+
+def converted(source: Path, what: str) -> Path | None:
+    """The finished conversion of `source` in the cache, if one was made already (else None)."""
+    target = _conversion_target(source, what)
+    return target if (target / ".complete").exists() else None
+
+
 def cached_conversion(source: Path, what: str, convert: Callable[[Path], None]) -> Path:
     """Run `convert(tmp_dir)` once per source file and keep its result under the cache; return that dir.
 
@@ -152,10 +214,10 @@ def cached_conversion(source: Path, what: str, convert: Callable[[Path], None]) 
     """
     from filelock import FileLock
 
-    root = cache_dir() / what
-    target = root / f"{source.stem}-{_fingerprint(source)}"
+    target = _conversion_target(source, what)
     if (target / ".complete").exists():
         return target
+    root = target.parent
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / ".complete").exists():

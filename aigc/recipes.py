@@ -2,32 +2,35 @@
 
 A run directory holds every asset (`<step>-<i>.txt|png|wav` with their metadata), `run.json` (the resolved
 pipeline, seeds, versions, timings, scores; `aigc run --replay run.json` reproduces the run) and
-`index.html`, the chain step by step.
+`index.html`, the chain step by step. A step's knobs are checked against its backend's own declarations
+when the file is read, so a bad knob also names its line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
-from . import __version__
-from .assets import write_atomic
-from .errors import ConfigError
-from .workflows import Pipeline, Step, from_resolved, resolved, run
-
-SUFFIX = {"text": ".txt", "image": ".png", "audio": ".wav"}
+from . import formats, registry
+from .assets import __version__
+from .errors import AIGCError, ConfigError, one_of
+from .storage import write_json
+from .workflows import Pipeline, Step, from_resolved, resolved
+from .workflows import run as run_pipeline
 
 
 class StepSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    kind: Literal["text", "image", "audio"]
+    kind: str
     prompt: str
     backend: str | None = None
     model: str | None = None
@@ -39,6 +42,14 @@ class StepSchema(BaseModel):
     input: str | None = None
     split: Literal["paragraphs", "sentences"] | None = None
     join: bool = False
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        known = registry.kinds()  # the registry owns the kinds, plug-ins' included
+        if kind not in known:
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": one_of(known)})
+        return kind
 
 
 class RecipeSchema(BaseModel):
@@ -52,8 +63,8 @@ def load_recipe(path: str | Path) -> Pipeline:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read recipe {path}: {error.strerror or error}.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read recipe {path}: {getattr(error, 'strerror', None) or error}.") from None
     try:
         data = yaml.safe_load(text)
         tree = yaml.compose(text)
@@ -67,7 +78,44 @@ def load_recipe(path: str | Path) -> Pipeline:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"{path}:{_line(tree, first['loc'])}: {field}: {first['msg']}.") from None
-    return Pipeline([Step(**s.model_dump()) for s in recipe.steps], dict(recipe.inputs))
+    steps = [Step(**s.model_dump()) for s in recipe.steps]
+    for index, step in enumerate(steps):
+        _check_knobs(path, tree, index, step)
+    return Pipeline(steps, dict(recipe.inputs))
+
+
+def _check_knobs(path: Path, tree: Any, index: int, step: Step) -> None:
+    """A step's backend and knobs against the backend's own declarations, the error at the knob's line."""
+    try:
+        spec = registry.get(step.kind, step.backend, step.model)
+    except AIGCError as error:
+        loc = ("steps", index, "backend" if step.backend else "model")
+        raise ConfigError(f"{path}:{_line(tree, loc)}: {'.'.join(map(str, loc))}: {error}") from None
+    try:
+        spec.load().check_params(step.params)
+    except ConfigError as error:
+        loc = ("steps", index, "params", *([error.field] if error.field else []))
+        raise ConfigError(f"{path}:{_line(tree, loc)}: {'.'.join(map(str, loc))}: {error}") from None
+
+
+def override(pipeline: Pipeline, sets: dict[str, str]) -> dict[str, str]:
+    """Apply `--set` pairs: `step.knob=VALUE` sets a step's knob (read as its Param says), `name=VALUE` an input.
+
+    Returns the inputs; the steps are changed in place.
+    """
+    values: dict[str, str] = {}
+    steps = {s.name: s for s in pipeline.steps}
+    for key, value in sets.items():
+        step_name, dot, knob = key.partition(".")
+        if not dot:
+            values[key] = value
+            continue
+        if step_name not in steps:
+            raise ConfigError(f"--set {key}: no step {step_name!r}; steps: {', '.join(steps)}.", field="set")
+        step = steps[step_name]
+        knob = knob.replace("-", "_")
+        step.params[knob] = registry.get(step.kind, step.backend, step.model).load().parse_knobs({knob: value})[knob]
+    return values
 
 
 def _line(node: Any, loc: tuple) -> int:
@@ -89,6 +137,18 @@ def _line(node: Any, loc: tuple) -> int:
     return line
 
 
+def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int = 0, **inputs: str) -> Any:
+    """Run a YAML recipe (`aigc.run("pipelines/story_to_poster.yaml", topic="a city of glass")`).
+
+    Returns step name -> its assets; with `out`, also writes the run directory (assets, run.json, index.html)
+    and returns the path of its run.json.
+    """
+    pipeline = load_recipe(recipe)
+    if out is None:
+        return run_pipeline(pipeline, inputs, seed=seed)
+    return run_to_dir(pipeline, inputs, out, seed=seed, source=str(recipe))
+
+
 def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, seed: int = 0, manager=None,
                source: str | None = None) -> Path:
     """Run a pipeline and write its run directory; returns the path of run.json."""
@@ -98,13 +158,13 @@ def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, s
     if (out / "run.json").exists():
         raise ConfigError(f"{out} already holds a run (run.json); pass a new output directory, so nothing is overwritten.")
     start = time.perf_counter()
-    produced = run(pipeline, values, seed=seed, manager=manager)
+    produced = run_pipeline(pipeline, values, seed=seed, manager=manager)
     elapsed = time.perf_counter() - start
     steps = []
     for name, assets in produced.items():
         records = []
         for asset in assets:
-            file = asset.save(out / f"{asset.info['workflow']['id']}{SUFFIX[asset.kind]}")
+            file = asset.save(out / f"{asset.workflow.id}{formats.default(asset.kind).suffix}")
             text = {"text": asset.data} if asset.kind == "text" else {}
             records.append({**asset.record(), "file": file.name, **text})
         steps.append({"name": name, "assets": records})
@@ -112,8 +172,7 @@ def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, s
         "aigc": __version__, "python": platform.python_version(), "source": source,
         "pipeline": resolved(pipeline, values, seed), "seconds": round(elapsed, 2), "steps": steps,
     }
-    run_json = out / "run.json"
-    write_atomic(run_json, (json.dumps(run_record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    run_json = write_json(out / "run.json", run_record)
     write_report(run_record, out / "index.html")
     return run_json
 
@@ -123,6 +182,6 @@ def replay(run_json: str | Path, out: str | Path, *, manager=None) -> Path:
     try:
         record = json.loads(Path(run_json).read_text(encoding="utf-8"))
         pipeline, values, seed = from_resolved(record["pipeline"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"cannot replay {run_json}: not a run.json written by `aigc run` ({error}).") from None
     return run_to_dir(pipeline, values, out, seed=seed, manager=manager, source=str(run_json))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
+from typing import Any
 
-from .errors import BackendNotFoundError, ConfigError, one_of
+from .errors import BackendNotFoundError, ConfigError, ModelLoadError, one_of
 
 ENTRY_POINT_GROUP = "aigc.generators"
 
@@ -74,17 +75,56 @@ def backends() -> dict[tuple[str, str], BackendSpec]:
 
 
 def kinds() -> list[str]:
-    return sorted({kind for kind, _ in backends()})
+    """The kinds of output, in the order they were registered (built-ins: text, image, audio)."""
+    return list(dict.fromkeys(kind for kind, _ in backends()))
 
 
-def get(kind: str, backend: str | None = None) -> BackendSpec:
-    """The backend for a request, or an error that lists the valid kinds or backends."""
+def get(kind: str, backend: str | None = None, model: str | None = None) -> BackendSpec:
+    """The backend for a request, or an error that lists the valid kinds or backends.
+
+    Without `backend`, a given `model` decides it (read from the model's own files, without loading it);
+    with neither, the kind's default.
+    """
     registered = backends()
-    valid_kinds = sorted({k for k, _ in registered})
+    valid_kinds = kinds()
     if not isinstance(kind, str) or kind not in valid_kinds:
-        raise ConfigError(f"kind={kind!r} is not supported; use {one_of(valid_kinds)}.")
-    names = sorted(name for k, name in registered if k == kind)
+        raise ConfigError(f"kind={kind!r} is not supported; use {one_of(sorted(valid_kinds))}.", field="kind")
+    names = [name for k, name in registered if k == kind]
+    if backend is None and model is not None:
+        return pick(kind, model)
     backend = backend or default_backend(kind) or names[0]
     if (kind, backend) not in registered:
-        raise BackendNotFoundError(f"backend={backend!r} is not a {kind} backend; use {one_of(names)}.")
+        raise BackendNotFoundError(f"backend={backend!r} is not a {kind} backend; use {one_of(sorted(names))}.")
     return registered[(kind, backend)]
+
+
+def pick(kind: str, model: str) -> BackendSpec:
+    """The first backend of `kind` that runs `model`: the kind's default first, then the others in order.
+
+    A model that fits none is an error naming every backend tried and why it does not fit.
+    """
+    from .models import resolve
+
+    source = resolve(model)  # a missing model is missing for every backend: say so once
+    candidates = [spec for (k, _), spec in backends().items() if k == kind]
+    first = default_backend(kind)
+    candidates.sort(key=lambda spec: spec.name != first)
+    reasons = []
+    for spec in candidates:
+        generator = spec.load()
+        if not generator.picks_by_model():
+            continue
+        reason = generator.model_fits(source)
+        if reason is None:
+            return spec
+        reasons.append(f"{spec.name}: {reason}")
+    raise ModelLoadError(f"model={model!r} fits no {kind} backend; tried " + "; ".join(reasons))
+
+
+def knobs() -> dict[str, list[tuple[BackendSpec, Any]]]:
+    """Every knob name with the backends that declare it and their Params (what the CLI's options read)."""
+    table: dict[str, list[tuple[BackendSpec, Any]]] = {}
+    for spec in backends().values():
+        for name, param in spec.load().params.items():
+            table.setdefault(name, []).append((spec, param))
+    return table

@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .assets import write_atomic
+from .storage import write_atomic
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 .step{border-left:4px solid #68a;padding:0 1em;margin:1.5em 0}.assets{display:flex;flex-wrap:wrap;gap:1em}
@@ -27,8 +27,8 @@ def media_html(kind: str, file: str, text: str = "") -> str:
 def _asset_html(record: dict[str, Any]) -> str:
     body = media_html(record["kind"], record["file"], record.get("text", ""))
     score = f" · score {record['score']:.3f}" if record.get("score") is not None else ""
-    parents = ", ".join(p for p in record["info"].get("workflow", {}).get("parents", []) if p)
-    return (f'<div class="asset">{body}<div class="meta">{html.escape(record["info"]["workflow"]["id"])} · seed '
+    parents = ", ".join(p for p in (record.get("workflow") or {}).get("parents", []) if p)
+    return (f'<div class="asset">{body}<div class="meta">{html.escape(record["workflow"]["id"])} · seed '
             f'{record["seed"]}{score}{" · from " + html.escape(parents) if parents else ""}</div>'
             f'<details><summary>prompt</summary><pre>{html.escape(record["prompt"])}</pre></details></div>')
 

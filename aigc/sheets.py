@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
+
+from .errors import ConfigError
 
 
 def contact_sheet(images: Sequence, columns: int | None = None, gap: int = 4, background: str = "white"):
@@ -11,7 +14,7 @@ def contact_sheet(images: Sequence, columns: int | None = None, gap: int = 4, ba
     from PIL import Image
 
     if not images:
-        raise ValueError("a contact sheet needs at least one image")
+        raise ConfigError("a contact sheet needs at least one image.")
     columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     cell_w = max(im.width for im in images)
@@ -21,3 +24,14 @@ def contact_sheet(images: Sequence, columns: int | None = None, gap: int = 4, ba
         row, col = divmod(i, columns)
         sheet.paste(image.convert("RGB"), (gap + col * (cell_w + gap), gap + row * (cell_h + gap)))
     return sheet
+
+
+def write_contact_sheet(images: Sequence, path: str | Path, **layout) -> Path:
+    """A contact sheet of `images` saved as a PNG at `path`, atomically (a reader never sees half of it)."""
+    import io
+
+    from .storage import write_atomic
+
+    buffer = io.BytesIO()
+    contact_sheet(images, **layout).save(buffer, format="PNG")
+    return write_atomic(Path(path), buffer.getvalue())

@@ -9,7 +9,6 @@ the compute is the same as the real checkpoints'.
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -94,7 +93,7 @@ def smollm2_tokens(manager: DeviceManager, batch: int, new_tokens: int) -> Workl
 def dcgan(manager: DeviceManager, batch: int) -> Workload:
     """The face pack's DCGAN: a plain module forward + PIL conversion vs aigc.generate, same latents."""
     import aigc
-    from aigc.generators.gan import build_dcgan, latent, read_state_dict
+    from aigc.generators.dcgan import build_dcgan, latent, read_state_dict
     from aigc.models import pack_path
 
     net = build_dcgan(read_state_dict(pack_path("gan-faces")), "pack").to(manager.device, manager.dtype)

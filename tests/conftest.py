@@ -94,7 +94,7 @@ def build_tiny_dcgan(path, *, nz: int = 8, widths=(32, 16, 8, 3), seed: int = 0)
     """A random DCGAN generator (4 -> 8 -> 16 -> 32 pixels) saved as a plain state dict, as people share them."""
     import torch
 
-    from aigc.generators.gan import DCGAN
+    from aigc.generators.dcgan import DCGAN
 
     torch.manual_seed(seed)
     model = DCGAN([nz, *widths])

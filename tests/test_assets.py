@@ -7,7 +7,7 @@ import json
 import pytest
 
 import aigc
-from aigc.assets import unique_path
+from aigc.storage import unique_path
 
 
 def test_save_and_load_round_trip(tiny_gpt2, manager, tmp_path):
@@ -43,3 +43,34 @@ def test_unique_path_never_overwrites(tmp_path):
     first.write_text("a")
     second = unique_path(tmp_path, "story", ".txt")
     assert second != first and second.name == "story-1.txt"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".jpg", ".jpeg"])
+def test_images_save_in_every_image_format_and_read_back(tiny_dcgan, manager, tmp_path, suffix):
+    import numpy as np
+
+    asset = aigc.generate("image", "a face", backend="gan", model=tiny_dcgan, seed=3, manager=manager)[0]
+    loaded = aigc.load(asset.save(tmp_path / f"face{suffix}"))
+    assert loaded.record() == asset.record()
+    difference = np.abs(np.asarray(loaded.data, int) - np.asarray(asset.data, int))
+    assert difference.max() == 0 if suffix in (".png", ".webp") else difference.mean() < 8  # JPEG is lossy
+    from aigc import formats
+
+    in_memory = formats.decode(formats.for_path(tmp_path / f"x{suffix}"), asset.to_bytes(suffix.lstrip(".")))
+    assert in_memory.data.size == asset.data.size and in_memory.record["seed"] == 3  # no file needed
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+def test_audio_saves_in_every_audio_format_and_reads_back(tmp_path, suffix):
+    import numpy as np
+
+    from aigc.audio import Audio
+
+    tone = Audio((0.5 * np.sin(np.arange(11025) * 2 * np.pi * 440 / 22050)).astype(np.float32), 22050)
+    asset = aigc.Asset("audio", tone, "a tone", 1, "speech", "m", params={"speed": 1.0})
+    loaded = aigc.load(asset.save(tmp_path / f"tone{suffix}"))
+    assert loaded.record() == asset.record() and loaded.data.sample_rate == 22050
+    assert np.corrcoef(loaded.data.samples[:11025], tone.samples)[0, 1] > 0.99
+    assert aigc.Asset("text", "hi", "p", 1, "lm", "m").to_bytes() == b"hi"
+    with pytest.raises(aigc.ConfigError, match="cannot be png"):
+        asset.to_bytes("png")

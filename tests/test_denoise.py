@@ -85,7 +85,7 @@ def furthest(images, others) -> int:
 def cached_pipe(manager, model, **switches):
     """The pipeline the manager holds for these module switches (the defaults for those not given)."""
     generator = DiffusionGenerator(model, manager)
-    key = manager.key(generator.variant(False, generator.module_switches(switches)), model)
+    key = manager.key(generator.family, model, variant=generator.variant(DiffusionGenerator.check_params(switches)))
     with manager.use(key, lambda: None) as pipe:
         assert pipe is not None, "load the model with these switches first"
         return pipe
@@ -280,7 +280,7 @@ def test_compiled_blocks_match_eager(tiny_sd, sd_manager):
 
 
 def test_vae_tiling_only_for_large_images_unless_asked(tiny_sd, sd_manager):
-    wide = 1040  # > denoise.TILE_ABOVE; the tiny VAE's tiles are 64 px
+    wide = 1040  # > diffusion.TILE_ABOVE; the tiny VAE's tiles are 64 px
     normal = generate(tiny_sd, sd_manager, ["a castle"], [1])[0]
     tiled = generate(tiny_sd, sd_manager, ["a castle"], [1], width=wide, steps=1)[0]
     untiled = generate(tiny_sd, sd_manager, ["a castle"], [1], width=wide, steps=1, vae_tiling=False)[0]

@@ -182,8 +182,8 @@ def test_eviction_on_cuda_offloads_to_cpu_and_brings_back(tiny_gpt2, tiny_gpt2_o
 def test_release_drops_every_variant_of_a_model_and_nothing_else(manager):
     import torch
 
-    for family in ("diffusion", "diffusion+safety-checker", "diffusion+fuse_qkv=False"):
-        with manager.use(manager.key(family, "sd"), lambda: torch.nn.Linear(2, 2)):
+    for variant in ({}, {"safety_checker": True}, {"fuse_qkv": False}):  # typed variants, no parsed key strings
+        with manager.use(manager.key("diffusion", "sd", variant=variant), lambda: torch.nn.Linear(2, 2)):
             pass
     with manager.use(manager.key("diffusion", "other"), lambda: torch.nn.Linear(2, 2)):
         pass

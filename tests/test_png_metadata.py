@@ -43,10 +43,10 @@ def test_unreadable_or_foreign_images_are_explained(tmp_path):
         aigc.load(tmp_path / "missing.png")
 
 
-def test_images_save_as_png_only(tiny_dcgan, manager, tmp_path):
+def test_images_save_as_png_webp_or_jpeg_only(tiny_dcgan, manager, tmp_path):
     asset = aigc.generate("image", "x", backend="gan", model=tiny_dcgan, seed=1, manager=manager)[0]
-    with pytest.raises(aigc.ConfigError, match="saves as .png"):
-        asset.save(tmp_path / "x.jpg")
+    with pytest.raises(aigc.ConfigError, match="saves as .png, .webp, .jpg or .jpeg"):
+        asset.save(tmp_path / "x.bmp")
 
 
 def test_contact_sheet_lays_images_in_a_grid(tiny_dcgan, manager):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.scoring.loop import nudge, select_diverse
+from aigc.scoring.loop import select_diverse, weakest
 from aigc.scoring.scorer import CreativityScorer, combine, vendi
 
 PROMPT = "A lighthouse keeper finds a door in the sea"
@@ -79,23 +79,36 @@ def test_best_of_returns_the_top_scoring_candidates_ranked(tiny_gpt2, manager, s
 def test_min_score_resamples_until_the_bar_or_the_budget(tiny_gpt2, manager, scorer):
     reachable = aigc.generate("text", PROMPT, model=tiny_gpt2, min_score=0.0, seed=1, max_new_tokens=6,
                               manager=manager, scorer=scorer, library=False)[0]
-    assert reachable.attempts == 1 and reachable.info["met_min_score"]
+    assert reachable.attempts == 1 and reachable.search.met_min_score
     out_of_reach = aigc.generate("text", PROMPT, model=tiny_gpt2, min_score=0.999, max_attempts=3, best_of=2, seed=1,
                                  max_new_tokens=6, manager=manager, scorer=scorer, library=False)[0]
-    path = out_of_reach.info["search"]
-    assert [step["attempt"] for step in path] == [1, 2, 3] and out_of_reach.candidates == 6
-    assert not out_of_reach.info["met_min_score"]
-    temperatures = [step["knobs"]["temperature"] for step in path]
+    path = out_of_reach.search.rounds
+    assert [step.attempt for step in path] == [1, 2, 3] and out_of_reach.candidates == 6
+    assert not out_of_reach.search.met_min_score
+    temperatures = [step.knobs["temperature"] for step in path]
     assert temperatures[0] == 0.7 and temperatures[1] != temperatures[0]  # knobs moved between attempts
     again = aigc.generate("text", PROMPT, model=tiny_gpt2, min_score=0.999, max_attempts=3, best_of=2, seed=1,
                           max_new_tokens=6, manager=manager, scorer=scorer, library=False)[0]
-    assert again.data == out_of_reach.data and again.info["search"] == path  # deterministic for a seed
+    assert again.data == out_of_reach.data and again.search.rounds == path  # deterministic for a seed
 
 
 def test_nudges_follow_the_weakest_part():
-    knobs = {"temperature": 0.7, "guidance": None, "truncation": 0.8}
-    low_novelty = nudge(knobs, {"relevance": 0.9, "novelty": 0.1, "quality": 0.8}, {"guidance": 7.5}, {})
-    low_relevance = nudge(knobs, {"relevance": 0.1, "novelty": 0.9, "quality": 0.8}, {"guidance": 7.5}, {})
+    """The nudges each backend declares on its knobs (text temperature, diffusion guidance, GAN truncation)."""
+    from aigc.generators.diffusion import DiffusionGenerator
+    from aigc.generators.gan import GANGenerator
+    from aigc.generators.text import CausalLMGenerator
+
+    def nudge(knobs, scores):
+        part = weakest(scores)
+        moved = {}
+        for backend in (CausalLMGenerator, DiffusionGenerator, GANGenerator):
+            mine = {k: v for k, v in knobs.items() if k in backend.params}
+            moved |= backend.nudged(mine, part)
+        return moved
+
+    knobs = {"temperature": 0.7, "guidance": 7.5, "truncation": 0.8}
+    low_novelty = nudge(knobs, {"relevance": 0.9, "novelty": 0.1, "quality": 0.8})
+    low_relevance = nudge(knobs, {"relevance": 0.1, "novelty": 0.9, "quality": 0.8})
     assert low_novelty["temperature"] > 0.7 and low_novelty["guidance"] < 7.5 and low_novelty["truncation"] > 0.8
     assert low_relevance["temperature"] < 0.7 and low_relevance["guidance"] > 7.5
 
@@ -176,8 +189,8 @@ def test_gan_refinement_climbs_toward_the_prompt_and_keeps_faces(manager):
     before = aigc.generate("image", prompt, backend="gan", n=3, seed=10, manager=manager)
     after = aigc.generate("image", prompt, backend="gan", n=3, seed=10, refine=12, manager=manager, scorer=scorer)
     for asset in after:
-        record = asset.info["refinement"]
-        assert record["steps"] == 12 and record["objective_after"] > record["objective_before"]
+        record = asset.refinement
+        assert record.steps == 12 and record.objective_after > record.objective_before
         assert asset.params["refine"] == 12 and "objective" not in asset.params
     relevance_before = np.mean([r["relevance"] for r in scorer.score(before, prompt)])
     relevance_after = np.mean([r["relevance"] for r in scorer.score(after, prompt)])
@@ -194,3 +207,25 @@ def test_a_missing_language_model_is_said_not_hidden(manager):
     with pytest.warns(UserWarning, match="fluency and obvious-continuation novelty are not measured"):
         result = scorer.score(["A short text about the sea."], "the sea")[0]
     assert "quality.fluency" not in result and "novelty.obvious" not in result
+
+
+def test_attempts_counts_the_rounds_the_search_took(tiny_gpt2, manager, scorer):
+    """`attempts` is how many rounds the search ran, whichever round the chosen asset came from."""
+    chosen = aigc.generate("text", PROMPT, model=tiny_gpt2, min_score=0.999, max_attempts=3, best_of=3, n=3, seed=1,
+                           max_new_tokens=6, manager=manager, scorer=scorer)
+    assert {a.attempts for a in chosen} == {3} and {a.search.attempts for a in chosen} == {3}
+    rounds = [a.search.round for a in chosen]  # the round each one was made in is kept too
+    assert set(rounds) <= {1, 2, 3} and min(rounds) < 3  # (with this seed, some came from an earlier round)
+
+
+def test_best_of_without_a_library_chooses_the_same_way_every_time(tiny_gpt2, manager, scorer, tmp_path):
+    call = dict(model=tiny_gpt2, best_of=3, seed=5, max_new_tokens=8, manager=manager, scorer=scorer)
+    first, again = (aigc.generate("text", PROMPT, **call)[0] for _ in range(2))
+    assert (first.seed, first.data, first.score) == (again.seed, again.data, again.score)
+    assert (first.search.library, first.search.library_size) == (None, 0)
+    library = tmp_path / "team"
+    judged = [aigc.generate("text", PROMPT, library=library, **call)[0] for _ in range(2)]
+    assert [(a.search.library, a.search.library_size) for a in judged] == [(str(library), 0), (str(library), 1)]
+    assert judged[1].scores["novelty.library"] < 1  # the second call was judged against the first's choice
+    saved = aigc.load(judged[1].save(tmp_path / "judged.txt"))
+    assert saved.search == judged[1].search  # the record explains (and replays) the choice

@@ -112,9 +112,9 @@ def test_audio_files_carry_their_provenance(voice_manager, tmp_path, suffix):
     assert aigc.load(path).params["speed"] == 1.2  # the tags alone are enough
 
 
-def test_audio_saves_as_wav_or_flac_only(voice_manager, tmp_path):
+def test_audio_saves_as_wav_flac_or_ogg_only(voice_manager, tmp_path):
     clip = say("Hi there.", voice_manager, seed=1)[0]
-    with pytest.raises(aigc.ConfigError, match="saves as .wav or .flac"):
+    with pytest.raises(aigc.ConfigError, match="saves as .wav, .flac or .ogg"):
         clip.save(tmp_path / "x.mp3")
 
 

@@ -41,7 +41,7 @@ def test_every_shipped_recipe_runs_offline_and_writes_its_run_directory(recipe, 
     assert all(f in page for f in files)  # the page shows every asset of the chain
     assert [s["name"] for s in record["steps"]] == [s["name"] for s in record["pipeline"]["steps"]]
     for step in record["steps"][1:]:
-        assert all(a["info"]["workflow"]["parents"] for a in step["assets"])  # linked to what it came from
+        assert all(a["workflow"]["parents"] for a in step["assets"])  # linked to what it came from
 
 
 @pytest.mark.pack
@@ -69,7 +69,7 @@ def test_fan_out_provenance_and_release_of_finished_models(tiny_gpt2, tiny_dcgan
         topic="the sea", seed=3, manager=manager,
     )
     assert len(produced["ideas"]) == 2 and len(produced["pictures"]) == 4  # 2 per idea
-    parents = [a.info["workflow"]["parents"] for a in produced["pictures"]]
+    parents = [a.workflow.parents for a in produced["pictures"]]
     assert parents == [["ideas-0"], ["ideas-0"], ["ideas-1"], ["ideas-1"]]
     assert produced["pictures"][2].prompt == produced["ideas"][1].data.strip()
     assert {m["backend"] for m in manager.stats()["models"]} <= {"dcgan"}  # the text model was released
@@ -84,7 +84,7 @@ def test_image_to_image_takes_an_earlier_image(tiny_sd):
              params={"steps": 4, "strength": 0.5}),
     ]), seed=1, manager=manager)
     assert produced["painting"][0].data.size == (64, 64)
-    assert produced["painting"][0].info["workflow"]["parents"] == ["sketch-0"]
+    assert produced["painting"][0].workflow.parents == ["sketch-0"]
 
 
 @pytest.mark.parametrize("steps, message", [

@@ -1,83 +1,46 @@
-"""The Generator base class: declared knobs, load once through the device manager, generate in batches."""
+"""The Generator template: check -> load through the device manager -> batched device steps -> outputs.
+
+A backend writes only what is its own, the way transformers pipelines split preprocess / _forward /
+postprocess: which models it runs, the checks its knobs need, loading on the CPU, preparing inputs, the
+device step and finishing the results. The frame around them (the manager's cache and pins, batches that
+halve on out-of-memory) is written once, here.
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-from ..errors import ConfigError, one_of
+from .. import models
+from ..errors import ConfigError, ModelLoadError
+from ..records import Refinement
+from .knobs import Nudge, Param, describe_value
 
 if TYPE_CHECKING:
     from ..devices import DeviceManager
+    from ..models import ModelSource
 
-_TYPES = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "strings": (str, list, tuple),
-          "callable": ()}
-
-
-@dataclass(frozen=True)
-class Param:
-    """One backend knob: its default, type and allowed range, checked before any model loads."""
-
-    default: Any
-    help: str
-    type: str = "float"  # float | int | bool | str | strings | callable
-    min: float | None = None
-    max: float | None = None
-    choices: tuple | None = None
-    min_exclusive: bool = False
-    record: bool = True  # False for things that do not change the output (callbacks, batch size)
-
-    def check(self, name: str, value: Any) -> Any:
-        if value is None:
-            return None
-        if self.type == "callable":
-            if not callable(value):
-                raise ConfigError(f"{name}={value!r} must be callable ({self.help}).")
-            return value
-        ok = isinstance(value, _TYPES[self.type]) and not (self.type in ("int", "float") and isinstance(value, bool))
-        if not ok:
-            raise ConfigError(f"{name}={value!r} must be of type {self.type} ({self.help}).")
-        if self.type == "float":
-            value = float(value)
-        if self.type == "strings":
-            value = [value] if isinstance(value, str) else list(value)
-            if not all(isinstance(v, str) and v for v in value):
-                raise ConfigError(f"{name}={value!r} must be a non-empty string or a list of them.")
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{name}={value!r} is not allowed; use {one_of(self.choices)}.")
-        low_fails = self.min is not None and (value <= self.min if self.min_exclusive else value < self.min)
-        if low_fails or (self.max is not None and value > self.max):
-            low = "" if self.min is None else (f"> {self.min}" if self.min_exclusive else f">= {self.min}")
-            high = "" if self.max is None else f"<= {self.max}"
-            raise ConfigError(f"{name}={value!r} is out of range; it must be {' and '.join(filter(None, [low, high]))}.")
-        return value
-
-
-def _describe(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_describe(v) for v in value]
-    size = getattr(value, "size", None)
-    if isinstance(size, tuple):
-        return f"<{type(value).__name__} {'x'.join(map(str, size))}>"
-    return f"<{type(value).__name__}>"
+__all__ = ["Generator", "Nudge", "Output", "Param"]
 
 
 @dataclass
 class Output:
-    """One raw result of a generator, before it becomes an Asset; `info` says how it ended."""
+    """One raw result of a generator, before it becomes an Asset; `info` is the backend's own report."""
 
     data: Any
     info: dict[str, Any] = field(default_factory=dict)
+    refinement: Refinement | None = None
 
 
 class Generator:
     """A backend: turns prompts and seeds into outputs in one batched call.
 
-    Subclasses declare `kind`, `family` (what the cached weights are) and `params`, and implement
-    `check_model`, `load` (on the CPU; the manager moves the result to the device) and `generate`.
-    A generator knows nothing of scoring, saving, the CLI or batches.
+    Subclasses declare `kind`, `family` (what the cached weights are) and `params`, say which models they
+    run (`model_fits`), and fill in the steps of `run`: `load` (on the CPU; the manager moves the result to
+    the device), `preprocess`, `forward` (the device step, on a chunk of items) and `postprocess`. A
+    generator is handed its model reference and device manager; it knows nothing of scoring, saving, the
+    CLI or batches.
     """
 
     kind: ClassVar[str] = ""
@@ -90,16 +53,33 @@ class Generator:
         self.backend = backend or self.family
         self.check_model()
 
+    # --- knobs: every rule lives in the Params; these read them ----------------------------------------------
     @classmethod
     def check_params(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """Every knob with its value: given ones validated, the rest at their defaults."""
+        """Every knob with its value: given ones validated, the rest (and any given as None) at their defaults."""
         unknown = sorted(set(given) - set(cls.params))
         if unknown:
-            raise ConfigError(
-                f"unknown parameter {unknown[0]!r} for {cls.kind} generation; allowed: {', '.join(sorted(cls.params))}."
-            )
-        return {name: param.check(name, given[name]) if name in given else param.default
-                for name, param in cls.params.items()}
+            raise ConfigError(f"unknown parameter {unknown[0]!r} for {cls.kind} generation; "
+                              f"allowed: {', '.join(sorted(cls.params))}.", field=unknown[0])
+        checked = {name: param.check(name, given.get(name)) for name, param in cls.params.items()}
+        cls.check_knobs(checked)
+        return checked
+
+    @classmethod
+    def check_knobs(cls, knobs: dict[str, Any]) -> None:
+        """Rules that tie several knobs together (one Param cannot say them); raise ConfigError."""
+
+    @classmethod
+    def parse_knobs(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """Knob values given as text (command line, CSV cells, `--set`) read as their Params say; unknown names
+        are passed through for check_params to refuse with the list of allowed ones."""
+        return {name: cls.params[name].parse(name, value) if name in cls.params else value
+                for name, value in given.items()}
+
+    @classmethod
+    def image_input(cls) -> str | None:
+        """The knob that takes an input image (image-to-image), if this backend has one."""
+        return next((name for name, param in cls.params.items() if param.type == "image"), None)
 
     @classmethod
     def recorded(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -108,21 +88,111 @@ class Generator:
         An in-memory object (a PIL image passed as init_image) is recorded as a description: pass a file
         path instead when the record must reproduce the output on its own.
         """
-        return {name: _describe(value) for name, value in params.items() if cls.params[name].record}
+        return {name: describe_value(value) for name, value in params.items() if cls.params[name].record}
+
+    @classmethod
+    def a1111(cls, params: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        """The labelled knobs for A1111's "parameters" string: the value given, or for a knob left to its
+        default (None) the value the generator reports it used under the knob's name in `info`."""
+        settings: dict[str, Any] = {}
+        for name, param in cls.params.items():
+            value = params.get(name) if params.get(name) is not None else info.get(name)
+            if param.a1111 and value is not None:
+                settings[param.a1111] = describe_value(value)
+        return settings
+
+    @classmethod
+    def nudged(cls, knobs: dict[str, Any], weakest: str) -> dict[str, Any]:
+        """The knobs for the scorer's next round: each knob with a Nudge moves for the weakest part."""
+        moved = dict(knobs)
+        for name, param in cls.params.items():
+            if param.nudge is not None and knobs.get(name) is not None:
+                value = param.nudge.move(knobs[name], weakest)
+                moved[name] = round(value, 4) if param.type == "float" else int(round(value))
+        return moved
+
+    # --- the model --------------------------------------------------------------------------------------------
+    @classmethod
+    def model_fits(cls, source: ModelSource) -> str | None:
+        """Why this backend cannot run the model at `source`, or None when it can.
+
+        Reads only the model's own small files (configs, a safetensors header), never its weights. A backend
+        that overrides this is also chosen automatically when a request names a model but no backend.
+        """
+        return None
+
+    @classmethod
+    def picks_by_model(cls) -> bool:
+        """Whether this backend says which models it runs (and so may be chosen by a model reference)."""
+        return cls.model_fits.__func__ is not Generator.model_fits.__func__  # type: ignore[attr-defined]
+
+    def check_model(self) -> None:
+        """Resolve the model reference without loading it; raise ModelLoadError if this backend cannot run it.
+
+        Backends that do not say which models they run (plug-ins without model_fits) resolve their own.
+        """
+        if not self.picks_by_model():
+            return
+        self.source = models.resolve(self.model)
+        reason = self.model_fits(self.source)
+        if reason:
+            raise ModelLoadError(f"model={self.model!r}: {reason}")
 
     @property
     def dtype(self):
         return self.manager.dtype
 
-    @property
-    def cache_key(self) -> tuple[str, str, str, str]:
-        return self.manager.key(self.family, self.model, self.dtype)
+    # --- the template -----------------------------------------------------------------------------------------
+    def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Knob defaults that depend on the model (a Turbo model's single step, say); idempotent."""
+        return params
 
-    def check_model(self) -> None:
-        """Resolve the model reference without loading it; raise ModelLoadError if it cannot work."""
+    def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
+        """Checks of a request that need no weights (files it names, the model's configs), before any load."""
 
-    def load(self) -> Any:
+    def needs_objective(self, params: dict[str, Any]) -> bool:
+        """Whether these knobs climb an objective none was given for (aigc.generate then hands in the scorer's)."""
+        return False
+
+    def variant(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Load-time switches that make another cached copy of the model (part of its cache key)."""
+        return {}
+
+    def load(self, **variant: Any) -> Any:
+        """The model (or a record of its modules) on the CPU, in the manager's dtype."""
         raise NotImplementedError
+
+    def preprocess(self, model: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
+        """The work items, one per output, prepared on the CPU (tokens, latents...)."""
+        return list(zip(prompts, seeds))
+
+    def forward(self, model: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Any]:
+        """The device step over a chunk of items; every item keeps its own seed, so chunking never changes it."""
+        raise NotImplementedError
+
+    def postprocess(self, model: Any, results: list[Any], params: dict[str, Any]) -> list[Output]:
+        """The chunks' results as Outputs, finished on the CPU."""
+        return results
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], **params: Any) -> list[Output]:
-        raise NotImplementedError
+        """Outputs for prompts[i] with seeds[i]: resolve, check, then run (params as check_params returns them)."""
+        params = self.resolve(params)
+        self.check(prompts, seeds, params)
+        return self.run(prompts, seeds, params)
+
+    def run(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> list[Output]:
+        """The frame every backend shares: the model through the manager (pinned while in use), preprocess, the
+        device step in batches that halve on out-of-memory, postprocess (generate() checks first)."""
+        with self.loaded(params) as model:
+            items = self.preprocess(model, list(prompts), list(seeds), params)
+            results = self.manager.run_batched(lambda chunk: self.forward(model, chunk, params), items,
+                                               params.get("batch_size"))
+            return self.postprocess(model, results, params)
+
+    @contextmanager
+    def loaded(self, params: dict[str, Any] | None = None) -> Iterator[Any]:
+        """The loaded model for these knobs' variant, pinned in the manager's cache while the block runs."""
+        variant = self.variant(params if params is not None else self.check_params({}))
+        key = self.manager.key(self.family, self.model, self.dtype, variant)
+        with self.manager.use(key, lambda: self.load(**variant)) as model:
+            yield model

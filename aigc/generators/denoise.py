@@ -13,8 +13,6 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 
-TILE_ABOVE = 1024  # pixels: a wider or higher image is decoded in VAE tiles (memory); smaller ones never (seams)
-
 
 def supports(pipe: Any) -> bool:
     """Whether this loop reproduces `pipe`: SD text-to-image or image-to-image, without guidance embeddings (LCM)."""

@@ -8,19 +8,13 @@ SD 1.x/2.x/Turbo run aigc's own denoising loop (denoise.py); other pipelines (SD
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from .. import models
-from ..devices import require_compiler
 from ..errors import ConfigError, ModelLoadError
-from . import denoise
-from .base import Generator, Output, Param
+from .base import Generator, Nudge, Output, Param
 
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -30,7 +24,9 @@ SCHEDULERS = {
 }
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 7.5
+TILE_ABOVE = 1024  # pixels: a wider or higher image is decoded in VAE tiles (memory); smaller ones never (seams)
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+_SD_KEYS = ("model.diffusion_model.", "conditioner.", "cond_stage_model.")  # keys of an original SD checkpoint
 # switches that change the cached modules: applied once at load time, and part of the cache key
 MODULE_SWITCHES = ("fuse_qkv", "channels_last", "compile")
 
@@ -41,7 +37,7 @@ class DiffusionGenerator(Generator):
     `steps` and `guidance` default to 30 and 7.5, except for SD-Turbo style models (the model reference
     contains "turbo"), which are distilled for one step without classifier-free guidance: there they
     default to 1 step (enough steps for one denoising step at the given `strength` with an init image)
-    and guidance 0. The values actually used are in each Output's info.
+    and guidance 0. The values actually used are recorded in the Asset's params and each Output's info.
 
     The safety checker is off unless `safety_checker=True`: it is a user's choice, and it costs a second
     CLIP model in memory. With it on, flagged images come back black with info["nsfw"] = True.
@@ -56,18 +52,21 @@ class DiffusionGenerator(Generator):
     kind = "image"
     family = "diffusion"
     params = {
-        "steps": Param(None, f"denoising steps (default {DEFAULT_STEPS}; 1 for SD-Turbo models)", "int", 1, 500),
+        "steps": Param(None, f"denoising steps (default {DEFAULT_STEPS}; 1 for SD-Turbo models)", "int", 1, 500,
+                       nudge=Nudge(novelty=0, relevance=0, quality=10, low=1, high=100), a1111="Steps"),
+        "scheduler": Param(None, "sampler (default: the model's own)", "str", choices=tuple(SCHEDULERS),
+                           a1111="Sampler"),
         "guidance": Param(None, f"classifier-free guidance scale (default {DEFAULT_GUIDANCE}; 0 for SD-Turbo); "
-                                "<= 1 turns guidance and the negative prompt off", "float", 0.0, 30.0),
-        "negative_prompt": Param(None, "what the image should not show", "str"),
-        "width": Param(None, "image width in pixels, a multiple of 8 (default: the model's native size)",
-                       "int", 64, 2048),
-        "height": Param(None, "image height in pixels, a multiple of 8 (default: the model's native size)",
-                        "int", 64, 2048),
-        "scheduler": Param(None, "sampler (default: the model's own)", "str", choices=tuple(SCHEDULERS)),
-        "init_image": Param(None, "start from this image (a path or a PIL image): image-to-image", "str"),
+                                "<= 1 turns guidance and the negative prompt off", "float", 0.0, 30.0,
+                          nudge=Nudge(novelty=-1.0, relevance=1.5, quality=0.0, low=1.0, high=15.0), a1111="CFG scale"),
+        "negative_prompt": Param(None, "what the image should not show", "str", a1111="Negative prompt"),
+        "width": Param(None, "image width in pixels (default: the model's native size)", "int", 64, 2048,
+                       multiple_of=8),
+        "height": Param(None, "image height in pixels (default: the model's native size)", "int", 64, 2048,
+                        multiple_of=8),
+        "init_image": Param(None, "start from this image (a path or a PIL image): image-to-image", "image"),
         "strength": Param(0.8, "with init_image: how much of it to repaint (1 ignores it entirely)", "float",
-                          0.0, 1.0, min_exclusive=True),
+                          0.0, 1.0, min_exclusive=True, a1111="Denoising strength"),
         "safety_checker": Param(False, "run the model's NSFW safety checker (blacks out flagged images)", "bool"),
         "batch_size": Param(None, "images denoised together (default: all); halves itself on out-of-memory",
                             "int", 1, record=False),
@@ -85,73 +84,103 @@ class DiffusionGenerator(Generator):
                                 "call compiles for seconds, not minutes; later calls run faster). On the CPU it needs "
                                 "a C++ compiler", "bool", record=False),
         "vae_tiling": Param(None, "decode (and encode) with the VAE in overlapping tiles: less memory, slightly "
-                                  "different pixels at tile seams. Default: only above "
-                                  f"{denoise.TILE_ABOVE} px wide or high. aigc's loop only; the stock fallback "
-                                  "never tiles", "bool"),
+                                  f"different pixels at tile seams. Default: only above {TILE_ABOVE} px wide or high. "
+                                  "aigc's loop only; the stock fallback never tiles", "bool"),
     }
 
     @classmethod
-    def check_params(cls, given: dict[str, Any]) -> dict[str, Any]:
-        """The base checks, plus the rules one Param cannot express: multiples of 8 and the init image."""
-        given = dict(given)
-        image = given.get("init_image")
-        pil_image = _is_pil(image)
-        if pil_image:
-            given.pop("init_image")  # a PIL image is allowed, but Param only knows paths (str)
-        elif isinstance(image, os.PathLike):
-            given["init_image"] = os.fspath(image)
-        checked = super().check_params(given)
-        if pil_image:
-            checked["init_image"] = image
-        for name in ("fast_loop", "fuse_qkv", "compile"):  # None means the default here, not off
-            if checked[name] is None:
-                checked[name] = cls.params[name].default
-        for name in ("width", "height"):
-            value = checked[name]
-            if value is not None and value % 8:
-                low, high = value - value % 8, value - value % 8 + 8
-                hint = f"try {low} or {high}" if low >= 64 else f"try {high}"
-                raise ConfigError(f"{name}={value} must be a multiple of 8 ({hint}).")
-        path = checked["init_image"]
-        if isinstance(path, str) and not Path(path).expanduser().is_file():
-            raise ConfigError(f"init_image={path!r}: no such file; pass an image path or a PIL image.")
-        steps = checked["steps"]
-        if checked["init_image"] is not None and steps is not None and int(steps * checked["strength"]) < 1:
-            raise ConfigError(
-                f"steps={steps} with strength={checked['strength']} leaves no denoising step "
-                f"(steps x strength < 1); raise steps to {math.ceil(1 / checked['strength'])} or raise strength."
-            )
-        return checked
+    def check_knobs(cls, knobs: dict[str, Any]) -> None:
+        steps, strength = knobs["steps"], knobs["strength"]
+        if knobs["init_image"] is not None and steps is not None and int(steps * strength) < 1:
+            raise ConfigError(f"steps={steps} with strength={strength} leaves no denoising step (steps x strength < 1); "
+                              f"raise steps to {math.ceil(1 / strength)} or raise strength.", field="steps")
 
-    def check_model(self) -> None:
-        self.source = models.resolve(self.model)
-        path = self.source.path
-        if path is None:
-            return  # a Hub id that is not cached yet, with network allowed: from_pretrained downloads it
-        if path.is_file():
-            if path.suffix.lower() not in _SINGLE_FILE_SUFFIXES:
-                raise ModelLoadError(
-                    f"model={self.model!r}: a {path.suffix or 'extensionless'} file cannot be a Stable Diffusion "
-                    "model; pass a .safetensors/.ckpt checkpoint or a diffusers directory (with model_index.json)."
-                )
-        elif not (path / "model_index.json").exists():
-            found = "a transformers model (config.json)" if (path / "config.json").exists() else "no model_index.json"
-            raise ModelLoadError(
-                f"model={self.model!r}: {path} holds {found}, so it is not a diffusers pipeline directory; "
-                "pass a directory saved with pipeline.save_pretrained(dir), a Hub id like "
-                "'stable-diffusion-v1-5/stable-diffusion-v1-5', or a single .safetensors checkpoint."
-            )
+    @classmethod
+    def a1111(cls, params: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        settings = super().a1111(params, info)
+        if params.get("init_image") is None:
+            settings.pop("Denoising strength", None)  # strength only means something for image-to-image
+        return settings
+
+    @classmethod
+    def model_fits(cls, source: models.ModelSource) -> str | None:
+        path = source.path
+        if path is not None and path.is_file():
+            if source.suffix not in _SINGLE_FILE_SUFFIXES:
+                return (f"a {path.suffix or 'extensionless'} file cannot be a Stable Diffusion model; pass a "
+                        ".safetensors/.ckpt checkpoint or a diffusers directory (with model_index.json).")
+            tensors = source.tensor_names()
+            if tensors and not any(name.startswith(_SD_KEYS) for name in tensors):
+                return "this .safetensors file holds no Stable Diffusion checkpoint (no 'model.diffusion_model.*' weights)."
+            return None  # unreadable files get the loader's own explanation
+        if source.json("model_index.json") is not None:
+            return None
+        if path is None and source.json("config.json") is None:
+            return None  # a Hub id not cached yet whose files cannot be read from here: from_pretrained downloads it
+        has_config = (path / "config.json").exists() if path is not None else True
+        found = "a transformers model (config.json)" if has_config else "no model_index.json"
+        where = path if path is not None else source.ref
+        return (f"{where} holds {found}, so it is not a diffusers pipeline directory; pass a directory saved with "
+                "pipeline.save_pretrained(dir), a Hub id like 'stable-diffusion-v1-5/stable-diffusion-v1-5', or a "
+                "single .safetensors checkpoint.")
 
     @property
     def is_turbo(self) -> bool:
         return "turbo" in self.model.lower()
 
-    def load(self, safety_checker: bool = False, fuse_qkv: bool = False, channels_last: bool = False,
-             compile: bool = False) -> Any:
+    def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Steps and guidance when left to their defaults: 30 and 7.5, or 1 and 0 for Turbo models (image-to-image
+        runs int(steps x strength) steps, so a Turbo model then needs enough for one of them)."""
+        steps, guidance = params["steps"], params["guidance"]
+        if steps is None:
+            img2img = params["init_image"] is not None
+            steps = (math.ceil(1 / params["strength"]) if img2img else 1) if self.is_turbo else DEFAULT_STEPS
+        if guidance is None:
+            guidance = 0.0 if self.is_turbo else DEFAULT_GUIDANCE
+        return {**params, "steps": steps, "guidance": guidance}
+
+    def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
+        if params["init_image"] is not None:
+            _sized(_open_image(params["init_image"]), params["width"], params["height"])
+            self._check_task_exists(img2img=True)
+        if params["compile"]:
+            from ..devices import require_compiler
+
+            require_compiler(self.manager.device)
+
+    def _check_task_exists(self, img2img: bool) -> None:
+        """That diffusers has an image-to-image pipeline for this model class, read from model_index.json."""
+        index = self.source.json("model_index.json") if self.source.path is None or self.source.path.is_dir() else None
+        if not index or not img2img:
+            return
+        from diffusers.pipelines.auto_pipeline import AUTO_IMAGE2IMAGE_PIPELINES_MAPPING, _get_task_class
+
+        try:
+            _get_task_class(AUTO_IMAGE2IMAGE_PIPELINES_MAPPING, index.get("_class_name", ""))
+        except ValueError as error:
+            raise ConfigError(f"this model ({index.get('_class_name')}) has no image-to-image pipeline in diffusers: "
+                              f"{error}", field="init_image") from None
+
+    def variant(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The load-time switches that differ from the defaults: such a copy is another cached model (the default
+        copy keeps the plain key, so `manager.key(family, model)` finds it)."""
+        switches = {"safety_checker": bool(params["safety_checker"]), **self.module_switches(params)}
+        defaults = {"safety_checker": False, **self.module_switches({})}
+        return {name: value for name, value in switches.items() if value != defaults[name]}
+
+    def module_switches(self, params: dict[str, Any]) -> dict[str, bool]:
+        """fuse_qkv, channels_last and compile as they will be applied on this manager's device."""
+        switches = {name: params.get(name, self.params[name].default) for name in MODULE_SWITCHES}
+        if switches["channels_last"] is None:
+            switches["channels_last"] = self.manager.device.type == "cuda"
+        return {name: bool(value) for name, value in switches.items()}
+
+    def load(self, **variant: Any) -> Any:
         """The pipeline on the CPU, in the manager's dtype, with the module switches applied; the manager moves
         its components to the device (Module.to keeps the channels-last layout)."""
-        pipe = self._load_pipeline(safety_checker)
-        _tune(pipe, fuse_qkv=fuse_qkv, channels_last=channels_last, compile=compile)
+        switches = {**self.module_switches({}), **{k: v for k, v in variant.items() if k in MODULE_SWITCHES}}
+        pipe = self._load_pipeline(bool(variant.get("safety_checker", False)))
+        _tune(pipe, **switches)
         return pipe
 
     def _load_pipeline(self, safety_checker: bool) -> Any:
@@ -163,8 +192,8 @@ class DiffusionGenerator(Generator):
         # a cached Hub model loads by id, so diffusers finds every file it needs in the cache itself
         target = self.source.repo_id if self.source.kind == "hub" else self.source.load_target
         kwargs: dict[str, Any] = {}
-        if not safety_checker and self._has_safety_checker():
-            kwargs = {"safety_checker": None, "requires_safety_checker": False}
+        if not safety_checker and "safety_checker" in (self.source.json("model_index.json") or {"safety_checker": 1}):
+            kwargs = {"safety_checker": None, "requires_safety_checker": False}  # SDXL has none, and warns if told
         try:
             pipe = DiffusionPipeline.from_pretrained(target, dtype=self.dtype, **kwargs)
         except (OSError, ValueError) as error:
@@ -173,13 +202,6 @@ class DiffusionGenerator(Generator):
             raise ModelLoadError(f"safety_checker=True, but model={self.model!r} ships no safety checker; "
                                  "use safety_checker=False or another model.")
         return pipe
-
-    def _has_safety_checker(self) -> bool:
-        """Whether model_index.json names a safety checker (SDXL has none, and warns if told to drop one)."""
-        path = self.source.path
-        if path is None or not (path / "model_index.json").exists():
-            return True  # unknown until downloaded: SD 1.x/2.x do, and the kwargs are harmless otherwise
-        return "safety_checker" in json.loads((path / "model_index.json").read_text())
 
     def _load_single_file(self, path: Path, safety_checker: bool) -> Any:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -198,71 +220,39 @@ class DiffusionGenerator(Generator):
                 "and pass that diffusers directory instead."
             ) from error
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], **params: Any) -> list[Output]:
-        init = _open_image(params["init_image"]) if params["init_image"] is not None else None
+    def preprocess(self, pipe: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
+        """(prompt, seed, init image) per image; the init image is opened and sized once for all of them."""
+        init = params["init_image"]
         if init is not None:
-            init = _sized(init, params["width"], params["height"])
-        steps, guidance = self._steps_and_guidance(params, init is not None)
-        if params["compile"]:
-            require_compiler(self.manager.device)
-        checker = bool(params["safety_checker"])
-        switches = self.module_switches(params)
-        key = self.manager.key(self.variant(checker, switches), self.model, self.dtype)
-        with self.manager.use(key, lambda: self.load(safety_checker=checker, **switches)) as loaded:
-            pipe = _view(loaded, params["scheduler"], init is not None)
-            items = list(zip(prompts, seeds))
-            run = lambda chunk: self._denoise(pipe, chunk, params, init, steps, guidance)  # noqa: E731
-            return self.manager.run_batched(run, items, params["batch_size"])
+            init = _sized(_open_image(init), params["width"], params["height"])
+        return [(prompt, seed, init) for prompt, seed in zip(prompts, seeds)]
 
-    def module_switches(self, params: dict[str, Any]) -> dict[str, bool]:
-        """fuse_qkv, channels_last and compile as they will be applied on this manager's device."""
-        switches = {name: params.get(name, self.params[name].default) for name in MODULE_SWITCHES}
-        if switches["channels_last"] is None:
-            switches["channels_last"] = self.manager.device.type == "cuda"
-        return {name: bool(value) for name, value in switches.items()}
+    def forward(self, pipe: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
+        import torch
 
-    def variant(self, safety_checker: bool, switches: dict[str, bool]) -> str:
-        """The cache key's backend part: a model loaded with other module switches is another cached model.
+        from . import denoise
 
-        The defaults keep the plain family name, so `manager.release(family, model)` still finds that copy.
-        """
-        defaults = self.module_switches({})
-        changed = [f"{name}={value}" for name, value in switches.items() if value != defaults[name]]
-        return "+".join([self.family, *(["safety-checker"] if safety_checker else []), *changed])
-
-    def _steps_and_guidance(self, params: dict[str, Any], img2img: bool) -> tuple[int, float]:
-        steps, guidance = params["steps"], params["guidance"]
-        if steps is None:
-            # img2img runs int(steps * strength) steps, so a turbo model needs enough for one of them
-            steps = (math.ceil(1 / params["strength"]) if img2img else 1) if self.is_turbo else DEFAULT_STEPS
-        if guidance is None:
-            guidance = 0.0 if self.is_turbo else DEFAULT_GUIDANCE
-        if img2img and int(steps * params["strength"]) < 1:
-            raise ConfigError(f"steps={steps} with strength={params['strength']} leaves no denoising step; "
-                              f"pass steps={math.ceil(1 / params['strength'])} or more.")
-        return steps, guidance
-
-    @torch.inference_mode()
-    def _denoise(self, pipe: Any, items: Sequence[tuple[str, int]], params: dict[str, Any], init: Any,
-                 steps: int, guidance: float) -> list[Output]:
-        device = self.manager.device
-        prompts = [prompt for prompt, _ in items]
-        generators = [torch.Generator(device=device).manual_seed(seed) for _, seed in items]
-        own = params["fast_loop"] and denoise.supports(pipe)
+        init = items[0][2]
+        view = _view(pipe, params["scheduler"], init is not None)
+        device, steps, guidance = self.manager.device, params["steps"], params["guidance"]
+        prompts = [prompt for prompt, _, _ in items]
+        generators = [torch.Generator(device=device).manual_seed(seed) for _, seed, _ in items]
+        own = params["fast_loop"] and denoise.supports(view)
         tiled = False
-        if own:
-            size = init.size if init is not None else denoise.image_size(pipe, params["width"], params["height"])
-            tiled = params["vae_tiling"] if params["vae_tiling"] is not None else max(size) > denoise.TILE_ABOVE
-            images, flags = denoise.generate(
-                pipe, prompts, generators, steps=steps, guidance=guidance, negative_prompt=params["negative_prompt"],
-                width=params["width"], height=params["height"], init=init, strength=params["strength"], tiled=tiled)
-        else:
-            images, flags = self._stock(pipe, prompts, generators, params, init, steps, guidance)
-        fast = _fast_paths(pipe, self.module_switches(params), own=own, guided=guidance > 1, tiled=tiled)
+        with torch.inference_mode():
+            if own:
+                size = init.size if init is not None else denoise.image_size(view, params["width"], params["height"])
+                tiled = params["vae_tiling"] if params["vae_tiling"] is not None else max(size) > TILE_ABOVE
+                images, flags = denoise.generate(
+                    view, prompts, generators, steps=steps, guidance=guidance, negative_prompt=params["negative_prompt"],
+                    width=params["width"], height=params["height"], init=init, strength=params["strength"], tiled=tiled)
+            else:
+                images, flags = _stock(view, prompts, generators, params, init)
+        fast = _fast_paths(view, self.module_switches(params), own=own, guided=guidance > 1, tiled=tiled)
         outputs = []
         for row, image in enumerate(images):
             info: dict[str, Any] = {"width": image.width, "height": image.height, "steps": steps,
-                                    "guidance": guidance, "scheduler": type(pipe.scheduler).__name__}
+                                    "guidance": guidance, "scheduler": type(view.scheduler).__name__}
             if init is not None:
                 info["strength"] = params["strength"]
             if flags is not None:
@@ -271,22 +261,22 @@ class DiffusionGenerator(Generator):
             outputs.append(Output(image, info))
         return outputs
 
-    @staticmethod
-    def _stock(pipe: Any, prompts: list[str], generators: list[torch.Generator], params: dict[str, Any], init: Any,
-               steps: int, guidance: float) -> tuple[list[Any], list[bool] | None]:
-        """The stock diffusers pipeline call: SDXL and any pipeline aigc's loop does not reproduce."""
-        kwargs: dict[str, Any] = {
-            "prompt": prompts, "num_inference_steps": steps, "guidance_scale": guidance,
-            "generator": generators, "num_images_per_prompt": 1, "output_type": "pil",
-        }
-        if params["negative_prompt"] is not None:
-            kwargs["negative_prompt"] = [params["negative_prompt"]] * len(prompts)
-        if init is None:
-            kwargs.update(width=params["width"], height=params["height"])
-        else:
-            kwargs.update(image=[init] * len(prompts), strength=params["strength"])
-        result = pipe(**kwargs)
-        return result.images, getattr(result, "nsfw_content_detected", None)
+
+def _stock(pipe: Any, prompts: list[str], generators: list[Any], params: dict[str, Any],
+           init: Any) -> tuple[list[Any], list[bool] | None]:
+    """The stock diffusers pipeline call: SDXL and any pipeline aigc's loop does not reproduce."""
+    kwargs: dict[str, Any] = {
+        "prompt": prompts, "num_inference_steps": params["steps"], "guidance_scale": params["guidance"],
+        "generator": generators, "num_images_per_prompt": 1, "output_type": "pil",
+    }
+    if params["negative_prompt"] is not None:
+        kwargs["negative_prompt"] = [params["negative_prompt"]] * len(prompts)
+    if init is None:
+        kwargs.update(width=params["width"], height=params["height"])
+    else:
+        kwargs.update(image=[init] * len(prompts), strength=params["strength"])
+    result = pipe(**kwargs)
+    return result.images, getattr(result, "nsfw_content_detected", None)
 
 
 def _tune(pipe: Any, *, fuse_qkv: bool, channels_last: bool, compile: bool) -> None:
@@ -296,6 +286,8 @@ def _tune(pipe: Any, *, fuse_qkv: bool, channels_last: bool, compile: bool) -> N
     the slower classic AttnProcessor, as set_default_attn_processor() would. fuse_qkv keeps the unfused
     projections beside the fused ones (diffusers does not drop them): about 7% more UNet weights for SD 1.5.
     """
+    import torch
+
     for name in ("unet", "vae"):
         module = getattr(pipe, name, None)
         if module is None:
@@ -347,18 +339,10 @@ def _view(pipe: Any, scheduler: str | None, img2img: bool) -> Any:
     return view
 
 
-def _is_pil(value: Any) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:
-        return False
-    return isinstance(value, Image.Image)
-
-
 def _open_image(value: Any) -> Any:
     from PIL import Image, UnidentifiedImageError
 
-    if _is_pil(value):
+    if isinstance(value, Image.Image):
         return value.convert("RGB")
     try:
         with Image.open(Path(value).expanduser()) as image:

@@ -17,6 +17,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ def _espeak_library(voice: str) -> ctypes.CDLL:
     return _espeak
 
 
+@lru_cache(maxsize=4096)  # a request checks its text before loading, then speaks it: phonemized once
 def phonemize(text: str, voice: str = "en-us") -> str:
     """IPA for `text`, clause by clause, keeping the clause punctuation that Piper voices pause on."""
     pieces: list[str] = []

@@ -6,7 +6,6 @@ noise from its own seeded generator, so a seed gives the same voice alone or amo
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from typing import Any, Sequence
@@ -36,59 +35,86 @@ class SpeechGenerator(Generator):
         "pause": Param(0.3, "seconds of silence between sentences", "float", 0.0, 5.0),
     }
 
-    def check_model(self) -> None:
-        self.source = models.resolve(self.model)
-        path = self.source.path
+    @classmethod
+    def model_fits(cls, source: models.ModelSource) -> str | None:
+        path = source.path
         if path is not None and path.is_file():
-            if path.suffix != ".onnx":
-                raise ModelLoadError(f"model={self.model!r}: a speech model file must be a Piper .onnx voice "
-                                     "(with its .onnx.json beside it); other models load from a directory or Hub id.")
-            self.engine = "piper"
-        else:
-            if path is not None and not (path / "config.json").exists():
-                raise ModelLoadError(f"model={self.model!r}: {path} has no config.json; pass a transformers VITS "
-                                     "directory (e.g. facebook/mms-tts-eng saved with save_pretrained) or a Piper .onnx.")
-            self.engine = "vits"
+            if source.suffix != ".onnx":
+                return ("a speech model file must be a Piper .onnx voice (with its .onnx.json beside it); other "
+                        "models load from a directory or Hub id.")
+            config = path.with_name(path.name + ".json")
+            return None if config.exists() else f"{path} needs its Piper config beside it ({config.name})."
+        if path is not None and not (path / "config.json").exists():
+            return (f"{path} has no config.json; pass a transformers VITS directory (e.g. facebook/mms-tts-eng saved "
+                    "with save_pretrained) or a Piper .onnx.")
+        model_type = (source.json("config.json") or {}).get("model_type", "vits")
+        if model_type != "vits":
+            return (f"{path or source.ref} holds a {model_type!r} model, but the speech backend runs VITS voices "
+                    "(e.g. facebook/mms-tts-eng) and Piper .onnx voices.")
+        return None
+
+    @property
+    def engine(self) -> str:
+        return "piper" if self.source.suffix == ".onnx" else "vits"
+
+    def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
+        for prompt in prompts:  # unspeakable text fails here, before the voice loads
+            self._units(prompt)
 
     def load(self) -> Any:
         if self.engine == "piper":
             from .piper import load_voice
 
             return load_voice(self.source.path)
-        from transformers import AutoTokenizer, VitsModel
+        from transformers import VitsModel
 
         try:
             model = VitsModel.from_pretrained(self.source.load_target, dtype=self.dtype).eval()
-            tokenizer = AutoTokenizer.from_pretrained(self.source.load_target)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} is not a loadable VITS model: {error}") from error
-        return _Vits(model, tokenizer)
+        return _Vits(model, self._tokenizer())
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], **params: Any) -> list[Output]:
-        units = [self._prepare(prompt) for prompt in prompts]  # fails on unspeakable text before loading
-        with self.manager.use(self.cache_key, self.load) as engine:
-            outputs = []
-            for parts, seed in zip(units, seeds):
-                rng = np.random.default_rng(seed)
-                clips = [self._speak(engine, part, rng, seed, params) for part in parts]
-                audio = tidy(join(clips, engine.sample_rate, params["pause"]), engine.sample_rate)
-                outputs.append(Output(audio, {"sample_rate": audio.sample_rate, "seconds": round(audio.duration, 3),
-                                              "sentences": len(parts), "engine": self.engine}))
+    def preprocess(self, engine: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
+        return [(self._units(prompt), seed) for prompt, seed in zip(prompts, seeds)]
+
+    def forward(self, engine: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
+        outputs = []
+        for parts, seed in items:
+            rng = np.random.default_rng(seed)
+            clips = [self._speak(engine, part, rng, params) for part in parts]
+            audio = tidy(join(clips, engine.sample_rate, params["pause"]), engine.sample_rate)
+            outputs.append(Output(audio, {"sample_rate": audio.sample_rate, "seconds": round(audio.duration, 3),
+                                          "sentences": len(parts), "engine": self.engine}))
         return outputs
 
-    def _prepare(self, prompt: str) -> list[str]:
-        """Sentences (as phonemes for Piper); an error if nothing in the text can be spoken."""
+    def _units(self, prompt: str) -> list[Any]:
+        """What each sentence is spoken from: Piper's phoneme ids, or VITS's text; an error if nothing is speakable."""
         parts = sentences(prompt)
         if self.engine == "piper":
             from .piper import phonemize
 
             parts = [phonemize(part) for part in parts]
         parts = [p for p in parts if any(ch.isalpha() for ch in p)]
+        if self.engine == "vits":
+            tokenizer = self._tokenizer()
+            parts = [p for p in parts if len(tokenizer(p)["input_ids"]) > 0]  # characters this voice knows
         if not parts:
-            raise ConfigError(f"prompt={prompt!r} has nothing speakable (no words); give the text to say.")
+            raise ConfigError(f"prompt={prompt!r} has nothing speakable (no words this voice knows); give the text to "
+                              "say.", field="prompt")
         return parts
 
-    def _speak(self, engine: Any, part: str, rng: np.random.Generator, seed: int, params: dict[str, Any]) -> np.ndarray:
+    def _tokenizer(self) -> Any:
+        """The VITS voice's tokenizer (small files, no weights), read once per generator."""
+        if getattr(self, "_vits_tokenizer", None) is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._vits_tokenizer = AutoTokenizer.from_pretrained(self.source.load_target)
+            except (OSError, ValueError) as error:
+                raise ModelLoadError(f"model={self.model!r} has no loadable VITS tokenizer: {error}") from error
+        return self._vits_tokenizer
+
+    def _speak(self, engine: Any, part: str, rng: np.random.Generator, params: dict[str, Any]) -> np.ndarray:
         if self.engine == "piper":
             return engine.speak(engine.ids(part), rng, params["speed"], params["variation"])
         return engine.speak(part, int(rng.integers(2**31)), params["speed"], params["variation"], self.manager.device)
@@ -107,8 +133,6 @@ class _Vits:
         import torch
 
         inputs = self.tokenizer(text, return_tensors="pt").to(device)
-        if inputs["input_ids"].shape[-1] == 0:
-            raise ConfigError(f"{text!r} has no characters this voice knows.")
         with _torch_rng_lock, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)  # the model samples from the global generator; fork_rng restores it after
             self.model.speaking_rate = speed

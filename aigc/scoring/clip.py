@@ -41,17 +41,12 @@ def _pooled(output: Any) -> torch.Tensor:
 
 
 @dataclass
-class LoadedClip:
+class Loaded:
+    """A contrastive model, its tokenizer, and what prepares its other input (CLIP's images, CLAP's audio)."""
+
     model: torch.nn.Module
     tokenizer: Any
-    image_processor: Any
-
-
-@dataclass
-class LoadedClap:
-    model: torch.nn.Module
-    tokenizer: Any
-    feature_extractor: Any
+    processor: Any
 
 
 class _Relevance:
@@ -85,8 +80,27 @@ class _Relevance:
             return False
 
     @property
-    def cache_key(self) -> tuple[str, str, str, str]:
+    def cache_key(self):
         return self.manager.key(self.family, self.model_ref, torch.float32)
+
+    def load(self) -> Loaded:
+        """The model (frozen, float32), its tokenizer and its processor, from the resolved reference."""
+        from transformers import AutoTokenizer
+
+        target = self.source.load_target
+        try:
+            model = self._model_class().from_pretrained(target, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(target)
+            processor = self._processor(target)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"model={self.model_ref!r} could not be loaded from {target}: {error}") from error
+        return Loaded(model.eval().requires_grad_(False), tokenizer, processor)
+
+    def _model_class(self) -> Any:
+        raise NotImplementedError
+
+    def _processor(self, target: str) -> Any:
+        raise NotImplementedError
 
     def similarity(self, things: Sequence[Any], texts: Sequence[str]) -> np.ndarray:
         """Relevance in [0, 1] of each pair (things[i], texts[i]): pairwise, not a full matrix."""
@@ -97,9 +111,6 @@ class _Relevance:
             rows = self.manager.run_batched(lambda chunk: self._score(loaded, chunk), list(zip(things, texts)),
                                             self.batch_size)
         return to_relevance(np.asarray(rows, dtype=np.float32))
-
-    def _fail(self, error: Exception) -> ModelLoadError:
-        return ModelLoadError(f"model={self.model_ref!r} could not be loaded from {self.source.load_target}: {error}")
 
     def _tokens(self, tokenizer: Any, texts: Sequence[str], limit: int | None) -> dict[str, torch.Tensor]:
         """Token ids truncated to what the text tower reads, on the manager's device."""
@@ -113,27 +124,23 @@ class ClipRelevance(_Relevance):
     family = "clip"
     paired_with = "images"
 
-    def load(self) -> LoadedClip:
-        from transformers import AutoTokenizer, CLIPModel
+    def _model_class(self) -> Any:
+        from transformers import CLIPModel
 
-        target = self.source.load_target
-        try:
-            model = CLIPModel.from_pretrained(target, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(target)
-            processor = _clip_image_processor(target)
-        except (OSError, ValueError) as error:
-            raise self._fail(error) from error
-        return LoadedClip(model.eval().requires_grad_(False), tokenizer, processor)
+        return CLIPModel
+
+    def _processor(self, target: str) -> Any:
+        return _clip_image_processor(target)
 
     @torch.inference_mode()
-    def _score(self, clip: LoadedClip, pairs: Sequence[tuple[Any, str]]) -> list[float]:
+    def _score(self, clip: Loaded, pairs: Sequence[tuple[Any, str]]) -> list[float]:
         pictures = [image.convert("RGB") for image, _ in pairs]
-        pixels = clip.image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+        pixels = clip.processor(images=pictures, return_tensors="pt")["pixel_values"]
         image_features = _pooled(clip.model.get_image_features(pixel_values=pixels.to(self.manager.device)))
         text_features = self._text_features(clip, [text for _, text in pairs])
         return F.cosine_similarity(image_features.float(), text_features, dim=-1).cpu().tolist()
 
-    def _text_features(self, clip: LoadedClip, texts: Sequence[str]) -> torch.Tensor:
+    def _text_features(self, clip: Loaded, texts: Sequence[str]) -> torch.Tensor:
         limit = clip.model.config.text_config.max_position_embeddings
         return _pooled(clip.model.get_text_features(**self._tokens(clip.tokenizer, texts, limit))).float()
 
@@ -161,21 +168,19 @@ class ClapRelevance(_Relevance):
     batch_size = 8
     paired_with = "audios"
 
-    def load(self) -> LoadedClap:
-        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+    def _model_class(self) -> Any:
+        from transformers import ClapModel
 
-        target = self.source.load_target
-        try:
-            model = ClapModel.from_pretrained(target, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(target)
-            features = ClapFeatureExtractor.from_pretrained(target)
-        except (OSError, ValueError) as error:
-            raise self._fail(error) from error
-        return LoadedClap(model.eval().requires_grad_(False), tokenizer, features)
+        return ClapModel
+
+    def _processor(self, target: str) -> Any:
+        from transformers import ClapFeatureExtractor
+
+        return ClapFeatureExtractor.from_pretrained(target)
 
     @torch.inference_mode()
-    def _score(self, clap: LoadedClap, pairs: Sequence[tuple[Audio, str]]) -> list[float]:
-        extractor = clap.feature_extractor
+    def _score(self, clap: Loaded, pairs: Sequence[tuple[Audio, str]]) -> list[float]:
+        extractor = clap.processor
         rate = extractor.sampling_rate
         # Cut long clips to the model's window ourselves (the middle part): the extractor would crop at
         # random, and the same clip must always get the same score.
@@ -233,9 +238,9 @@ def _clip_image_processor(target: str) -> Any:
     return Processor.from_pretrained(target)
 
 
-def _clip_input(pixels: torch.Tensor, clip: LoadedClip) -> torch.Tensor:
+def _clip_input(pixels: torch.Tensor, clip: Loaded) -> torch.Tensor:
     """[-1, 1] pixels -> CLIP's input: shortest edge resized, centre-cropped, normalised; differentiable."""
-    processor, size = clip.image_processor, clip.model.config.vision_config.image_size
+    processor, size = clip.processor, clip.model.config.vision_config.image_size
     crop = getattr(processor, "crop_size", None) or {}
     crop_h, crop_w = crop.get("height", size), crop.get("width", size)
     edge = (getattr(processor, "size", None) or {}).get("shortest_edge", min(crop_h, crop_w))

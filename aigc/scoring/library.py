@@ -7,13 +7,14 @@ notebook, a Ray worker) can add to the same library at once without losing or te
 from __future__ import annotations
 
 import base64
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
+
+from ..storage import append_jsonl, read_jsonl
 
 if TYPE_CHECKING:
     from .scorer import CreativityScorer
@@ -71,17 +72,7 @@ class Library:
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
     def _append(self, rows: list[dict[str, Any]]) -> None:
-        from filelock import FileLock
-
-        if not rows:
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
-        with FileLock(str(self._file) + ".lock"):
-            with open(self._file, "ab") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        append_jsonl(self._file, rows, lock=True)
 
     def _entries(self) -> list[dict[str, Any]]:
         try:
@@ -90,12 +81,6 @@ class Library:
             return []
         stamp = (stat.st_size, stat.st_mtime_ns)
         if self._cache is None or self._cache[0] != stamp:
-            entries = []
-            with open(self._file, "rb") as handle:
-                for line in handle:
-                    try:
-                        entries.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        continue  # a line cut off by a crash mid-write: skip it, keep the rest
-            self._cache = (stamp, entries)
+            # a line cut off by a crash mid-write is skipped, the rest kept
+            self._cache = (stamp, [e for e in read_jsonl(self._file) if "space" in e and "vector" in e])
         return self._cache[1]

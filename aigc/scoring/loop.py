@@ -1,31 +1,28 @@
 """The feedback loop: generate candidates, score them, keep the best, and re-sample until a bar is met.
 
-Re-sampling uses fresh seeds and moves the knobs the weakest part of the best candidate points at:
-low novelty -> more temperature (text), less guidance (diffusion), less truncation (GAN);
-low relevance -> less temperature, more guidance; low quality -> a little less temperature, more steps.
-Every step is recorded, so the path that led to an asset can be read (and replayed) from its metadata.
+Re-sampling uses fresh seeds and moves the knobs the weakest part of the best candidate points at; how each
+knob moves is declared on the backend itself (its Params' nudges, see generators/knobs.py), e.g. low
+novelty -> more temperature, less guidance; low relevance -> less temperature, more guidance; low quality
+-> more steps. Every round is recorded, so the path that led to an asset can be read (and replayed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .. import seeds as seed_rule
 from ..assets import Asset
+from ..generators.knobs import WEAKNESSES
+from ..records import Round, Search
 
-# knob -> (factor or step when novelty is low, when relevance is low, when quality is low), and its bounds
-NUDGES: dict[str, tuple[tuple[str, float], tuple[str, float], tuple[str, float], float, float]] = {
-    "temperature": (("mul", 1.25), ("mul", 0.8), ("mul", 0.9), 0.05, 2.0),
-    "guidance": (("add", -1.0), ("add", 1.5), ("add", 0.0), 1.0, 15.0),
-    "truncation": (("add", 0.1), ("add", -0.1), ("add", -0.1), 0.3, 1.0),
-    "steps": (("add", 0), ("add", 0), ("add", 10), 1, 100),
-}
-WEAKNESS = ("novelty", "relevance", "quality")
+if TYPE_CHECKING:
+    from ..generators.base import Generator
 
 
-@dataclass
+@dataclass(frozen=True)
 class Policy:
     n: int
     per_attempt: int
@@ -34,55 +31,63 @@ class Policy:
     diverse: bool
 
 
-def nudge(knobs: dict[str, Any], scores: dict[str, Any], info: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """The knobs for the next attempt, moved according to the weakest measured part."""
-    measured = {part: scores[part] for part in WEAKNESS if scores.get(part) is not None}
-    if not measured:
-        return dict(knobs)
-    weakest = WEAKNESS.index(min(measured, key=measured.get))
-    moved = dict(knobs)
-    for name, rule in NUDGES.items():
-        if name not in knobs:
-            continue
-        current = knobs[name] if knobs[name] is not None else info.get(name, defaults.get(name))
-        if current is None:
-            continue
-        how, amount = rule[weakest]
-        value = current * amount if how == "mul" else current + amount
-        value = min(max(value, rule[3]), rule[4])
-        moved[name] = type(current)(round(value, 4)) if isinstance(current, float) else int(round(value))
-    return moved
+@dataclass(frozen=True)
+class Judged:
+    """The library candidates were judged against (None: none) and its size then, recorded with the choice."""
+
+    library: str | None = None
+    size: int = 0
+
+
+def weakest(scores: dict[str, Any]) -> str | None:
+    """The lowest measured part of a score, the one the next round's knobs should help."""
+    measured = {part: scores[part] for part in WEAKNESSES if scores.get(part) is not None}
+    return min(measured, key=measured.get) if measured else None
+
+
+def round_seeds(seed: int, prompt: int, attempt: int, count: int) -> list[int]:
+    """One round's candidate seeds for the prompt at index `prompt`: seed, seed+1... for the first prompt's first
+    round (so each candidate's seed reproduces it alone); every other round starts from a derived seed."""
+    start = seed if (prompt, attempt) == (0, 1) else seed_rule.derive(seed, "prompt", prompt, "round", attempt)
+    return [start + i for i in range(count)]
 
 
 def search(produce: Callable[[list[int], dict[str, Any]], list[Asset]], judge: Callable[[list[Asset]], None],
-           embed: Callable[[list[Asset]], np.ndarray], policy: Policy, first_seed: int, knobs: dict[str, Any],
-           defaults: dict[str, Any]) -> list[Asset]:
-    """Run the loop for one prompt and return the `n` chosen assets, best first."""
-    pool: list[Asset] = []
-    path: list[dict[str, Any]] = []
+           embed: Callable[[list[Asset]], np.ndarray], policy: Policy, seeds: Callable[[int], list[int]],
+           knobs: dict[str, Any], backend: type[Generator], judged: Judged = Judged()) -> list[Asset]:
+    """Run the loop for one prompt and return the `n` chosen assets, best first.
+
+    `seeds(attempt)` gives a round's candidate seeds; the backend's own nudges move its knobs between rounds.
+    """
+    movable = [name for name, param in backend.params.items() if param.nudge is not None and name in knobs]
+    pool: list[tuple[int, Asset]] = []
+    rounds: list[Round] = []
     for attempt in range(1, policy.max_attempts + 1):
-        start = first_seed + (attempt - 1) * policy.per_attempt
-        candidates = produce(list(range(start, start + policy.per_attempt)), knobs)
+        candidates = produce(seeds(attempt), knobs)
         judge(candidates)
-        for asset in candidates:
-            asset.attempts = attempt
-        pool += candidates
+        pool += [(attempt, asset) for asset in candidates]
         best = max(candidates, key=lambda a: a.score or 0.0)
-        path.append({"attempt": attempt, "knobs": {k: knobs[k] for k in NUDGES if k in knobs},
-                     "best_score": round(best.score or 0.0, 4)})
-        cleared = [a for a in pool if policy.min_score is None or (a.score or 0.0) >= policy.min_score]
+        rounds.append(Round(attempt, {name: knobs[name] for name in movable}, round(best.score or 0.0, 4)))
+        cleared = [a for _, a in pool if policy.min_score is None or (a.score or 0.0) >= policy.min_score]
         if len(cleared) >= policy.n or attempt == policy.max_attempts:
             break
-        knobs = nudge(knobs, best.scores, best.info, defaults)
-    ranked = sorted(pool, key=lambda a: a.score or 0.0, reverse=True)
-    if policy.min_score is not None:  # those that cleared the bar first, then the best of the rest
+        part = weakest(best.scores)
+        knobs = backend.nudged(knobs, part) if part else knobs
+    return _choose(pool, rounds, policy, embed, judged)
+
+
+def _choose(pool: list[tuple[int, Asset]], rounds: list[Round], policy: Policy,
+            embed: Callable[[list[Asset]], np.ndarray], judged: Judged) -> list[Asset]:
+    """The n best of every round's candidates (those that cleared the bar first), with the search recorded."""
+    made_in = {id(asset): attempt for attempt, asset in pool}
+    ranked = sorted((a for _, a in pool), key=lambda a: a.score or 0.0, reverse=True)
+    if policy.min_score is not None:
         ranked = [a for a in ranked if a.score >= policy.min_score] + [a for a in ranked if a.score < policy.min_score]
     chosen = select_diverse(ranked, embed(ranked), policy.n) if policy.diverse else ranked[: policy.n]
     for rank, asset in enumerate(chosen, 1):
-        asset.rank, asset.candidates = rank, len(pool)
-        asset.info["search"] = path
-        if policy.min_score is not None:
-            asset.info["met_min_score"] = (asset.score or 0.0) >= policy.min_score
+        asset.rank, asset.candidates, asset.attempts = rank, len(pool), len(rounds)
+        met = None if policy.min_score is None else (asset.score or 0.0) >= policy.min_score
+        asset.search = Search(list(rounds), made_in[id(asset)], policy.min_score, met, judged.library, judged.size)
     return chosen
 
 

@@ -22,8 +22,8 @@ tiny images are upscaled, which honestly makes them look soft):
 - `contrast`: the 2nd-98th percentile luminance spread (robust to a few stray pixels) through 1 - exp(-spread / 0.2);
   a flat field -> 0, a natural picture (~0.6+) -> ~0.95.
 - `quality`: the weighted geometric mean of the four, so a single failure (flat, burnt out, buried in noise)
-  drags the whole score down instead of being averaged away. Parts are floored at 1e-3 inside the mean only so
-  that poor candidates are still ordered rather than all tying at 0.
+  drags the whole score down instead of being averaged away (the scorer's one mean, scoring/mean.py, which floors
+  parts at 1e-4 inside the mean only, so that poor candidates are still ordered rather than all tying at 0).
 
 Audio (mono float in [-1, 1]; integer samples are scaled by their type's range):
 
@@ -49,11 +49,12 @@ import re
 import numpy as np
 from PIL import Image
 
+from .mean import weighted_geometric_mean
+
 ANALYSIS_SIDE = 256
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _IMAGE_WEIGHTS = {"sharpness": 0.3, "exposure": 0.25, "noise": 0.25, "contrast": 0.2}
 _AUDIO_WEIGHTS = {"silence": 0.35, "clipping": 0.35, "level": 0.3}
-_FLOOR = 1e-3
 _FRAME_S = 0.020
 _SILENT_DBFS = -50.0
 _SILENT_BELOW_PEAK_DB = 40.0
@@ -63,13 +64,6 @@ _TOKEN = re.compile(r"\w+(?:'\w+)?")
 def _unit(x: float) -> float:
     """A plain float clamped to [0, 1] (NaN -> 0), so callers never see a numpy scalar or a stray overshoot."""
     return 0.0 if not math.isfinite(x) else float(min(1.0, max(0.0, x)))
-
-
-def _combine(parts: dict[str, float], weights: dict[str, float]) -> float:
-    """Weighted geometric mean: one failing part pulls the whole score down."""
-    total = sum(weights.values())
-    log = sum(w * math.log(max(parts[k], _FLOOR)) for k, w in weights.items()) / total
-    return _unit(math.exp(log))
 
 
 def _plateau(x: float, low: float, high: float, zero_low: float, zero_high: float) -> float:
@@ -128,7 +122,7 @@ def image_quality(image: Image.Image) -> dict[str, float]:
     contrast = 1.0 - math.exp(-float(high - low) / 0.2)
     parts = {"sharpness": _unit(sharpness), "exposure": _unit(exposure), "noise": _unit(noise),
              "contrast": _unit(contrast)}
-    return {**parts, "quality": _combine(parts, _IMAGE_WEIGHTS)}
+    return {**parts, "quality": weighted_geometric_mean(parts, _IMAGE_WEIGHTS)}
 
 
 # ---------------------------------------------------------------- audio
@@ -170,7 +164,7 @@ def audio_quality(samples: np.ndarray, sample_rate: int) -> dict[str, float]:
     else:
         level = 0.0
     parts = {"silence": _unit(silence), "clipping": _unit(clipping), "level": _unit(level)}
-    return {**parts, "quality": _combine(parts, _AUDIO_WEIGHTS)}
+    return {**parts, "quality": weighted_geometric_mean(parts, _AUDIO_WEIGHTS)}
 
 
 # ---------------------------------------------------------------- text

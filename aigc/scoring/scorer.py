@@ -24,6 +24,7 @@ from ..assets import Asset
 from ..audio import Audio
 from ..errors import ConfigError
 from .embed import TextEmbedder, audio_fingerprint
+from .mean import weighted_geometric_mean
 
 PARTS = ("relevance", "novelty", "quality")
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -68,12 +69,8 @@ def vendi(vectors: np.ndarray) -> float:
 
 
 def combine(parts: dict[str, float | None], weights: dict[str, float]) -> float:
-    """Weighted geometric mean of the measured parts."""
-    used = [(parts[name], weights[name]) for name in PARTS if parts.get(name) is not None and weights[name] > 0]
-    if not used:
-        return 0.0
-    total = sum(w for _, w in used)
-    return float(math.exp(sum(w * math.log(max(p, 1e-4)) for p, w in used) / total))
+    """The score: the weighted geometric mean of the measured parts (scoring/mean.py)."""
+    return weighted_geometric_mean({name: parts.get(name) for name in PARTS}, {name: weights[name] for name in PARTS})
 
 
 class CreativityScorer:
@@ -134,7 +131,8 @@ class CreativityScorer:
         space = embedded[0][0]
         vectors = np.stack([v for _, v in embedded])
         results: list[dict[str, float | None]] = [{} for _ in items]
-        getattr(self, f"_{kind}_parts")(items, prompts, vectors, results)
+        parts_of = {"text": self._text_parts, "image": self._image_parts, "audio": self._audio_parts}
+        parts_of[kind](items, prompts, vectors, results)
         self._novelty(vectors, space, library, results)
         for r in results:
             r["score"] = combine(r, self.weights)
@@ -272,8 +270,8 @@ class CreativityScorer:
         return None
 
     def _language_model(self):
-        from ..generators.text import CausalLMGenerator
         from ..errors import ModelLoadError
+        from ..generators.text import CausalLMGenerator
 
         if not self.language_model:
             return None
@@ -294,7 +292,7 @@ class CreativityScorer:
         if lm is None:
             return None
         values = []
-        with self.manager.use(lm.cache_key, lm.load) as loaded, torch.inference_mode():
+        with lm.loaded() as loaded, torch.inference_mode():
             for text in texts:
                 ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"].to(self.manager.device)
                 if ids.shape[-1] < 2:
@@ -339,8 +337,11 @@ _default_lock = threading.Lock()
 
 
 def default_scorer() -> CreativityScorer:
+    """The scorer on the process-wide device manager; a new one once devices.configure() replaced that manager."""
+    from ..devices import get_manager
+
     global _default
     with _default_lock:
-        if _default is None:
+        if _default is None or _default.manager is not get_manager():
             _default = CreativityScorer()
         return _default

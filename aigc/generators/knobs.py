@@ -1,0 +1,176 @@
+"""A backend's knobs: each Param is the one owner of its default, type, range, help, how text becomes its
+value, how the scorer's loop moves it, and its label in A1111's "parameters" string.
+
+Every front end reads them from here: Python keywords, `aigc generate --<knob>`, YAML recipes, batch-file
+columns, the scorer's knob nudges, and (later) the server's JSON Schema. No front end copies a default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError, one_of
+
+TYPES = ("float", "int", "bool", "str", "strings", "image", "callable")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+WEAKNESSES = ("novelty", "relevance", "quality")
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """How the scorer's loop moves a knob when the best candidate's weakest part is novelty, relevance or
+    quality: add (or, with by="mul", multiply by) that part's amount, then clamp to [low, high]."""
+
+    novelty: float
+    relevance: float
+    quality: float
+    low: float
+    high: float
+    by: str = "add"
+
+    def move(self, value: float, weakest: str) -> float:
+        amount = getattr(self, weakest)
+        moved = value * amount if self.by == "mul" else value + amount
+        return min(max(moved, self.low), self.high)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One backend knob. `None` given for it always means its default, from every front end."""
+
+    default: Any
+    help: str
+    type: str = "float"  # one of TYPES; "image" is a path or a PIL image, "strings" one string or a list
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+    min_exclusive: bool = False
+    multiple_of: int | None = None
+    record: bool = True  # False for what does not change the output (callbacks, batch size, speed switches)
+    nudge: Nudge | None = None
+    a1111: str | None = None  # its label in the A1111 "parameters" string other tools read
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise TypeError(f"Param type {self.type!r} is not one of {TYPES}")
+
+    @property
+    def on_command_line(self) -> bool:
+        """Whether text can say it (a callable cannot: it exists only in Python)."""
+        return self.type != "callable"
+
+    def check(self, name: str, value: Any) -> Any:
+        """The value to use: validated, normalised (float for float, a list for strings), or the default for None."""
+        if value is None:
+            return self.default
+        value = self._typed(name, value)
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{name}={value!r} is not allowed; use {one_of(self.choices)}.", field=name)
+        self._check_range(name, value)
+        if self.multiple_of and value % self.multiple_of:
+            low = value - value % self.multiple_of
+            high = low + self.multiple_of
+            hint = f"try {low} or {high}" if self.min is None or low >= self.min else f"try {high}"
+            raise ConfigError(f"{name}={value} must be a multiple of {self.multiple_of} ({hint}).", field=name)
+        return value
+
+    def _typed(self, name: str, value: Any) -> Any:
+        if self.type == "callable":
+            if not callable(value):
+                raise ConfigError(f"{name}={value!r} must be callable ({self.help}).", field=name)
+            return value
+        if self.type == "image":
+            return _image(name, value)
+        number = self.type in ("int", "float")
+        allowed = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "strings": (str, list, tuple)}
+        if not isinstance(value, allowed[self.type]) or (number and isinstance(value, bool)):
+            raise ConfigError(f"{name}={value!r} must be of type {self.type} ({self.help}).", field=name)
+        if self.type == "float":
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}={value!r} must be a finite number ({self.help}).", field=name)
+        if self.type == "strings":
+            value = [value] if isinstance(value, str) else list(value)
+            if not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{name}={value!r} must be a non-empty string or a list of them.", field=name)
+        return value
+
+    def _check_range(self, name: str, value: Any) -> None:
+        if self.type not in ("int", "float"):
+            return
+        low_fails = self.min is not None and (value <= self.min if self.min_exclusive else value < self.min)
+        if low_fails or (self.max is not None and value > self.max):
+            raise ConfigError(f"{name}={value!r} is out of range; it must be {self.range_text()}.", field=name)
+
+    def range_text(self) -> str:
+        low = "" if self.min is None else (f"> {self.min}" if self.min_exclusive else f">= {self.min}")
+        high = "" if self.max is None else f"<= {self.max}"
+        return " and ".join(filter(None, [low, high]))
+
+    def parse(self, name: str, text: Any) -> Any:
+        """The value a piece of text means (a command-line flag, a CSV cell, `--set k=v`); non-text passes as is.
+
+        An empty string means the default, like None. The result still goes through check().
+        """
+        if not isinstance(text, str):
+            return text
+        text = text.strip() if self.type not in ("str", "strings") else text
+        if text == "":
+            return None
+        if self.type == "bool":
+            if text.lower() in _TRUE + _FALSE:
+                return text.lower() in _TRUE
+            raise ConfigError(f"{name}={text!r} must be true or false.", field=name)
+        if self.type in ("int", "float"):
+            try:
+                return int(text) if self.type == "int" else float(text)
+            except ValueError:
+                kind = "a whole number" if self.type == "int" else "a number"
+                raise ConfigError(f"{name}={text!r} must be {kind} ({self.help}).", field=name) from None
+        if self.type == "strings" and text.startswith("["):
+            try:
+                listed = json.loads(text)  # several strings in one cell: ["\n\n", "THE END"]
+            except json.JSONDecodeError:
+                return text
+            return listed if isinstance(listed, list) else text
+        return text
+
+    def describe(self) -> str:
+        """Help text with the default and range, for --help and forms."""
+        facts = []
+        if self.choices:
+            facts.append("one of " + ", ".join(map(str, self.choices)))
+        elif self.range_text():
+            facts.append(self.range_text())
+        if self.default is not None and self.default != []:
+            facts.append(f"default {self.default}")
+        return self.help + (f" [{'; '.join(facts)}]" if facts else "")
+
+
+def _image(name: str, value: Any) -> Any:
+    """A PIL image as given, or the path of an existing file (opened and checked later, before any load)."""
+    if hasattr(value, "convert") and hasattr(value, "size"):
+        return value
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name}={value!r} must be of type str (an image file's path) or a PIL image.", field=name)
+    if not os.path.isfile(os.path.expanduser(value)):
+        raise ConfigError(f"{name}={value!r}: no such file; pass an image path or a PIL image.", field=name)
+    return value
+
+
+def describe_value(value: Any) -> Any:
+    """A knob's value as JSON: in-memory objects (a PIL image given as init_image) become a description."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [describe_value(v) for v in value]
+    size = getattr(value, "size", None)
+    if isinstance(size, tuple):
+        return f"<{type(value).__name__} {'x'.join(map(str, size))}>"
+    return f"<{type(value).__name__}>"
