@@ -36,9 +36,9 @@ class GenerationError(AIGCError):
     """Generation failed after the model loaded (out of memory at batch size 1, numerical failure...)."""
 
 
-def one_of(values) -> str:
-    """Render allowed values for an error message: 'a', 'b' or 'c'."""
-    items = [repr(v) for v in values]
+def one_of(values, quote: bool = True) -> str:
+    """Render allowed values for an error message: 'a', 'b' or 'c' (without quotes: .a, .b or .c)."""
+    items = [repr(v) if quote else str(v) for v in values]
     if not items:
         return "(none)"
     if len(items) == 1:

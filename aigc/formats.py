@@ -14,14 +14,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import ConfigError
+from .errors import ConfigError, one_of
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
     from .audio import Audio
 
-KINDS = ("text", "image", "audio")
 DEFAULT_FORMAT = {"text": "txt", "image": "png", "audio": "wav"}
 
 # Measured with Pillow 13.0 and libsndfile 1.2.2 by writing and reading back; each limit keeps a wide margin.
@@ -145,14 +144,14 @@ def a1111_text(record: dict[str, Any], width: int, height: int) -> str:
 
 
 def _or(values) -> str:
-    """'.a, .b or .c': like errors.one_of, without quotes (suffixes read better bare)."""
-    items = [str(v) for v in values]
-    return ", ".join(items[:-1]) + " or " + items[-1] if len(items) > 1 else "".join(items) or "(none)"
+    """'.a, .b or .c': suffixes read better bare."""
+    return one_of(values, quote=False)
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ConfigError(f"unknown asset kind {kind!r}; expected {_or(KINDS)}.")
+    kinds = sorted({fmt.kind for fmt in FORMATS.values()})
+    if kind not in kinds:
+        raise ConfigError(f"no file format stores {kind!r} assets; formats exist for {_or(kinds)}.")
 
 
 def _record_json(record: dict[str, Any]) -> str:

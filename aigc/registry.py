@@ -109,7 +109,7 @@ def pick(kind: str, model: str) -> BackendSpec:
     candidates = [spec for (k, _), spec in backends().items() if k == kind]
     first = default_backend(kind)
     candidates.sort(key=lambda spec: spec.name != first)
-    reasons = []
+    reasons: dict[str, list[str]] = {}  # why not -> the backends that said so (lm and gpt2 share a class)
     for spec in candidates:
         generator = spec.load()
         if not generator.picks_by_model():
@@ -117,8 +117,9 @@ def pick(kind: str, model: str) -> BackendSpec:
         reason = generator.model_fits(source)
         if reason is None:
             return spec
-        reasons.append(f"{spec.name}: {reason}")
-    raise ModelLoadError(f"model={model!r} fits no {kind} backend; tried " + "; ".join(reasons))
+        reasons.setdefault(reason, []).append(spec.name)
+    tried = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items())
+    raise ModelLoadError(f"model={model!r} fits no {kind} backend; tried {tried or 'none (no backend says which models it runs)'}")
 
 
 def knobs() -> dict[str, list[tuple[BackendSpec, Any]]]:

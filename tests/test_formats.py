@@ -227,8 +227,8 @@ def test_suffix_rules():
         formats.by_name("bmp")
     assert formats.by_name("JPG") is formats.FORMATS["jpeg"]
     assert formats.suffixes("image") == [".png", ".webp", ".jpg", ".jpeg"]
-    assert {kind: formats.default(kind).name for kind in formats.KINDS} == formats.DEFAULT_FORMAT
-    with pytest.raises(ConfigError, match="unknown asset kind 'video'"):
+    assert {kind: formats.default(kind).name for kind in formats.DEFAULT_FORMAT} == formats.DEFAULT_FORMAT
+    with pytest.raises(ConfigError, match="no file format stores 'video' assets"):
         formats.default("video")
 
 

@@ -169,3 +169,12 @@ def test_contact_sheets_refuse_nothing_with_an_aigc_error():
 
     with pytest.raises(aigc.ConfigError, match="needs at least one image"):
         contact_sheet([])
+
+
+def test_help_for_every_knob_imports_no_torch():
+    """`aigc generate --help` imports every backend to list its knobs, so backend modules keep torch lazy."""
+    code = ("import sys; from aigc.cli import cli; cli.main(['generate', '--help'], standalone_mode=False);"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--truncation" in done.stdout and "--steps" in done.stdout
