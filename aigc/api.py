@@ -6,7 +6,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import registry
+from . import checks, limits, registry
 from . import seeds as seed_rule
 from .assets import Asset
 from .errors import ConfigError
@@ -51,13 +51,20 @@ def generate(
     `library` (a Library, a directory, or True for the default one) is what novelty is judged against, and
     the chosen assets are added to it; without one, the same call always chooses the same way.
     """
-    prompts = _check_prompts(prompt)
-    n = _check_n(n)
+    prompts = checks.prompts(prompt)
+    n = 1 if n is None else checks.whole("n", n, least=1)
     policy = _check_loop(n, seed, best_of, min_score, max_attempts, diverse)
-    planned = [p for p in prompts for _ in range(n if policy is None else policy.per_attempt)]
+    per_prompt = n if policy is None else policy.per_attempt
+    limits.check("outputs", len(prompts) * per_prompt, "the outputs of one call (prompts x n, or x best_of)",
+                 field="n")
+    planned = [p for p in prompts for _ in range(per_prompt)]
     seeds = seed_rule.expand(seed, len(planned))  # with the loop, the first round's seeds (later rounds derive)
     spec = registry.get(kind, backend, model)
     generator_class = spec.load()
+    for index, text in enumerate(prompts):
+        where = "the prompt" if len(prompts) == 1 else f"prompt[{index}]"
+        limits.check("prompt_chars", len(text), f"{where}'s length in characters ({kind}/{spec.name})",
+                     generator_class.limits, field="prompt")
     checked = generator_class.check_params(params)
     model_ref = model or spec.default_model
     if not model_ref:
@@ -173,32 +180,13 @@ def _library(library: Any) -> Library | None:
                       field="library")
 
 
-def _check_prompts(prompt: str | Sequence[str]) -> list[str]:
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
-    if prompts is None:
-        raise ConfigError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}.", field="prompt")
-    if not prompts:
-        raise ConfigError("prompt is an empty list; give at least one prompt.", field="prompt")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
-            where = "prompt" if isinstance(prompt, str) else f"prompt[{i}]"
-            raise ConfigError(f"{where}={p!r} is empty; say what to generate.", field="prompt")
-    return prompts
-
-
-def _check_n(n: Any) -> int:
-    if n is None:
-        return 1
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"n={n!r} must be a whole number >= 1 (outputs per prompt).", field="n")
-    return n
-
-
 def _check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: Any, diverse: Any) -> Policy | None:
     """Validate the scorer's loop arguments; the loop's policy, or None when it does not run."""
     if best_of is not None and (not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < n):
         raise ConfigError(f"best_of={best_of!r} must be a whole number >= n ({n}): candidates to choose the n best "
                           "from.", field="best_of")
+    if best_of is not None:
+        limits.check("best_of", best_of, "best_of", field="best_of")
     if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
                                   or not 0 <= min_score <= 1):
         raise ConfigError(f"min_score={min_score!r} must be a number between 0 and 1.", field="min_score")
@@ -208,6 +196,7 @@ def _check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: A
         if min_score is None:
             raise ConfigError("max_attempts= only matters with min_score= (the bar to re-sample for); set both.",
                               field="max_attempts")
+        limits.check("attempts", max_attempts, "max_attempts", field="max_attempts")
     if not isinstance(diverse, bool):
         raise ConfigError(f"diverse={diverse!r} must be True or False.", field="diverse")
     if best_of is None and min_score is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import formats
-from .errors import ConfigError
+from .errors import ConfigError, NoMetadataError
 from .records import Refinement, Search, WorkflowLink, from_dict, to_dict
 from .storage import write_atomic, write_json
 
@@ -96,8 +96,8 @@ class Asset:
         record = _sidecar_record(path) if sidecar_path(path).exists() else decoded.record
         if record is None:
             if fmt.kind == "text":
-                raise ConfigError(f"cannot load {path}: {sidecar_path(path).name} does not exist.")
-            raise ConfigError(f"cannot load {path}: it has no aigc metadata (was it made by aigc?).")
+                raise NoMetadataError(f"cannot load {path}: {sidecar_path(path).name} does not exist.")
+            raise NoMetadataError(f"cannot load {path}: it has no aigc metadata (was it made by aigc?).")
         return cls.from_record(decoded.data, record)
 
     @classmethod
@@ -108,6 +108,19 @@ class Asset:
         for name, record_type in _TYPED.items():
             values[name] = from_dict(record_type, values.get(name))
         return cls(data=data, **values)
+
+
+def read_media(path: str | os.PathLike) -> tuple[str, Any]:
+    """The kind and data of any text, image or audio file aigc reads, with or without aigc's metadata."""
+    path = Path(path)
+    fmt = formats.for_path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"cannot load {path}: it does not exist.") from None
+    except OSError as error:
+        raise ConfigError(f"cannot load {path}: {error.strerror or error}.") from None
+    return fmt.kind, formats.decode(fmt, raw, str(path)).data
 
 
 def a1111_parameters(asset: Asset) -> str:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import formats, registry
+from . import checks, formats, limits, registry
 from . import seeds as seed_rule
 from .assets import Asset
 from .errors import AIGCError, ConfigError
-from .storage import append_jsonl, read_jsonl, slug
+from .storage import append_jsonl, read_jsonl, read_text, slug
 
 ROW_KEYS = ("prompt", "seed", "backend", "model", "n")  # the rest of a row's fields are generator knobs
 
@@ -81,32 +82,50 @@ def variant_seed(row_seed: int, variant: int) -> int:
 def read_prompts(path: str | Path) -> list[Row]:
     """Every row of a .txt, .csv or .jsonl prompts file (a bad row carries its problem instead of fields)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read prompts file {path}: {error}") from None
     suffix = path.suffix.lower()
+    if suffix not in (".txt", ".csv", ".jsonl"):
+        raise ConfigError(f"{path}: prompts come as .txt (one per line), .csv (a 'prompt' column) or .jsonl.")
+    rows = _rows(path, suffix, read_text(path, "prompts file"))
+    if not rows:
+        raise ConfigError(f"{path} holds no prompts; write one per line (.txt), one per row under a 'prompt' "
+                          "header (.csv), or one JSON object per line (.jsonl).")
+    return rows
+
+
+def _rows(path: Path, suffix: str, text: str) -> list[Row]:
     if suffix == ".txt":
         lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1)]
         return [Row(i, {"prompt": line}, textual=True) for i, line in lines if line and not line.startswith("#")]
     if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames or "prompt" not in reader.fieldnames:
+        return _csv_rows(path, text)
+    rows: list[Row] = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+            rows.append(Row(i, value) if isinstance(value, dict) else Row(i, None, "not a JSON object"))
+        except json.JSONDecodeError as error:
+            rows.append(Row(i, None, f"not valid JSON ({error.msg})"))
+        except RecursionError:
+            rows.append(Row(i, None, "JSON nested too deeply"))
+    return rows
+
+
+def _csv_rows(path: Path, text: str) -> list[Row]:
+    """CSV rows by the line they start on (a quoted cell may span lines); cells stay text for the Params."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if not reader.fieldnames or "prompt" not in [name.strip() for name in reader.fieldnames]:
             raise ConfigError(f"{path}: a CSV prompts file needs a header row with a 'prompt' column.")
-        return [Row(i, {k: v for k, v in row.items() if k and v not in (None, "")}, textual=True)
-                for i, row in enumerate(reader, 2)]
-    if suffix == ".jsonl":
-        rows: list[Row] = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-                rows.append(Row(i, value) if isinstance(value, dict) else Row(i, None, "not a JSON object"))
-            except json.JSONDecodeError as error:
-                rows.append(Row(i, None, f"not valid JSON ({error.msg})"))
+        rows, start = [], reader.line_num + 1
+        for row in reader:
+            cells = {k.strip(): v for k, v in row.items() if isinstance(k, str) and k.strip() and v not in (None, "")}
+            rows.append(Row(start, cells, textual=True))
+            start = reader.line_num + 1
         return rows
-    raise ConfigError(f"{path}: prompts come as .txt (one per line), .csv (a 'prompt' column) or .jsonl.")
+    except csv.Error as error:
+        raise ConfigError(f"{path}:{reader.line_num}: not valid CSV ({error}).") from None
 
 
 def plan(rows: Iterable[Row], *, kind: str, n: int, seed: int, backend: str | None, model: str | None,
@@ -121,6 +140,7 @@ def plan(rows: Iterable[Row], *, kind: str, n: int, seed: int, backend: str | No
             jobs += _plan_row(row, kind=kind, n=n, seed=seed, backend=backend, model=model, params=params, loop=loop)
         except Exception as error:  # noqa: BLE001 - one bad row must never stop the batch
             failures.append({"row": row.number, "reason": _reason(error)})
+        limits.check("batch_assets", len(jobs), "the number of assets this batch plans", field="n")
     return jobs, failures
 
 
@@ -129,9 +149,12 @@ def _plan_row(row: Row, *, kind: str, n: int, seed: int, backend: str | None, mo
     if row.problem:
         raise ConfigError(row.problem)
     fields = {k: v for k, v in (row.fields or {}).items() if v is not None}
-    prompt = fields.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    if "prompt" not in fields or fields["prompt"] == "":
         raise ConfigError("the row has no prompt")
+    prompt = checks.prompts(fields["prompt"])[0] if isinstance(fields["prompt"], str) else None
+    if prompt is None:
+        raise ConfigError(f"the row's prompt must be text, not {type(fields['prompt']).__name__} "
+                          f"({fields['prompt']!r:.40}); quote it in JSON", field="prompt")
     row_model = fields.get("model", model)
     spec = registry.get(kind, fields.get("backend", backend), row_model)
     cls = spec.load()
@@ -141,6 +164,7 @@ def _plan_row(row: Row, *, kind: str, n: int, seed: int, backend: str | None, mo
     knobs = {**params, **knobs}
     cls.check_params(knobs)
     row_n = _whole(fields.get("n", n), "n", row.textual, least=1)
+    limits.check("outputs", row_n, "this row's n (variants)", field="n")
     row_seed = fields.get("seed")
     if row_seed is not None:
         row_seed = seed_rule.check(_whole(row_seed, "seed", row.textual, least=0))
@@ -166,13 +190,29 @@ class Manifest:
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "manifest.jsonl"
+        self.skipped: list[int] = []  # line numbers that were torn or malformed, for the summary
 
     def records(self) -> list[dict[str, Any]]:
-        """Every whole record (a line cut short by a crash is skipped: its asset is simply made again)."""
-        return list(read_jsonl(self.path))
+        """Every valid record, once per (row, variant). A line cut short by a crash, or one that is not a record
+        of ours, is skipped (and its line number kept in `skipped`): its asset is simply made again."""
+        self.skipped = []
+        seen: dict[tuple[int, int], dict[str, Any]] = {}
+        for number, record in enumerate(read_jsonl(self.path, self.skipped), 1):
+            if not _valid(record):
+                self.skipped.append(number)
+            else:
+                seen.setdefault((record["row"], record["variant"]), record)
+        return list(seen.values())
 
     def append(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path, [record])
+
+
+def _valid(record: dict[str, Any]) -> bool:
+    """A manifest record written by aigc: whole-number row and variant, a plain file name in the directory."""
+    whole = all(isinstance(record.get(k), int) and not isinstance(record.get(k), bool) for k in ("row", "variant"))
+    name = record.get("file")
+    return whole and isinstance(name, str) and name == Path(name).name and not name.startswith(".")
 
 
 @dataclass
@@ -181,12 +221,20 @@ class Summary:
     skipped: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     changed: list[dict[str, Any]] = field(default_factory=list)
+    malformed: int = 0  # manifest lines that were torn or not ours (skipped; their assets made again)
 
     def __str__(self) -> str:
         text = f"made {self.made}, skipped {self.skipped} already done, failed {len(self.failed)}"
         if self.changed:
             text += f", {len(self.changed)} finished asset(s) now asked for with other params (kept; use a new --out)"
+        if self.malformed:
+            text += f", {self.malformed} malformed manifest line(s) skipped"
         return text
+
+    @property
+    def nothing_made(self) -> bool:
+        """Every row failed: the command line then exits 1."""
+        return bool(self.failed) and not self.made and not self.skipped
 
 
 def record_of(job: Job, asset: Asset, file: str) -> dict[str, Any]:

@@ -10,9 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import checks
+from . import seeds as seed_rule
 from .batch import Job, Manifest, Summary, chunks, make, plan, read_prompts, record_of
 from .errors import ConfigError
-from .storage import write_atomic
+from .storage import clean_partial, locked_dir, write_atomic
 
 ENGINES = ("local", "ray")
 
@@ -21,36 +23,57 @@ def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: 
           model: str | None = None, best_of: int | None = None, min_score: float | None = None,
           max_attempts: int | None = None, engine: str = "local", workers: int | None = None,
           ray_address: str | None = None, batch_size: int = 8, manager=None, **params: Any) -> Summary:
-    """Make `n` variants of every prompt in a .txt/.csv/.jsonl file into `out`, resuming what is done."""
+    """Make `n` variants of every prompt in a .txt/.csv/.jsonl file into `out`, resuming what is done.
+
+    One batch writes a directory at a time (a second one on the same `out` is refused while the first runs);
+    temporary files a killed run left behind are removed, and finished assets are skipped.
+    """
     if engine not in ENGINES:
-        raise ConfigError(f"engine={engine!r}; use 'local' or 'ray'.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1.")
-    out = Path(out)
+        raise ConfigError(f"engine={engine!r}; use 'local' or 'ray'.", field="engine")
+    checks.whole("batch_size", batch_size, least=1)
+    seed_rule.check(seed)
     loop = {k: v for k, v in {"best_of": best_of, "min_score": min_score, "max_attempts": max_attempts}.items()
             if v is not None}
-    jobs, failures = plan(read_prompts(prompts), kind=kind, n=n, seed=seed, backend=backend, model=model,
-                          params=params, loop=loop)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(out)
-    done = {f"{r['row']}:{r['variant']}": r for r in manifest.records()
-            if {"row", "variant", "file"} <= r.keys() and (out / str(r["file"])).exists()}
-    summary = Summary(failed=failures)
+    jobs, failures = plan(read_prompts(prompts), kind=kind, n=checks.whole("n", n, least=1), seed=seed,
+                          backend=backend, model=model, params=params, loop=loop)
+    with locked_dir(out, "batch") as out:
+        clean_partial(out)
+        manifest = Manifest(out)
+        summary = Summary(failed=failures)
+        todo = _todo(jobs, manifest, out, summary)
+        groups = chunks(todo, batch_size)
+        results = _run_local(groups, manager) if engine == "local" else _run_ray(groups, workers, ray_address)
+        _collect(results, len(todo), out, manifest, summary)
+        if summary.failed:
+            lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in summary.failed)
+            write_atomic(out / "failures.jsonl", lines.encode("utf-8"))
+        from .gallery import write_gallery
+
+        write_gallery(out, manifest.records())
+        summary.malformed = len(manifest.skipped)
+    return summary
+
+
+def _todo(jobs: list[Job], manifest: Manifest, out: Path, summary: Summary) -> list[Job]:
+    """The jobs the manifest does not record as finished (with their file on disk); the rest are skipped."""
+    done = {f"{r['row']}:{r['variant']}": r for r in manifest.records() if (out / r["file"]).exists()}
     todo = []
     for job in jobs:
         finished = done.get(job.key)
         if finished is None:
             todo.append(job)
-        elif finished.get("fingerprint") == job.fingerprint:
-            summary.skipped += 1
-        else:
-            summary.skipped += 1
+            continue
+        summary.skipped += 1
+        if finished.get("fingerprint") != job.fingerprint:
             summary.changed.append({"row": job.row, "variant": job.variant, "file": finished["file"]})
-    groups = chunks(todo, batch_size)
-    results = _run_local(groups, manager) if engine == "local" else _run_ray(groups, workers, ray_address)
+    return todo
+
+
+def _collect(results, total: int, out: Path, manifest: Manifest, summary: Summary) -> None:
+    """Write each result as it comes back: the asset's file first, then its manifest line."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(todo), desc="batch", unit="asset", disable=None) as bar:
+    with tqdm(total=total, desc="batch", unit="asset", disable=None) as bar:
         for job, asset, error in results:
             if asset is None:
                 summary.failed.append({"row": job.row, "variant": job.variant, "prompt": job.prompt, "reason": error})
@@ -59,13 +82,6 @@ def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: 
                 manifest.append(record_of(job, asset, job.file_name()))
                 summary.made += 1
             bar.update(1)
-    if summary.failed:
-        lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in summary.failed)
-        write_atomic(out / "failures.jsonl", lines.encode("utf-8"))
-    from .gallery import write_gallery
-
-    write_gallery(out, manifest.records())
-    return summary
 
 
 def _run_local(groups: list[list[Job]], manager):

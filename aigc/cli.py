@@ -13,7 +13,7 @@ import click
 from .cli_knobs import KnobCommand, given_knobs
 from .formats import FORMATS
 from .registry import kinds
-from .storage import slug, unique_path
+from .storage import slug, unique_path, writable_dir
 
 KINDS = kinds()
 FORMAT_NAMES = list(FORMATS)
@@ -73,11 +73,11 @@ def _knobs(kind: str, backend: str | None, model: str | None, given: dict[str, A
 @click.option("--min-score", type=float, help="Re-sample (new seeds, nudged knobs) until outputs score this (0-1).")
 @click.option("--max-attempts", type=int, help="Rounds of re-sampling allowed with --min-score (default 4).")
 @click.option("--diverse", is_flag=True, help="With --best-of: pick a varied set, not near-duplicates.")
-@click.option("--library", "library_path", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--library", "library_path", type=click.Path(path_type=Path),
               help="A team library to judge novelty against and add the chosen outputs to (default: none).")
 @click.option("--no-library", is_flag=True, help="Use no library (the default; kept for scripts that say so).")
 @click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any backend knob; repeatable.")
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Save each output (+ metadata) here. Default for images and audio: out/.")
 @click.option("--format", "-f", "fmt", help="File format to save as: " + ", ".join(FORMAT_NAMES)
               + " (default: txt, png, wav).")
@@ -110,6 +110,8 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
     if stream:
         params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
     out = out if out is not None or kind == "text" else Path("out")
+    if out is not None:
+        writable_dir(out)  # a read-only or misnamed --out fails now, not after the work is done
     assets = api.generate(kind, " ".join(prompt), backend=backend, model=model, n=n, seed=seed, manager=manager,
                           best_of=best_of, min_score=min_score, max_attempts=max_attempts, diverse=diverse,
                           library=False if no_library else library_path, **params)
@@ -118,8 +120,9 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
     if kind == "image" and len(assets) > 1:
         from .sheets import write_contact_sheet
 
-        click.echo(write_contact_sheet([a.data for a in assets],
-                                       unique_path(out, f"contact-sheet-{slug(assets[0].prompt)}", ".png")))
+        sheet = write_contact_sheet([a.data for a in assets],
+                                    unique_path(out, f"contact-sheet-{slug(assets[0].prompt)}", ".png"))
+        click.echo(sheet, err=as_json)  # --json keeps stdout to JSON lines
     if out is not None and not as_json:
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
 
@@ -149,9 +152,9 @@ def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bo
 
 
 @cli.command(cls=KnobCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("prompts", type=click.Path(path_type=Path))
 @click.option("--kind", "-k", required=True, type=click.Choice(KINDS), help="What to make.")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="Batch directory: assets, manifest.jsonl, failures.jsonl, index.html. Re-run to resume.")
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Variants per prompt.")
 @click.option("--seed", "-s", type=int, default=0, show_default=True, help="Batch seed; each asset's seed derives from it.")
@@ -190,16 +193,18 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
     if summary.failed:
         click.echo(f"failures: {out / 'failures.jsonl'}")
     click.echo(f"gallery: {out / 'index.html'}")
+    if summary.nothing_made:
+        raise SystemExit(1)  # every row failed: a script must notice
 
 
 @cli.command(name="run")
-@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recipe", required=False, type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="An input (topic=...), or a step knob (story.max_new_tokens=60); repeatable.")
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Run directory, which must not hold a run yet (default: a new runs/<recipe>-<seed>).")
 @click.option("--seed", "-s", type=int, default=0, show_default=True, help="Seed of the whole run.")
-@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--replay", type=click.Path(path_type=Path),
               help="Re-run exactly what a run.json recorded.")
 def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, seed: int, replay: Path | None) -> None:
     """Run a YAML workflow RECIPE (see pipelines/): every step's assets, run.json and index.html land in --out."""
@@ -217,28 +222,31 @@ def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, see
         pipeline = load_recipe(recipe)
         values = override(pipeline, _pairs(sets, "--set"))
         out = out or unique_path(Path("runs"), f"{recipe.stem}-{seed}")
+        click.secho(f"run directory: {out} (if this run is stopped, the same command with --out {out} resumes it)",
+                    err=True)
         run_json = run_to_dir(pipeline, values, out, seed=seed, source=str(recipe))
     click.echo(run_json)
     click.secho(f"open {run_json.parent / 'index.html'} to see the chain", fg="green", err=True)
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--prompt", help="What the files should answer (default: the prompt in their metadata).")
-@click.option("--library", "library_path", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--library", "library_path", type=click.Path(path_type=Path),
               help="Also judge novelty against this library.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per file.")
 def score(files: tuple[Path, ...], prompt: str | None, library_path: Path | None, as_json: bool) -> None:
-    """Score existing FILES (text, PNG, WAV/FLAC made by aigc) for creativity: relevance, novelty, quality."""
-    from . import api
-    from .assets import load
+    """Score existing FILES (text, images, audio) for creativity: relevance, novelty, quality.
 
-    assets = [load(path) for path in files]
-    kinds = {a.kind for a in assets}
+    Files made by aigc carry their prompt; for any other file, say what it should answer with --prompt.
+    """
+    from . import api
+
+    items = [_scorable(path, prompt) for path in files]
     results: dict[Path, dict] = {}
-    for kind in sorted(kinds):  # the scorer compares like with like: one call per kind
-        group = [(path, a) for path, a in zip(files, assets) if a.kind == kind]
-        for (path, _), result in zip(group, api.score([a for _, a in group], prompt, library=library_path)):
+    for kind in sorted({kind for kind, _ in items}):  # the scorer compares like with like: one call per kind
+        group = [(path, item) for path, (k, item) in zip(files, items) if k == kind]
+        for (path, _), result in zip(group, api.score([item for _, item in group], prompt, library=library_path)):
             results[path] = result
     for path in files:
         result = results[path]
@@ -248,6 +256,21 @@ def score(files: tuple[Path, ...], prompt: str | None, library_path: Path | None
             parts = ", ".join(f"{k} {result[k]:.2f}" if result[k] is not None else f"{k} -"
                               for k in ("relevance", "novelty", "quality"))
             click.echo(f"{result['score']:.3f}  {path}  ({parts})")
+
+
+def _scorable(path: Path, prompt: str | None) -> tuple[str, Any]:
+    """(kind, Asset) for a file made by aigc; (kind, its raw data) for any other, which needs --prompt."""
+    from .assets import load, read_media
+    from .errors import NoMetadataError
+
+    try:
+        asset = load(path)
+        return asset.kind, asset
+    except NoMetadataError:
+        if prompt is None:
+            raise NoMetadataError(f"{path} has no aigc metadata, so no prompt to judge it against; pass --prompt "
+                                  "\"what it should answer\".") from None
+    return read_media(path)
 
 
 @cli.command()
@@ -307,20 +330,31 @@ def _play(path: Path) -> None:
 
 
 def main() -> None:
-    """Entry point: one clean line and exit code 1 for every error a user can fix."""
+    """Entry point: one clean line and an exit code for every error, never a traceback (AIGC_DEBUG=1 shows it)."""
+    import os
+
     from .errors import AIGCError
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("aborted (what was saved stays valid; the same command resumes batches and --out runs)", err=True)
         sys.exit(130)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
     except AIGCError as error:
         click.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(1)
+    except Exception as error:  # noqa: BLE001 - a bug or an unforeseen failure: still one line, and how to see more
+        if os.environ.get("AIGC_DEBUG"):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        kind = "out of memory: ask for less (fewer outputs, smaller sizes)" if isinstance(error, MemoryError) \
+            else f"{type(error).__name__}: {reason}"
+        click.secho(f"error: {kind} (AIGC_DEBUG=1 shows the traceback; please report it if it looks like a bug)",
+                    fg="red", err=True)
         sys.exit(1)
 
 

@@ -19,7 +19,9 @@ class KnobCommand(click.Command):
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         if not getattr(self, "_knobs_added", False):
-            self.params.extend(knob_options())
+            own = {flag for param in self.params for flag in getattr(param, "opts", [])}
+            # a command's own option wins over a knob of the same name (batch's --batch-size, say)
+            self.params.extend(option for option in knob_options() if option.opts[0] not in own)
             self._knobs_added = True
         return super().get_params(ctx)
 

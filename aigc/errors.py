@@ -20,6 +20,10 @@ class ConfigError(AIGCError, ValueError):
         self.field = field
 
 
+class NoMetadataError(ConfigError):
+    """A file aigc can read holds no aigc record (it was made elsewhere): its data is there, its provenance is not."""
+
+
 class BackendNotFoundError(AIGCError, LookupError):
     """No generator is registered for the requested kind or backend."""
 
@@ -30,6 +34,13 @@ class ModelLoadError(AIGCError):
 
 class DeviceError(AIGCError):
     """The requested device or dtype is not available here."""
+
+
+class StorageError(AIGCError):
+    """A file could not be read or written: a full disk, a read-only folder, missing permissions.
+
+    What was written before stays valid (every write is atomic), so the same command resumes once fixed.
+    """
 
 
 class GenerationError(AIGCError):

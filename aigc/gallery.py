@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .report import media_html
 from .storage import write_atomic
@@ -22,16 +23,19 @@ c.style.display=ok?'':'none'}}}}</script>"""
 
 
 def _card(record: dict[str, Any], directory: Path) -> str:
-    file = html.escape(record["file"])
+    """One asset's card; every value from the manifest is escaped, since a manifest is only a file."""
+    file = html.escape("./" + quote(str(record["file"])))
     path = directory / record["file"]
-    text = path.read_text(encoding="utf-8") if record["kind"] == "text" and path.exists() else ""
-    body = media_html(record["kind"], record["file"], text)
-    score = record.get("score")
+    kind = record.get("kind")
+    text = path.read_text(encoding="utf-8", errors="replace") if kind == "text" and path.is_file() else ""
+    body = media_html(str(kind), str(record["file"]), text)
+    score = record.get("score") if isinstance(record.get("score"), (int, float)) else None
     shown = f" · score {score:.3f}" if score is not None else ""
-    search = html.escape(f"{record['prompt']} seed {record['seed']}{shown}".lower(), quote=True)
+    prompt, seed = str(record.get("prompt", "")), html.escape(str(record.get("seed")))
+    search = html.escape(f"{prompt} seed {record.get('seed')}{shown}".lower(), quote=True)
     return (f'<div class=card data-text="{search}" data-score="{score if score is not None else 1}">{body}'
-            f'<div><b>{html.escape(record["prompt"])}</b></div><div class=meta>row {record["row"]} · variant '
-            f'{record["variant"]} · seed {record["seed"]}{shown} · <a href="{file}">{file}</a></div></div>')
+            f'<div><b>{html.escape(prompt)}</b></div><div class=meta>row {int(record["row"])} · variant '
+            f'{int(record["variant"])} · seed {seed}{shown} · <a href="{file}">{html.escape(str(record["file"]))}</a></div></div>')
 
 
 def write_gallery(directory: Path, records: list[dict[str, Any]]) -> None:
@@ -45,11 +49,15 @@ def write_gallery(directory: Path, records: list[dict[str, Any]]) -> None:
     write_atomic(directory / "index.html", PAGE.format(count=len(records), cards=cards).encode("utf-8"))
     rows: dict[int, list[dict[str, Any]]] = {}
     for record in records:
-        if record["kind"] == "image" and (directory / record["file"]).exists():
+        if record.get("kind") == "image" and (directory / record["file"]).is_file():
             rows.setdefault(record["row"], []).append(record)
     for row, group in rows.items():
         images = []
         for record in group:
-            with Image.open(directory / record["file"]) as image:
-                images.append(image.convert("RGB"))
-        write_contact_sheet(images, directory / f"contact-row-{row}.png")
+            try:
+                with Image.open(directory / record["file"]) as image:
+                    images.append(image.convert("RGB"))
+            except (OSError, ValueError):  # not an image after all (a damaged or foreign file): left off the sheet
+                continue
+        if images:
+            write_contact_sheet(images, directory / f"contact-row-{row}.png")

@@ -115,9 +115,30 @@ class ModelSource:
         return {k: v.get("shape", []) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
 
 
+PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def pickled_weights(directory: Path | None) -> str | None:
+    """Why a model directory is refused: its weights are pickles only (unpickling can run any code), or None.
+
+    aigc loads weights from safetensors, GGUF, ONNX or torch.load(weights_only=True) only.
+    """
+    if directory is None or not directory.is_dir():
+        return None
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    if any(p.suffix == ".safetensors" for p in files):
+        return None
+    pickles = sorted(p.name for p in files if p.suffix.lower() in PICKLES and not p.name.startswith("training_args"))
+    if not pickles:
+        return None
+    return (f"its weights are pickles ({pickles[0]}), which can run code when loaded, so aigc refuses them; convert "
+            "them once, where you trust the files, with `from_pretrained(dir).save_pretrained(dir)` (it writes "
+            "model.safetensors), then pass that directory.")
+
+
 def _fetch_small_file(repo_id: str, name: str) -> Path | None:
     """One small file of an uncached Hub model (never weights); None when offline, absent or unreachable."""
-    if hub_offline():
+    if hub_offline() or hub_unreachable():
         return None
     from huggingface_hub import hf_hub_download
 
@@ -189,7 +210,40 @@ def _resolve_hub(repo_id: str, marker: str = "config.json") -> ModelSource:
             f"machine with network (`hf download {repo_id}`, then copy the cache or the folder), pass a local "
             "directory, or use a model pack (`aigc models` lists what is here)."
         )
+    unreachable = hub_unreachable()
+    if unreachable:
+        raise ModelLoadError(
+            f"model={repo_id!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and the Hub cannot be "
+            f"reached from here ({unreachable}). Fetch it where the Hub is reachable (`hf download {repo_id}`), "
+            "pass a local directory, or use a model pack (`aigc models`); HF_HUB_OFFLINE=1 skips this check."
+        )
     return ModelSource(repo_id, "hub", None, repo_id)
+
+
+_reachability: tuple[float, str | None] | None = None
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hub's endpoint cannot be reached (None when it can), checked with one quick connection and
+    remembered for a minute: an unreachable Hub otherwise costs ~50 s of download retries per model."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    global _reachability
+    if _reachability is not None and time.monotonic() - _reachability[0] < 60:
+        return _reachability[1]
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        reason = None
+    except Exception as error:  # noqa: BLE001 - DNS, refusal, timeout, a sandbox's guard: all mean unreachable
+        reason = f"{url.hostname}:{port}: {error}"
+    _reachability = (time.monotonic(), reason)
+    return reason
 
 
 def _fingerprint(path: Path) -> str:

@@ -8,6 +8,7 @@ when the file is read, so a bad knob also names its line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -20,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from . import formats, registry
-from .assets import __version__
+from .assets import Asset, __version__, load
+from .checks import plain_text
 from .errors import AIGCError, ConfigError, one_of
-from .storage import write_json
-from .workflows import Pipeline, Step, from_resolved, resolved
+from .storage import append_jsonl, clean_partial, locked_dir, read_jsonl, read_text, write_json
+from .templates import placeholders
+from .workflows import Pipeline, Step, check, from_resolved, resolved
 from .workflows import run as run_pipeline
 
 
@@ -61,10 +64,7 @@ class RecipeSchema(BaseModel):
 def load_recipe(path: str | Path) -> Pipeline:
     """Parse and validate a recipe; errors name the file, line and field."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read recipe {path}: {getattr(error, 'strerror', None) or error}.") from None
+    text = read_text(path, "recipe")
     try:
         data = yaml.safe_load(text)
         tree = yaml.compose(text)
@@ -72,6 +72,8 @@ def load_recipe(path: str | Path) -> Pipeline:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)}).") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: its YAML is nested too deeply to be a recipe.") from None
     try:
         recipe = RecipeSchema.model_validate(data if data is not None else {})
     except ValidationError as error:
@@ -80,22 +82,29 @@ def load_recipe(path: str | Path) -> Pipeline:
         raise ConfigError(f"{path}:{_line(tree, first['loc'])}: {field}: {first['msg']}.") from None
     steps = [Step(**s.model_dump()) for s in recipe.steps]
     for index, step in enumerate(steps):
-        _check_knobs(path, tree, index, step)
+        _check_step(path, tree, index, step)
     return Pipeline(steps, dict(recipe.inputs))
 
 
-def _check_knobs(path: Path, tree: Any, index: int, step: Step) -> None:
-    """A step's backend and knobs against the backend's own declarations, the error at the knob's line."""
+def _check_step(path: Path, tree: Any, index: int, step: Step) -> None:
+    """A step's prompt template, backend and knobs (against the backend's own declarations), each error at its
+    line."""
+    def fail(loc: tuple, error: Exception) -> ConfigError:
+        return ConfigError(f"{path}:{_line(tree, loc)}: {'.'.join(map(str, loc))}: {error}")
+
+    try:
+        placeholders(step.prompt)
+        plain_text("the prompt", step.prompt)
+    except ConfigError as error:
+        raise fail(("steps", index, "prompt"), error) from None
     try:
         spec = registry.get(step.kind, step.backend, step.model)
     except AIGCError as error:
-        loc = ("steps", index, "backend" if step.backend else "model")
-        raise ConfigError(f"{path}:{_line(tree, loc)}: {'.'.join(map(str, loc))}: {error}") from None
+        raise fail(("steps", index, "backend" if step.backend else "model"), error) from None
     try:
         spec.load().check_params(step.params)
     except ConfigError as error:
-        loc = ("steps", index, "params", *([error.field] if error.field else []))
-        raise ConfigError(f"{path}:{_line(tree, loc)}: {'.'.join(map(str, loc))}: {error}") from None
+        raise fail(("steps", index, "params", *([error.field] if error.field else [])), error) from None
 
 
 def override(pipeline: Pipeline, sets: dict[str, str]) -> dict[str, str]:
@@ -151,37 +160,98 @@ def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed
 
 def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, seed: int = 0, manager=None,
                source: str | None = None) -> Path:
-    """Run a pipeline and write its run directory; returns the path of run.json."""
+    """Run a pipeline into a run directory, saving each asset as it finishes; returns the path of run.json.
+
+    The same command on the same directory resumes a killed run: calls already made are read back from their
+    files (progress.jsonl says which), the rest are made, and the result is the uninterrupted run's.
+    """
     from .report import write_report
 
-    out = Path(out)
-    if (out / "run.json").exists():
-        raise ConfigError(f"{out} already holds a run (run.json); pass a new output directory, so nothing is overwritten.")
-    start = time.perf_counter()
-    produced = run_pipeline(pipeline, values, seed=seed, manager=manager)
-    elapsed = time.perf_counter() - start
-    steps = []
-    for name, assets in produced.items():
-        records = []
-        for asset in assets:
-            file = asset.save(out / f"{asset.workflow.id}{formats.default(asset.kind).suffix}")
-            text = {"text": asset.data} if asset.kind == "text" else {}
-            records.append({**asset.record(), "file": file.name, **text})
-        steps.append({"name": name, "assets": records})
-    run_record = {
-        "aigc": __version__, "python": platform.python_version(), "source": source,
-        "pipeline": resolved(pipeline, values, seed), "seconds": round(elapsed, 2), "steps": steps,
-    }
-    run_json = write_json(out / "run.json", run_record)
-    write_report(run_record, out / "index.html")
+    resolved_run = resolved(pipeline, values, seed)
+    check(pipeline, {**pipeline.inputs, **values})  # the whole plan, before anything is written
+    fingerprint = hashlib.sha256(json.dumps(resolved_run, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    with locked_dir(out, "workflow run") as out:
+        finished = _finished_run(out, fingerprint)
+        if finished is not None:
+            return finished
+        clean_partial(out)
+        start = time.perf_counter()
+        produced = run_pipeline(pipeline, values, seed=seed, manager=manager, journal=RunJournal(out, fingerprint))
+        steps = [{"name": name, "assets": [_asset_record(asset) for asset in assets]}
+                 for name, assets in produced.items()]
+        run_record = {
+            "aigc": __version__, "python": platform.python_version(), "source": source, "fingerprint": fingerprint,
+            "pipeline": resolved_run, "seconds": round(time.perf_counter() - start, 2), "steps": steps,
+        }
+        run_json = write_json(out / "run.json", run_record)
+        write_report(run_record, out / "index.html")
+        (out / RunJournal.FILE).unlink(missing_ok=True)
     return run_json
+
+
+def _finished_run(out: Path, fingerprint: str) -> Path | None:
+    """run.json of this very run when it already finished here; an error when another run did."""
+    run_json = out / "run.json"
+    if not run_json.exists():
+        return None
+    try:
+        done = json.loads(run_json.read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        done = None
+    if done == fingerprint:
+        return run_json
+    raise ConfigError(f"{out} already holds a run (run.json); pass a new output directory, so nothing is overwritten.")
+
+
+def _asset_record(asset: Asset) -> dict[str, Any]:
+    text = {"text": asset.data} if asset.kind == "text" else {}
+    return {**asset.record(), "file": file_name(asset), **text}
+
+
+def file_name(asset: Asset) -> str:
+    """An asset's file in a run directory: its workflow id and its kind's default format."""
+    return f"{asset.workflow.id}{formats.default(asset.kind).suffix}"
+
+
+class RunJournal:
+    """progress.jsonl in a run directory: which calls finished, each line written after the call's files.
+
+    A kill costs at most the call in progress; a file that is missing or damaged on resume is made again.
+    """
+
+    FILE = "progress.jsonl"
+
+    def __init__(self, out: Path, fingerprint: str) -> None:
+        self.out, self.path = out, out / self.FILE
+        lines = list(read_jsonl(self.path))
+        if lines and lines[0].get("fingerprint") != fingerprint:
+            raise ConfigError(f"{out} holds another, unfinished run (progress.jsonl); resume it with the same recipe, "
+                              "inputs and seed, or pass a new output directory.")
+        if not lines:
+            append_jsonl(self.path, [{"fingerprint": fingerprint}])
+        self.done = {(line["step"], line["call"]): line["files"] for line in lines[1:]
+                     if isinstance(line.get("step"), str) and isinstance(line.get("call"), int)
+                     and isinstance(line.get("files"), list)}
+
+    def recall(self, step: str, call: int) -> list[Asset] | None:
+        files = self.done.get((step, call))
+        if files is None:
+            return None
+        try:
+            return [load(self.out / str(name)) for name in files]
+        except AIGCError:
+            return None
+
+    def record(self, step: str, call: int, assets: list[Asset]) -> None:
+        files = [asset.save(self.out / file_name(asset)).name for asset in assets]
+        append_jsonl(self.path, [{"step": step, "call": call, "files": files}])
 
 
 def replay(run_json: str | Path, out: str | Path, *, manager=None) -> Path:
     """Run again exactly what a run.json recorded (same inputs, steps and seeds)."""
     try:
-        record = json.loads(Path(run_json).read_text(encoding="utf-8"))
+        record = json.loads(read_text(Path(run_json), "run record"))
         pipeline, values, seed = from_resolved(record["pipeline"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
         raise ConfigError(f"cannot replay {run_json}: not a run.json written by `aigc run` ({error}).") from None
     return run_to_dir(pipeline, values, out, seed=seed, manager=manager, source=str(run_json))

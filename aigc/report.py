@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .storage import write_atomic
 
@@ -15,21 +16,25 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 
 
 def media_html(kind: str, file: str, text: str = "") -> str:
-    """How an asset shows on a page: an image linking to itself, an audio player, or the text."""
-    file = html.escape(file)
+    """How an asset shows on a page: an image linking to itself, an audio player, or the text.
+
+    The link is always relative ("./name", URL-quoted), so no file name can become a javascript: or remote URL.
+    """
+    link = html.escape("./" + quote(file))
+    label = html.escape(file)
     if kind == "image":
-        return f'<a href="{file}"><img loading=lazy src="{file}"></a>'
+        return f'<a href="{link}"><img loading=lazy src="{link}"></a>'
     if kind == "audio":
-        return f'<audio controls preload=none src="{file}"></audio>'
-    return f'<pre>{html.escape(text)}</pre><a href="{file}">{file}</a>'
+        return f'<audio controls preload=none src="{link}"></audio>'
+    return f'<pre>{html.escape(text)}</pre><a href="{link}">{label}</a>'
 
 
 def _asset_html(record: dict[str, Any]) -> str:
     body = media_html(record["kind"], record["file"], record.get("text", ""))
-    score = f" · score {record['score']:.3f}" if record.get("score") is not None else ""
+    score = f" · score {record['score']:.3f}" if isinstance(record.get("score"), (int, float)) else ""
     parents = ", ".join(p for p in (record.get("workflow") or {}).get("parents", []) if p)
     return (f'<div class="asset">{body}<div class="meta">{html.escape(record["workflow"]["id"])} · seed '
-            f'{record["seed"]}{score}{" · from " + html.escape(parents) if parents else ""}</div>'
+            f'{html.escape(str(record["seed"]))}{score}{" · from " + html.escape(parents) if parents else ""}</div>'
             f'<details><summary>prompt</summary><pre>{html.escape(record["prompt"])}</pre></details></div>')
 
 

@@ -8,21 +8,30 @@ from typing import Sequence
 
 from .errors import ConfigError
 
+MOST_IMAGES = 100  # a sheet shows the first 100 images: it is for judging at a glance, not an archive
+WIDEST = 4096  # pixels; larger cells are shrunk so a sheet stays an ordinary picture
+
 
 def contact_sheet(images: Sequence, columns: int | None = None, gap: int = 4, background: str = "white"):
-    """Lay `images` out in a grid (about square unless `columns` is given), each cell the largest image's size."""
+    """Lay `images` out in a grid (about square unless `columns` is given), each cell the largest image's size
+    (shrunk to keep the sheet within 4096 px wide); at most the first 100 images."""
     from PIL import Image
 
+    images = list(images)[:MOST_IMAGES]
     if not images:
         raise ConfigError("a contact sheet needs at least one image.")
     columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
-    cell_w = max(im.width for im in images)
-    cell_h = max(im.height for im in images)
+    scale = min(1.0, (WIDEST - (columns + 1) * gap) / (columns * max(im.width for im in images)))
+    cell_w = max(1, int(max(im.width for im in images) * scale))
+    cell_h = max(1, int(max(im.height for im in images) * scale))
     sheet = Image.new("RGB", (columns * cell_w + (columns + 1) * gap, rows * cell_h + (rows + 1) * gap), background)
     for i, image in enumerate(images):
         row, col = divmod(i, columns)
-        sheet.paste(image.convert("RGB"), (gap + col * (cell_w + gap), gap + row * (cell_h + gap)))
+        cell = image.convert("RGB")
+        if scale < 1:
+            cell = cell.resize((max(1, int(cell.width * scale)), max(1, int(cell.height * scale))))
+        sheet.paste(cell, (gap + col * (cell_w + gap), gap + row * (cell_h + gap)))
     return sheet
 
 

@@ -11,8 +11,28 @@ import json
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from . import limits
+from .errors import ConfigError, StorageError
+
+PART = ".part"  # the suffix of a write in progress; one left behind by a kill is removed by clean_partial()
+
+
+@contextmanager
+def explained(action: str, path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError into one line that names the file and the system's reason (disk full, read-only...)."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise StorageError(f"cannot {action} {path}: {reason}"
+                           f"{' (the disk is full: free some space, then run the same command again)' if error.errno == 28 else ''}"
+                           ".") from None
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -22,19 +42,38 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     private 0600 is not what a user sharing a folder expects).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with explained("write", path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file (a byte-order mark is dropped) within the file size limit, or one clear line."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}.") from None
+    if path.is_dir():
+        raise ConfigError(f"cannot read {what} {path}: it is a directory.")
+    limits.check("file_mb", -(-size // 2**20), f"the size of {what} {path} in MiB")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"cannot read {what} {path}: it is not UTF-8 text (byte {error.start}).") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}.") from None
 
 
 def write_json(path: str | os.PathLike, value: Any) -> Path:
@@ -51,14 +90,15 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]], *, loc
     if not data:
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if lock:
-        from filelock import FileLock
+    with explained("append to", path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if lock:
+            from filelock import FileLock
 
-        with FileLock(str(path) + ".lock"):
+            with FileLock(str(path) + ".lock"):
+                _append(path, data)
+        else:
             _append(path, data)
-    else:
-        _append(path, data)
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -73,20 +113,66 @@ def _append(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file, skipping a line a crash cut short (and anything not an object)."""
+def read_jsonl(path: str | os.PathLike, skipped: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, skipping a line a crash cut short (and anything not an object);
+    the numbers of skipped lines are appended to `skipped` when given, so a caller can say so."""
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
         return
+    except OSError as error:
+        raise StorageError(f"cannot read {path}: {error.strerror or error}.") from None
     with handle:
-        for line in handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
             try:
                 value = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
+            except (ValueError, RecursionError):  # torn, binary or hostile (deeply nested) lines
+                value = None
             if isinstance(value, dict):
                 yield value
+            elif skipped is not None:
+                skipped.append(number)
+
+
+def writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """A directory aigc may write into, made if missing; checked before any work, so a read-only or misnamed
+    output fails at once rather than after the work is done."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; pass a directory (it is made if it does not exist).", field="out")
+    with explained("write to", path):
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".aigc-probe-", suffix=PART, delete=True)
+        probe.close()
+    return path
+
+
+@contextmanager
+def locked_dir(directory: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold `directory` for one writer (a batch, a workflow run): a second one at the same time is refused at
+    once, rather than both writing one manifest."""
+    from filelock import FileLock, Timeout
+
+    directory = writable_dir(directory)
+    lock = FileLock(str(directory / ".aigc.lock"), timeout=0)
+    try:
+        with lock:
+            yield directory
+    except Timeout:
+        raise ConfigError(f"{directory} is in use by another aigc {what} right now; wait for it to finish, or use "
+                          "another output directory.", field="out") from None
+
+
+def clean_partial(directory: str | os.PathLike) -> int:
+    """Remove the temporary files a killed write left in `directory` (its own `.NAME.RANDOM.part` files)."""
+    removed = 0
+    for leftover in Path(directory).glob(f".*{PART}"):
+        with explained("remove", leftover):
+            leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def unique_path(directory: str | os.PathLike, stem: str, suffix: str = "") -> Path:

@@ -9,12 +9,11 @@ the step and parents it came from. Models no later step needs are released as so
 from __future__ import annotations
 
 import re
-import string
 from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
-from typing import Any
+from typing import Any, Protocol
 
-from . import registry
+from . import limits, registry, templates
 from . import seeds as seed_rule
 from .assets import Asset
 from .errors import ConfigError
@@ -46,13 +45,25 @@ class Pipeline:
     inputs: dict[str, str] = field(default_factory=dict)
 
     def references(self, step: Step) -> list[str]:
-        """Names a step's prompt refers to, in order (inputs and steps)."""
-        names = [f for _, f, _, _ in string.Formatter().parse(step.prompt) if f]
-        return [*names, *([step.input] if step.input else [])]
+        """Names a step's prompt refers to, in order (inputs and steps), and its input step."""
+        try:
+            names = templates.placeholders(step.prompt)
+        except ConfigError as error:
+            raise ConfigError(f"step {step.name!r}: {error}", field="prompt") from None
+        return [*names, *([step.input] if step.input and step.input not in names else [])]
+
+
+class Journal(Protocol):
+    """Where a run keeps each call's assets as they finish, so a killed run resumes (recipes.py writes one)."""
+
+    def recall(self, step: str, call: int) -> list[Asset] | None: ...
+
+    def record(self, step: str, call: int, assets: list[Asset]) -> None: ...
 
 
 def check(pipeline: Pipeline, values: dict[str, str]) -> list[Step]:
     """The steps in a runnable order, or a ConfigError naming the step and what to change. Loads nothing."""
+    limits.check("steps", len(pipeline.steps), "the number of steps in this workflow", field="steps")
     steps = {s.name: s for s in pipeline.steps}
     if len(steps) != len(pipeline.steps):
         raise ConfigError("two steps share a name; give every step its own name.")
@@ -107,10 +118,11 @@ def _pieces(text: str, split: str | None) -> list[str]:
 
 
 def run(pipeline: Pipeline, values: dict[str, str] | None = None, *, seed: int = 0, manager=None,
-        library: Any = None) -> dict[str, list[Asset]]:
+        library: Any = None, journal: Journal | None = None) -> dict[str, list[Asset]]:
     """Run every step; returns step name -> its assets (all intermediate assets are kept).
 
     `library` is what scored steps (best_of / min_score) judge novelty against and add to (none by default).
+    `journal` keeps each call's assets as it finishes and hands back those a killed run already made.
     """
     from tqdm.auto import tqdm
 
@@ -120,15 +132,14 @@ def run(pipeline: Pipeline, values: dict[str, str] | None = None, *, seed: int =
     order = check(pipeline, values)
     seed_rule.check(seed)
     manager = manager or get_manager()
+    specs = {step.name: registry.get(step.kind, step.backend, step.model) for step in order}
+    last_use = {_model_of(step, specs): index for index, step in enumerate(order)}  # linear, not steps x steps
     produced: dict[str, list[Asset]] = {}
     for index, step in enumerate(tqdm(order, desc="workflow", unit="step", disable=None)):
-        outputs = _run_step(pipeline, step, values, produced, seed, manager, library)
-        if step.join:
-            outputs.append(_joined(step, outputs))
-        for i, asset in enumerate(outputs):
-            asset.workflow.id = f"{step.name}-{i}"
-        produced[step.name] = outputs
-        _release_finished(order, index, step, manager)
+        produced[step.name] = _run_step(pipeline, step, values, produced, seed, manager, library, journal)
+        model = _model_of(step, specs)
+        if last_use[model] == index:  # no later step uses it: free it for the next (often bigger) model
+            manager.release(specs[step.name].load().family, model[1])
     return produced
 
 
@@ -140,39 +151,65 @@ def step_seed(step: Step, run_seed: int, piece: int) -> int:
     return seed_rule.derive(run_seed, "step", step.name, "piece", piece)
 
 
-def _run_step(pipeline: Pipeline, step: Step, values: dict[str, str], produced: dict[str, list[Asset]],
-              run_seed: int, manager: Any, library: Any) -> list[Asset]:
-    """One step's generate calls: once, or once per output of the step it fans out from (and per piece)."""
-    from .api import generate
-
+def _calls(pipeline: Pipeline, step: Step, values: dict[str, str],
+           produced: dict[str, list[Asset]]) -> list[tuple[Asset | None, dict[str, str], list[str]]]:
+    """A step's generate calls: (parent asset, template fields, parent ids) for each output of the step it
+    fans out from, and for each piece of a split text."""
     refs = [r for r in pipeline.references(step) if r in produced]
     fanned = [r for r in refs if len(produced[r]) > 1]
     if len(fanned) > 1:
         raise ConfigError(f"step {step.name!r} refers to {fanned[0]!r} and {fanned[1]!r}, which both have "
                           "several outputs; keep one of them to a single output.")
     driver = fanned[0] if fanned else (refs[0] if step.split and refs else None)
-    outputs: list[Asset] = []
-    piece_index = 0
+    calls = []
     for parent in (produced[driver] if driver else [None]):
         texts = {r: produced[r][0].data for r in refs if produced[r][0].kind == "text"}
         if parent is not None and parent.kind == "text":
             texts[driver] = parent.data
+        parents = [_asset_id(parent)] if parent else [f"{r}-0" for r in refs]
         for piece in (_pieces(texts[driver], step.split) if step.split and driver else [None]):
             fields = {**values, **texts, **({driver: piece} if piece is not None else {})}
+            calls.append((parent if driver == step.input else None, fields, parents))
+    limits.check("calls_per_step", len(calls), f"the generate calls step {step.name!r} fans out to")
+    return calls
+
+
+def _run_step(pipeline: Pipeline, step: Step, values: dict[str, str], produced: dict[str, list[Asset]],
+              run_seed: int, manager: Any, library: Any, journal: Journal | None) -> list[Asset]:
+    """One step: each of its calls (recalled from the journal when a killed run made it), then the join."""
+    from .api import generate
+
+    outputs: list[Asset] = []
+    calls = _calls(pipeline, step, values, produced)
+    for call, (image_parent, fields, parents) in enumerate(calls):
+        assets = journal.recall(step.name, call) if journal else None
+        if assets is None:
             params = dict(step.params)
             if step.input:
                 knob = registry.get(step.kind, step.backend, step.model).load().image_input()
-                params[knob] = (parent if driver == step.input else produced[step.input][0]).data
-            assets = generate(step.kind, step.prompt.format(**fields).strip(), backend=step.backend, model=step.model,
-                              n=step.n, seed=step_seed(step, run_seed, piece_index), best_of=step.best_of,
+                params[knob] = (image_parent or produced[step.input][0]).data
+            assets = generate(step.kind, templates.render(step.prompt, fields).strip(), backend=step.backend,
+                              model=step.model, n=step.n, seed=step_seed(step, run_seed, call), best_of=step.best_of,
                               min_score=step.min_score, library=library if step.best_of or step.min_score else None,
                               manager=manager, **params)
-            piece_index += 1
-            parents = [_asset_id(parent)] if parent else [f"{r}-0" for r in refs]
-            for asset in assets:
-                asset.workflow = WorkflowLink(step.name, parents)
-            outputs += assets
+            for i, asset in enumerate(assets):
+                asset.workflow = WorkflowLink(step.name, parents, f"{step.name}-{len(outputs) + i}")
+            if journal:
+                journal.record(step.name, call, assets)
+        outputs += assets
+    if step.join:
+        joined = journal.recall(step.name, len(calls)) if journal else None
+        if joined is None:
+            joined = [_joined(step, outputs)]
+            if journal:
+                journal.record(step.name, len(calls), joined)
+        outputs += joined
     return outputs
+
+
+def _model_of(step: Step, specs: dict[str, registry.BackendSpec]) -> tuple[str, str | None]:
+    spec = specs[step.name]
+    return spec.target, step.model or spec.default_model
 
 
 def _asset_id(asset: Asset | None) -> str | None:
@@ -188,19 +225,7 @@ def _joined(step: Step, clips: list[Asset]) -> Asset:
     first = clips[0]
     return Asset("audio", Audio(samples, rate), prompt=" ".join(c.prompt for c in clips), seed=first.seed,
                  backend=first.backend, model=first.model, params=dict(first.params), info={"joined": len(clips)},
-                 workflow=WorkflowLink(step.name, [_asset_id(c) for c in clips]))
-
-
-def _release_finished(order: list[Step], index: int, step: Step, manager) -> None:
-    """Free a model once no later step uses it, so the next (often bigger) model has the memory."""
-    spec = registry.get(step.kind, step.backend, step.model)
-    model = step.model or spec.default_model
-    later = set()
-    for other in order[index + 1:]:
-        other_spec = registry.get(other.kind, other.backend, other.model)
-        later.add((other_spec.target, other.model or other_spec.default_model))
-    if (spec.target, model) not in later:
-        manager.release(spec.load().family, model)
+                 workflow=WorkflowLink(step.name, [_asset_id(c) for c in clips], f"{step.name}-{len(clips)}"))
 
 
 def resolved(pipeline: Pipeline, values: dict[str, str], seed: int) -> dict[str, Any]:

@@ -219,8 +219,13 @@ def _tiny_t5_tokenizer():
 def build_tiny_musicgen(path, seed: int = 0):
     """A random MusicGen: 2-layer T5, a 3,200 Hz EnCodec at 50 frames/s with 2 codebooks, a 2-layer decoder."""
     import torch
-    from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration,
-                              T5Config)
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
 
     tokenizer = _tiny_t5_tokenizer()
     text = T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_layers=2, num_heads=2,

@@ -54,8 +54,9 @@ def text_pairs() -> list[Pair]:
 
 
 def image_pairs(manager) -> list[Pair]:
-    import aigc
     from PIL import Image, ImageEnhance, ImageFilter
+
+    import aigc
 
     faces = [a.data.resize((256, 256), Image.Resampling.BICUBIC)
              for a in aigc.generate("image", "portrait", backend="gan", n=6, seed=100, manager=manager)]

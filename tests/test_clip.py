@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import _tiny_clip_tokenizer, put_in_hub_cache
 from PIL import Image
 
 from aigc.audio import Audio
 from aigc.errors import ConfigError, ModelLoadError
 from aigc.scoring.clip import ClapRelevance, ClipRelevance, resample
-
-from conftest import _tiny_clip_tokenizer, put_in_hub_cache
 
 CLAP_RATE = 8000  # the tiny CLAP's feature extractor: 1 s windows at 8 kHz, 16 mel bins
 

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import SD_SIZE as SIZE
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakTensorKeyDictionary
@@ -17,8 +18,6 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from aigc.devices import DeviceManager
 from aigc.generators import denoise
 from aigc.generators.diffusion import SCHEDULERS, DiffusionGenerator
-
-from conftest import SD_SIZE as SIZE
 
 # Pixels may differ from stock diffusers by 1 level of 255: the maths and the random numbers are the stock
 # pipeline's, but other kernels (channels-last convolutions, fused q/k/v matmuls) may round floats differently.

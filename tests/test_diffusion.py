@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SD_SIZE as SIZE
 
 from aigc.devices import DeviceManager
 from aigc.errors import ConfigError, ModelLoadError
 from aigc.generators.diffusion import SCHEDULERS, DiffusionGenerator
-
-from conftest import SD_SIZE as SIZE
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +150,21 @@ def test_a_directory_without_model_index_is_refused(tmp_path, tiny_gpt2):
 
 
 def test_an_unusable_single_file_fails_with_advice(tmp_path):
+    from safetensors.torch import save_file
+
     checkpoint = tmp_path / "broken.safetensors"
-    checkpoint.write_bytes(b"not a checkpoint")
-    generator = DiffusionGenerator(str(checkpoint), DeviceManager("cpu"))
+    checkpoint.write_bytes(b"not a checkpoint")  # damaged: says so, rather than blaming the Hub (issue 14)
+    with pytest.raises(ModelLoadError, match="not a readable .safetensors file"):
+        DiffusionGenerator(str(checkpoint), DeviceManager("cpu"))
+    import torch
+
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, tmp_path / "sd.safetensors")
+    generator = DiffusionGenerator(str(tmp_path / "sd.safetensors"), DeviceManager("cpu"))  # readable, offline
     with pytest.raises(ModelLoadError, match="pass that diffusers directory instead"):
         generator.generate(["a castle"], [1], **DiffusionGenerator.check_params({"steps": 1}))
+    (tmp_path / "old.ckpt").write_bytes(b"\x80\x02}q\x00.")  # a bare pickle, not torch's zip format
+    with pytest.raises(ModelLoadError, match="not a readable .ckpt checkpoint"):
+        DiffusionGenerator(str(tmp_path / "old.ckpt"), DeviceManager("cpu"))
     other = tmp_path / "model.gguf"
     other.write_bytes(b"GGUF")
     with pytest.raises(ModelLoadError, match="cannot be a Stable Diffusion model"):
@@ -194,8 +203,9 @@ def test_without_sd_weights_the_default_model_error_says_how_to_get_them(sd_mana
 
 
 def test_png_metadata_regenerates_the_same_diffusion_image(tiny_sd, sd_manager, tmp_path):
-    import aigc
     from PIL import Image
+
+    import aigc
 
     asset = aigc.generate("image", "a castle", backend="diffusion", model=tiny_sd, seed=11, steps=2, width=SIZE,
                           height=SIZE, negative_prompt="fog", scheduler="euler", manager=sd_manager)[0]
@@ -210,8 +220,9 @@ def test_png_metadata_regenerates_the_same_diffusion_image(tiny_sd, sd_manager, 
 
 
 def test_a_pil_init_image_is_recorded_as_a_description(tiny_sd, sd_manager):
-    import aigc
     from PIL import Image
+
+    import aigc
 
     asset = aigc.generate("image", "a castle", backend="diffusion", model=tiny_sd, seed=1, steps=2, strength=0.5,
                           init_image=Image.new("RGB", (SIZE, SIZE), "gray"), manager=sd_manager)[0]

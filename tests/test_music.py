@@ -14,7 +14,6 @@ from aigc.errors import ConfigError, ModelLoadError
 from aigc.generators.music import MusicGenerator
 
 
-
 @pytest.fixture(scope="module")
 def music(tiny_musicgen) -> MusicGenerator:
     """One generator (and one loaded model) shared by the tests that only generate."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from scorer_validation import audio_pairs, evaluate, image_pairs, table, text_pairs
 
 pytestmark = pytest.mark.pack

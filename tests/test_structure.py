@@ -18,7 +18,7 @@ import aigc
 PACKAGE = Path(aigc.__file__).parent
 # lowest first; a module may import its own layer and the layers below it, never one above
 LAYERS = [
-    {"errors", "records", "seeds", "audio", "storage"},
+    {"errors", "records", "seeds", "audio", "storage", "limits", "templates", "checks"},
     {"formats", "assets", "registry", "devices", "models", "sheets", "inventory"},
     {"generators", "scoring"},
     {"api"},

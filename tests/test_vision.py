@@ -10,7 +10,12 @@ from PIL import Image
 from aigc.devices import DeviceManager
 from aigc.errors import ModelLoadError
 from aigc.scoring.vision import (
-    EfficientNetLite0, ImageClassifier, imagenet_labels, load_classifier, preprocess, to_input,
+    EfficientNetLite0,
+    ImageClassifier,
+    imagenet_labels,
+    load_classifier,
+    preprocess,
+    to_input,
 )
 
 pytestmark = pytest.mark.pack

@@ -46,6 +46,7 @@ class Generator:
     kind: ClassVar[str] = ""
     family: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
+    limits: ClassVar[dict[str, int]] = {}  # this backend's own defaults for limits.py's bounds (prompt_chars...)
 
     def __init__(self, model: str, manager: DeviceManager, *, backend: str = "") -> None:
         self.model = model
@@ -149,6 +150,15 @@ class Generator:
 
     def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
         """Checks of a request that need no weights (files it names, the model's configs), before any load."""
+
+    @classmethod
+    def check_pixels(cls, images: int, width: int, height: int) -> None:
+        """Refuse a call whose images hold more pixels in all than the megapixels limit (memory, before any load)."""
+        from .. import limits
+
+        megapixels = -(-images * width * height // 1_000_000)
+        limits.check("megapixels", megapixels, f"{images:,} image(s) of {width}x{height} pixels, in megapixels",
+                     cls.limits, field="n")
 
     def needs_objective(self, params: dict[str, Any]) -> bool:
         """Whether these knobs climb an objective none was given for (aigc.generate then hands in the scorer's)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Sequence
 
@@ -39,8 +40,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ModelLoadError(f"cannot read GAN weights from {path}: {error}") from error
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"cannot read GAN weights from {path}: it is a pickle that needs code to load, and aigc loads weights "
+            "only (torch.load(weights_only=True)); where you trust the file, save its state dict as safetensors "
+            "(safetensors.torch.save_file(state_dict, 'generator.safetensors')) and pass that.") from None
+    except Exception as error:  # noqa: BLE001 - torch and safetensors raise many types on damaged files
+        summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"cannot read GAN weights from {path}: {summary}") from None
     for key in _NESTED_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -109,10 +109,7 @@ class DiffusionGenerator(Generator):
             if source.suffix not in _SINGLE_FILE_SUFFIXES:
                 return (f"a {path.suffix or 'extensionless'} file cannot be a Stable Diffusion model; pass a "
                         ".safetensors/.ckpt checkpoint or a diffusers directory (with model_index.json).")
-            tensors = source.tensor_names()
-            if tensors and not any(name.startswith(_SD_KEYS) for name in tensors):
-                return "this .safetensors file holds no Stable Diffusion checkpoint (no 'model.diffusion_model.*' weights)."
-            return None  # unreadable files get the loader's own explanation
+            return _single_file_problem(source)
         if source.json("model_index.json") is not None:
             return None
         if path is None and source.json("config.json") is None:
@@ -140,6 +137,7 @@ class DiffusionGenerator(Generator):
         return {**params, "steps": steps, "guidance": guidance}
 
     def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
+        self.check_pixels(len(prompts), params["width"] or 512, params["height"] or 512)  # 512: SD 1.x's native
         if params["init_image"] is not None:
             _sized(_open_image(params["init_image"]), params["width"], params["height"])
             self._check_task_exists(img2img=True)
@@ -195,7 +193,7 @@ class DiffusionGenerator(Generator):
         if not safety_checker and "safety_checker" in (self.source.json("model_index.json") or {"safety_checker": 1}):
             kwargs = {"safety_checker": None, "requires_safety_checker": False}  # SDXL has none, and warns if told
         try:
-            pipe = DiffusionPipeline.from_pretrained(target, dtype=self.dtype, **kwargs)
+            pipe = DiffusionPipeline.from_pretrained(target, dtype=self.dtype, use_safetensors=True, **kwargs)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} could not be loaded from {target}: {error}") from error
         if safety_checker and getattr(pipe, "safety_checker", None) is None:
@@ -260,6 +258,26 @@ class DiffusionGenerator(Generator):
             info["fast"] = fast
             outputs.append(Output(image, info))
         return outputs
+
+
+def _single_file_problem(source: models.ModelSource) -> str | None:
+    """Why a single-file checkpoint cannot be a Stable Diffusion model, read from its header or zip index alone."""
+    if source.suffix == ".safetensors":
+        tensors = source.tensor_names()
+        if tensors is None:
+            return "it is not a readable .safetensors file (its header does not parse: damaged or truncated)."
+        if not any(name.startswith(_SD_KEYS) for name in tensors):
+            return "this .safetensors file holds no Stable Diffusion checkpoint (no 'model.diffusion_model.*' weights)."
+        return None
+    import zipfile
+
+    try:  # a .ckpt saved by torch is a zip archive; its index is at the end, so this reads little
+        with zipfile.ZipFile(source.path) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        return (f"it is not a readable .ckpt checkpoint ({error}: damaged, truncated, or an old pickle format aigc "
+                "does not load); pass a .safetensors checkpoint or a diffusers directory.")
+    return None
 
 
 def _stock(pipe: Any, prompts: list[str], generators: list[Any], params: dict[str, Any],

@@ -61,6 +61,8 @@ class GANGenerator(Generator):
         return bool(params["refine"]) and params["objective"] is None
 
     def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
+        side = params["size"] or 64  # the face pack's native size; a larger native GAN is caught once loaded
+        self.check_pixels(len(prompts) * (params["frames"] or 1), side, side)
         if self.needs_objective(params):
             raise ConfigError("refine= needs an objective: call it through aigc.generate, which passes the scorer's.",
                               field="objective")

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .. import limits
+from ..checks import plain_text
 from ..errors import ConfigError, one_of
 
 TYPES = ("float", "int", "bool", "str", "strings", "image", "callable")
@@ -97,6 +99,9 @@ class Param:
             value = [value] if isinstance(value, str) else list(value)
             if not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(f"{name}={value!r} must be a non-empty string or a list of them.", field=name)
+        for text in value if self.type == "strings" else [value] if self.type == "str" else []:
+            plain_text(name, text, field=name)
+            limits.check("prompt_chars", len(text), f"{name}'s length in characters", field=name)
         return value
 
     def _check_range(self, name: str, value: Any) -> None:
@@ -159,6 +164,7 @@ def _image(name: str, value: Any) -> Any:
         value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name}={value!r} must be of type str (an image file's path) or a PIL image.", field=name)
+    plain_text(name, value, field=name)
     if not os.path.isfile(os.path.expanduser(value)):
         raise ConfigError(f"{name}={value!r}: no such file; pass an image path or a PIL image.", field=name)
     return value

@@ -49,6 +49,8 @@ class MusicGenerator(Generator):
         if path is not None and not (path / "config.json").exists():
             return (f"{path} has no config.json, so it is not a transformers model directory; save one with "
                     "model.save_pretrained(dir) and processor.save_pretrained(dir).")
+        if models.pickled_weights(path):
+            return models.pickled_weights(path)
         config = source.json("config.json")
         if path is not None and config is None:
             return f"{path / 'config.json'} is not readable JSON."
@@ -69,7 +71,7 @@ class MusicGenerator(Generator):
         target = self.source.load_target
         try:
             tokenizer = AutoTokenizer.from_pretrained(target)
-            model = MusicgenForConditionalGeneration.from_pretrained(target, dtype=self.dtype)
+            model = MusicgenForConditionalGeneration.from_pretrained(target, dtype=self.dtype, use_safetensors=True)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} could not be loaded from {target}: {error}") from error
         return _Loaded(model.eval(), tokenizer)

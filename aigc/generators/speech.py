@@ -28,6 +28,7 @@ def sentences(text: str) -> list[str]:
 class SpeechGenerator(Generator):
     kind = "audio"
     family = "speech"
+    limits = {"prompt_chars": 10_000}  # ~10 minutes of speech; 100k characters took 9 minutes and 3.4 GB
     params = {
         "speed": Param(1.0, "speaking rate: 2 is twice as fast", "float", 0.25, 4.0),
         "variation": Param(1.0, "how much the voice varies (scales the voice's noise); 0 is flat and steady",
@@ -47,6 +48,8 @@ class SpeechGenerator(Generator):
         if path is not None and not (path / "config.json").exists():
             return (f"{path} has no config.json; pass a transformers VITS directory (e.g. facebook/mms-tts-eng saved "
                     "with save_pretrained) or a Piper .onnx.")
+        if models.pickled_weights(path):
+            return models.pickled_weights(path)
         model_type = (source.json("config.json") or {}).get("model_type", "vits")
         if model_type != "vits":
             return (f"{path or source.ref} holds a {model_type!r} model, but the speech backend runs VITS voices "
@@ -69,7 +72,7 @@ class SpeechGenerator(Generator):
         from transformers import VitsModel
 
         try:
-            model = VitsModel.from_pretrained(self.source.load_target, dtype=self.dtype).eval()
+            model = VitsModel.from_pretrained(self.source.load_target, dtype=self.dtype, use_safetensors=True).eval()
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} is not a loadable VITS model: {error}") from error
         return _Vits(model, self._tokenizer())

@@ -55,6 +55,8 @@ class CausalLMGenerator(Generator):
         if path is not None and not (path / "config.json").exists():
             return (f"{path} has no config.json, so it is not a transformers model directory; save one with "
                     "model.save_pretrained(dir) and tokenizer.save_pretrained(dir).")
+        if models.pickled_weights(path):
+            return models.pickled_weights(path)
         config = source.json("config.json")
         architectures = (config or {}).get("architectures") or []
         if architectures and not any(a.endswith(_CAUSAL_ARCHITECTURES) for a in architectures):
@@ -84,7 +86,7 @@ class CausalLMGenerator(Generator):
         target = self._weights_dir()
         try:
             tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_target(target))
-            model = AutoModelForCausalLM.from_pretrained(target, dtype=self.dtype)
+            model = AutoModelForCausalLM.from_pretrained(target, dtype=self.dtype, use_safetensors=True)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} could not be loaded from {target}: {error}") from error
         return Loaded(model.eval(), tokenizer)

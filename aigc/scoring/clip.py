@@ -89,7 +89,7 @@ class _Relevance:
 
         target = self.source.load_target
         try:
-            model = self._model_class().from_pretrained(target, dtype=torch.float32)
+            model = self._model_class().from_pretrained(target, dtype=torch.float32, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(target)
             processor = self._processor(target)
         except (OSError, ValueError) as error:

@@ -36,7 +36,7 @@ class TextEmbedder:
         from transformers import AutoModel, AutoTokenizer
 
         target = self.source.load_target
-        return _LoadedEmbedder(AutoModel.from_pretrained(target).eval(), AutoTokenizer.from_pretrained(target))
+        return _LoadedEmbedder(AutoModel.from_pretrained(target, use_safetensors=True).eval(), AutoTokenizer.from_pretrained(target))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text; repeated texts (prompts, library labels) are embedded once per embedder."""

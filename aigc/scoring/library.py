@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..storage import append_jsonl, read_jsonl
 
 if TYPE_CHECKING:
@@ -33,9 +35,15 @@ class Library:
     """`Library(path)`: `.add(items)` embeds and stores them; `len()`; `.vectors(space)` for the scorer."""
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"Library({path!r}): pass a directory path.", field="library")
         self.path = Path(path).expanduser() if path is not None else default_library_path()
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"Library({str(self.path)!r}) is a file; a library is a directory (it holds {FILE}).",
+                              field="library")
         self._file = self.path / FILE
         self._cache: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
+        self.skipped = 0  # lines that were torn or malformed: skipped (and reported once), never fatal
 
     def __repr__(self) -> str:
         return f"Library({str(self.path)!r}, {len(self)} entries)"
@@ -67,9 +75,12 @@ class Library:
                        "prompt": p, "added": now} for v, p in zip(vectors, prompts)])
 
     def vectors(self, space: str) -> np.ndarray:
-        """Every stored vector of one embedding space, as rows."""
-        rows = [np.frombuffer(base64.b64decode(e["vector"]), np.float32) for e in self._entries() if e["space"] == space]
-        return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
+        """Every stored vector of one embedding space, as rows (of the width most of them have)."""
+        rows = [e["_vector"] for e in self._entries() if e["space"] == space]
+        if not rows:
+            return np.zeros((0, 0), np.float32)
+        width = max({len(r) for r in rows}, key=[len(r) for r in rows].count)
+        return np.stack([r for r in rows if len(r) == width])
 
     def _append(self, rows: list[dict[str, Any]]) -> None:
         append_jsonl(self._file, rows, lock=True)
@@ -81,6 +92,26 @@ class Library:
             return []
         stamp = (stat.st_size, stat.st_mtime_ns)
         if self._cache is None or self._cache[0] != stamp:
-            # a line cut off by a crash mid-write is skipped, the rest kept
-            self._cache = (stamp, [e for e in read_jsonl(self._file) if "space" in e and "vector" in e])
+            skipped: list[int] = []
+            entries = [e for e in map(_decoded, read_jsonl(self._file, skipped)) if e is not None]
+            bad = len(skipped) + sum(1 for _ in read_jsonl(self._file)) - len(entries)
+            if bad and bad != self.skipped:
+                warnings.warn(f"aigc library {self._file}: {bad} torn or malformed line(s) skipped; the rest is used.",
+                              stacklevel=3)
+            self.skipped = bad
+            self._cache = (stamp, entries)
         return self._cache[1]
+
+
+def _decoded(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """An entry with its vector decoded, or None for a line that is not one of ours (a `{}`, a bad vector)."""
+    space, vector = entry.get("space"), entry.get("vector")
+    if not isinstance(space, str) or not isinstance(vector, str):
+        return None
+    try:
+        values = np.frombuffer(base64.b64decode(vector, validate=True), np.float32)
+    except (ValueError, TypeError):
+        return None
+    if not values.size or not np.all(np.isfinite(values)):
+        return None
+    return {**entry, "_vector": values}
