@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import checks, limits, registry
 from . import seeds as seed_rule
 from .assets import Asset
 from .errors import ConfigError
+from .records import Progress
 
 if TYPE_CHECKING:
     from .devices import DeviceManager
@@ -21,7 +23,50 @@ if TYPE_CHECKING:
 MAX_SEED = seed_rule.MAX_SEED
 
 
-def generate(
+def generate(kind: str, prompt: str | Sequence[str], *, progress: Callable[[Progress], None] | None = None,
+             **request: Any) -> list[Asset]:
+    """Generate `n` outputs per prompt and return them as Assets, prompt by prompt.
+
+    Keywords: backend, model, n (default 1), seed, best_of, min_score, max_attempts, diverse, library, scorer,
+    manager, and the backend's own knobs (**params; None means a knob's default). `seed` is an int (output i
+    gets seed + i) or one seed per output; each Asset records the seed that reproduces it alone. Without
+    `backend`, `model` picks it (a diffusers directory -> diffusion...), else the kind's default. A wrong
+    argument fails before any model loads.
+
+    With `best_of=N` the scorer judges N candidates per prompt and the `n` best come back ranked (with
+    `diverse=True`, the n that best balance score and variety). With `min_score`, candidates are re-sampled
+    with fresh seeds and nudged knobs, up to `max_attempts` rounds (default 4), until n clear the bar.
+    `library` (a Library, a directory, or True for the default one) is what novelty is judged against, and
+    the chosen assets are added to it; without one, the same call always chooses the same way.
+    `progress` is called with each Progress (stage, step, total) while the work runs.
+    """
+    return prepare(kind, prompt, **request).run(progress)
+
+
+@dataclass
+class Request:
+    """A checked generate request, ready to run: everything was validated, nothing is loaded yet."""
+
+    generator: Generator
+    prompts: list[str]
+    planned: list[str]  # the prompt of each output (or, with the scorer's loop, of each first-round candidate)
+    seeds: list[int]
+    params: dict[str, Any]
+    policy: Policy | None
+    library: Any
+    scorer: CreativityScorer | None
+
+    def run(self, progress: Callable[[Progress], None] | None = None) -> list[Asset]:
+        self.generator.progress = progress
+        try:
+            if self.policy is None:
+                return produce(self.generator, self.planned, self.seeds, self.params)
+            return _search(self, progress)
+        finally:
+            self.generator.progress = None
+
+
+def prepare(
     kind: str,
     prompt: str | Sequence[str],
     *,
@@ -37,23 +82,12 @@ def generate(
     scorer: CreativityScorer | None = None,
     manager: DeviceManager | None = None,
     **params: Any,
-) -> list[Asset]:
-    """Generate `n` outputs per prompt and return them as Assets, prompt by prompt.
-
-    `seed` is an int (output i gets seed + i) or one seed per output; each Asset records the seed that
-    reproduces it alone. Without `backend`, `model` picks it (a diffusers directory -> diffusion...), else the
-    kind's default. `params` are the backend's own knobs (None means a knob's default); a wrong one fails
-    before any model loads.
-
-    With `best_of=N` the scorer judges N candidates per prompt and the `n` best come back ranked (with
-    `diverse=True`, the n that best balance score and variety). With `min_score`, candidates are re-sampled
-    with fresh seeds and nudged knobs, up to `max_attempts` rounds (default 4), until n clear the bar.
-    `library` (a Library, a directory, or True for the default one) is what novelty is judged against, and
-    the chosen assets are added to it; without one, the same call always chooses the same way.
-    """
+) -> Request:
+    """Check a generate request the way generate() does, and return it ready to run (a server validates with it
+    before queueing). Every error is raised here, before any model loads."""
     prompts = checks.prompts(prompt)
     n = 1 if n is None else checks.whole("n", n, least=1)
-    policy = _check_loop(n, seed, best_of, min_score, max_attempts, diverse)
+    policy = check_loop(n, seed, best_of, min_score, max_attempts, diverse)
     per_prompt = n if policy is None else policy.per_attempt
     limits.check("outputs", len(prompts) * per_prompt, "the outputs of one call (prompts x n, or x best_of)",
                  field="n")
@@ -69,19 +103,14 @@ def generate(
     model_ref = model or spec.default_model
     if not model_ref:
         raise ConfigError(f"backend {kind}/{spec.name} has no default model; pass model=.", field="model")
-
-    from .devices import get_manager
-
-    manager = manager or get_manager()
-    generator = generator_class(model_ref, manager, backend=spec.name)
+    store = _library(library) if policy is not None else None
+    generator = generator_class(model_ref, _manager(manager), backend=spec.name)
     checked = generator.resolve(checked)
     if generator.needs_objective(checked):  # GAN refinement climbs the scorer's relevance (nothing loads yet)
-        scorer = scorer or _scorer(manager)
+        scorer = scorer or _scorer(generator.manager)
         checked["objective"] = scorer.image_objective()
     generator.check(planned, seeds, checked)
-    if policy is None:
-        return produce(generator, planned, seeds, checked)
-    return _search(generator, prompts, seeds[0], checked, policy, library, scorer, manager)
+    return Request(generator, prompts, planned, seeds, checked, policy, store, scorer)
 
 
 def score(items: Sequence[Any], prompt: str | None = None, *, library: Library | str | os.PathLike | None = None,
@@ -91,14 +120,15 @@ def score(items: Sequence[Any], prompt: str | None = None, *, library: Library |
     Each dict holds relevance, novelty and quality in [0, 1] (None where a part cannot be measured here),
     their sub-parts, and `score`. Assets carry their own prompt; `prompt` overrides it.
     """
-    from .scoring.library import Library
-    from .scoring.scorer import CreativityScorer, default_scorer
+    from .scoring.scorer import CreativityScorer, checked_items, default_scorer
 
     if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
         raise ConfigError(f"prompt={prompt!r} is empty; say what the items should answer.", field="prompt")
-    scorer = CreativityScorer(manager, weights=weights) if (weights or manager) else default_scorer()
-    chosen = library if isinstance(library, Library) or library is None else Library(library)
-    return scorer.score(list(items), prompt, library=chosen)
+    if prompt is not None:
+        checks.plain_text("prompt", prompt)
+    checked = checked_items(items, prompt)
+    scorer = CreativityScorer(manager, weights=weights) if (weights is not None or manager) else default_scorer()
+    return scorer.score(checked, prompt, library=_library(library) if library is not None else None)
 
 
 def produce(generator: Generator, prompts: list[str], seeds: list[int], checked: dict[str, Any]) -> list[Asset]:
@@ -117,16 +147,18 @@ def produce(generator: Generator, prompts: list[str], seeds: list[int], checked:
     ]
 
 
-def _search(generator: Generator, prompts: list[str], first_seed: int, checked: dict[str, Any], policy: Policy,
-            library: Any, scorer: CreativityScorer | None, manager: DeviceManager) -> list[Asset]:
-    """best_of / min_score: the scorer's loop, prompt by prompt; chosen assets join the library, if one is used."""
+def _search(request: Request, progress: Callable[[Progress], None] | None) -> list[Asset]:
+    """best_of / min_score: the scorer's loop, prompt by prompt; chosen assets join the library, if one is used.
+
+    Prompt i searches from seeds.derive(seed, "prompt", i) (prompt 0 from the seed itself), so each prompt's
+    search is the one generate(that prompt, seed=prompt_seed(seed, i)) runs alone.
+    """
     import numpy as np
-    from tqdm.auto import tqdm
 
-    from .scoring.loop import Judged, round_seeds, search
+    from .scoring.loop import Judged, prompt_seed, round_seeds, search
 
-    scorer = scorer or _scorer(manager)
-    store = _library(library)
+    generator, policy, store = request.generator, request.policy, request.library
+    scorer = request.scorer or _scorer(generator.manager)
     judged = Judged(str(store.path), len(store)) if store is not None else Judged()
 
     def judge(assets: list[Asset]) -> None:
@@ -138,14 +170,17 @@ def _search(generator: Generator, prompts: list[str], first_seed: int, checked: 
         return np.stack([vector for _, vector in scorer.embed(assets)])
 
     chosen: list[Asset] = []
-    for index, prompt in enumerate(tqdm(prompts, desc="best-of", unit="prompt", leave=False, disable=None)):
+    for index, prompt in enumerate(request.prompts):
+        if progress:
+            progress(Progress("search", index, len(request.prompts)))
+
         def make(seeds: list[int], knobs: dict[str, Any], prompt: str = prompt) -> list[Asset]:
             return produce(generator, [prompt] * len(seeds), seeds, knobs)
 
-        def seeds_of(attempt: int, index: int = index) -> list[int]:
-            return round_seeds(first_seed, index, attempt, policy.per_attempt)
-
-        chosen += search(make, judge, embed, policy, seeds_of, dict(checked), type(generator), judged)
+        base = prompt_seed(request.seeds[0], index)
+        chosen += search(make, judge, embed, policy, lambda attempt, base=base: round_seeds(base, attempt,
+                                                                                              policy.per_attempt),
+                         dict(request.params), type(generator), judged)
     if store is not None:
         store.add(chosen, scorer=scorer)
     return chosen
@@ -156,6 +191,15 @@ def interpolate(seed_a: int, seed_b: int, frames: int = 8, *, model: str | None 
     """A strip of GAN frames walking the latent from `seed_a` to `seed_b` (spherical interpolation)."""
     return generate("image", "interpolation", backend="gan", model=model, seed=seed_a, frames=frames,
                     to_seed=seed_b, manager=manager, **params)[0]
+
+
+def _manager(manager: Any) -> DeviceManager:
+    from .devices import DeviceManager, get_manager
+
+    if manager is not None and not isinstance(manager, DeviceManager):
+        raise ConfigError(f"manager={manager!r:.40} must be a DeviceManager (aigc.devices.DeviceManager('cpu')) or "
+                          "None for the shared one.", field="manager")
+    return manager or get_manager()
 
 
 def _scorer(manager: DeviceManager) -> CreativityScorer:
@@ -175,13 +219,15 @@ def _library(library: Any) -> Library | None:
     if isinstance(library, Library):
         return library
     if isinstance(library, (str, os.PathLike)):
-        return Library(library)
+        from .storage import path_arg
+
+        return Library(path_arg(library, "library", field="library"))
     raise ConfigError(f"library={library!r} must be a Library, a directory, True (the default library) or False.",
                       field="library")
 
 
-def _check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: Any, diverse: Any) -> Policy | None:
-    """Validate the scorer's loop arguments; the loop's policy, or None when it does not run."""
+def check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: Any, diverse: Any) -> Policy | None:
+    """Validate the scorer's loop arguments (for every front end); the loop's policy, or None when it does not run."""
     if best_of is not None and (not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < n):
         raise ConfigError(f"best_of={best_of!r} must be a whole number >= n ({n}): candidates to choose the n best "
                           "from.", field="best_of")

@@ -14,7 +14,7 @@ from typing import Any
 from . import formats
 from .errors import ConfigError, NoMetadataError
 from .records import Refinement, Search, WorkflowLink, from_dict, to_dict
-from .storage import write_atomic, write_json
+from .storage import path_arg, read_bytes, write_atomic, write_json
 
 __version__ = "0.1.0"
 _TYPED = {"workflow": WorkflowLink, "search": Search, "refinement": Refinement}
@@ -68,7 +68,7 @@ class Asset:
         format holds it (PNG text chunks, XMP and EXIF, audio tags) and into a JSON sidecar for text and audio,
         or whenever it does not fit the format's limits.
         """
-        path = Path(path)
+        path = path_arg(path, "path")
         fmt = formats.for_path(path, self.kind)
         record = {**self.record(), "file": path.name}
         encoded = formats.encode(fmt, self.data, record)
@@ -84,21 +84,17 @@ class Asset:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Asset":
         """Read a saved asset back: its data, and its record from the sidecar or from inside the file."""
-        path = Path(path)
-        fmt = formats.for_path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"cannot load {path}: it does not exist.") from None
-        except OSError as error:
-            raise ConfigError(f"cannot load {path}: {error.strerror or error}.") from None
-        decoded = formats.decode(fmt, raw, str(path))
-        record = _sidecar_record(path) if sidecar_path(path).exists() else decoded.record
+        path = path_arg(path, "path")
+        fmt, data = _read(path)
+        record = _sidecar_record(path) if sidecar_path(path).is_file() else data.record
         if record is None:
             if fmt.kind == "text":
                 raise NoMetadataError(f"cannot load {path}: {sidecar_path(path).name} does not exist.")
             raise NoMetadataError(f"cannot load {path}: it has no aigc metadata (was it made by aigc?).")
-        return cls.from_record(decoded.data, record)
+        try:
+            return cls.from_record(data.data, _checked_record(record, fmt.kind))
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ConfigError(f"cannot load {path}: its aigc record is malformed ({error}).") from None
 
     @classmethod
     def from_record(cls, data: Any, record: dict[str, Any]) -> "Asset":
@@ -112,15 +108,40 @@ class Asset:
 
 def read_media(path: str | os.PathLike) -> tuple[str, Any]:
     """The kind and data of any text, image or audio file aigc reads, with or without aigc's metadata."""
-    path = Path(path)
+    fmt, data = _read(path_arg(path, "path"))
+    return fmt.kind, data.data
+
+
+def _read(path: Path) -> tuple[formats.Format, formats.Decoded]:
     fmt = formats.for_path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"cannot load {path}: it does not exist.") from None
-    except OSError as error:
-        raise ConfigError(f"cannot load {path}: {error.strerror or error}.") from None
-    return fmt.kind, formats.decode(fmt, raw, str(path)).data
+    if not path.exists():
+        raise ConfigError(f"cannot load {path}: it does not exist.")
+    return fmt, formats.decode(fmt, read_bytes(path, "asset", "asset_mb"), str(path))
+
+
+_RECORD_TYPES = {"prompt": str, "backend": str, "model": str, "params": dict, "scores": dict, "timings": dict,
+                 "info": dict, "a1111": dict, "version": str, "created": str}
+
+
+def _checked_record(record: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A record's fields checked against what an Asset holds: a file from elsewhere may hold anything."""
+    if record.get("kind", kind) != kind:
+        raise ValueError(f"it says kind={record.get('kind')!r}, but the file holds {kind}")
+    for name, expected in _RECORD_TYPES.items():
+        if name in record and record[name] is not None and not isinstance(record[name], expected):
+            raise ValueError(f"{name}={record[name]!r:.40} is not a {expected.__name__}")
+    seed = record.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"seed={seed!r:.40} is not a whole number")
+    for name in ("score", "rank", "candidates", "attempts"):
+        value = record.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value != value or value in (float("inf"), float("-inf"))):
+            raise ValueError(f"{name}={value!r} is not a finite number")
+    missing = [name for name in ("prompt", "backend", "model") if not isinstance(record.get(name), str)]
+    if missing:
+        raise ValueError(f"it has no {missing[0]}")
+    return {**record, "kind": kind}
 
 
 def a1111_parameters(asset: Asset) -> str:
@@ -140,8 +161,8 @@ def sidecar_path(path: Path) -> Path:
 def _sidecar_record(path: Path) -> dict[str, Any]:
     sidecar = sidecar_path(path)
     try:
-        record = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        record = json.loads(read_bytes(sidecar, "sidecar"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise ConfigError(f"cannot load {path}: its sidecar {sidecar.name} is not readable JSON ({error}).") from None
     if not isinstance(record, dict):
         raise ConfigError(f"cannot load {path}: its sidecar {sidecar.name} does not hold a record.")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import checks
 from . import seeds as seed_rule
+from .assets import Asset, load
 from .batch import Job, Manifest, Summary, chunks, make, plan, read_prompts, record_of
 from .errors import ConfigError
-from .storage import clean_partial, locked_dir, write_atomic
+from .storage import clean_partial, locked_dir, path_arg, write_atomic
 
 ENGINES = ("local", "ray")
 
@@ -22,7 +23,8 @@ ENGINES = ("local", "ray")
 def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: int = 0, backend: str | None = None,
           model: str | None = None, best_of: int | None = None, min_score: float | None = None,
           max_attempts: int | None = None, engine: str = "local", workers: int | None = None,
-          ray_address: str | None = None, batch_size: int = 8, manager=None, **params: Any) -> Summary:
+          ray_address: str | None = None, batch_size: int = 8, manager=None,
+          on_asset: Callable[[Job, Asset, Path], None] | None = None, **params: Any) -> Summary:
     """Make `n` variants of every prompt in a .txt/.csv/.jsonl file into `out`, resuming what is done.
 
     One batch writes a directory at a time (a second one on the same `out` is refused while the first runs);
@@ -31,19 +33,22 @@ def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: 
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r}; use 'local' or 'ray'.", field="engine")
     checks.whole("batch_size", batch_size, least=1)
+    if workers is not None:
+        checks.whole("workers", workers, least=1)
     seed_rule.check(seed)
     loop = {k: v for k, v in {"best_of": best_of, "min_score": min_score, "max_attempts": max_attempts}.items()
             if v is not None}
-    jobs, failures = plan(read_prompts(prompts), kind=kind, n=checks.whole("n", n, least=1), seed=seed,
-                          backend=backend, model=model, params=params, loop=loop)
+    check_batch_wide(kind, n, backend, model, params, loop)  # what every row shares fails once, up front
+    rows = read_prompts(path_arg(prompts, "prompts"))
+    jobs, failures = plan(rows, kind=kind, n=n, seed=seed, backend=backend, model=model, params=params, loop=loop)
     with locked_dir(out, "batch") as out:
         clean_partial(out)
         manifest = Manifest(out)
         summary = Summary(failed=failures)
-        todo = _todo(jobs, manifest, out, summary)
+        todo = _todo(jobs, manifest, out, summary, on_asset)
         groups = chunks(todo, batch_size)
         results = _run_local(groups, manager) if engine == "local" else _run_ray(groups, workers, ray_address)
-        _collect(results, len(todo), out, manifest, summary)
+        _collect(results, len(todo), out, manifest, summary, on_asset)
         if summary.failed:
             lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in summary.failed)
             write_atomic(out / "failures.jsonl", lines.encode("utf-8"))
@@ -54,8 +59,26 @@ def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: 
     return summary
 
 
-def _todo(jobs: list[Job], manifest: Manifest, out: Path, summary: Summary) -> list[Job]:
-    """The jobs the manifest does not record as finished (with their file on disk); the rest are skipped."""
+def check_batch_wide(kind: str, n: int, backend: str | None, model: str | None, params: dict[str, Any],
+                      loop: dict[str, Any]) -> None:
+    """The batch's own kind, n, backend, knobs and scorer settings, checked once (rows may override them)."""
+    from . import limits, registry
+    from .api import check_loop
+
+    checks.whole("n", n, least=1)
+    limits.check("outputs", n, "n (variants per prompt)", field="n")
+    spec = registry.get(kind, backend, model)  # the kind, and the backend or model if given
+    if backend is not None or model is not None:  # else rows may each choose another backend for these knobs
+        spec.load().check_params(params)
+    if model is not None:
+        registry.check_model(spec, model)
+    check_loop(1, None, loop.get("best_of"), loop.get("min_score"), loop.get("max_attempts"), False)
+
+
+def _todo(jobs: list[Job], manifest: Manifest, out: Path, summary: Summary,
+          on_asset: Callable[[Job, Asset, Path], None] | None) -> list[Job]:
+    """The jobs the manifest does not record as finished (with their file on disk); the rest are skipped (and
+    handed to `on_asset` again, for a caller that must be sure it saw them)."""
     done = {f"{r['row']}:{r['variant']}": r for r in manifest.records() if (out / r["file"]).exists()}
     todo = []
     for job in jobs:
@@ -63,13 +86,16 @@ def _todo(jobs: list[Job], manifest: Manifest, out: Path, summary: Summary) -> l
         if finished is None:
             todo.append(job)
             continue
+        if on_asset:
+            on_asset(job, load(out / finished["file"]), out / finished["file"])
         summary.skipped += 1
         if finished.get("fingerprint") != job.fingerprint:
             summary.changed.append({"row": job.row, "variant": job.variant, "file": finished["file"]})
     return todo
 
 
-def _collect(results, total: int, out: Path, manifest: Manifest, summary: Summary) -> None:
+def _collect(results, total: int, out: Path, manifest: Manifest, summary: Summary,
+             on_asset: Callable[[Job, Asset, Path], None] | None) -> None:
     """Write each result as it comes back: the asset's file first, then its manifest line."""
     from tqdm.auto import tqdm
 
@@ -81,6 +107,8 @@ def _collect(results, total: int, out: Path, manifest: Manifest, summary: Summar
                 asset.save(out / job.file_name())
                 manifest.append(record_of(job, asset, job.file_name()))
                 summary.made += 1
+                if on_asset:
+                    on_asset(job, asset, out / job.file_name())
             bar.update(1)
 
 

@@ -31,6 +31,7 @@ Examples:
   aigc score out/*.png --prompt "a portrait"
   aigc run pipelines/story_to_poster.yaml --set topic="a city of glass" --out runs/glass
   aigc batch prompts.csv --kind image -n 4 --out shoot/ --seed 1 --truncation 0.8
+  aigc serve         # the team's server on http://127.0.0.1:8000
   aigc models        # what can run here, offline
   aigc doctor        # device, dtype, versions, memory
 """
@@ -42,14 +43,23 @@ def cli() -> None:
     """aigc: generate text, images and audio from one command."""
 
 
+_OWN = ("kind", "prompt", "backend", "model", "n", "seed", "best_of", "min_score", "max_attempts", "diverse",
+        "library", "scorer", "manager")  # generate()'s own arguments: options of their own, not knobs
+
+
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
-    """KEY=VALUE pairs as given (values stay text: each knob's Param reads its own)."""
+    """KEY=VALUE pairs as given (values stay text: each knob's Param reads its own); a key given twice is refused."""
     pairs: dict[str, str] = {}
     for item in values:
         key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_") if option == "--param" else key.strip()
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
-        pairs[key.strip().replace("-", "_") if option == "--param" else key.strip()] = raw
+        if key in pairs:
+            raise click.BadParameter(f"{key} is given twice; give it once", param_hint=option)
+        if option == "--param" and key in _OWN:
+            raise click.BadParameter(f"{key} is not a backend knob; use --{key.replace('_', '-')}", param_hint=option)
+        pairs[key] = raw
     return pairs
 
 
@@ -97,7 +107,7 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
     """
     from . import api, formats
 
-    file_format = formats.by_name(fmt) if fmt else formats.default(kind)
+    file_format = formats.by_name(fmt) if fmt is not None else formats.default(kind)
     if file_format.kind != kind:
         raise click.BadParameter(f"{fmt!r} is not a {kind} format; use {', '.join(formats.suffixes(kind))}.",
                                  param_hint="--format")
@@ -106,7 +116,12 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         from . import devices
 
         manager = devices.configure(device, dtype)
-    backend, params = _knobs(kind, backend, model, {**given_knobs(knob_args), **_pairs(extra, "--param")})
+    named, pairs = given_knobs(knob_args), _pairs(extra, "--param")
+    both = sorted(set(named) & set(pairs))
+    if both:
+        raise click.BadParameter(f"{both[0]} is given as --{both[0].replace('_', '-')} and as -p; give it once",
+                                 param_hint="--param")
+    backend, params = _knobs(kind, backend, model, {**named, **pairs})
     if stream:
         params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
     out = out if out is not None or kind == "text" else Path("out")
@@ -208,8 +223,10 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
               help="Re-run exactly what a run.json recorded.")
 def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, seed: int, replay: Path | None) -> None:
     """Run a YAML workflow RECIPE (see pipelines/): every step's assets, run.json and index.html land in --out."""
+    from . import seeds as seed_rule
     from .recipes import load_recipe, override, run_to_dir
     from .recipes import replay as replay_run
+    from .workflows import check
 
     if replay is not None:
         if recipe is not None or sets:
@@ -221,10 +238,12 @@ def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, see
             raise click.UsageError("give a recipe (e.g. pipelines/story_to_poster.yaml) or --replay run.json.")
         pipeline = load_recipe(recipe)
         values = override(pipeline, _pairs(sets, "--set"))
-        out = out or unique_path(Path("runs"), f"{recipe.stem}-{seed}")
-        click.secho(f"run directory: {out} (if this run is stopped, the same command with --out {out} resumes it)",
-                    err=True)
-        run_json = run_to_dir(pipeline, values, out, seed=seed, source=str(recipe))
+        check(pipeline, {**pipeline.inputs, **values})  # every error before the first line of output
+        seed_rule.check(seed)
+        out = writable_dir(out or unique_path(Path("runs"), f"{recipe.stem}-{seed}"))
+        announce = lambda where: click.secho(  # noqa: E731 - once the run is accepted, before any work
+            f"run directory: {where} (if this run is stopped, the same command with --out {where} resumes it)", err=True)
+        run_json = run_to_dir(pipeline, values, out, seed=seed, source=str(recipe), on_start=announce)
     click.echo(run_json)
     click.secho(f"open {run_json.parent / 'index.html'} to see the chain", fg="green", err=True)
 
@@ -271,6 +290,42 @@ def _scorable(path: Path, prompt: str | None) -> tuple[str, Any]:
             raise NoMetadataError(f"{path} has no aigc metadata, so no prompt to judge it against; pass --prompt "
                                   "\"what it should answer\".") from None
     return read_media(path)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs tokens (or --insecure).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
+@click.option("--data", type=click.Path(path_type=Path), default=Path("aigc-data"), show_default=True,
+              help="Where jobs, assets and events live (SQLite + files); a restart resumes from here.")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help="Users: lines of `name token [admin]`. Also $AIGC_TOKEN (one admin token).")
+@click.option("--models", "models_dir", type=click.Path(path_type=Path),
+              help="A directory of local models requests may name (model: NAME); requests never give paths.")
+@click.option("--pipelines", "pipelines_dir", type=click.Path(path_type=Path),
+              help="A directory of recipes run jobs may name (default: ./pipelines when it exists).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, help="Another Host header to accept (e.g. a domain).")
+@click.option("--cors-origin", "cors", multiple=True, help="A browser origin allowed to call the API; repeatable.")
+@click.option("--max-body-mb", type=int, default=16, show_default=True, help="Largest request body.")
+@click.option("--queue-per-owner", type=int, default=100, show_default=True,
+              help="Jobs one user may have queued or running at once.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without tokens (anyone can use it).")
+def serve(host: str, port: int, data: Path, token_file: Path | None, models_dir: Path | None,
+          pipelines_dir: Path | None, allowed_hosts: tuple[str, ...], cors: tuple[str, ...], max_body_mb: int,
+          queue_per_owner: int, insecure: bool) -> None:
+    """Serve aigc to a team over HTTP: a crash-safe jobs API with events, on FastAPI + uvicorn.
+
+    \b
+    Examples:
+      aigc serve                                   # http://127.0.0.1:8000, one local user
+      aigc serve --host 0.0.0.0 --token-file team.tokens --data /srv/aigc
+      curl -s localhost:8000/v1/jobs -d '{"kind": "text", "prompt": "A haiku about rain"}'
+    """
+    from .server.serve import serve as run_server
+
+    run_server(host=host, port=port, data=data, token_file=token_file, models=models_dir, pipelines=pipelines_dir,
+               allowed_hosts=allowed_hosts, cors=cors, max_body_mb=max_body_mb, queue_per_owner=queue_per_owner,
+               insecure=insecure)
 
 
 @cli.command()
@@ -345,7 +400,7 @@ def main() -> None:
         error.show()
         sys.exit(error.exit_code)
     except AIGCError as error:
-        click.secho(f"error: {error}", fg="red", err=True)
+        click.secho(f"error: {' '.join(str(error).split())}", fg="red", err=True)  # one line, always
         sys.exit(1)
     except Exception as error:  # noqa: BLE001 - a bug or an unforeseen failure: still one line, and how to see more
         if os.environ.get("AIGC_DEBUG"):

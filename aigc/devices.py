@@ -7,6 +7,7 @@ loaded once, share one memory budget, and are evicted least-recently-used when a
 from __future__ import annotations
 
 import gc
+import math
 import os
 import threading
 import time
@@ -90,15 +91,19 @@ def require_compiler(device: torch.device) -> None:
 
 def parse_bytes(text: str | int | float) -> int:
     """'6GiB', '512MB', '2.5G' or a plain number of bytes."""
-    if isinstance(text, (int, float)):
-        return int(text)
     units = {"k": 1024, "m": 1024**2, "g": GiB, "t": 1024**4}
+    if isinstance(text, bool) or not isinstance(text, (int, float, str)):
+        raise ConfigError(f"memory size {text!r} is not understood; write e.g. '6GiB', '512MB' or 1000000.")
     value = str(text).strip().lower().removesuffix("ib").removesuffix("b")
     scale = units.get(value[-1:], 1)
     try:
-        return int(float(value[:-1] if scale > 1 else value) * scale)
+        size = float(value[:-1] if scale > 1 else value) * scale
     except ValueError:
         raise ConfigError(f"memory size {text!r} is not understood; write e.g. '6GiB', '512MB' or 1000000.") from None
+    if not math.isfinite(size) or size < 0:
+        raise ConfigError(f"memory size {text!r} must be a size of 0 or more, e.g. '6GiB' (AIGC_BUDGET, "
+                          "AIGC_RESERVE, budget=, reserve=).")
+    return int(size)
 
 
 def modules_of(value: Any) -> list[torch.nn.Module]:

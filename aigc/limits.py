@@ -27,8 +27,10 @@ class Limits:
     megapixels: int = 512  # pixels of all images one call makes, in millions (~1.5 GB as RGB)
     steps: int = 200  # steps of one workflow
     calls_per_step: int = 1024  # generate calls one workflow step fans out to
+    run_assets: int = 10_000  # assets one workflow run makes in all
     batch_assets: int = 100_000  # assets one batch plans
     file_mb: int = 64  # a prompts file, recipe or run record read whole, in MiB
+    asset_mb: int = 1024  # a saved asset read back whole (aigc.load, aigc score), in MiB
 
 
 DEFAULTS = Limits()

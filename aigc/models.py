@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, StorageError
 
 PACK_PREFIX = "pack:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -186,11 +186,18 @@ def resolve(ref: str) -> ModelSource:
     ref = ref.strip()
     if ref.startswith(PACK_PREFIX):
         return ModelSource(ref, "pack", pack_path(ref[len(PACK_PREFIX):]))
-    path = Path(ref).expanduser()
-    if path.exists():
-        return ModelSource(ref, "dir" if path.is_dir() else "file", path.resolve())
+    if any(ord(ch) < 32 for ch in ref) or len(ref) > 4096:
+        raise ModelLoadError(f"model={ref[:80]!r} is not a model reference (control characters or far too long); "
+                             "pass a Hub id, a local path or 'pack:NAME'.")
+    try:
+        path = Path(ref).expanduser()
+        if path.exists():
+            return ModelSource(ref, "dir" if path.is_dir() else "file", path.resolve(strict=True))
+    except (OSError, RuntimeError, ValueError) as error:  # a symlink loop, a name too long, ~nosuchuser...
+        raise ModelLoadError(f"model={ref[:80]!r} cannot be read as a path ({getattr(error, 'strerror', None) or error})"
+                             "; pass a Hub id, a local path or 'pack:NAME'.") from None
     if ref.startswith(("/", ".", "~")) or "\\" in ref or path.suffix in {".gguf", ".safetensors", ".ckpt", ".onnx"}:
-        raise ModelLoadError(f"model={ref!r}: no such file or directory ({path.resolve()}).")
+        raise ModelLoadError(f"model={ref!r}: no such file or directory ({path.absolute()}).")
     if not _HUB_ID.match(ref) or ref.count("/") > 1:
         raise ModelLoadError(f"model={ref!r} is neither an existing path nor a Hub id like 'org/name'.")
     return _resolve_hub(ref)
@@ -272,7 +279,11 @@ def cached_conversion(source: Path, what: str, convert: Callable[[Path], None]) 
     if (target / ".complete").exists():
         return target
     root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(f"cannot write to aigc's cache {root} ({error.strerror or error}); point AIGC_CACHE at a "
+                           "writable directory.") from None
     with FileLock(str(target) + ".lock"):
         if (target / ".complete").exists():
             return target

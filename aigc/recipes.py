@@ -14,17 +14,28 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from . import formats, registry
 from .assets import Asset, __version__, load
 from .checks import plain_text
 from .errors import AIGCError, ConfigError, one_of
-from .storage import append_jsonl, clean_partial, locked_dir, read_jsonl, read_text, write_json
+from .seeds import MAX_SEED
+from .storage import append_jsonl, clean_partial, locked_dir, path_arg, read_jsonl, read_text, write_json
 from .templates import placeholders
 from .workflows import Pipeline, Step, check, from_resolved, resolved
 from .workflows import run as run_pipeline
@@ -32,19 +43,19 @@ from .workflows import run as run_pipeline
 
 class StepSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)
     kind: str
-    prompt: str
-    backend: str | None = None
-    model: str | None = None
-    n: int = Field(1, ge=1)
-    seed: int | None = Field(None, ge=0)
-    best_of: int | None = Field(None, ge=1)
-    min_score: float | None = Field(None, ge=0, le=1)
+    prompt: StrictStr
+    backend: StrictStr | None = None
+    model: StrictStr | None = None
+    n: StrictInt = Field(1, ge=1)
+    seed: StrictInt | None = Field(None, ge=0, le=MAX_SEED)
+    best_of: StrictInt | None = Field(None, ge=1)
+    min_score: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
     params: dict[str, Any] = Field(default_factory=dict)
-    input: str | None = None
+    input: StrictStr | None = None
     split: Literal["paragraphs", "sentences"] | None = None
-    join: bool = False
+    join: StrictBool = False
 
     @field_validator("kind")
     @classmethod
@@ -57,21 +68,46 @@ class StepSchema(BaseModel):
 
 class RecipeSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    inputs: dict[str, str] = Field(default_factory=dict)
+    inputs: dict[str, StrictStr] = Field(default_factory=dict)
     steps: list[StepSchema] = Field(min_length=1)
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: `*name` lets a few lines stand for gigabytes (a "billion laughs" file)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's own signature
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.constructor.ConstructorError(None, None, "aliases (*name) are not allowed in a recipe; "
+                                                    "write the value out", mark)
+        return super().compose_node(parent, index)
+
+
 def load_recipe(path: str | Path) -> Pipeline:
-    """Parse and validate a recipe; errors name the file, line and field."""
-    path = Path(path)
-    text = read_text(path, "recipe")
+    """Parse and validate a recipe file; errors name the file, line and field."""
+    path = path_arg(path, "recipe")
+    return parse_recipe(read_text(path, "recipe"), str(path))
+
+
+def parse_recipe(text: str, where: str = "recipe",
+                 model_reference: Callable[[str | None, str], str | None] | None = None) -> Pipeline:
+    """Parse and validate a recipe's YAML text (a server's inline recipe); errors name `where`, line and field.
+
+    `model_reference(model, field)` turns each step's model into the reference to use (a server maps the names
+    of its models directory, and refuses paths) before the steps are checked.
+    """
+    from . import limits
+
+    limits.check("file_mb", -(-len(text.encode("utf-8", "replace")) // 2**20), f"the size of {where} in MiB")
+    path = where
     try:
-        data = yaml.safe_load(text)
-        tree = yaml.compose(text)
+        data = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+        tree = yaml.compose(text, Loader=_RecipeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)}).") from None
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem}).") from None
     except RecursionError:
         raise ConfigError(f"{path}: its YAML is nested too deeply to be a recipe.") from None
     try:
@@ -82,11 +118,17 @@ def load_recipe(path: str | Path) -> Pipeline:
         raise ConfigError(f"{path}:{_line(tree, first['loc'])}: {field}: {first['msg']}.") from None
     steps = [Step(**s.model_dump()) for s in recipe.steps]
     for index, step in enumerate(steps):
+        if model_reference is not None:
+            try:
+                step.model = model_reference(step.model, f"steps.{index}.model")
+            except ConfigError as error:
+                loc = ("steps", index, "model")
+                raise ConfigError(f"{path}:{_line(tree, loc)}: steps.{index}.model: {error}", field=error.field) from None
         _check_step(path, tree, index, step)
     return Pipeline(steps, dict(recipe.inputs))
 
 
-def _check_step(path: Path, tree: Any, index: int, step: Step) -> None:
+def _check_step(path: str, tree: Any, index: int, step: Step) -> None:
     """A step's prompt template, backend and knobs (against the backend's own declarations), each error at its
     line."""
     def fail(loc: tuple, error: Exception) -> ConfigError:
@@ -155,11 +197,13 @@ def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed
     pipeline = load_recipe(recipe)
     if out is None:
         return run_pipeline(pipeline, inputs, seed=seed)
-    return run_to_dir(pipeline, inputs, out, seed=seed, source=str(recipe))
+    return run_to_dir(pipeline, inputs, path_arg(out, "out", field="out"), seed=seed, source=str(recipe))
 
 
 def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, seed: int = 0, manager=None,
-               source: str | None = None) -> Path:
+               source: str | None = None, on_start: Callable[[Path], None] | None = None,
+               on_assets: Callable[[list[Asset], Path], None] | None = None,
+               progress: Callable[[Any], None] | None = None) -> Path:
     """Run a pipeline into a run directory, saving each asset as it finishes; returns the path of run.json.
 
     The same command on the same directory resumes a killed run: calls already made are read back from their
@@ -175,8 +219,11 @@ def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, s
         if finished is not None:
             return finished
         clean_partial(out)
+        if on_start:
+            on_start(out)
         start = time.perf_counter()
-        produced = run_pipeline(pipeline, values, seed=seed, manager=manager, journal=RunJournal(out, fingerprint))
+        journal = RunJournal(out, fingerprint, on_assets)
+        produced = run_pipeline(pipeline, values, seed=seed, manager=manager, journal=journal, progress=progress)
         steps = [{"name": name, "assets": [_asset_record(asset) for asset in assets]}
                  for name, assets in produced.items()]
         run_record = {
@@ -221,8 +268,9 @@ class RunJournal:
 
     FILE = "progress.jsonl"
 
-    def __init__(self, out: Path, fingerprint: str) -> None:
-        self.out, self.path = out, out / self.FILE
+    def __init__(self, out: Path, fingerprint: str,
+                 on_assets: Callable[[list[Asset], Path], None] | None = None) -> None:
+        self.out, self.path, self.on_assets = out, out / self.FILE, on_assets
         lines = list(read_jsonl(self.path))
         if lines and lines[0].get("fingerprint") != fingerprint:
             raise ConfigError(f"{out} holds another, unfinished run (progress.jsonl); resume it with the same recipe, "
@@ -238,20 +286,28 @@ class RunJournal:
         if files is None:
             return None
         try:
-            return [load(self.out / str(name)) for name in files]
+            assets = [load(self.out / str(name)) for name in files]
         except AIGCError:
             return None
+        if self.on_assets:  # a server registers them again (idempotently): a kill may have come in between
+            self.on_assets(assets, self.out)
+        return assets
 
     def record(self, step: str, call: int, assets: list[Asset]) -> None:
         files = [asset.save(self.out / file_name(asset)).name for asset in assets]
         append_jsonl(self.path, [{"step": step, "call": call, "files": files}])
+        if self.on_assets:
+            self.on_assets(assets, self.out)
 
 
 def replay(run_json: str | Path, out: str | Path, *, manager=None) -> Path:
     """Run again exactly what a run.json recorded (same inputs, steps and seeds)."""
     try:
-        record = json.loads(read_text(Path(run_json), "run record"))
-        pipeline, values, seed = from_resolved(record["pipeline"])
+        record = json.loads(read_text(path_arg(run_json, "run record"), "run record"))
+        resolved_run = record["pipeline"]
+        schema = RecipeSchema.model_validate({"inputs": resolved_run["inputs"], "steps": resolved_run["steps"]})
+        pipeline, values, seed = from_resolved({**resolved_run, "steps": [s.model_dump() for s in schema.steps]})
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
-        raise ConfigError(f"cannot replay {run_json}: not a run.json written by `aigc run` ({error}).") from None
+        summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"cannot replay {run_json}: not a run.json written by `aigc run` ({summary}).") from None
     return run_to_dir(pipeline, values, out, seed=seed, manager=manager, source=str(run_json))

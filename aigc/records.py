@@ -53,6 +53,15 @@ class Refinement:
     objective_after: float
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far a piece of work is: its stage ("generate", "decode", "denoise", "search"...), step of total."""
+
+    stage: str
+    step: int
+    total: int
+
+
 def to_dict(record: Any) -> dict[str, Any] | None:
     return None if record is None else asdict(record)
 
@@ -61,8 +70,13 @@ def from_dict(cls: type[R], data: dict[str, Any] | None) -> R | None:
     """Rebuild a record saved by to_dict; unknown keys (from a newer aigc) are ignored."""
     if data is None:
         return None
+    if not isinstance(data, dict):
+        raise TypeError(f"a {cls.__name__} record is an object, not {type(data).__name__}")
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     values = {k: v for k, v in data.items() if k in names}
     if cls is Search:
-        values["rounds"] = [from_dict(Round, r) for r in values.get("rounds", [])]
+        rounds = values.get("rounds", [])
+        if not isinstance(rounds, list):
+            raise TypeError("a Search record's rounds are a list")
+        values["rounds"] = [from_dict(Round, r) for r in rounds]
     return cls(**values)

@@ -92,7 +92,8 @@ def get(kind: str, backend: str | None = None, model: str | None = None) -> Back
     names = [name for k, name in registered if k == kind]
     if backend is None and model is not None:
         return pick(kind, model)
-    backend = backend or default_backend(kind) or names[0]
+    if backend is None:
+        backend = default_backend(kind) or names[0]
     if (kind, backend) not in registered:
         raise BackendNotFoundError(f"backend={backend!r} is not a {kind} backend; use {one_of(sorted(names))}.")
     return registered[(kind, backend)]
@@ -120,6 +121,19 @@ def pick(kind: str, model: str) -> BackendSpec:
         reasons.setdefault(reason, []).append(spec.name)
     tried = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items())
     raise ModelLoadError(f"model={model!r} fits no {kind} backend; tried {tried or 'none (no backend says which models it runs)'}")
+
+
+def check_model(spec: BackendSpec, model: str | None) -> None:
+    """That `model` (or the backend's default) is there and is a model this backend runs; loads nothing."""
+    from .models import resolve
+
+    generator = spec.load()
+    reference = model or spec.default_model
+    if reference is None or not generator.picks_by_model():
+        return
+    reason = generator.model_fits(resolve(reference))
+    if reason:
+        raise ModelLoadError(f"model={reference!r}: {reason}")
 
 
 def knobs() -> dict[str, list[tuple[BackendSpec, Any]]]:

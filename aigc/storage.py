@@ -58,22 +58,60 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def path_arg(value: Any, what: str, field: str | None = None) -> Path:
+    """A path a caller gave (str or PathLike), checked so that no later file operation fails obscurely: not
+    empty, no NUL or other control characters, not absurdly long, `~` that resolves."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a path (str), not {type(value).__name__}.", field=field)
+    if not value.strip():
+        raise ConfigError(f"{what}={value!r} is empty; pass a path.", field=field)
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in value):
+        raise ConfigError(f"{what}={value!r:.80} holds a control character; pass a plain path.", field=field)
+    if len(value) > 4096 or any(len(part.encode("utf-8", "replace")) > 255 for part in Path(value).parts):
+        raise ConfigError(f"{what}={value[:60]!r}... is too long for a path (a name <= 255 bytes, all <= 4096).",
+                          field=field)
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as error:  # "~nosuchuser"
+        raise ConfigError(f"{what}={value!r}: {error}", field=field) from None
+
+
+def regular_file(path: Path, what: str) -> int:
+    """The size of `path`, which must be a regular file (a FIFO would block a read, /dev/zero never end)."""
+    try:
+        info = path.stat()
+    except (OSError, RuntimeError, ValueError) as error:  # missing, permission, symlink loop, ...
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"cannot read {what} {path}: {reason}.") from None
+    import stat
+
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"cannot read {what} {path}: it is a directory.")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"cannot read {what} {path}: it is not a regular file (a device, pipe or socket).")
+    return info.st_size
+
+
+def read_bytes(path: str | os.PathLike, what: str, limit: str = "file_mb") -> bytes:
+    """A regular file's bytes, within the `limit` (in MiB), or one clear line."""
+    path = path_arg(path, what)
+    size = regular_file(path, what)
+    limits.check(limit, -(-size // 2**20), f"the size of {what} {path} in MiB")
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}.") from None
+
+
 def read_text(path: str | os.PathLike, what: str) -> str:
     """A UTF-8 text file (a byte-order mark is dropped) within the file size limit, or one clear line."""
-    path = Path(path)
+    data = read_bytes(path, what)
     try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}.") from None
-    if path.is_dir():
-        raise ConfigError(f"cannot read {what} {path}: it is a directory.")
-    limits.check("file_mb", -(-size // 2**20), f"the size of {what} {path} in MiB")
-    try:
-        return path.read_text(encoding="utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ConfigError(f"cannot read {what} {path}: it is not UTF-8 text (byte {error.start}).") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}.") from None
 
 
 def write_json(path: str | os.PathLike, value: Any) -> Path:

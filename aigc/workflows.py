@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
-from . import limits, registry, templates
+from . import checks, limits, registry, templates
 from . import seeds as seed_rule
 from .assets import Asset
-from .errors import ConfigError
-from .records import WorkflowLink
+from .errors import ConfigError, GenerationError
+from .records import Progress, WorkflowLink
 
 SPLITS = ("paragraphs", "sentences")
 
@@ -63,48 +63,109 @@ class Journal(Protocol):
 
 def check(pipeline: Pipeline, values: dict[str, str]) -> list[Step]:
     """The steps in a runnable order, or a ConfigError naming the step and what to change. Loads nothing."""
+    if not pipeline.steps:
+        raise ConfigError("a workflow needs at least one step.", field="steps")
     limits.check("steps", len(pipeline.steps), "the number of steps in this workflow", field="steps")
+    strays = [s for s in pipeline.steps if not isinstance(s, Step)]
+    if strays:
+        raise ConfigError(f"a workflow's steps are Step(...)s, not {type(strays[0]).__name__}.", field="steps")
     steps = {s.name: s for s in pipeline.steps}
     if len(steps) != len(pipeline.steps):
-        raise ConfigError("two steps share a name; give every step its own name.")
-    unknown_inputs = set(values) - set(pipeline.inputs)
-    if unknown_inputs:
-        raise ConfigError(f"unknown input {sorted(unknown_inputs)[0]!r}; this pipeline takes: "
-                          f"{', '.join(pipeline.inputs) or '(none)'}.")
-    graph: dict[str, set[str]] = {}
-    for step in pipeline.steps:
-        spec = registry.get(step.kind, step.backend, step.model)
-        if not step.prompt.strip():
-            raise ConfigError(f"step {step.name!r}: the prompt is empty.")
-        if step.split is not None and step.split not in SPLITS:
-            raise ConfigError(f"step {step.name!r}: split={step.split!r}; use 'paragraphs' or 'sentences'.")
-        if step.join and step.kind != "audio":
-            raise ConfigError(f"step {step.name!r}: join only applies to audio steps.")
-        graph[step.name] = set()
-        for ref in pipeline.references(step):
-            if ref in pipeline.inputs:
-                continue
-            if ref not in steps:
-                raise ConfigError(f"step {step.name!r}: unknown placeholder {{{ref}}}; use an input "
-                                  f"({', '.join(pipeline.inputs) or 'none'}) or an earlier step ({', '.join(steps)}).")
-            graph[step.name].add(ref)
-            if ref != step.input and steps[ref].kind != "text":
-                article = "an" if steps[ref].kind[0] in "aeiou" else "a"
-                raise ConfigError(f"step {step.name!r}: {{{ref}}} is {article} {steps[ref].kind} step; a prompt can only "
-                                  "use text steps and inputs.")
-        if step.input is not None:
-            if step.kind != "image" or steps[step.input].kind != "image":
-                raise ConfigError(f"step {step.name!r}: input: passes an image to an image step; "
-                                  f"{step.input!r} is {steps[step.input].kind} and {step.name!r} is {step.kind}.")
-            if spec.load().image_input() is None:
-                raise ConfigError(f"step {step.name!r}: backend {spec.name!r} takes no input image; "
-                                  "use backend: diffusion for image-to-image.")
-        spec.load().check_params(step.params)  # unknown or out-of-range knobs fail now, not mid-run
+        raise ConfigError("two steps share a name; give every step its own name.", field="name")
+    _check_inputs(pipeline, values)
+    graph = {step.name: _check_step(pipeline, step, steps) for step in pipeline.steps}
     try:
-        order = list(TopologicalSorter(graph).static_order())
+        order = [steps[name] for name in TopologicalSorter(graph).static_order()]
     except CycleError as error:
         raise ConfigError(f"the steps refer to each other in a cycle: {' -> '.join(error.args[1])}.") from None
-    return [steps[name] for name in order]
+    _check_sizes(pipeline, order)
+    return order
+
+
+def planned_outputs(pipeline: Pipeline, order: list[Step]) -> dict[str, int]:
+    """Each step's assets as the plan counts them (a split counts one piece per text: its pieces are known only
+    once the text is)."""
+    return _check_sizes(pipeline, order)
+
+
+def _check_sizes(pipeline: Pipeline, order: list[Step]) -> dict[str, int]:
+    """Each step's calls and outputs counted from the plan, within the limits (a split's pieces are known only
+    once its text is, so they are counted again at run time)."""
+    outputs: dict[str, int] = {}
+    for step in order:
+        refs = [r for r in pipeline.references(step) if r in outputs]
+        fanned = [r for r in refs if outputs[r] > 1]
+        if len(fanned) > 1:
+            raise ConfigError(f"step {step.name!r} refers to {fanned[0]!r} and {fanned[1]!r}, which both have "
+                              "several outputs; keep one of them to a single output.", field="prompt")
+        calls = outputs[fanned[0]] if fanned else 1
+        limits.check("calls_per_step", calls, f"the generate calls step {step.name!r} fans out to")
+        limits.check("outputs", step.best_of or step.n, f"the outputs of each call of step {step.name!r}", field="n")
+        outputs[step.name] = calls * step.n + (1 if step.join else 0)
+        limits.check("run_assets", sum(outputs.values()), f"the assets this workflow makes up to step {step.name!r}",
+                     field="n")
+    return outputs
+
+
+def _check_inputs(pipeline: Pipeline, values: dict[str, str]) -> None:
+    unknown = set(values) - set(pipeline.inputs)
+    if unknown:
+        raise ConfigError(f"unknown input {sorted(unknown)[0]!r}; this pipeline takes: "
+                          f"{', '.join(pipeline.inputs) or '(none)'}.", field="inputs")
+    for name, value in {**pipeline.inputs, **values}.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"input {name!r} must be text, not {type(value).__name__} ({value!r:.40}).",
+                              field="inputs")
+        checks.plain_text(f"input {name!r}", value, field="inputs")
+
+
+def _check_step(pipeline: Pipeline, step: Step, steps: dict[str, Step]) -> set[str]:
+    """One step's own rules and knobs; the earlier steps it refers to."""
+    if not isinstance(step.name, str) or not re.fullmatch(templates.NAME, step.name) or len(step.name) > 64:
+        raise ConfigError(f"step name {step.name!r:.70} must be letters, digits and underscores (at most 64), "
+                          "starting with a letter or underscore: it names the step's files.", field="name")
+    where = f"step {step.name!r}"
+    if not isinstance(step.prompt, str) or not step.prompt.strip():
+        raise ConfigError(f"{where}: the prompt is empty.", field="prompt")
+    checks.plain_text(f"{where}'s prompt", step.prompt)
+    checks.whole("n", step.n, least=1)
+    if step.seed is not None:
+        seed_rule.check(step.seed)
+    from .api import check_loop
+
+    check_loop(step.n, step.seed, step.best_of, step.min_score, None, False)
+    spec = registry.get(step.kind, step.backend, step.model)
+    if step.split is not None and step.split not in SPLITS:
+        raise ConfigError(f"{where}: split={step.split!r}; use 'paragraphs' or 'sentences'.", field="split")
+    if step.join and step.kind != "audio":
+        raise ConfigError(f"{where}: join only applies to audio steps.", field="join")
+    parents = _check_references(pipeline, step, steps)
+    if step.input is not None:
+        if step.kind != "image" or steps[step.input].kind != "image":
+            raise ConfigError(f"{where}: input: passes an image to an image step; {step.input!r} is "
+                              f"{steps[step.input].kind} and {step.name!r} is {step.kind}.", field="input")
+        if spec.load().image_input() is None:
+            raise ConfigError(f"{where}: backend {spec.name!r} takes no input image; use backend: diffusion for "
+                              "image-to-image.", field="input")
+    spec.load().check_params(step.params)  # unknown or out-of-range knobs fail now, not mid-run
+    return parents
+
+
+def _check_references(pipeline: Pipeline, step: Step, steps: dict[str, Step]) -> set[str]:
+    parents = set()
+    for ref in pipeline.references(step):
+        if ref in pipeline.inputs:
+            continue
+        if ref not in steps:
+            raise ConfigError(f"step {step.name!r}: unknown placeholder {{{ref}}}; use an input "
+                              f"({', '.join(pipeline.inputs) or 'none'}) or an earlier step ({', '.join(steps)}).",
+                              field="prompt")
+        parents.add(ref)
+        if ref != step.input and steps[ref].kind != "text":
+            article = "an" if steps[ref].kind[0] in "aeiou" else "a"
+            raise ConfigError(f"step {step.name!r}: {{{ref}}} is {article} {steps[ref].kind} step; a prompt can only "
+                              "use text steps and inputs.", field="prompt")
+    return parents
 
 
 def _pieces(text: str, split: str | None) -> list[str]:
@@ -118,7 +179,8 @@ def _pieces(text: str, split: str | None) -> list[str]:
 
 
 def run(pipeline: Pipeline, values: dict[str, str] | None = None, *, seed: int = 0, manager=None,
-        library: Any = None, journal: Journal | None = None) -> dict[str, list[Asset]]:
+        library: Any = None, journal: Journal | None = None,
+        progress: Callable[[Progress], None] | None = None) -> dict[str, list[Asset]]:
     """Run every step; returns step name -> its assets (all intermediate assets are kept).
 
     `library` is what scored steps (best_of / min_score) judge novelty against and add to (none by default).
@@ -136,7 +198,9 @@ def run(pipeline: Pipeline, values: dict[str, str] | None = None, *, seed: int =
     last_use = {_model_of(step, specs): index for index, step in enumerate(order)}  # linear, not steps x steps
     produced: dict[str, list[Asset]] = {}
     for index, step in enumerate(tqdm(order, desc="workflow", unit="step", disable=None)):
-        produced[step.name] = _run_step(pipeline, step, values, produced, seed, manager, library, journal)
+        if progress:
+            progress(Progress(f"step {step.name}", index, len(order)))
+        produced[step.name] = _run_step(pipeline, step, values, produced, seed, manager, library, journal, progress)
         model = _model_of(step, specs)
         if last_use[model] == index:  # no later step uses it: free it for the next (often bigger) model
             manager.release(specs[step.name].load().family, model[1])
@@ -163,9 +227,10 @@ def _calls(pipeline: Pipeline, step: Step, values: dict[str, str],
     driver = fanned[0] if fanned else (refs[0] if step.split and refs else None)
     calls = []
     for parent in (produced[driver] if driver else [None]):
-        texts = {r: produced[r][0].data for r in refs if produced[r][0].kind == "text"}
+        # generated text flows into prompts, made printable (a model may emit control characters)
+        texts = {r: checks.printable(produced[r][0].data) for r in refs if produced[r][0].kind == "text"}
         if parent is not None and parent.kind == "text":
-            texts[driver] = parent.data
+            texts[driver] = checks.printable(parent.data)
         parents = [_asset_id(parent)] if parent else [f"{r}-0" for r in refs]
         for piece in (_pieces(texts[driver], step.split) if step.split and driver else [None]):
             fields = {**values, **texts, **({driver: piece} if piece is not None else {})}
@@ -175,7 +240,8 @@ def _calls(pipeline: Pipeline, step: Step, values: dict[str, str],
 
 
 def _run_step(pipeline: Pipeline, step: Step, values: dict[str, str], produced: dict[str, list[Asset]],
-              run_seed: int, manager: Any, library: Any, journal: Journal | None) -> list[Asset]:
+              run_seed: int, manager: Any, library: Any, journal: Journal | None,
+              progress: Callable[[Progress], None] | None = None) -> list[Asset]:
     """One step: each of its calls (recalled from the journal when a killed run made it), then the join."""
     from .api import generate
 
@@ -188,10 +254,15 @@ def _run_step(pipeline: Pipeline, step: Step, values: dict[str, str], produced: 
             if step.input:
                 knob = registry.get(step.kind, step.backend, step.model).load().image_input()
                 params[knob] = (image_parent or produced[step.input][0]).data
-            assets = generate(step.kind, templates.render(step.prompt, fields).strip(), backend=step.backend,
+            prompt = templates.render(step.prompt, fields).strip()
+            if not prompt:
+                raise GenerationError(f"step {step.name!r}: its prompt came out empty (the text it takes from "
+                                      f"{', '.join(parents) or 'its inputs'} is empty); give that step more to say "
+                                      "(e.g. more max_new_tokens) or a prompt with words of its own.")
+            assets = generate(step.kind, prompt, backend=step.backend,
                               model=step.model, n=step.n, seed=step_seed(step, run_seed, call), best_of=step.best_of,
                               min_score=step.min_score, library=library if step.best_of or step.min_score else None,
-                              manager=manager, **params)
+                              manager=manager, progress=progress, **params)
             for i, asset in enumerate(assets):
                 asset.workflow = WorkflowLink(step.name, parents, f"{step.name}-{len(outputs) + i}")
             if journal:
@@ -234,8 +305,9 @@ def resolved(pipeline: Pipeline, values: dict[str, str], seed: int) -> dict[str,
 
 
 def from_resolved(record: dict[str, Any]) -> tuple[Pipeline, dict[str, str], int]:
+    """The pipeline, inputs and seed a run recorded (run.json is a file: check() vets it like any recipe)."""
     pipeline = Pipeline([Step(**s) for s in record["steps"]], dict(record["inputs"]))
-    return pipeline, dict(record["inputs"]), int(record["seed"])
+    return pipeline, dict(record["inputs"]), seed_rule.check(record["seed"])
 
 
 def chain(*steps: Step, inputs: dict[str, str] | None = None, seed: int = 0, manager=None, library: Any = None,

@@ -124,9 +124,14 @@ def test_an_empty_prompts_file_and_a_batch_where_every_row_failed_are_errors(tin
 
 
 def test_a_string_knob_stays_a_string_on_the_command_line(tiny_gpt2):
-    done = cli("generate", "text", "Hi", "--model", tiny_gpt2, "-p", "system=1", "--max-new-tokens", "2", "--json")
+    from aigc.generators.text import CausalLMGenerator
+
+    assert CausalLMGenerator.parse_knobs({"system": "1", "stop": "1"}) == {"system": "1", "stop": "1"}
+    done = cli("generate", "text", "Hi", "--model", tiny_gpt2, "-p", "stop=1", "--max-new-tokens", "2", "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["params"]["system"] == "1"
+    assert json.loads(done.stdout)["params"]["stop"] == ["1"]
+    refused = cli("generate", "text", "Hi", "--model", tiny_gpt2, "-p", "system=1")  # a model without chat
+    one_line_error(refused, "system= is a chat model's system message")
 
 
 # --- files and folders ----------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import aigc
 from aigc import seeds
 from aigc.batch import derive_seed, variant_seed
-from aigc.scoring.loop import round_seeds
+from aigc.scoring.loop import prompt_seed, round_seeds
 from aigc.workflows import Step, step_seed
 
 
@@ -26,15 +26,15 @@ def test_a_big_plan_never_gives_two_places_the_same_seed():
         for piece in range(30):
             base = step_seed(Step(f"step{step}", "image", "x"), run_seed=1, piece=piece)
             for attempt in range(1, 5):
-                used += round_seeds(base, prompt=0, attempt=attempt, count=30)
+                used += round_seeds(base, attempt=attempt, count=30)
     used += [derive_seed(1, row, variant) for row in range(2000) for variant in range(5)]
     assert len(used) == 730_000 and len(set(used)) == len(used)
 
 
 def test_rounds_prompts_and_variants_get_their_own_seeds():
-    first = round_seeds(3, prompt=0, attempt=1, count=5)
+    first = round_seeds(prompt_seed(3, 0), attempt=1, count=5)
     assert first == [3, 4, 5, 6, 7]  # each candidate's seed reproduces it alone with generate(seed=...)
-    later = round_seeds(3, prompt=0, attempt=2, count=5) + round_seeds(3, prompt=1, attempt=1, count=5)
+    later = round_seeds(3, attempt=2, count=5) + round_seeds(prompt_seed(3, 1), attempt=1, count=5)
     assert not set(first) & set(later) and len(set(later)) == 10
     assert variant_seed(40, 0) == 40 and len({variant_seed(40, v) for v in range(100)}) == 100
     step = Step("poster", "image", "x", seed=9)

@@ -23,7 +23,7 @@ LAYERS = [
     {"generators", "scoring"},
     {"api"},
     {"workflows", "recipes", "batch", "batch_runner", "report", "gallery"},
-    {"cli", "cli_knobs"},
+    {"cli", "cli_knobs", "server"},
 ]
 
 

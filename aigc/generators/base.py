@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
 from .. import models
 from ..errors import ConfigError, ModelLoadError
-from ..records import Refinement
+from ..records import Progress, Refinement
 from .knobs import Nudge, Param, describe_value
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class Generator:
     family: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
     limits: ClassVar[dict[str, int]] = {}  # this backend's own defaults for limits.py's bounds (prompt_chars...)
+    progress: Callable[[Progress], None] | None = None  # set per call by aigc.generate(progress=...)
 
     def __init__(self, model: str, manager: DeviceManager, *, backend: str = "") -> None:
         self.model = model
@@ -195,14 +196,42 @@ class Generator:
         device step in batches that halve on out-of-memory, postprocess (generate() checks first)."""
         with self.loaded(params) as model:
             items = self.preprocess(model, list(prompts), list(seeds), params)
-            results = self.manager.run_batched(lambda chunk: self.forward(model, chunk, params), items,
-                                               params.get("batch_size"))
+            done = [0]
+
+            def step(chunk: Sequence[Any]) -> list[Any]:
+                results = self.forward(model, chunk, params)
+                done[0] += len(chunk)
+                self.report("generate", done[0], len(items))
+                return results
+
+            results = self.manager.run_batched(step, items, params.get("batch_size"))
             return self.postprocess(model, results, params)
+
+    def report(self, stage: str, step: int, total: int) -> None:
+        """Tell whoever asked (a server's events, a progress bar) how far the work is; costs nothing otherwise."""
+        if self.progress is not None:
+            self.progress(Progress(stage, step, total))
 
     @contextmanager
     def loaded(self, params: dict[str, Any] | None = None) -> Iterator[Any]:
         """The loaded model for these knobs' variant, pinned in the manager's cache while the block runs."""
         variant = self.variant(params if params is not None else self.check_params({}))
         key = self.manager.key(self.family, self.model, self.dtype, variant)
-        with self.manager.use(key, lambda: self.load(**variant)) as model:
+        with self.manager.use(key, lambda: self._load_or_explain(variant)) as model:
             yield model
+
+    def _load_or_explain(self, variant: dict[str, Any]) -> Any:
+        """load(), with whatever a damaged model makes a library raise turned into one ModelLoadError."""
+        from ..devices import is_out_of_memory
+        from ..errors import AIGCError
+
+        try:
+            return self.load(**variant)
+        except AIGCError:
+            raise
+        except Exception as error:  # noqa: BLE001 - safetensors, torch, transformers, onnx each raise their own
+            if is_out_of_memory(error):
+                raise
+            summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            raise ModelLoadError(f"model={self.model!r} could not be loaded ({type(error).__name__}: {summary}); "
+                                 "is it complete and undamaged?") from error

@@ -32,6 +32,7 @@ class Settings:
     stops: list[str]
     stream: Callable[[str], None] | None = None
     compile: bool = False
+    on_token: Callable[[int, int], None] | None = None  # (tokens so far, most) after each step, for progress
 
 
 @dataclass
@@ -116,6 +117,8 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
             next_ids = step_fn(model, next_ids[:, None], batch.positions, batch.mask, batch.cache, slot, draw, pick,
                                batch.seen)
         bar.update(1)
+        if settings.on_token:
+            settings.on_token(index + 1, settings.max_new_tokens)
         if reader.read(on_host.tolist(), index):
             break
     bar.close()

@@ -41,14 +41,14 @@ class LoopInputs(NamedTuple):
 
 @torch.inference_mode()
 def generate(pipe: Any, prompts: Sequence[str], generators: Sequence[torch.Generator], *, batch_cfg: bool = True,
-             **options: Any) -> tuple[list[Any], list[bool] | None]:
+             on_step: Any = None, **options: Any) -> tuple[list[Any], list[bool] | None]:
     """One image per (prompt, generator), and the safety checker's flags (None without one).
 
     `options` are prepare()'s. `reuse_prompts=False` and `batch_cfg=False` give the stock behaviour back
     (every row encoded; two UNet calls per guided step), for comparisons.
     """
     inputs = prepare(pipe, prompts, generators, **options)
-    return decode(pipe, loop(pipe.unet, pipe.scheduler, inputs, batch_cfg), options.get("tiled", False))
+    return decode(pipe, loop(pipe.unet, pipe.scheduler, inputs, batch_cfg, on_step), options.get("tiled", False))
 
 
 def prepare(pipe: Any, prompts: Sequence[str], generators: Sequence[torch.Generator], *, steps: int,
@@ -137,7 +137,7 @@ def extra_step_kwargs(scheduler: Any, generators: Sequence[torch.Generator]) -> 
     return {"generator": list(generators)} if "generator" in inspect.signature(scheduler.step).parameters else {}
 
 
-def loop(unet: Any, scheduler: Any, inputs: LoopInputs, batch_cfg: bool = True) -> torch.Tensor:
+def loop(unet: Any, scheduler: Any, inputs: LoopInputs, batch_cfg: bool = True, on_step: Any = None) -> torch.Tensor:
     """The denoising loop. Nothing in it reads a device value, so the host queues every step without waiting.
 
     Guidance (> 1) runs the UNet once on [latents; latents] against [uncond; cond] embeddings (twice, one
@@ -157,6 +157,8 @@ def loop(unet: Any, scheduler: Any, inputs: LoopInputs, batch_cfg: bool = True) 
                                 for half in embeds.chunk(2))
             predicted = uncond + guidance * (cond - uncond)
         latents = scheduler.step(predicted, t, latents, **step_kwargs, return_dict=False)[0]
+        if on_step is not None:  # a host-side count only: nothing is read from the device
+            on_step(i + 1, len(timesteps))
     return latents
 
 

@@ -51,6 +51,7 @@ class DiffusionGenerator(Generator):
 
     kind = "image"
     family = "diffusion"
+    limits = {"megapixels": 64}  # denoising holds latents and activations per image: e.g. 16 images of 2048 px
     params = {
         "steps": Param(None, f"denoising steps (default {DEFAULT_STEPS}; 1 for SD-Turbo models)", "int", 1, 500,
                        nudge=Nudge(novelty=0, relevance=0, quality=10, low=1, high=100), a1111="Steps"),
@@ -137,10 +138,11 @@ class DiffusionGenerator(Generator):
         return {**params, "steps": steps, "guidance": guidance}
 
     def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
-        self.check_pixels(len(prompts), params["width"] or 512, params["height"] or 512)  # 512: SD 1.x's native
+        size = (params["width"] or 512, params["height"] or 512)  # 512: SD 1.x's native size
         if params["init_image"] is not None:
-            _sized(_open_image(params["init_image"]), params["width"], params["height"])
+            size = _sized(_open_image(params["init_image"]), params["width"], params["height"]).size
             self._check_task_exists(img2img=True)
+        self.check_pixels(len(prompts), *size)
         if params["compile"]:
             from ..devices import require_compiler
 
@@ -241,9 +243,11 @@ class DiffusionGenerator(Generator):
             if own:
                 size = init.size if init is not None else denoise.image_size(view, params["width"], params["height"])
                 tiled = params["vae_tiling"] if params["vae_tiling"] is not None else max(size) > TILE_ABOVE
+                on_step = (lambda step, total: self.report("denoise", step, total)) if self.progress else None
                 images, flags = denoise.generate(
                     view, prompts, generators, steps=steps, guidance=guidance, negative_prompt=params["negative_prompt"],
-                    width=params["width"], height=params["height"], init=init, strength=params["strength"], tiled=tiled)
+                    width=params["width"], height=params["height"], init=init, strength=params["strength"], tiled=tiled,
+                    on_step=on_step)
             else:
                 images, flags = _stock(view, prompts, generators, params, init)
         fast = _fast_paths(view, self.module_switches(params), own=own, guided=guidance > 1, tiled=tiled)
@@ -358,15 +362,26 @@ def _view(pipe: Any, scheduler: str | None, img2img: bool) -> Any:
 
 
 def _open_image(value: Any) -> Any:
+    """The init image as RGB; a file is read with Pillow's decompression-bomb guard and a size check first."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(value, Image.Image):
-        return value.convert("RGB")
+        return _bounded(value).convert("RGB")
     try:
         with Image.open(Path(value).expanduser()) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise ConfigError(f"init_image={value!r} is not a readable image: {error}") from None
+            return _bounded(image).convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ConfigError(f"init_image={value!r} is far too large to open ({error}).", field="init_image") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise ConfigError(f"init_image={value!r} is not a readable image: {error}", field="init_image") from None
+
+
+def _bounded(image: Any) -> Any:
+    """Refuse an init image larger than a generated image may be (2048 px a side) before decoding its pixels."""
+    if max(image.size) > 2048 * 4:
+        raise ConfigError(f"init_image is {image.width}x{image.height} pixels; at most 8192 a side is read (it is "
+                          "then scaled to width= and height=).", field="init_image")
+    return image
 
 
 def _sized(image: Any, width: int | None, height: int | None) -> Any:
@@ -374,5 +389,8 @@ def _sized(image: Any, width: int | None, height: int | None) -> Any:
     target = (width or image.width // 8 * 8, height or image.height // 8 * 8)
     if min(target) < 64:
         raise ConfigError(f"init_image is {image.width}x{image.height}; it must be at least 64x64 pixels, "
-                          "or pass width= and height= to scale it.")
+                          "or pass width= and height= to scale it.", field="init_image")
+    if max(target) > 2048:
+        raise ConfigError(f"init_image is {image.width}x{image.height}; images are at most 2048 px a side, so pass "
+                          "width= and height= (it is scaled to them).", field="init_image")
     return image if target == image.size else image.resize(target)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 from .. import models
 from ..errors import ConfigError
 from ..records import Refinement
+from ..seeds import MAX_SEED
 from .base import Generator, Nudge, Output, Param
 
 FILTERS = ("nearest", "bilinear", "bicubic", "lanczos")
@@ -30,7 +31,7 @@ class GANGenerator(Generator):
         "size": Param(None, "output side in pixels (upscaled from the native size)", "int", 8, 4096),
         "upscale_filter": Param("lanczos", "PIL filter used when size is set", "str", choices=FILTERS),
         "frames": Param(None, "make a strip of this many frames, walking the latent from seed to to_seed", "int", 2, 64),
-        "to_seed": Param(None, "where the frames end (default: seed + 1)", "int", 0),
+        "to_seed": Param(None, "where the frames end (default: seed + 1)", "int", 0, MAX_SEED),
         "refine": Param(0, "steps of gradient ascent on the latent toward the prompt (needs the scorer)", "int", 0, 500),
         "refine_rate": Param(0.05, "step size of the latent refinement", "float", 0.0, 1.0, min_exclusive=True),
         "prior_weight": Param(1.0, "how strongly refinement keeps latents typical, so faces stay faces", "float", 0.0),
@@ -55,6 +56,9 @@ class GANGenerator(Generator):
     def check_knobs(cls, knobs: dict[str, Any]) -> None:
         if knobs["refine"] and knobs["frames"]:
             raise ConfigError("refine= and frames= do not combine; refine single images.", field="refine")
+        if knobs["to_seed"] is not None and not knobs["frames"]:
+            raise ConfigError("to_seed= is where a strip of frames ends; pass frames= too (or drop to_seed=).",
+                              field="to_seed")
 
     def needs_objective(self, params: dict[str, Any]) -> bool:
         """Refinement climbs an objective; aigc.generate hands in the scorer's when none was given."""

@@ -144,6 +144,31 @@ class Param:
             return listed if isinstance(listed, list) else text
         return text
 
+    def json_schema(self) -> dict[str, Any] | None:
+        """The knob as JSON Schema (what the server's /v1/backends and the studio's forms read); None for a callable."""
+        if not self.on_command_line:
+            return None
+        kinds = {"float": "number", "int": "integer", "bool": "boolean", "str": "string", "image": "string"}
+        schema: dict[str, Any] = {"description": self.help}
+        if self.type == "strings":
+            schema["type"] = "array"
+            schema["items"] = {"type": "string", "minLength": 1}
+        else:
+            schema["type"] = kinds[self.type]
+        if self.type == "image":
+            schema["format"] = "path"
+        if self.default is not None and self.default != []:
+            schema["default"] = self.default
+        if self.min is not None:
+            schema["exclusiveMinimum" if self.min_exclusive else "minimum"] = self.min
+        if self.max is not None:
+            schema["maximum"] = self.max
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        if self.multiple_of:
+            schema["multipleOf"] = self.multiple_of
+        return schema
+
     def describe(self) -> str:
         """Help text with the default and range, for --help and forms."""
         facts = []

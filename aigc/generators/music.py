@@ -86,7 +86,8 @@ class MusicGenerator(Generator):
         with torch.inference_mode():
             encoded, mask = _encode_text(loaded, [prompt for prompt, _ in items], params["guidance"] > 1,
                                          self.manager.device)
-            ids = _sample_codes(model, encoded, mask, [seed for _, seed in items], length, params, self.manager.device)
+            ids = _sample_codes(model, encoded, mask, [seed for _, seed in items], length, params, self.manager.device,
+                                (lambda step, total: self.report("decode", step, total)) if self.progress else None)
             return [_to_audio(model, ids[row], frames) for row in range(len(items))]
 
 
@@ -132,7 +133,7 @@ def _encode_text(loaded: Any, prompts: list[str], guided: bool, device: Any) -> 
 
 
 def _sample_codes(model: Any, encoded: tuple[Any], mask: Any, seeds: list[int], length: int, params: dict[str, Any],
-                  device: Any) -> Any:
+                  device: Any, on_step: Any = None) -> Any:
     """The decoder's codes under the delay pattern, one random stream per (output, codebook): [batch, books, steps]."""
     import torch
 
@@ -157,6 +158,8 @@ def _sample_codes(model: Any, encoded: tuple[Any], mask: Any, seeds: list[int], 
             cond, uncond = logits.split(batch * books)
             logits = uncond + (cond - uncond) * params["guidance"]
         ids = torch.cat([ids, sampling.pick(logits, keys, step)[:, None]], dim=-1)
+        if on_step is not None:
+            on_step(step + 1, length)
     return decoder.apply_delay_pattern_mask(ids, pattern).reshape(batch, books, -1)
 
 

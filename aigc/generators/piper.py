@@ -108,13 +108,34 @@ def _noise_inputs(session) -> list[str]:
     return [i.name for i in session.get_inputs() if i.name.startswith("aigc_noise_")]
 
 
-def load_voice(onnx_path: Path, threads: int | None = None) -> PiperVoice:
+def _config(onnx_path: Path) -> tuple[dict | None, str | None]:
+    """A Piper voice's .onnx.json, or why it is not usable (missing, not JSON, lacking what a voice needs)."""
     config_path = onnx_path.with_name(onnx_path.name + ".json")
-    if not config_path.exists():
-        raise ModelLoadError(f"{onnx_path} needs its Piper config beside it ({config_path.name}).")
-    config = json.loads(config_path.read_text())
-    if "phoneme_id_map" not in config:
-        raise ModelLoadError(f"{config_path} is not a Piper voice config (no phoneme_id_map).")
+    if not config_path.is_file():
+        return None, f"{onnx_path} needs its Piper config beside it ({config_path.name})."
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        return None, f"{config_path.name} is not readable JSON ({error})."
+    if not isinstance(config, dict) or not isinstance(config.get("phoneme_id_map"), dict):
+        return None, f"{config_path.name} is not a Piper voice config (no phoneme_id_map)."
+    rate = (config.get("audio") or {}).get("sample_rate") if isinstance(config.get("audio"), dict) else None
+    if not isinstance(rate, int) or not 1000 <= rate <= 192000:
+        return None, f"{config_path.name} gives no usable audio.sample_rate."
+    if not all(isinstance(config["phoneme_id_map"].get(s), list) for s in ("^", "_", "$")):
+        return None, f"{config_path.name}'s phoneme_id_map lacks the ^, _ and $ symbols a Piper voice has."
+    return config, None
+
+
+def config_problem(onnx_path: Path) -> str | None:
+    """Why a Piper .onnx cannot be a voice (read from its .onnx.json alone), or None."""
+    return _config(onnx_path)[1]
+
+
+def load_voice(onnx_path: Path, threads: int | None = None) -> PiperVoice:
+    config, problem = _config(onnx_path)
+    if problem:
+        raise ModelLoadError(problem)
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -43,8 +43,9 @@ class SpeechGenerator(Generator):
             if source.suffix != ".onnx":
                 return ("a speech model file must be a Piper .onnx voice (with its .onnx.json beside it); other "
                         "models load from a directory or Hub id.")
-            config = path.with_name(path.name + ".json")
-            return None if config.exists() else f"{path} needs its Piper config beside it ({config.name})."
+            from .piper import config_problem
+
+            return config_problem(path)
         if path is not None and not (path / "config.json").exists():
             return (f"{path} has no config.json; pass a transformers VITS directory (e.g. facebook/mms-tts-eng saved "
                     "with save_pretrained) or a Piper .onnx.")
@@ -113,8 +114,10 @@ class SpeechGenerator(Generator):
 
             try:
                 self._vits_tokenizer = AutoTokenizer.from_pretrained(self.source.load_target)
-            except (OSError, ValueError) as error:
-                raise ModelLoadError(f"model={self.model!r} has no loadable VITS tokenizer: {error}") from error
+            except Exception as error:  # noqa: BLE001 - missing vocab files surface as TypeError, OSError...
+                summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise ModelLoadError(f"model={self.model!r} has no loadable VITS tokenizer ({summary}); save the "
+                                     "tokenizer beside the model (tokenizer.save_pretrained(dir)).") from None
         return self._vits_tokenizer
 
     def _speak(self, engine: Any, part: str, rng: np.random.Generator, params: dict[str, Any]) -> np.ndarray:

@@ -49,7 +49,9 @@ class CausalLMGenerator(Generator):
         path = source.path
         if path is not None and path.is_file():
             if source.suffix == ".gguf":
-                return None
+                with open(path, "rb") as handle:
+                    magic = handle.read(4)
+                return None if magic == b"GGUF" else f"{path.name} is not a GGUF file (it does not start with 'GGUF')."
             return (f"a single {path.suffix or 'extensionless'} file cannot be a text model; pass a .gguf file or the "
                     "directory saved with save_pretrained (config.json + weights).")
         if path is not None and not (path / "config.json").exists():
@@ -58,6 +60,8 @@ class CausalLMGenerator(Generator):
         if models.pickled_weights(path):
             return models.pickled_weights(path)
         config = source.json("config.json")
+        if path is not None and config is None:
+            return f"{path / 'config.json'} is not a JSON object, so it is not a transformers config."
         architectures = (config or {}).get("architectures") or []
         if architectures and not any(a.endswith(_CAUSAL_ARCHITECTURES) for a in architectures):
             return (f"it holds a {', '.join(architectures)} ({(config or {}).get('model_type')!r}), not a causal "
@@ -68,8 +72,13 @@ class CausalLMGenerator(Generator):
         if params["streamer"] is not None and len(prompts) != 1:
             raise ConfigError(f"streamer= streams one output, but this request makes {len(prompts)}; use n=1 and one "
                               "prompt.", field="streamer")
-        if params["chat"] and self._has_chat_template() is False:
+        template = self._has_chat_template()
+        if params["chat"] and template is False:
             raise ConfigError(f"chat=True, but model={self.model!r} has no chat template; use chat=False.", field="chat")
+        if params["system"] is not None and (params["chat"] is False or (params["chat"] is None and template is False)):
+            raise ConfigError(f"system= is a chat model's system message, and model={self.model!r} is not used as one "
+                              "here (no chat template, or chat=False); drop system= or put it in the prompt.",
+                              field="system")
         if params["compile"]:
             from ..devices import require_compiler
 
@@ -101,7 +110,8 @@ class CausalLMGenerator(Generator):
         from .sampling import Sampling
 
         settings = Settings(params["max_new_tokens"], Sampling(params["temperature"], params["top_k"], params["top_p"]),
-                            params["repetition_penalty"], params["stop"], params["streamer"], params["compile"])
+                            params["repetition_penalty"], params["stop"], params["streamer"], params["compile"],
+                            on_token=(lambda step, total: self.report("decode", step, total)) if self.progress else None)
         with torch.inference_mode():
             results = decode(model, items, settings, self.manager.device, self.model)
         return [Output(text, info) for text, info in results]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from ..errors import ConfigError
-from ..storage import append_jsonl, read_jsonl
+from ..storage import append_jsonl, path_arg, read_jsonl
 
 if TYPE_CHECKING:
     from .scorer import CreativityScorer
@@ -35,9 +35,7 @@ class Library:
     """`Library(path)`: `.add(items)` embeds and stores them; `len()`; `.vectors(space)` for the scorer."""
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise ConfigError(f"Library({path!r}): pass a directory path.", field="library")
-        self.path = Path(path).expanduser() if path is not None else default_library_path()
+        self.path = path_arg(path, "library", field="library") if path is not None else default_library_path()
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"Library({str(self.path)!r}) is a file; a library is a directory (it holds {FILE}).",
                               field="library")

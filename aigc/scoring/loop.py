@@ -45,10 +45,15 @@ def weakest(scores: dict[str, Any]) -> str | None:
     return min(measured, key=measured.get) if measured else None
 
 
-def round_seeds(seed: int, prompt: int, attempt: int, count: int) -> list[int]:
-    """One round's candidate seeds for the prompt at index `prompt`: seed, seed+1... for the first prompt's first
-    round (so each candidate's seed reproduces it alone); every other round starts from a derived seed."""
-    start = seed if (prompt, attempt) == (0, 1) else seed_rule.derive(seed, "prompt", prompt, "round", attempt)
+def prompt_seed(seed: int, prompt: int) -> int:
+    """Where the search for the prompt at index `prompt` of one call starts: the call's seed for the first."""
+    return seed if prompt == 0 else seed_rule.derive(seed, "prompt", prompt)
+
+
+def round_seeds(base: int, attempt: int, count: int) -> list[int]:
+    """One round's candidate seeds: base, base+1... for the first round (so each candidate's seed reproduces it
+    alone), then from a seed derived for each later round."""
+    start = base if attempt == 1 else seed_rule.derive(base, "round", attempt)
     return [start + i for i in range(count)]
 
 

@@ -49,11 +49,40 @@ def as_item(thing: Any, prompt: str | None = None) -> Item:
         return Item("text", thing, prompt)
     if isinstance(thing, Audio):
         return Item("audio", thing, prompt)
-    if isinstance(thing, tuple) and len(thing) == 2 and isinstance(thing[1], int):
-        return Item("audio", Audio(np.asarray(thing[0], np.float32).reshape(-1), thing[1]), prompt)
+    if isinstance(thing, tuple) and len(thing) == 2 and isinstance(thing[1], int) and not isinstance(thing[1], bool):
+        try:
+            samples = np.asarray(thing[0], np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise ConfigError("audio samples must be numbers (an array of floats in [-1, 1]).") from None
+        return Item("audio", Audio(samples, thing[1]), prompt)
     if hasattr(thing, "convert") and hasattr(thing, "size"):
         return Item("image", thing.convert("RGB"), prompt)
     raise ConfigError(f"cannot score a {type(thing).__name__}; pass Assets, str, PIL images or (samples, rate).")
+
+
+def checked_items(items: Any, prompt: str | None = None) -> list[Item]:
+    """What aigc.score was given, as Items, refusing what has nothing to judge (generated candidates are not
+    checked this way: an empty candidate is simply a poor one)."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise ConfigError(f"items must be a list of things to score, not a {type(items).__name__}; e.g. [text].")
+    if not items:
+        raise ConfigError("nothing to score: give at least one item.")
+    return [_checked(as_item(thing, prompt)) for thing in items]
+
+
+def _checked(item: Item) -> Item:
+    """Refuse what has nothing to judge: empty text, a 0-pixel image, empty, silent-NaN or oddly sampled audio."""
+    if item.kind == "text" and not item.data.strip():
+        raise ConfigError("an empty text has nothing to score.")
+    if item.kind == "image" and min(item.data.size) < 1:
+        raise ConfigError(f"an image of {item.data.size[0]}x{item.data.size[1]} pixels has nothing to score.")
+    if item.kind == "audio":
+        rate, samples = item.data.sample_rate, item.data.samples
+        if not isinstance(rate, int) or not 1000 <= rate <= 768_000:
+            raise ConfigError(f"audio at {rate!r} Hz cannot be scored; sample rates run from 1,000 to 768,000 Hz.")
+        if samples.size == 0 or not np.all(np.isfinite(samples)):
+            raise ConfigError("audio to score needs at least one sample, and only finite ones (no NaN or inf).")
+    return item
 
 
 def vendi(vectors: np.ndarray) -> float:
@@ -73,6 +102,18 @@ def combine(parts: dict[str, float | None], weights: dict[str, float]) -> float:
     return weighted_geometric_mean({name: parts.get(name) for name in PARTS}, {name: weights[name] for name in PARTS})
 
 
+def _check_weights(weights: Any) -> dict[str, float]:
+    """Each part's weight: finite, >= 0, at least one above 0 (the defaults are 1 each)."""
+    if weights is not None and not isinstance(weights, dict):
+        raise ConfigError(f"weights={weights!r:.60} must be a dict of part -> weight, e.g. {{'novelty': 2}}.")
+    merged = {name: 1.0 for name in PARTS} | dict(weights or {})
+    bad = [k for k, w in merged.items() if k not in PARTS or isinstance(w, bool) or not isinstance(w, (int, float))
+           or not math.isfinite(w) or w < 0]
+    if bad or not any(merged.values()):
+        raise ConfigError(f"weights={weights!r}: use finite numbers >= 0 for {', '.join(PARTS)}, at least one > 0.")
+    return {k: float(w) for k, w in merged.items()}
+
+
 class CreativityScorer:
     """Judges outputs for a prompt; its models load through the shared device manager like generators do."""
 
@@ -82,10 +123,7 @@ class CreativityScorer:
         from ..devices import get_manager
 
         self.manager = manager or get_manager()
-        self.weights = {name: 1.0 for name in PARTS} | dict(weights or {})
-        unknown = set(self.weights) - set(PARTS)
-        if unknown or any(not isinstance(w, (int, float)) or w < 0 for w in self.weights.values()):
-            raise ConfigError(f"weights={weights!r}: use non-negative numbers for {', '.join(PARTS)}.")
+        self.weights = _check_weights(weights)
         self.text = TextEmbedder(self.manager, text_embedder)
         self.language_model = language_model
         self.clip_model, self.clap_model = clip_model, clap_model
@@ -142,6 +180,10 @@ class CreativityScorer:
         sims = vectors @ vectors.T
         np.fill_diagonal(sims, -1)
         stored = library.vectors(space) if library is not None and len(library) else np.zeros((0, 0))
+        if stored.size and stored.shape[1] != vectors.shape[1]:  # written by another embedder under this name
+            warnings.warn(f"aigc library: its {space} vectors are {stored.shape[1]}-d, not {vectors.shape[1]}-d; "
+                          "they are left out of novelty.", stacklevel=3)
+            stored = np.zeros((0, 0))
         for i, r in enumerate(results):
             if len(vectors) > 1:
                 r["novelty.candidates"] = _distance(sims[i].max())

@@ -1,0 +1,1 @@
+"""`aigc serve`: a shared, crash-safe generation service (FastAPI + uvicorn); see app.py."""

@@ -1,0 +1,66 @@
+"""Start the server: check the options (bind, tokens, directories) in one clear line each, then run uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..storage import writable_dir
+
+log = logging.getLogger("aigc.server")
+
+
+def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: Path | None,
+          pipelines: Path | None, allowed_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = (),
+          max_body_mb: int = 16, queue_per_owner: int = 100, insecure: bool = False) -> None:
+    try:
+        import uvicorn
+
+        from .app import Settings, create_app
+    except ImportError as error:
+        raise ConfigError(f"aigc serve needs FastAPI and uvicorn ({error}); install them with `pip install "
+                          "'aigc[server]'` (make setup does).") from None
+    from .auth import Tokens, check_bind
+
+    settings = _settings(Settings, host=host, port=port, data=data, tokens=Tokens.load(token_file), models=models,
+                         pipelines=pipelines, allowed_hosts=allowed_hosts, cors=cors, max_body_mb=max_body_mb,
+                         queue_per_owner=queue_per_owner)
+    if check_bind(host, settings.tokens, insecure) == "warning":
+        log.warning("aigc serve: --insecure on %s: anyone who can reach this port can use the server.", host)
+    app = create_app(settings)
+    log.warning("aigc serve: http://%s:%d (data in %s; %s)", host if ":" not in host else f"[{host}]", port,
+                settings.data, "tokens required" if settings.tokens.required else "one local user, no tokens")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+
+
+def _settings(Settings, *, host: str, port: int, data: Path, tokens, models: Path | None, pipelines: Path | None,
+              allowed_hosts: tuple[str, ...], cors: tuple[str, ...], max_body_mb: int, queue_per_owner: int):
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port} is not a port; use 1-65535.")
+    if max_body_mb < 1 or queue_per_owner < 1:
+        raise ConfigError("--max-body-mb and --queue-per-owner must be at least 1.")
+    if "*" in cors and tokens.required:
+        raise ConfigError("--cors-origin '*' with tokens would let any web page use a user's token; list the origins.")
+    for name, directory in (("--models", models), ("--pipelines", pipelines)):
+        if directory is not None and not directory.is_dir():
+            raise ConfigError(f"{name} {directory} is not a directory.")
+    if pipelines is None and Path("pipelines").is_dir():
+        pipelines = Path("pipelines").resolve()
+    hosts = {"localhost", "127.0.0.1", "::1", "[::1]", host, f"[{host}]", *allowed_hosts}
+    if host in ("0.0.0.0", "::"):  # every interface: the names and addresses clients may use to reach this machine
+        hosts |= _own_names()
+    return Settings(data=writable_dir(data, "--data").resolve(), tokens=tokens, models=models, pipelines=pipelines,
+                    allowed_hosts=tuple(sorted(hosts)), cors_origins=tuple(cors), max_body=max_body_mb * 2**20,
+                    queue_per_owner=queue_per_owner)
+
+
+def _own_names() -> set[str]:
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    return {n for n in names if n}

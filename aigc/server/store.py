@@ -1,0 +1,299 @@
+"""The server's source of truth: jobs, their assets and their events in one SQLite database (WAL mode).
+
+A job's assets are recorded in the same transaction that advances the job, after their files were written
+atomically, so a kill -9 at any moment leaves a consistent queue: a restart finds every finished asset
+recorded once, and what is left to make.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+STATES = ("pending", "running", "done", "failed", "cancelled")
+ACTIVE = ("pending", "running")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, type TEXT NOT NULL, kind TEXT, request TEXT NOT NULL,
+    state TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL, expected INTEGER NOT NULL,
+    progress TEXT NOT NULL DEFAULT '{}', error TEXT, cancel INTEGER NOT NULL DEFAULT 0, idempotency TEXT,
+    seq INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner, idempotency) WHERE idempotency IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY, job TEXT NOT NULL, position INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
+    media_type TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL,
+    UNIQUE(job, position)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, owner TEXT NOT NULL, type TEXT NOT NULL,
+    data TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job, id);
+"""
+
+
+@dataclass
+class Job:
+    """One queued request and how far it got."""
+
+    id: str
+    owner: str
+    type: str  # "generate" | "run" | "batch"
+    kind: str | None
+    request: dict[str, Any]
+    state: str
+    created: float
+    expected: int  # assets the job ends with when it succeeds
+    started: float | None = None
+    finished: float | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    cancel: bool = False
+    seq: int = 0
+
+
+@dataclass
+class AssetRow:
+    id: str
+    job: str
+    position: int
+    kind: str
+    path: str  # relative to the data directory; never taken from a request
+    media_type: str
+    size: int
+    etag: str
+    record: dict[str, Any]
+
+
+class Store:
+    """Thread-safe access to the database: one connection, one lock, short transactions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a finished asset's row survives a power cut too
+            self._db.executescript(SCHEMA)
+        self.changed = threading.Condition()  # notified after every new event, for the SSE streams
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # --- jobs ----------------------------------------------------------------------------------------------
+    def create(self, owner: str, type_: str, kind: str | None, request: dict[str, Any], expected: int,
+               idempotency: str | None = None) -> tuple[Job, bool]:
+        """A new pending job, or the owner's earlier job with the same idempotency key; (job, created)."""
+        with self.transaction() as db:
+            if idempotency is not None:
+                row = db.execute("SELECT * FROM jobs WHERE owner=? AND idempotency=?", (owner, idempotency)).fetchone()
+                if row is not None:
+                    return _job(row), False
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            job = Job(secrets.token_hex(8), owner, type_, kind, request, "pending", time.time(), expected, seq=seq)
+            db.execute("INSERT INTO jobs (id, owner, type, kind, request, state, created, expected, idempotency, seq)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (job.id, owner, type_, kind, json.dumps(request), "pending", job.created, expected,
+                        idempotency, seq))
+            self._event(db, job, "queued", {"position": self._position(db, job)})
+        return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list(self, *, owner: str | None, state: str | None, kind: str | None, limit: int,
+             offset: int) -> tuple[list[Job], int]:
+        where, args = [], []
+        for column, value in (("owner", owner), ("state", state), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            total = self._db.execute(f"SELECT COUNT(*) FROM jobs {clause}", args).fetchone()[0]
+            rows = self._db.execute(f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                                    [*args, limit, offset]).fetchall()
+        return [_job(r) for r in rows], total
+
+    def position(self, job: Job) -> int:
+        with self._lock:
+            return self._position(self._db, job)
+
+    def _position(self, db: sqlite3.Connection, job: Job) -> int:
+        """How many jobs run before this one (0: it is next, or running)."""
+        if job.state != "pending":
+            return 0
+        return db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running') AND seq < ?",
+                          (job.seq,)).fetchone()[0]
+
+    def pending_count(self, owner: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND state IN ('pending', 'running')",
+                                    (owner,)).fetchone()[0]
+
+    def claim(self) -> Job | None:
+        """The next job to run, marked running: interrupted running jobs first (a restart), then the pending job of
+        the owner who ran least recently (round-robin between owners), oldest first within an owner."""
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM jobs WHERE state='running' ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                row = db.execute(
+                    "SELECT j.* FROM jobs j WHERE j.state='pending' ORDER BY "
+                    "(SELECT COALESCE(MAX(started), 0) FROM jobs k WHERE k.owner=j.owner), j.seq LIMIT 1").fetchone()
+            if row is None:
+                return None
+            job = _job(row)
+            if job.state == "pending":
+                job.state, job.started = "running", time.time()
+                db.execute("UPDATE jobs SET state='running', started=? WHERE id=?", (job.started, job.id))
+                self._event(db, job, "started", {})
+            else:
+                self._event(db, job, "resumed", {"assets": self._count(db, job.id)})
+        return job
+
+    def requeue_interrupted(self) -> int:
+        """Nothing to do at start-up: a running job is simply claimed again first (and resumes)."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state='running'").fetchone()[0]
+
+    def progress(self, job: Job, progress: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET progress=? WHERE id=?", (json.dumps(progress), job.id))
+            self._event(db, job, "progress", progress)
+
+    def finish(self, job: Job, state: str, error: dict[str, Any] | None = None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET state=?, finished=?, error=? WHERE id=?",
+                       (state, time.time(), json.dumps(error) if error else None, job.id))
+            self._event(db, job, {"done": "done", "failed": "failed", "cancelled": "cancelled"}[state],
+                        {"error": error} if error else {"assets": self._count(db, job.id)})
+
+    def request_cancel(self, job: Job) -> Job:
+        """Cancel a pending job now; ask a running one to stop at its next step. Repeating it is harmless."""
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone()
+            current = _job(row)
+            if current.state == "pending":
+                db.execute("UPDATE jobs SET state='cancelled', finished=?, cancel=1 WHERE id=?", (time.time(), job.id))
+                self._event(db, current, "cancelled", {})
+            elif current.state == "running" and not current.cancel:
+                db.execute("UPDATE jobs SET cancel=1 WHERE id=?", (job.id,))
+        return self.get(job.id)  # type: ignore[return-value]
+
+    def cancelled(self, job_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT cancel FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def retry(self, job: Job) -> Job:
+        """A failed or cancelled job back in the queue; the assets it made are kept and not made again."""
+        with self.transaction() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            db.execute("UPDATE jobs SET state='pending', cancel=0, error=NULL, finished=NULL, started=NULL, seq=? "
+                       "WHERE id=?", (seq, job.id))
+            job = _job(db.execute("SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone())
+            self._event(db, job, "queued", {"position": self._position(db, job), "retry": True})
+        return job
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {state: 0 for state in STATES} | {r[0]: r[1] for r in rows}
+
+    # --- assets --------------------------------------------------------------------------------------------
+    def add_assets(self, job: Job, rows: list[AssetRow], progress: dict[str, Any]) -> list[AssetRow]:
+        """Record finished assets (their files already written) and the job's progress, in one transaction.
+
+        A position already recorded (a resumed job saving again) keeps its first row.
+        """
+        added = []
+        with self.transaction() as db:
+            for row in rows:
+                exists = db.execute("SELECT id FROM assets WHERE job=? AND position=?", (job.id, row.position))
+                if exists.fetchone():
+                    continue
+                db.execute("INSERT INTO assets (id, job, position, kind, path, media_type, size, etag, record, created)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (row.id, job.id, row.position, row.kind, row.path, row.media_type, row.size, row.etag,
+                            json.dumps(row.record), time.time()))
+                added.append(row)
+                self._event(db, job, "candidate" if row.record.get("rank") else "asset",
+                            {"asset": row.id, "position": row.position, "kind": row.kind, "score": row.record.get("score"),
+                             "scores": row.record.get("scores")})
+            db.execute("UPDATE jobs SET progress=? WHERE id=?", (json.dumps(progress), job.id))
+            self._event(db, job, "progress", progress)
+        return added
+
+    def positions(self, job_id: str) -> set[int]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT position FROM assets WHERE job=?", (job_id,))}
+
+    def assets_of(self, job_id: str) -> list[AssetRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM assets WHERE job=? ORDER BY position", (job_id,)).fetchall()
+        return [_asset(r) for r in rows]
+
+    def asset(self, asset_id: str) -> AssetRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM assets WHERE id=?", (asset_id,)).fetchone()
+        return _asset(row) if row else None
+
+    def _count(self, db: sqlite3.Connection, job_id: str) -> int:
+        return db.execute("SELECT COUNT(*) FROM assets WHERE job=?", (job_id,)).fetchone()[0]
+
+    # --- events --------------------------------------------------------------------------------------------
+    def _event(self, db: sqlite3.Connection, job: Job, type_: str, data: dict[str, Any]) -> None:
+        db.execute("INSERT INTO events (job, owner, type, data, created) VALUES (?, ?, ?, ?, ?)",
+                   (job.id, job.owner, type_, json.dumps({"job": job.id, **data}), time.time()))
+        with self.changed:
+            self.changed.notify_all()
+
+    def events_after(self, after: int, *, job: str | None = None, owner: str | None = None,
+                     limit: int = 500) -> list[dict[str, Any]]:
+        where, args = ["id > ?"], [after]
+        if job is not None:
+            where.append("job = ?")
+            args.append(job)
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+                                    [*args, limit]).fetchall()
+        return [{"id": r["id"], "type": r["type"], "data": json.loads(r["data"])} for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(row["id"], row["owner"], row["type"], row["kind"], json.loads(row["request"]), row["state"],
+               row["created"], row["expected"], row["started"], row["finished"], json.loads(row["progress"]),
+               json.loads(row["error"]) if row["error"] else None, bool(row["cancel"]), row["seq"])
+
+
+def _asset(row: sqlite3.Row) -> AssetRow:
+    return AssetRow(row["id"], row["job"], row["position"], row["kind"], row["path"], row["media_type"], row["size"],
+                    row["etag"], json.loads(row["record"]))
