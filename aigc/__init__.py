@@ -4,6 +4,7 @@ from . import limits
 from .api import generate, interpolate, score
 from .assets import Asset, __version__, load
 from .batch_runner import batch
+from .client import Client  # httpx loads when a Client is made
 from .errors import (
                      AIGCError,
                      BackendNotFoundError,
@@ -18,7 +19,7 @@ from .scoring.library import Library
 from .workflows import Pipeline, Step, chain
 
 __all__ = [
-    "AIGCError", "Asset", "BackendNotFoundError", "ConfigError", "DeviceError", "GenerationError", "Library",
+    "AIGCError", "Asset", "BackendNotFoundError", "Client", "ConfigError", "DeviceError", "GenerationError", "Library",
     "ModelLoadError", "Pipeline", "Step", "StorageError", "__version__", "batch", "chain", "generate", "interpolate",
     "limits", "load", "run", "score",
 ]

@@ -127,7 +127,7 @@ def score(items: Sequence[Any], prompt: str | None = None, *, library: Library |
     if prompt is not None:
         checks.plain_text("prompt", prompt)
     checked = checked_items(items, prompt)
-    scorer = CreativityScorer(manager, weights=weights) if (weights is not None or manager) else default_scorer()
+    scorer = CreativityScorer(manager, weights=weights) if weights is not None else default_scorer(manager)
     return scorer.score(checked, prompt, library=_library(library) if library is not None else None)
 
 
@@ -203,9 +203,9 @@ def _manager(manager: Any) -> DeviceManager:
 
 
 def _scorer(manager: DeviceManager) -> CreativityScorer:
-    from .scoring.scorer import CreativityScorer
+    from .scoring.scorer import default_scorer
 
-    return CreativityScorer(manager)
+    return default_scorer(manager)
 
 
 def _library(library: Any) -> Library | None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .cli_knobs import KnobCommand, given_knobs
+from .errors import ConfigError
 from .formats import FORMATS
 from .registry import kinds
 from .storage import slug, unique_path, writable_dir
@@ -58,7 +59,8 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
         if key in pairs:
             raise click.BadParameter(f"{key} is given twice; give it once", param_hint=option)
         if option == "--param" and key in _OWN:
-            raise click.BadParameter(f"{key} is not a backend knob; use --{key.replace('_', '-')}", param_hint=option)
+            flag = "-n" if key == "n" else f"--{key.replace('_', '-')}"
+            raise click.BadParameter(f"{key} is not a backend knob; use {flag}", param_hint=option)
         pairs[key] = raw
     return pairs
 
@@ -69,6 +71,29 @@ def _knobs(kind: str, backend: str | None, model: str | None, given: dict[str, A
 
     spec = registry.get(kind, backend, model)
     return spec.name, spec.load().parse_knobs(given)
+
+
+def _server_options(command: Any) -> Any:
+    """--server and --token: send the work to an `aigc serve`, which writes back the same files."""
+    command = click.option("--token", envvar="AIGC_TOKEN",
+                           help="Bearer token for --server (one of its --token-file). Also $AIGC_TOKEN.")(command)
+    return click.option("--server", envvar="AIGC_SERVER", metavar="URL",
+                        help="Run on this aigc server (e.g. http://gpu-box:8000) and write the same files here. "
+                             "Also $AIGC_SERVER.")(command)
+
+
+def _local_only(**given: Any) -> None:
+    """Options that pick this machine's devices or engines mean nothing to a server: refused, never ignored."""
+    for name, value in given.items():
+        if value not in (None, False, ()):
+            raise ConfigError(f"--{name.replace('_', '-')} is for work on this machine only; drop it, or drop "
+                              "--server.", field=name)
+
+
+def _client(server: str, token: str | None) -> Any:
+    from .client import Client
+
+    return Client(server, token)
 
 
 @cli.command(cls=KnobCommand, epilog=EXAMPLES)
@@ -96,10 +121,12 @@ def _knobs(kind: str, backend: str | None, model: str | None, given: dict[str, A
 @click.option("--play", is_flag=True, help="Audio: play each clip after saving it, where a player exists.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N or mps. Also $AIGC_DEVICE.")
 @click.option("--dtype", help="auto (default), float32, float16 or bfloat16. Also $AIGC_DTYPE.")
+@_server_options
 def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str | None, n: int, seed: int | None,
              best_of: int | None, min_score: float | None, max_attempts: int | None, diverse: bool,
              library_path: Path | None, no_library: bool, extra: tuple[str, ...], out: Path | None, fmt: str | None,
-             as_json: bool, stream: bool, play: bool, device: str | None, dtype: str | None, **knob_args: Any) -> None:
+             as_json: bool, stream: bool, play: bool, device: str | None, dtype: str | None, server: str | None,
+             token: str | None, **knob_args: Any) -> None:
     """Generate KIND (text, image or audio) from PROMPT.
 
     Text is printed; images and audio are saved (to --out, default out/) and their paths printed. Every
@@ -109,27 +136,29 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
 
     file_format = formats.by_name(fmt) if fmt is not None else formats.default(kind)
     if file_format.kind != kind:
-        raise click.BadParameter(f"{fmt!r} is not a {kind} format; use {', '.join(formats.suffixes(kind))}.",
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise click.BadParameter(f"{fmt!r} is not {article} {kind} format; use {', '.join(formats.suffixes(kind))}.",
                                  param_hint="--format")
     manager = None
-    if device or dtype:
+    if server:
+        _local_only(device=device, dtype=dtype, library=library_path)
+    elif device or dtype:
         from . import devices
 
         manager = devices.configure(device, dtype)
-    named, pairs = given_knobs(knob_args), _pairs(extra, "--param")
-    both = sorted(set(named) & set(pairs))
-    if both:
-        raise click.BadParameter(f"{both[0]} is given as --{both[0].replace('_', '-')} and as -p; give it once",
-                                 param_hint="--param")
-    backend, params = _knobs(kind, backend, model, {**named, **pairs})
+    backend, params = _command_knobs(kind, backend, model, knob_args, extra, remote=bool(server))
     if stream:
         params["streamer"] = lambda piece: (sys.stdout.write(piece), sys.stdout.flush())
     out = out if out is not None or kind == "text" else Path("out")
     if out is not None:
         writable_dir(out)  # a read-only or misnamed --out fails now, not after the work is done
-    assets = api.generate(kind, " ".join(prompt), backend=backend, model=model, n=n, seed=seed, manager=manager,
-                          best_of=best_of, min_score=min_score, max_attempts=max_attempts, diverse=diverse,
-                          library=False if no_library else library_path, **params)
+    request = dict(backend=backend, model=model, n=n, seed=seed, best_of=best_of, min_score=min_score,
+                   max_attempts=max_attempts, diverse=diverse, **params)
+    if server:
+        assets = _client(server, token).generate(kind, " ".join(prompt), **request)
+    else:
+        assets = api.generate(kind, " ".join(prompt), manager=manager, library=False if no_library else library_path,
+                              **request)
     for asset in assets:
         _report(asset, _save(asset, out, file_format), as_json, stream, play, several=len(assets) > 1)
     if kind == "image" and len(assets) > 1:
@@ -140,6 +169,22 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         click.echo(sheet, err=as_json)  # --json keeps stdout to JSON lines
     if out is not None and not as_json:
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
+
+
+def _command_knobs(kind: str, backend: str | None, model: str | None, knob_args: dict[str, Any],
+                   extra: tuple[str, ...], remote: bool) -> tuple[str | None, dict[str, Any]]:
+    """The backend and knob values of a command line's --knob options and -p pairs; for a server, read without
+    the model (it may be there only), and the backend left for the server to pick."""
+    named, pairs = given_knobs(knob_args), _pairs(extra, "--param")
+    both = sorted(set(named) & set(pairs))
+    if both:
+        raise click.BadParameter(f"{both[0]} is given as --{both[0].replace('_', '-')} and as -p; give it once",
+                                 param_hint="--param")
+    if remote:
+        from .client import typed_knobs
+
+        return backend, typed_knobs(kind, backend, {**named, **pairs})
+    return _knobs(kind, backend, model, {**named, **pairs})
 
 
 def _save(asset: Any, out: Path | None, file_format: Any) -> Path | None:
@@ -183,10 +228,12 @@ def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bo
 @click.option("--workers", type=int, help="Ray actors (default: one per GPU, else 2).")
 @click.option("--ray-address", help="An existing Ray cluster (e.g. ray://head:10001); default: $RAY_ADDRESS or a local one.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per generate call.")
+@_server_options
 @click.pass_context
 def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed: int, backend: str | None,
           model: str | None, best_of: int | None, min_score: float | None, max_attempts: int | None, engine: str,
-          workers: int | None, ray_address: str | None, batch_size: int, **knob_args: Any) -> None:
+          workers: int | None, ray_address: str | None, batch_size: int, server: str | None, token: str | None,
+          **knob_args: Any) -> None:
     """Make N variants of every prompt in PROMPTS (.txt, .csv or .jsonl), resumably.
 
     \b
@@ -198,10 +245,18 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
     if ctx.args:
         raise click.UsageError(f"unexpected {ctx.args[0]!r}: knobs are given as --name VALUE (e.g. --steps 30); "
                                "`aigc batch --help` lists them.")
-    _, params = _knobs(kind, backend, model, given_knobs(knob_args))
-    summary = run_batch(prompts, out, kind=kind, n=n, seed=seed, backend=backend, model=model, best_of=best_of,
-                        min_score=min_score, max_attempts=max_attempts, engine=engine, workers=workers,
-                        ray_address=ray_address, batch_size=batch_size, **params)
+    _, params = _command_knobs(kind, backend, model, knob_args, (), remote=bool(server))
+    request = dict(kind=kind, n=n, seed=seed, backend=backend, model=model, best_of=best_of, min_score=min_score,
+                   max_attempts=max_attempts)
+    if server:
+        from click.core import ParameterSource
+
+        chosen = ctx.get_parameter_source("batch_size") not in (ParameterSource.DEFAULT, None)
+        _local_only(engine=engine == "ray", workers=workers, ray_address=ray_address, batch_size=chosen)
+        summary = _client(server, token).batch(prompts, out, **request, **params)
+    else:
+        summary = run_batch(prompts, out, engine=engine, workers=workers, ray_address=ray_address,
+                            batch_size=batch_size, **request, **params)
     click.echo(str(summary))
     for failure in summary.failed[:10]:
         click.secho(f"  row {failure['row']}: {failure['reason']}", fg="yellow", err=True)
@@ -221,14 +276,21 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
 @click.option("--seed", "-s", type=int, default=0, show_default=True, help="Seed of the whole run.")
 @click.option("--replay", type=click.Path(path_type=Path),
               help="Re-run exactly what a run.json recorded.")
-def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, seed: int, replay: Path | None) -> None:
+@_server_options
+def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, seed: int, replay: Path | None,
+               server: str | None, token: str | None) -> None:
     """Run a YAML workflow RECIPE (see pipelines/): every step's assets, run.json and index.html land in --out."""
     from . import seeds as seed_rule
-    from .recipes import load_recipe, override, run_to_dir
+    from .recipes import default_out, load_recipe, override, run_to_dir
     from .recipes import replay as replay_run
     from .workflows import check
 
-    if replay is not None:
+    if server:
+        _local_only(replay=replay)
+        if recipe is None:
+            raise click.UsageError("give a recipe: a YAML file here, or the name of one of the server's pipelines.")
+        run_json = _client(server, token).run(recipe, out, seed=seed, sets=_pairs(sets, "--set"))
+    elif replay is not None:
         if recipe is not None or sets:
             raise click.UsageError("--replay takes no recipe or --set: it reruns what run.json recorded.")
         out = out or unique_path(replay.parent.parent, replay.parent.name + "-replay")
@@ -240,7 +302,7 @@ def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, see
         values = override(pipeline, _pairs(sets, "--set"))
         check(pipeline, {**pipeline.inputs, **values})  # every error before the first line of output
         seed_rule.check(seed)
-        out = writable_dir(out or unique_path(Path("runs"), f"{recipe.stem}-{seed}"))
+        out = writable_dir(out or default_out(recipe.stem, seed))
         announce = lambda where: click.secho(  # noqa: E731 - once the run is accepted, before any work
             f"run directory: {where} (if this run is stopped, the same command with --out {where} resumes it)", err=True)
         run_json = run_to_dir(pipeline, values, out, seed=seed, source=str(recipe), on_start=announce)
@@ -309,22 +371,33 @@ def _scorable(path: Path, prompt: str | None) -> tuple[str, Any]:
 @click.option("--max-body-mb", type=int, default=16, show_default=True, help="Largest request body.")
 @click.option("--queue-per-owner", type=int, default=100, show_default=True,
               help="Jobs one user may have queued or running at once.")
+@click.option("--merge-outputs", type=int, default=16, show_default=True,
+              help="Outputs one merged generator call may hold: jobs that differ only in prompts and seeds share "
+                   "batched calls (same results as alone). 1 runs every job on its own.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: generate on Ray actors (one per GPU, or --workers on CPU); the queue stays here.")
+@click.option("--workers", type=int, help="With --engine ray: actors (default: one per GPU, else 2).")
+@click.option("--ray-address", help="With --engine ray: an existing cluster (ray://head:10001); default: a local Ray.")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without tokens (anyone can use it).")
 def serve(host: str, port: int, data: Path, token_file: Path | None, models_dir: Path | None,
           pipelines_dir: Path | None, allowed_hosts: tuple[str, ...], cors: tuple[str, ...], max_body_mb: int,
-          queue_per_owner: int, insecure: bool) -> None:
+          queue_per_owner: int, merge_outputs: int, engine: str, workers: int | None, ray_address: str | None,
+          insecure: bool) -> None:
     """Serve aigc to a team over HTTP: a crash-safe jobs API with events, on FastAPI + uvicorn.
 
     \b
     Examples:
       aigc serve                                   # http://127.0.0.1:8000, one local user
       aigc serve --host 0.0.0.0 --token-file team.tokens --data /srv/aigc
+      aigc serve --engine ray --workers 4           # generation on 4 Ray actors
       curl -s localhost:8000/v1/jobs -d '{"kind": "text", "prompt": "A haiku about rain"}'
+      curl -s localhost:8000/v1/chat/completions -d '{"model": "default", "messages": [{"role": "user", "content": "Hi"}]}'
     """
     from .server.serve import serve as run_server
 
     run_server(host=host, port=port, data=data, token_file=token_file, models=models_dir, pipelines=pipelines_dir,
                allowed_hosts=allowed_hosts, cors=cors, max_body_mb=max_body_mb, queue_per_owner=queue_per_owner,
+               merge_outputs=merge_outputs, engine=engine, workers=workers, ray_address=ray_address,
                insecure=insecure)
 
 

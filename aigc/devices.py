@@ -187,6 +187,7 @@ class DeviceManager:
         self._lock = threading.RLock()
         self._key_locks: dict[ModelKey, threading.Lock] = {}
         self.counters = {"loads": 0, "hits": 0, "evictions": 0, "offloads": 0, "oom_retries": 0}
+        self.shared: dict[str, Any] = {}  # objects made once per manager and shared by its users (the scorer)
 
     def key(self, family: str, model: str, dtype: torch.dtype | None = None,
             variant: dict[str, Any] | None = None) -> ModelKey:

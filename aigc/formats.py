@@ -91,6 +91,16 @@ def default(kind: str) -> Format:
     return FORMATS[DEFAULT_FORMAT[kind]]
 
 
+def by_media_type(media_type: str) -> Format:
+    """The format of a media type ("image/png"; parameters such as "; charset=utf-8" are ignored): what an HTTP
+    answer or a data URL says it holds."""
+    key = str(media_type).split(";")[0].strip().lower()
+    for fmt in FORMATS.values():
+        if fmt.media_type == key:
+            return fmt
+    raise ConfigError(f"unknown media type {media_type!r}; aigc reads {_or(f.media_type for f in FORMATS.values())}.")
+
+
 def suffixes(kind: str) -> list[str]:
     """Every suffix an asset of `kind` may be saved under, canonical ones first."""
     _check_kind(kind)

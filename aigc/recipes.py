@@ -35,7 +35,7 @@ from .assets import Asset, __version__, load
 from .checks import plain_text
 from .errors import AIGCError, ConfigError, one_of
 from .seeds import MAX_SEED
-from .storage import append_jsonl, clean_partial, locked_dir, path_arg, read_jsonl, read_text, write_json
+from .storage import append_jsonl, clean_partial, locked_dir, path_arg, read_jsonl, read_text, unique_path, write_json
 from .templates import placeholders
 from .workflows import Pipeline, Step, check, from_resolved, resolved
 from .workflows import run as run_pipeline
@@ -198,6 +198,11 @@ def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed
     if out is None:
         return run_pipeline(pipeline, inputs, seed=seed)
     return run_to_dir(pipeline, inputs, path_arg(out, "out", field="out"), seed=seed, source=str(recipe))
+
+
+def default_out(stem: str, seed: int) -> Path:
+    """Where a run goes when no directory is named: a new runs/<recipe>-<seed>, never an earlier run's."""
+    return unique_path(Path("runs"), f"{stem}-{seed}")
 
 
 def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, seed: int = 0, manager=None,

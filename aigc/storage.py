@@ -35,11 +35,11 @@ def explained(action: str, path: str | os.PathLike) -> Iterator[None]:
                            ".") from None
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o666) -> Path:
     """Write to a temporary file beside `path`, fsync it, then rename it over: all of it or none.
 
     The file gets the permissions a plain open() would give it under the current umask (mkstemp's
-    private 0600 is not what a user sharing a folder expects).
+    private 0600 is not what a user sharing a folder expects); a secret passes mode=0o600.
     """
     path = Path(path)
     with explained("write", path):
@@ -50,7 +50,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, mode & ~_umask())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -112,6 +112,17 @@ def read_text(path: str | os.PathLike, what: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ConfigError(f"cannot read {what} {path}: it is not UTF-8 text (byte {error.start}).") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """A file's SHA-256 (hex), read a MiB at a time: how a server and a client agree that a copy is whole."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with explained("read", path), open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike, value: Any) -> Path:

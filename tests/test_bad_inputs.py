@@ -190,7 +190,8 @@ def test_generated_text_with_control_characters_still_flows_into_the_next_prompt
     (("generate", "text", "x", "-p", "seed=5"), "seed is not a backend knob; use --seed"),
     (("generate", "text", "x", "-p", "top_k=1", "-p", "top_k=2"), "top_k is given twice"),
     (("generate", "text", "x", "--format", ""), "unknown file format ''"),
-    (("generate", "image", "x", "--format", "wav"), "not a image format"),
+    (("generate", "image", "x", "--format", "wav"), "not an image format"),
+    (("generate", "text", "x", "-p", "n=3"), "n is not a backend knob; use -n"),
 ])
 def test_command_line_oddities_are_explained(args, message):
     done = subprocess.run([AIGC, *args], capture_output=True, text=True, timeout=120)

@@ -260,3 +260,52 @@ def test_backends_say_every_knob_as_json_schema_and_metrics_count_jobs(tmp_path,
         import re
 
         assert np.isfinite(float(re.search(r"^aigc_models_loaded (\S+)$", text, re.M).group(1)))
+
+
+def _hold_the_worker(c: TestClient, headers: dict | None = None) -> str:
+    """A long job that keeps the worker busy while a test queues the jobs it wants waiting together."""
+    job = c.post("/v1/jobs", headers=headers, json={"kind": "text", "prompt": "x", "model": "tiny-gpt2", "n": 1000,
+                                                    "params": {"max_new_tokens": 100}}).json()["id"]
+    while c.get(f"/v1/jobs/{job}", headers=headers).json()["state"] == "pending":
+        time.sleep(0.02)
+    return job
+
+
+def test_jobs_differing_in_prompts_seeds_and_n_share_calls_and_get_what_they_get_alone(tmp_path, models, manager,
+                                                                                      tiny_gpt2):
+    requests = [{"prompt": "The sea", "seed": 1}, {"prompt": ["A door", "Glass"], "n": 2, "seed": 50},
+                {"prompt": "Rain", "n": 3, "seed": 7}]
+    with client(tmp_path, models, manager) as c:
+        blocker = _hold_the_worker(c)
+        ids = [c.post("/v1/jobs", json={"kind": "text", "model": "tiny-gpt2", "params": {"max_new_tokens": 6},
+                                        **r}).json()["id"] for r in requests]
+        apart = c.post("/v1/jobs", json={"kind": "text", "model": "tiny-gpt2", "prompt": "The sea", "seed": 1,
+                                         "params": {"max_new_tokens": 7}}).json()["id"]  # another knob: its own call
+        c.post(f"/v1/jobs/{blocker}/cancel")
+        jobs = [wait(c, job_id) for job_id in ids]
+        assert wait(c, apart)["merged_with"] == []
+        for job, request in zip(jobs, requests):
+            assert sorted(job["merged_with"]) == sorted(set(ids) - {job["id"]})
+            alone = aigc.generate("text", request["prompt"], n=request.get("n", 1), seed=request["seed"],
+                                  model=tiny_gpt2, max_new_tokens=6, manager=manager)
+            assert [c.get(a["url"]).text for a in job["assets"]] == [a.data for a in alone]
+            meta = c.get(job["assets"][0]["meta"]).json()["record"]
+            assert meta["params"] == alone[0].params and meta["info"] == alone[0].info
+        events = c.get(f"/v1/jobs/{ids[0]}/events").text
+        assert '"batched_with": 3' in events and '"call_outputs": 8' in events, events  # 1 + 4 + 3 outputs, one call
+
+
+def test_owners_take_turns_so_a_long_queue_does_not_starve_a_single_job(tmp_path, models, manager):
+    tokens = Tokens((("alice", ALICE, False), ("bob", BOB, False)))
+    alice, bob = ({"Authorization": f"Bearer {t}"} for t in (ALICE, BOB))
+    with client(tmp_path, models, manager, tokens=tokens, merge_outputs=1) as c:
+        blocker = _hold_the_worker(c, alice)
+        queued = [c.post("/v1/jobs", headers=alice, json={"kind": "image", "prompt": "a face", "backend": "gan",
+                                                          "model": "tiny-gan.pth", "seed": i}).json()["id"]
+                  for i in range(5)]
+        single = c.post("/v1/jobs", headers=bob, json={"kind": "image", "prompt": "a face", "backend": "gan",
+                                                       "model": "tiny-gan.pth"}).json()["id"]
+        c.post(f"/v1/jobs/{blocker}/cancel", headers=alice)
+        starts = {job_id: wait(c, job_id, alice)["started"] for job_id in queued}
+        bobs = wait(c, single, bob)["started"]
+        assert sum(start < bobs for start in starts.values()) <= 1  # bob's one job ran second, not sixth

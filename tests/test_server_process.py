@@ -6,54 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
-TOKEN = "team-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def server(data: Path, models: Path, *extra: str, port: int | None = None):
-    port = port or free_port()
-    process = subprocess.Popen([AIGC, "serve", "--port", str(port), "--data", str(data), "--models", str(models),
-                                *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            if process.poll() is not None:
-                raise AssertionError(process.stderr.read().decode())
-            time.sleep(0.2)
-    try:
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+from serving import AIGC, TOKEN, free_port, server, wait_done  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +29,6 @@ def models(tmp_path_factory, tiny_gpt2, tiny_dcgan):
 def assets_of(url: str, job_id: str, headers: dict | None = None) -> list[bytes]:
     job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers).json()
     return [httpx.get(f"{url}{a['url']}", headers=headers).content for a in job["assets"]]
-
-
-def wait_done(url: str, job_id: str, timeout: float = 300) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = httpx.get(f"{url}/v1/jobs/{job_id}").json()
-        if job["state"] not in ("pending", "running"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(job)
 
 
 JOBS = [{"kind": "text", "prompt": ["The sea", "A lighthouse"], "n": 20, "seed": 11, "model": "tiny-gpt2",
@@ -135,6 +87,10 @@ def test_a_public_bind_needs_tokens_and_tokens_are_required_then(tmp_path, model
         assert httpx.get(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert httpx.get(f"{url}/health").status_code == 200
         assert httpx.get(f"{url}/health", headers={"Host": "evil.example"}).status_code == 400  # host checked
+        second = subprocess.run([AIGC, "serve", "--port", str(free_port()), "--data", str(tmp_path / "d")],
+                                capture_output=True, text=True, timeout=60)  # one server per queue
+        assert second.returncode == 1 and "served by another aigc serve" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
 
 
 def test_an_event_stream_reconnects_with_last_event_id_and_misses_nothing(tmp_path, models):

@@ -23,6 +23,7 @@ LAYERS = [
     {"generators", "scoring"},
     {"api"},
     {"workflows", "recipes", "batch", "batch_runner", "report", "gallery"},
+    {"client"},  # the remote front end: the module's verbs over HTTP
     {"cli", "cli_knobs", "server"},
 ]
 

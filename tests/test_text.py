@@ -152,3 +152,25 @@ def test_compile_without_a_cpu_compiler_fails_before_any_load(tiny_gpt2, manager
     with inductor.patch({"cpp.cxx": ("no-such-c++",)}), pytest.raises(aigc.ConfigError, match=r"needs a C\+\+ compiler"):
         gen("The sea", tiny_gpt2, manager, compile=True)
     assert manager.stats()["loads"] == 0
+
+
+def test_a_chat_for_a_model_without_a_template_is_read_as_a_transcript(tiny_gpt2, manager):
+    chat = [{"role": "user", "content": "The sea"}, {"role": "assistant", "content": "is wide."},
+            {"role": "user", "content": "And the sky?"}]
+    asset = gen("And the sky?", tiny_gpt2, manager, seed=3, messages=chat)[0]
+    transcript = gen("User: The sea\nAssistant: is wide.\nUser: And the sky?\nAssistant:", tiny_gpt2, manager,
+                     seed=3)[0]
+    assert asset.data == transcript.data and asset.info["messages"] == chat
+
+
+@pytest.mark.parametrize("messages, says", [
+    ([], "non-empty list"),
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "end with the user's turn"),
+    ([{"role": "tool", "content": "x"}], "role"),
+    ([{"role": "user", "content": 3}], "content"),
+    ([{"role": "user", "content": "a\x00b"}], "control character"),
+    ("Hi", "non-empty list"),
+])
+def test_a_malformed_chat_is_refused_before_loading(tiny_gpt2, manager, messages, says):
+    with pytest.raises(aigc.ConfigError, match=says):
+        gen("Hi", tiny_gpt2, manager, messages=messages)

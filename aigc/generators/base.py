@@ -47,6 +47,9 @@ class Generator:
     family: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
     limits: ClassVar[dict[str, int]] = {}  # this backend's own defaults for limits.py's bounds (prompt_chars...)
+    # knobs an output owns like its prompt (one value for all, or one per output): a server merging requests
+    # into one batched call passes them per output instead of needing them equal
+    per_output: ClassVar[tuple[str, ...]] = ()
     progress: Callable[[Progress], None] | None = None  # set per call by aigc.generate(progress=...)
 
     def __init__(self, model: str, manager: DeviceManager, *, backend: str = "") -> None:

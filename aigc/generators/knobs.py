@@ -17,7 +17,8 @@ from .. import limits
 from ..checks import plain_text
 from ..errors import ConfigError, one_of
 
-TYPES = ("float", "int", "bool", "str", "strings", "image", "callable")
+TYPES = ("float", "int", "bool", "str", "strings", "image", "messages", "callable")
+ROLES = ("system", "user", "assistant")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 WEAKNESSES = ("novelty", "relevance", "quality")
 
@@ -62,8 +63,8 @@ class Param:
 
     @property
     def on_command_line(self) -> bool:
-        """Whether text can say it (a callable cannot: it exists only in Python)."""
-        return self.type != "callable"
+        """Whether a command-line flag can say it (a callable exists only in Python; a chat is JSON for a server)."""
+        return self.type not in ("callable", "messages")
 
     def check(self, name: str, value: Any) -> Any:
         """The value to use: validated, normalised (float for float, a list for strings), or the default for None."""
@@ -87,6 +88,8 @@ class Param:
             return value
         if self.type == "image":
             return _image(name, value)
+        if self.type == "messages":
+            return _messages(name, value)
         number = self.type in ("int", "float")
         allowed = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "strings": (str, list, tuple)}
         if not isinstance(value, allowed[self.type]) or (number and isinstance(value, bool)):
@@ -146,11 +149,15 @@ class Param:
 
     def json_schema(self) -> dict[str, Any] | None:
         """The knob as JSON Schema (what the server's /v1/backends and the studio's forms read); None for a callable."""
-        if not self.on_command_line:
+        if self.type == "callable":
             return None
         kinds = {"float": "number", "int": "integer", "bool": "boolean", "str": "string", "image": "string"}
         schema: dict[str, Any] = {"description": self.help}
-        if self.type == "strings":
+        if self.type == "messages":
+            schema["type"] = "array"
+            schema["items"] = {"type": "object", "required": ["role", "content"],
+                               "properties": {"role": {"enum": list(ROLES)}, "content": {"type": "string"}}}
+        elif self.type == "strings":
             schema["type"] = "array"
             schema["items"] = {"type": "string", "minLength": 1}
         else:
@@ -193,6 +200,33 @@ def _image(name: str, value: Any) -> Any:
     if not os.path.isfile(os.path.expanduser(value)):
         raise ConfigError(f"{name}={value!r}: no such file; pass an image path or a PIL image.", field=name)
     return value
+
+
+def _messages(name: str, value: Any) -> list[Any]:
+    """A chat so far, a list of {"role": system|user|assistant, "content": text} ending with the user's turn; or
+    a list of such chats, one per output (what a server sends when it answers several chats in one batch)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name} must be a non-empty list of {{'role', 'content'}} messages.", field=name)
+    if all(isinstance(chat, (list, tuple)) for chat in value):
+        limits.check("prompts", len(value), f"the number of chats in {name}", field=name)
+        return [_chat(f"{name}[{index}]", chat, name) for index, chat in enumerate(value)]
+    return _chat(name, value, name)
+
+
+def _chat(name: str, value: Any, field: str) -> list[dict[str, str]]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name} must be a non-empty list of {{'role', 'content'}} messages.", field=field)
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+            raise ConfigError(f"{name}[{index}] must be {{'role': one of {', '.join(ROLES)}, 'content': text}}.",
+                              field=field)
+        plain_text(f"{name}[{index}]", message["content"], field=field)
+        messages.append({"role": message["role"], "content": message["content"]})
+    if messages[-1]["role"] != "user":
+        raise ConfigError(f"{name} must end with the user's turn: that is what the model answers.", field=field)
+    limits.check("prompt_chars", sum(len(m["content"]) for m in messages), f"{name}'s length in characters", field=field)
+    return messages
 
 
 def describe_value(value: Any) -> Any:

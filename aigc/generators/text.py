@@ -24,6 +24,7 @@ _CAUSAL_ARCHITECTURES = ("ForCausalLM", "LMHeadModel")
 class CausalLMGenerator(Generator):
     kind = "text"
     family = "causal-lm"
+    per_output = ("messages",)
     params = {
         "max_new_tokens": Param(200, "most new tokens per output", "int", 1, 32768),
         "temperature": Param(0.7, "sampling temperature; 0 means greedy decoding", "float", 0.0, 10.0,
@@ -36,6 +37,9 @@ class CausalLMGenerator(Generator):
         "stop": Param([], "strings that end an output (cut off, not included)", "strings"),
         "chat": Param(None, "wrap the prompt in the model's chat template (default: when it has one)", "bool"),
         "system": Param(None, "system message for chat models", "str"),
+        "messages": Param(None, "the chat so far (system/user/assistant turns, the user's last), answered in place "
+                                "of the prompt alone: what an OpenAI-style chat sends; or one chat per output. "
+                                "Each output records its chat in info", "messages", record=False),
         "batch_size": Param(None, "outputs decoded together (default: all); halves itself on out-of-memory",
                             "int", 1, record=False),
         "compile": Param(False, "static KV cache + torch.compile'd decoding step (CUDA graphs on a GPU): much "
@@ -75,7 +79,11 @@ class CausalLMGenerator(Generator):
         template = self._has_chat_template()
         if params["chat"] and template is False:
             raise ConfigError(f"chat=True, but model={self.model!r} has no chat template; use chat=False.", field="chat")
-        if params["system"] is not None and (params["chat"] is False or (params["chat"] is None and template is False)):
+        if params["messages"] and isinstance(params["messages"][0], list) and len(params["messages"]) != len(prompts):
+            raise ConfigError(f"messages holds {len(params['messages'])} chats for {len(prompts)} outputs; give one "
+                              "chat for all, or one per output.", field="messages")
+        if params["system"] is not None and not params["messages"] and (
+                params["chat"] is False or (params["chat"] is None and template is False)):
             raise ConfigError(f"system= is a chat model's system message, and model={self.model!r} is not used as one "
                               "here (no chat template, or chat=False); drop system= or put it in the prompt.",
                               field="system")
@@ -101,7 +109,9 @@ class CausalLMGenerator(Generator):
         return Loaded(model.eval(), tokenizer)
 
     def preprocess(self, model: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
-        return [(self._encode(model.tokenizer, prompt, params), seed) for prompt, seed in zip(prompts, seeds)]
+        chats = _chats(params["messages"], len(prompts))
+        return [(self._encode(model.tokenizer, prompt, chat, params), seed)
+                for prompt, chat, seed in zip(prompts, chats, seeds)]
 
     def forward(self, model: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
         import torch
@@ -115,6 +125,12 @@ class CausalLMGenerator(Generator):
         with torch.inference_mode():
             results = decode(model, items, settings, self.manager.device, self.model)
         return [Output(text, info) for text, info in results]
+
+    def postprocess(self, model: Any, results: list[Output], params: dict[str, Any]) -> list[Output]:
+        for output, chat in zip(results, _chats(params["messages"], len(results))):
+            if chat is not None:
+                output.info["messages"] = chat  # what this output answered, in its own record
+        return results
 
     # --- the model's files --------------------------------------------------------------------------------------
     def _weights_dir(self) -> str:
@@ -168,18 +184,29 @@ class CausalLMGenerator(Generator):
             raise ModelLoadError(f"model={self.model!r}: {path} has no tokenizer files; save the tokenizer beside it.")
         return str(models.gpt2_tokenizer_dir())
 
-    def _encode(self, tokenizer: Any, prompt: str, params: dict[str, Any]) -> list[int]:
-        chat = params["chat"]
+    def _encode(self, tokenizer: Any, prompt: str, chat: list[dict[str, str]] | None, params: dict[str, Any]) -> list[int]:
         has_template = getattr(tokenizer, "chat_template", None) is not None
-        if chat and not has_template:
+        if params["chat"] and not has_template:
             raise ConfigError(f"chat=True, but model={self.model!r} has no chat template (found once its tokenizer "
                               "loaded); use chat=False.", field="chat")
-        if not (has_template if chat is None else chat):
-            return tokenizer(prompt)["input_ids"]
-        messages = [{"role": "system", "content": params["system"]}] if params["system"] else []
-        messages.append({"role": "user", "content": prompt})
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        turns = chat or [{"role": "user", "content": prompt}]
+        if params["system"] and turns[0]["role"] != "system":
+            turns = [{"role": "system", "content": params["system"]}, *turns]
+        if not (has_template if params["chat"] is None else params["chat"]):
+            if not chat:
+                return tokenizer(prompt)["input_ids"]
+            # a model without a chat template reads the chat as a transcript to continue
+            transcript = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in turns) + "Assistant:"
+            return tokenizer(transcript)["input_ids"]
+        encoded = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(encoded["input_ids"])
+
+
+def _chats(messages: list[Any] | None, count: int) -> list[list[dict[str, str]] | None]:
+    """The chat each of `count` outputs answers: none, one for all, or one each."""
+    if not messages:
+        return [None] * count
+    return list(messages) if isinstance(messages[0], list) else [messages] * count
 
 
 def _dequantise_gguf(source: Path, out: Path) -> None:

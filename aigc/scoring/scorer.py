@@ -374,16 +374,16 @@ def _fluency(nll: float) -> float:
     return float(np.clip((7.5 - nll) / 3.0, 0.0, 1.0))
 
 
-_default: CreativityScorer | None = None
-_default_lock = threading.Lock()
+_scorers_lock = threading.Lock()
 
 
-def default_scorer() -> CreativityScorer:
-    """The scorer on the process-wide device manager; a new one once devices.configure() replaced that manager."""
+def default_scorer(manager: Any = None) -> CreativityScorer:
+    """The scorer on `manager` (default: the process-wide one, which devices.configure() may replace), made once
+    per manager: its caches (the language model's obvious continuations) then serve every later call."""
     from ..devices import get_manager
 
-    global _default
-    with _default_lock:
-        if _default is None or _default.manager is not get_manager():
-            _default = CreativityScorer()
-        return _default
+    manager = manager or get_manager()
+    with _scorers_lock:
+        if "scorer" not in manager.shared:
+            manager.shared["scorer"] = CreativityScorer(manager)
+        return manager.shared["scorer"]

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -15,61 +13,53 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import TypeAdapter, ValidationError
 
 from .. import errors
-from .auth import Principal, Tokens
+from .auth import Principal, Signer
 from .body import BodyLimit
-from .jobs import JobRequest, Places
-from .store import ACTIVE, Job, Store
-from .validate import validated
+from .jobs import Places
+from .service import API, Service, Settings, error_response
+from .store import ACTIVE, Store
 
-API = "/v1"
-_JOB = TypeAdapter(JobRequest)
-
-
-@dataclass
-class Settings:
-    """What an operator chooses with `aigc serve`'s options."""
-
-    data: Path
-    tokens: Tokens = field(default_factory=Tokens)
-    models: Path | None = None
-    pipelines: Path | None = None
-    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1", "[::1]")
-    cors_origins: tuple[str, ...] = ()
-    max_body: int = 16 * 2**20
-    queue_per_owner: int = 100
-    run_worker: bool = True
-
+__all__ = ["Settings", "create_app"]
 
 def create_app(settings: Settings, manager: Any = None) -> FastAPI:
-    """The app, its store under settings.data, and (while it runs) its worker."""
+    """The app, its store under settings.data (held by this server alone while it runs), and its workers."""
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from ..devices import get_manager
+    from .engines import executors, shut_down
     from .metrics import Metrics
+    from .openai import openai_routes
     from .runner import Runner
+    from .transfer import transfer_routes
 
     settings.data.mkdir(parents=True, exist_ok=True)
+    lock = _hold(settings.data)
     store = Store(settings.data / "aigc.db")
     places = Places(settings.models, settings.pipelines)
     places.library = settings.data / "library"  # type: ignore[attr-defined] - the team's library for best_of jobs
     manager = manager or get_manager()
     metrics = Metrics(store, manager)
-    runner = Runner(store, settings.data, manager, places, on_seconds=metrics.observe)
+    service = Service(store, settings, places, manager, Signer(settings.data))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.run_worker:
+        pool = executors(settings.engine, manager, settings.workers, settings.ray_address) if settings.run_worker \
+            else []
+        service.runners[:] = [Runner(store, settings.data, manager, places, executor=executor, name=f"worker-{i}",
+                                     merge_outputs=settings.merge_outputs, on_seconds=metrics.observe)
+                              for i, executor in enumerate(pool)]
+        for runner in service.runners:
             runner.start()
         yield
-        if settings.run_worker:
-            await asyncio.to_thread(runner.stop)
+        await asyncio.gather(*(asyncio.to_thread(runner.stop) for runner in service.runners))
+        shut_down(pool)
         store.close()
+        lock.release()
 
     app = FastAPI(title="aigc", version=_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.state.store, app.state.runner, app.state.settings = store, runner, settings
+    app.state.service, app.state.store, app.state.settings = service, store, settings
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -78,45 +68,49 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body)
     _handlers(app)
-    _routes(app, store, runner, settings, places, manager, metrics)
+    _routes(app, service, metrics)
+    openai_routes(app, service)
+    transfer_routes(app, service)
     return app
 
 
+def _hold(data: Path) -> Any:
+    """One server per data directory: a second one on the same queue is refused at once."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(data / ".aigc-serve.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise errors.ConfigError(f"{data} is served by another aigc serve right now; stop it, or give this one "
+                                 "another --data directory.") from None
+    return lock
+
+
 def _handlers(app: FastAPI) -> None:
-    """aigc's errors as HTTP answers that name the field and the fix; never a 500 for a bad request."""
+    """Every error as one JSON shape that names the field and the fix (OpenAI's shape, so its clients read it
+    too); never a 500 for a bad request."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(errors.AIGCError)
     async def aigc_error(request: Request, error: errors.AIGCError) -> JSONResponse:
         status = 507 if isinstance(error, errors.StorageError) else 422
-        return _error(status, type(error).__name__, str(error), getattr(error, "field", None))
+        return error_response(request, status, type(error).__name__, str(error), getattr(error, "field", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",))
-        return _error(422, "ConfigError", f"{where}: {first.get('msg')}", where or None)
+        return error_response(request, 422, "ConfigError", f"{where}: {first.get('msg')}", where or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return error_response(request, error.status_code, None,
+                              str(error.detail), headers=getattr(error, "headers", None))
 
 
-def _error(status: int, kind: str, message: str, field: str | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message, "field": field}}, status_code=status,
-                        headers=headers)
-
-
-def _routes(app: FastAPI, store: Store, runner: Any, settings: Settings, places: Places, manager: Any,
-            metrics: Any) -> None:
-    def who(authorization: str | None = Header(default=None)) -> Principal:
-        principal = settings.tokens.who(authorization)
-        if principal is None:
-            raise HTTPException(401, "a bearer token is required: Authorization: Bearer <token>",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return principal
-
-    def own(job_id: str, principal: Principal) -> Job:
-        job = store.get(job_id)
-        if job is None or not (principal.admin or job.owner == principal.name):
-            raise HTTPException(404, f"no job {job_id!r}")  # another user's job is not even said to exist
-        return job
+def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
+    store, settings, places, who, own = service.store, service.settings, service.places, service.who, service.own
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -126,22 +120,9 @@ def _routes(app: FastAPI, store: Store, runner: Any, settings: Settings, places:
     @app.post(f"{API}/jobs", status_code=202)
     async def post_job(request: Request, principal: Principal = Depends(who),
                        idempotency_key: str | None = Header(default=None)) -> JSONResponse:
-        body = await _json(request)
-        try:
-            job_request = _JOB.validate_python({"type": "generate", **body} if isinstance(body, dict) else body)
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"][1:]) or None
-            return _error(422, "ConfigError", f"{where or 'body'}: {first['msg']}", where)
-        if store.pending_count(principal.name) >= settings.queue_per_owner:
-            return _error(429, "QueueFull", f"you have {settings.queue_per_owner} jobs queued or running, the most one "
-                          "user may; wait for some to finish.", headers={"Retry-After": "10"})
-        stored, kind, expected = await asyncio.to_thread(validated, job_request, places, manager, store,
-                                                         principal.name)
-        key = idempotency_key[:200] if idempotency_key else None
-        job, created = store.create(principal.name, job_request.type, kind, stored, expected, key)
-        runner.nudge()
-        return JSONResponse(_view(store, job, brief=True), status_code=202 if created else 200)
+        job_request = service.parse(await _json(request))
+        job, created = await asyncio.to_thread(service.submit, principal, job_request, idempotency_key)
+        return JSONResponse(service.view(job, brief=True), status_code=202 if created else 200)
 
     @app.get(f"{API}/jobs")
     def list_jobs(principal: Principal = Depends(who), state: str | None = None, kind: str | None = None,
@@ -149,16 +130,16 @@ def _routes(app: FastAPI, store: Store, runner: Any, settings: Settings, places:
                   offset: int = Query(0, ge=0)) -> dict[str, Any]:
         owner = owner if principal.admin else principal.name
         jobs, total = store.list(owner=owner, state=state, kind=kind, limit=limit, offset=offset)
-        return {"jobs": [_view(store, job, brief=True) for job in jobs], "total": total, "limit": limit,
+        return {"jobs": [service.view(job, brief=True) for job in jobs], "total": total, "limit": limit,
                 "offset": offset}
 
     @app.get(f"{API}/jobs/{{job_id}}")
     def get_job(job_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
-        return _view(store, own(job_id, principal))
+        return service.view(own(job_id, principal))
 
     @app.post(f"{API}/jobs/{{job_id}}/cancel")
     def cancel_job(job_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
-        return _view(store, store.request_cancel(own(job_id, principal)))
+        return service.view(store.request_cancel(own(job_id, principal)))
 
     @app.post(f"{API}/jobs/{{job_id}}/retry")
     def retry_job(job_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
@@ -166,16 +147,29 @@ def _routes(app: FastAPI, store: Store, runner: Any, settings: Settings, places:
         if job.state not in ("failed", "cancelled"):
             raise HTTPException(409, f"job {job_id} is {job.state}; only a failed or cancelled job is retried.")
         job = store.retry(job)
-        runner.nudge()
-        return _view(store, job)
+        service.nudge()
+        return service.view(job)
 
     @app.get(f"{API}/assets/{{asset_id}}")
-    def get_asset(asset_id: str, principal: Principal = Depends(who),
-                  if_none_match: str | None = Header(default=None)) -> Response:
-        row = _own_asset(store, asset_id, principal)
-        etag = f'"{row.etag}"'
+    def get_asset(asset_id: str, authorization: str | None = Header(default=None),
+                  if_none_match: str | None = Header(default=None), format: str | None = Query(None, max_length=8),
+                  expires: int | None = None, signature: str | None = Query(None, max_length=64)) -> Response:
+        """An asset's file (the bearer's own, or anyone's with a signed link), or it converted: ?format=webp."""
+        if service.signer.valid(asset_id, expires, signature):
+            row = store.asset(asset_id)
+            if row is None:
+                raise HTTPException(404, f"no asset {asset_id!r}")
+        else:
+            row = _own_asset(store, asset_id, who(authorization))
+        etag = f'"{row.etag}{"-" + format if format else ""}"'
         if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
             return Response(status_code=304, headers={"ETag": etag})  # the client's copy is this one
+        if format is not None:
+            from .. import formats
+            from ..assets import load
+
+            converted = load(settings.data / row.path).to_bytes(format)
+            return Response(converted, media_type=formats.by_name(format).media_type, headers={"ETag": etag})
         return FileResponse(settings.data / row.path, media_type=row.media_type, headers={"ETag": etag},
                             filename=Path(row.path).name)
 
@@ -256,23 +250,6 @@ async def _stream(store: Store, after: int, *, job: str | None = None,
         await asyncio.sleep(0.2)
 
 
-def _view(store: Store, job: Job, brief: bool = False) -> dict[str, Any]:
-    """A job as clients see it (the request as given, never a secret: requests hold none)."""
-    view: dict[str, Any] = {
-        "id": job.id, "owner": job.owner, "type": job.type, "kind": job.kind, "state": job.state,
-        "position": store.position(job), "progress": job.progress, "expected": job.expected, "error": job.error,
-        "created": job.created, "started": job.started, "finished": job.finished, "cancel_requested": job.cancel,
-        "url": f"{API}/jobs/{job.id}", "events": f"{API}/jobs/{job.id}/events",
-    }
-    if not brief:
-        view["request"] = job.request
-        view["assets"] = [{"id": a.id, "position": a.position, "kind": a.kind, "media_type": a.media_type,
-                           "url": f"{API}/assets/{a.id}", "meta": f"{API}/assets/{a.id}/meta",
-                           "score": a.record.get("score"), "seed": a.record.get("seed")}
-                          for a in store.assets_of(job.id)]
-    return view
-
-
 async def _json(request: Request) -> Any:
     try:
         return json.loads(await request.body())
@@ -285,6 +262,3 @@ def _version() -> str:
 
     return __version__
 
-
-def new_token() -> str:
-    return secrets.token_urlsafe(24)

@@ -88,3 +88,34 @@ def check_bind(host: str, tokens: Tokens, insecure: bool) -> str | None:
         return "warning"
     raise ConfigError(f"--host {host} would let anyone on the network use this server without a token; give "
                       "--token-file FILE (lines `name token [admin]`) or AIGC_TOKEN, or pass --insecure if you mean it.")
+
+
+class Signer:
+    """Signed asset links (what /v1/images/generations answers with url, and what a page's <img> can load): the
+    asset id and an expiry, HMAC'd with a secret kept in the data directory, good without a token until then."""
+
+    def __init__(self, data: Path) -> None:
+        import secrets
+
+        from ..storage import write_atomic
+
+        path = data / ".url-secret"
+        if not path.exists():
+            write_atomic(path, secrets.token_hex(32).encode(), mode=0o600)
+        self._key = path.read_bytes().strip()
+
+    def sign(self, asset_id: str, expires: int) -> str:
+        return hmac.new(self._key, f"{asset_id}:{expires}".encode(), "sha256").hexdigest()[:40]
+
+    def query(self, asset_id: str, valid_s: int = 3600) -> str:
+        import time
+
+        expires = int(time.time()) + valid_s
+        return f"expires={expires}&signature={self.sign(asset_id, expires)}"
+
+    def valid(self, asset_id: str, expires: int | None, signature: str | None) -> bool:
+        import time
+
+        if expires is None or signature is None or expires < time.time():
+            return False
+        return hmac.compare_digest(self.sign(asset_id, expires), signature)

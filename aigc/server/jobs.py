@@ -40,6 +40,7 @@ class GenerateJob(BaseModel):
     max_attempts: StrictInt | None = None
     diverse: StrictBool = False
     library: StrictBool = False  # judge novelty against the server's team library (and add the chosen to it)
+    stream: StrictBool = False  # text: each new piece as a "delta" event (one output)
     params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -13,7 +13,8 @@ log = logging.getLogger("aigc.server")
 
 def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: Path | None,
           pipelines: Path | None, allowed_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = (),
-          max_body_mb: int = 16, queue_per_owner: int = 100, insecure: bool = False) -> None:
+          max_body_mb: int = 16, queue_per_owner: int = 100, merge_outputs: int = 16, engine: str = "local",
+          workers: int | None = None, ray_address: str | None = None, insecure: bool = False) -> None:
     try:
         import uvicorn
 
@@ -26,6 +27,8 @@ def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: 
     settings = _settings(Settings, host=host, port=port, data=data, tokens=Tokens.load(token_file), models=models,
                          pipelines=pipelines, allowed_hosts=allowed_hosts, cors=cors, max_body_mb=max_body_mb,
                          queue_per_owner=queue_per_owner)
+    settings.merge_outputs, settings.engine, settings.workers, settings.ray_address = _engine(
+        merge_outputs, engine, workers, ray_address)
     if check_bind(host, settings.tokens, insecure) == "warning":
         log.warning("aigc serve: --insecure on %s: anyone who can reach this port can use the server.", host)
     app = create_app(settings)
@@ -53,6 +56,17 @@ def _settings(Settings, *, host: str, port: int, data: Path, tokens, models: Pat
     return Settings(data=writable_dir(data, "--data").resolve(), tokens=tokens, models=models, pipelines=pipelines,
                     allowed_hosts=tuple(sorted(hosts)), cors_origins=tuple(cors), max_body=max_body_mb * 2**20,
                     queue_per_owner=queue_per_owner)
+
+
+def _engine(merge_outputs: int, engine: str, workers: int | None,
+            ray_address: str | None) -> tuple[int, str, int | None, str | None]:
+    from ..limits import get
+    from .engines import check
+
+    if not 1 <= merge_outputs <= get("outputs"):
+        raise ConfigError(f"--merge-outputs {merge_outputs}: use 1 (no merging) to {get('outputs')}.")
+    check(engine, workers, ray_address)
+    return merge_outputs, engine, workers, ray_address
 
 
 def _own_names() -> set[str]:

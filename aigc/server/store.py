@@ -19,12 +19,13 @@ from typing import Any, Iterator
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
+NEW_COLUMNS = {"merge_key": "TEXT", "merged": "TEXT NOT NULL DEFAULT '[]'", "worker": "TEXT"}  # since 0.2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, type TEXT NOT NULL, kind TEXT, request TEXT NOT NULL,
     state TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL, expected INTEGER NOT NULL,
     progress TEXT NOT NULL DEFAULT '{}', error TEXT, cancel INTEGER NOT NULL DEFAULT 0, idempotency TEXT,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL, merge_key TEXT, merged TEXT NOT NULL DEFAULT '[]', worker TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner, idempotency) WHERE idempotency IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
@@ -59,6 +60,9 @@ class Job:
     error: dict[str, Any] | None = None
     cancel: bool = False
     seq: int = 0
+    merge_key: str | None = None  # jobs with the same key may share one batched generator call
+    merged: list[str] = field(default_factory=list)  # the jobs this one shared calls with
+    worker: str | None = None  # the runner that has it (None: not running, or a killed server's)
 
 
 @dataclass
@@ -86,7 +90,18 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a finished asset's row survives a power cut too
             self._db.executescript(SCHEMA)
+            self._add_columns()
+            # one server owns a data directory (app.py holds its lock): jobs still running are orphans of a killed one
+            self._db.execute("UPDATE jobs SET worker=NULL WHERE state='running'")
         self.changed = threading.Condition()  # notified after every new event, for the SSE streams
+
+    def _add_columns(self) -> None:
+        """A database an older server made gets the columns it lacks (its jobs are simply never merged)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, declaration in NEW_COLUMNS.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_merge ON jobs(merge_key, state, seq)")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -101,7 +116,7 @@ class Store:
 
     # --- jobs ----------------------------------------------------------------------------------------------
     def create(self, owner: str, type_: str, kind: str | None, request: dict[str, Any], expected: int,
-               idempotency: str | None = None) -> tuple[Job, bool]:
+               idempotency: str | None = None, merge_key: str | None = None) -> tuple[Job, bool]:
         """A new pending job, or the owner's earlier job with the same idempotency key; (job, created)."""
         with self.transaction() as db:
             if idempotency is not None:
@@ -109,11 +124,12 @@ class Store:
                 if row is not None:
                     return _job(row), False
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            job = Job(secrets.token_hex(8), owner, type_, kind, request, "pending", time.time(), expected, seq=seq)
-            db.execute("INSERT INTO jobs (id, owner, type, kind, request, state, created, expected, idempotency, seq)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            job = Job(secrets.token_hex(8), owner, type_, kind, request, "pending", time.time(), expected, seq=seq,
+                      merge_key=merge_key)
+            db.execute("INSERT INTO jobs (id, owner, type, kind, request, state, created, expected, idempotency, seq,"
+                       " merge_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (job.id, owner, type_, kind, json.dumps(request), "pending", job.created, expected,
-                        idempotency, seq))
+                        idempotency, seq, merge_key))
             self._event(db, job, "queued", {"position": self._position(db, job)})
         return job, True
 
@@ -152,11 +168,11 @@ class Store:
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND state IN ('pending', 'running')",
                                     (owner,)).fetchone()[0]
 
-    def claim(self) -> Job | None:
-        """The next job to run, marked running: interrupted running jobs first (a restart), then the pending job of
-        the owner who ran least recently (round-robin between owners), oldest first within an owner."""
+    def claim(self, worker: str = "runner") -> Job | None:
+        """The next job for `worker`, marked running: a killed server's interrupted jobs first, then the pending
+        job of the owner who started a job least recently (round-robin between owners), oldest first within one."""
         with self.transaction() as db:
-            row = db.execute("SELECT * FROM jobs WHERE state='running' ORDER BY seq LIMIT 1").fetchone()
+            row = db.execute("SELECT * FROM jobs WHERE state='running' AND worker IS NULL ORDER BY seq LIMIT 1").fetchone()
             if row is None:
                 row = db.execute(
                     "SELECT j.* FROM jobs j WHERE j.state='pending' ORDER BY "
@@ -166,16 +182,52 @@ class Store:
             job = _job(row)
             if job.state == "pending":
                 job.state, job.started = "running", time.time()
-                db.execute("UPDATE jobs SET state='running', started=? WHERE id=?", (job.started, job.id))
                 self._event(db, job, "started", {})
             else:
                 self._event(db, job, "resumed", {"assets": self._count(db, job.id)})
+            db.execute("UPDATE jobs SET state='running', started=?, worker=? WHERE id=?", (job.started, worker, job.id))
+            job.worker = worker
         return job
 
-    def requeue_interrupted(self) -> int:
-        """Nothing to do at start-up: a running job is simply claimed again first (and resumes)."""
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state='running'").fetchone()[0]
+    def claim_compatible(self, job: Job, outputs: int, worker: str = "runner") -> list[Job]:
+        """More jobs that may share `job`'s batched calls (the same merge key) with at most `outputs` outputs left
+        to make between them, oldest first (a killed server's interrupted ones first), marked running for `worker`.
+        The bound keeps a merged group to about one call, so owners still take turns between calls."""
+        if job.merge_key is None or outputs <= 0:
+            return []
+        with self.transaction() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE merge_key=? AND id<>? AND (state='pending' OR "
+                              "(state='running' AND worker IS NULL)) ORDER BY state='pending', seq LIMIT ?",
+                              (job.merge_key, job.id, outputs)).fetchall()
+            jobs, now = [], time.time()
+            for other in map(_job, rows):
+                left = other.expected - self._count(db, other.id)
+                if left > outputs:
+                    break
+                outputs -= left
+                if other.state == "pending":
+                    other.state, other.started = "running", now
+                    self._event(db, other, "started", {"merged_with": job.id})
+                db.execute("UPDATE jobs SET state='running', started=?, worker=? WHERE id=?",
+                           (other.started, worker, other.id))
+                other.worker = worker
+                jobs.append(other)
+        return jobs
+
+    def record_merge(self, jobs: list[Job]) -> None:
+        """Say in each job's record which jobs it shared batched calls with."""
+        if len(jobs) < 2:
+            return
+        with self.transaction() as db:
+            for job in jobs:
+                others = sorted({*job.merged, *(j.id for j in jobs if j.id != job.id)})
+                job.merged = others
+                db.execute("UPDATE jobs SET merged=? WHERE id=?", (json.dumps(others), job.id))
+
+    def emit(self, job: Job, type_: str, data: dict[str, Any]) -> None:
+        """An event of the job's own (a streamed piece of text, say)."""
+        with self.transaction() as db:
+            self._event(db, job, type_, data)
 
     def progress(self, job: Job, progress: dict[str, Any]) -> None:
         with self.transaction() as db:
@@ -210,8 +262,8 @@ class Store:
         """A failed or cancelled job back in the queue; the assets it made are kept and not made again."""
         with self.transaction() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            db.execute("UPDATE jobs SET state='pending', cancel=0, error=NULL, finished=NULL, started=NULL, seq=? "
-                       "WHERE id=?", (seq, job.id))
+            db.execute("UPDATE jobs SET state='pending', cancel=0, error=NULL, finished=NULL, started=NULL, seq=?, "
+                       "worker=NULL WHERE id=?", (seq, job.id))
             job = _job(db.execute("SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone())
             self._event(db, job, "queued", {"position": self._position(db, job), "retry": True})
         return job
@@ -291,7 +343,8 @@ class Store:
 def _job(row: sqlite3.Row) -> Job:
     return Job(row["id"], row["owner"], row["type"], row["kind"], json.loads(row["request"]), row["state"],
                row["created"], row["expected"], row["started"], row["finished"], json.loads(row["progress"]),
-               json.loads(row["error"]) if row["error"] else None, bool(row["cancel"]), row["seq"])
+               json.loads(row["error"]) if row["error"] else None, bool(row["cancel"]), row["seq"], row["merge_key"],
+               json.loads(row["merged"]), row["worker"])
 
 
 def _asset(row: sqlite3.Row) -> AssetRow:

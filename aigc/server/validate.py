@@ -59,7 +59,7 @@ def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner:
             model_reference(row.fields["model"], places, field=f"rows.{row.number}.model")
     jobs, failures = plan(rows, kind=request.kind, n=request.n, seed=request.seed, backend=request.backend,
                           model=model, params=request.params, loop=loop)
-    if not jobs:
-        first = failures[0]
+    if not jobs:  # name a real row's reason: an empty object is a placeholder keeping a client file's numbering
+        first = next((f for f in failures if rows[f["row"] - 1].fields), failures[0])
         raise ConfigError(f"rows.{first['row']}: {first['reason']}", field=f"rows.{first['row']}")
     return request.model_dump(), request.kind, len(jobs)

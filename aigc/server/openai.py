@@ -1,0 +1,413 @@
+"""The OpenAI-compatible layer: /v1/chat/completions, /v1/completions, /v1/images/generations, /v1/audio/speech
+and /v1/models, so existing clients (the `openai` package, curl scripts, tools that take a base URL) work
+unchanged. Each request becomes an ordinary generate job in the same queue (merged with others, recorded,
+resumable, visible in /v1/jobs); aigc's own fields (best_of, min_score, backend, any backend knob) ride in
+the body beside OpenAI's. OpenAI fields aigc cannot honour (tools, logprobs...) are refused, never ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any, AsyncIterator, Callable
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ..errors import ConfigError
+from .auth import Principal
+from .service import API, Service, error_response
+from .store import Job
+
+OWN_FIELDS = ("backend", "best_of", "min_score", "max_attempts", "diverse", "library")  # aigc's, beside OpenAI's
+IGNORED = frozenset({"user", "metadata", "store", "service_tier", "stream_options", "safety_identifier",
+                     "prompt_cache_key", "parallel_tool_calls"})  # bookkeeping that changes no output
+UNSUPPORTED = {
+    "tools": "tool calls", "tool_choice": "tool calls", "functions": "function calls",
+    "function_call": "function calls", "logprobs": "log probabilities", "top_logprobs": "log probabilities",
+    "logit_bias": "logit biases", "response_format": "structured output", "audio": "audio answers",
+    "modalities": "audio answers", "prediction": "predicted outputs", "echo": "echo", "suffix": "suffixes",
+    "reasoning_effort": "reasoning effort", "web_search_options": "web search",
+    "frequency_penalty": "frequency penalties (aigc's repetition_penalty knob is its own)",
+    "presence_penalty": "presence penalties (aigc's repetition_penalty knob is its own)",
+    "quality": "image quality settings", "style": "image styles", "background": "transparent backgrounds",
+    "moderation": "moderation levels", "output_compression": "output compression", "partial_images": "partial images",
+    "instructions": "speech instructions",
+}
+TEXT_KNOBS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "temperature": "temperature",
+              "top_p": "top_p", "stop": "stop"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+SPEECH_FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/pcm"}
+IMAGE_FORMATS = ("png", "webp", "jpeg")
+
+
+def openai_routes(app: FastAPI, service: Service) -> None:
+    router = APIRouter(prefix=API, dependencies=[Depends(_openai_request)])
+    _define(router, service)
+    app.include_router(router)
+
+
+def _openai_request(request: Request) -> None:
+    """Mark the request, so its errors are OpenAI's 400s (see service.error_response)."""
+    request.state.openai = True
+
+
+def _define(router: APIRouter, service: Service) -> None:
+    @router.get("/models")
+    def list_models(principal: Principal = Depends(service.who)) -> dict[str, Any]:
+        return {"object": "list", "data": served_models(service)}
+
+    @router.post("/chat/completions")
+    async def chat(request: Request, principal: Principal = Depends(service.who)) -> Response:
+        body = await _body(request)
+        job = await _submit(service, principal, chat_job(body))
+        if job.request["stream"]:
+            return _streaming(service, job, body, chat=True)
+        return await _answer(service, job, lambda done: chat_answer(service, done, body["model"]))
+
+    @router.post("/completions")
+    async def completions(request: Request, principal: Principal = Depends(service.who)) -> Response:
+        body = await _body(request)
+        job = await _submit(service, principal, completion_job(body))
+        if job.request["stream"]:
+            return _streaming(service, job, body, chat=False)
+        return await _answer(service, job, lambda done: completion_answer(service, done, body["model"]))
+
+    @router.post("/images/generations")
+    async def images(request: Request, principal: Principal = Depends(service.who)) -> Response:
+        body = await _body(request)
+        response_format = body.get("response_format") or "url"
+        if response_format not in ("url", "b64_json"):
+            raise ConfigError(f"response_format={response_format!r}: use 'url' or 'b64_json'.", field="response_format")
+        output_format = body.get("output_format") or "png"
+        if output_format not in IMAGE_FORMATS:
+            raise ConfigError(f"output_format={output_format!r}: use {', '.join(IMAGE_FORMATS)}.", field="output_format")
+        job = await _submit(service, principal, await asyncio.to_thread(image_job, body, service))
+        base = str(request.base_url)
+        return await _answer(service, job, lambda done: image_answer(service, done, response_format, output_format,
+                                                                      base))
+
+    @router.post("/audio/speech")
+    async def speech(request: Request, principal: Principal = Depends(service.who)) -> Response:
+        body = await _body(request)
+        response_format = body.get("response_format") or "wav"
+        if response_format not in SPEECH_FORMATS:
+            raise ConfigError(f"response_format={response_format!r}: aigc speaks {', '.join(SPEECH_FORMATS)} "
+                              "(ogg is Ogg Vorbis; there is no mp3, opus or aac encoder here).", field="response_format")
+        job = await _submit(service, principal, speech_job(body))
+        return await _answer(service, job, lambda done: speech_answer(service, done, response_format))
+
+
+# --- OpenAI requests as aigc jobs ------------------------------------------------------------------------------
+def chat_job(body: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion as a text job: the chat is the `messages` knob, its last user turn the prompt."""
+    messages = _chat(body.get("messages"))
+    prompt = messages[-1]["content"] if messages[-1]["role"] == "user" else ""
+    if not prompt.strip():
+        raise ConfigError("messages must end with a user turn that says something: that is what the model answers.",
+                          field="messages")
+    job = _text_job(body, prompt, handled=("messages",))
+    job["params"]["messages"] = messages
+    return job
+
+
+def completion_job(body: dict[str, Any]) -> dict[str, Any]:
+    prompt = body.get("prompt")
+    if not (isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))):
+        raise ConfigError("prompt must be a string or a list of strings (token ids are not taken).", field="prompt")
+    return _text_job(body, prompt, handled=("prompt",))
+
+
+def _text_job(body: dict[str, Any], prompt: Any, handled: tuple[str, ...]) -> dict[str, Any]:
+    job = _job("text", body, prompt, handled=(*handled, *TEXT_KNOBS, "n", "seed", "stream"))
+    for field, knob in TEXT_KNOBS.items():
+        if body.get(field) is not None:
+            value = body[field]
+            job["params"][knob] = [value] if field == "stop" and isinstance(value, str) else value
+    for field in ("n", "seed"):
+        if body.get(field) is not None:
+            job[field] = body[field]
+    if body.get("stream"):
+        job["stream"] = body["stream"]
+        if job.get("n", 1) != 1 or not isinstance(prompt, str):
+            raise ConfigError("stream: true streams one completion; use n=1 and one prompt.", field="stream")
+    return job
+
+
+def image_job(body: dict[str, Any], service: Service) -> dict[str, Any]:
+    """An image generation as an image job; size WxH becomes the backend's own width/height (or size) knobs."""
+    if not isinstance(body.get("prompt"), str):
+        raise ConfigError("prompt must be a string: what the image shows.", field="prompt")
+    job = _job("image", body, body["prompt"], handled=("prompt", "n", "size", "response_format", "output_format",
+                                                       "seed"))
+    for field in ("n", "seed"):
+        if body.get(field) is not None:
+            job[field] = body[field]
+    size = body.get("size")
+    if size not in (None, "auto"):
+        job["params"].update(_size_knobs(service, job, size))
+    return job
+
+
+def speech_job(body: dict[str, Any]) -> dict[str, Any]:
+    """Speech as an audio job. The voice is the model: aigc's voices are its speech models (/v1/models)."""
+    if not isinstance(body.get("input"), str):
+        raise ConfigError("input must be a string: the text to speak.", field="input")
+    voice = body.get("voice")
+    if voice not in (None, "default", body.get("model")):
+        raise ConfigError(f"voice={voice!r}: each of this server's voices is a model; pass the voice's id from "
+                          "/v1/models as model, and voice='default'.", field="voice")
+    job = _job("audio", body, body["input"], handled=("input", "voice", "response_format", "speed", "stream_format",
+                                                      "seed"))
+    if body.get("stream_format") not in (None, "audio"):
+        raise ConfigError("stream_format: only 'audio' (the whole file) is made here.", field="stream_format")
+    if body.get("speed") is not None:
+        job["params"]["speed"] = body["speed"]
+    if body.get("seed") is not None:
+        job["seed"] = body["seed"]
+    if job.get("backend") is None and job.get("model") is None:
+        job["backend"] = "speech"
+    return job
+
+
+def _job(kind: str, body: dict[str, Any], prompt: Any, handled: tuple[str, ...]) -> dict[str, Any]:
+    """The fields every OpenAI request shares as a job: model, aigc's own fields, and the rest as knobs."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ConfigError("model is required: an id from /v1/models, or 'default'.", field="model")
+    job: dict[str, Any] = {"type": "generate", "kind": kind, "prompt": prompt,
+                           "model": None if model == "default" else model, "params": {}}
+    for name, value in body.items():
+        if name in ("model", *handled) or name in IGNORED or value is None:
+            continue
+        if name in UNSUPPORTED:
+            if value not in (False, 0, "", [], {}, {"type": "text"}, "auto", "none"):
+                raise ConfigError(f"{name}: aigc does not do {UNSUPPORTED[name]}; leave {name} out.", field=name)
+        elif name in OWN_FIELDS:
+            job[name] = value
+        else:
+            job["params"][name] = value  # a backend knob, checked like any other (an unknown one is named)
+    return job
+
+
+def _chat(messages: Any) -> list[dict[str, str]]:
+    """OpenAI's messages as aigc's: text content (parts joined), developer turns as system turns."""
+    if not isinstance(messages, list) or not messages:
+        raise ConfigError("messages must be a non-empty list of {role, content} turns.", field="messages")
+    turns = []
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ROLES:
+            raise ConfigError(f"messages[{index}].role={role!r}: aigc answers system, developer, user and assistant "
+                              "turns (no tool turns).", field="messages")
+        content = message.get("content")
+        if isinstance(content, list):
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in content):
+                raise ConfigError(f"messages[{index}].content: only text parts are read here.", field="messages")
+            content = "".join(part["text"] for part in content)
+        if not isinstance(content, str):
+            raise ConfigError(f"messages[{index}].content must be text.", field="messages")
+        turns.append({"role": ROLES[role], "content": content})
+    return turns
+
+
+def _size_knobs(service: Service, job: dict[str, Any], size: Any) -> dict[str, int]:
+    from .. import registry
+    from .jobs import model_reference
+
+    parts = size.lower().split("x") if isinstance(size, str) else []
+    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 8192 for p in parts):
+        raise ConfigError(f"size={size!r}: write WIDTHxHEIGHT, e.g. '512x512', or 'auto'.", field="size")
+    width, height = int(parts[0]), int(parts[1])
+    cls = registry.get("image", job.get("backend"), model_reference(job["model"], service.places)).load()
+    if "width" in cls.params and "height" in cls.params:
+        return {"width": width, "height": height}
+    if "size" in cls.params and width == height:
+        return {"size": width}
+    raise ConfigError(f"size={size!r}: this model makes square images; use e.g. '{width}x{width}'.", field="size")
+
+
+# --- jobs as OpenAI answers -------------------------------------------------------------------------------------
+def chat_answer(service: Service, job: Job, model: str) -> dict[str, Any]:
+    outputs = _texts(service, job)
+    return {"id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": int(job.created), "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
+                         "logprobs": None, "finish_reason": reason} for i, (text, reason, _) in enumerate(outputs)],
+            "usage": _usage(outputs), "aigc": _extra(service, job)}
+
+
+def completion_answer(service: Service, job: Job, model: str) -> dict[str, Any]:
+    outputs = _texts(service, job)
+    return {"id": f"cmpl-{job.id}", "object": "text_completion", "created": int(job.created), "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
+                        for i, (text, reason, _) in enumerate(outputs)],
+            "usage": _usage(outputs), "aigc": _extra(service, job)}
+
+
+def image_answer(service: Service, job: Job, response_format: str, output_format: str, base: str) -> dict[str, Any]:
+    from ..assets import load
+
+    data = []
+    for row in service.store.assets_of(job.id):
+        if response_format == "b64_json":
+            path = service.settings.data / row.path
+            raw = path.read_bytes() if output_format == "png" else load(path).to_bytes(output_format)
+            data.append({"b64_json": base64.b64encode(raw).decode("ascii"), "revised_prompt": None})
+        else:
+            converted = f"&format={output_format}" if output_format != "png" else ""
+            data.append({"url": f"{base.rstrip('/')}{API}/assets/{row.id}?{service.signer.query(row.id)}{converted}",
+                         "revised_prompt": None})
+    return {"created": int(job.created), "data": data, "output_format": output_format, "aigc": _extra(service, job)}
+
+
+def speech_answer(service: Service, job: Job, response_format: str) -> Response:
+    import numpy as np
+
+    from ..assets import load
+
+    row = service.store.assets_of(job.id)[0]
+    path = service.settings.data / row.path
+    if response_format == "wav":
+        raw = path.read_bytes()
+    elif response_format == "pcm":  # 16-bit signed little-endian mono at the voice's own rate
+        audio = load(path).data
+        raw = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2").tobytes()
+        return Response(raw, media_type=SPEECH_FORMATS["pcm"], headers={"X-Sample-Rate": str(audio.sample_rate),
+                                                                        "X-Aigc-Job": job.id})
+    else:
+        raw = load(path).to_bytes(response_format)
+    return Response(raw, media_type=SPEECH_FORMATS[response_format], headers={"X-Aigc-Job": job.id})
+
+
+def served_models(service: Service) -> list[dict[str, Any]]:
+    """What `model` may name: 'default' (each endpoint's default model), the packs installed here, and the
+    models in the server's --models directory."""
+    from ..inventory import pack_rows
+
+    def entry(model_id: str, kind: str | None) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "aigc", "aigc_kind": kind}
+
+    models = [entry("default", None)]
+    models += [entry(ref, kind) for ref, kind, installed, *_ in pack_rows()
+               if installed == "yes" and kind in ("text", "image", "audio")]
+    directory = service.places.models
+    if directory is not None and directory.is_dir():
+        models += [entry(path.name, None) for path in sorted(directory.iterdir())]
+    return models
+
+
+def _texts(service: Service, job: Job) -> list[tuple[str, str, dict[str, Any]]]:
+    from ..storage import read_text
+
+    outputs = []
+    for row in service.store.assets_of(job.id):
+        info = row.record.get("info") or {}
+        reason = "length" if info.get("finish_reason") == "length" else "stop"
+        outputs.append((read_text(service.settings.data / row.path, "asset"), reason, info))
+    return outputs
+
+
+def _usage(outputs: list[tuple[str, str, dict[str, Any]]]) -> dict[str, int]:
+    prompt = sum(info.get("prompt_tokens", 0) for _, _, info in outputs[:1])
+    completion = sum(info.get("new_tokens", 0) for _, _, info in outputs)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _extra(service: Service, job: Job) -> dict[str, Any]:
+    """aigc's own part of an answer: the job, its assets with their seeds and scores, who it was batched with."""
+    return {"job": job.id, "merged_with": job.merged,
+            "assets": [{"id": a.id, "seed": a.record.get("seed"), "score": a.record.get("score")}
+                       for a in service.store.assets_of(job.id)]}
+
+
+# --- plumbing -----------------------------------------------------------------------------------------------------
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise ConfigError("the body must be a JSON object (Content-Type: application/json).")
+    return body
+
+
+async def _submit(service: Service, principal: Principal, job: dict[str, Any]) -> Job:
+    request = service.parse(job)
+    submitted, _ = await asyncio.to_thread(service.submit, principal, request)
+    return submitted
+
+
+async def _answer(service: Service, job: Job, answer: Callable[[Job], Any]) -> Response:
+    """Wait for the job (it keeps its place in /v1/jobs if the client goes), then answer, or say why it failed."""
+    done = await service.finished(job.id)
+    if done.state == "done":
+        result = await asyncio.to_thread(answer, done)
+        return result if isinstance(result, Response) else JSONResponse(result)
+    error = done.error or {"type": "Cancelled", "message": f"job {done.id} was cancelled."}
+    status = 400 if error.get("type") in ("ConfigError", "BackendNotFoundError", "ModelLoadError") else (
+        409 if done.state == "cancelled" else 500)
+    return error_response(None, status, error.get("type", "Error"), error.get("message", ""), error.get("field"))
+
+
+def _streaming(service: Service, job: Job, body: dict[str, Any], chat: bool) -> StreamingResponse:
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return StreamingResponse(_chunks(service, job, body["model"], chat, include_usage), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Aigc-Job": job.id})
+
+
+async def _chunks(service: Service, job: Job, model: str, chat: bool, include_usage: bool) -> AsyncIterator[str]:
+    """The job's "delta" events as OpenAI stream chunks, then the finish reason, then `data: [DONE]`."""
+    head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{job.id}", "created": int(job.created), "model": model,
+            "object": "chat.completion.chunk" if chat else "text_completion", "system_fingerprint": None}
+
+    def chunk(piece: str, reason: str | None = None, role: bool = False) -> str:
+        if chat:
+            delta = {"role": "assistant", "content": piece} if role else ({"content": piece} if piece else {})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        else:
+            choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": reason}
+        return _sse({**head, "choices": [choice]})
+
+    if chat:
+        yield chunk("", role=True)
+    after, sent = 0, ""
+    while True:
+        events = await asyncio.to_thread(service.store.events_after, after, job=job.id)
+        for event in events:
+            after = event["id"]
+            if event["type"] == "delta":
+                sent += event["data"]["text"]
+                yield chunk(event["data"]["text"])
+            elif event["type"] in ("done", "failed", "cancelled"):
+                async for line in _ending(service, job.id, event, sent, chunk, head, include_usage):
+                    yield line
+                return
+        if not events:
+            await asyncio.sleep(0.05)
+
+
+async def _ending(service: Service, job_id: str, event: dict[str, Any], sent: str, chunk: Callable[..., str],
+                  head: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    if event["type"] != "done":
+        error = event["data"].get("error") or {"type": "Cancelled", "message": f"job {job_id} was cancelled."}
+        yield _sse({"error": {"message": error.get("message"), "type": error.get("type"), "param": error.get("field"),
+                              "code": None}})
+        return
+    job = await asyncio.to_thread(service.store.get, job_id)
+    outputs = await asyncio.to_thread(_texts, service, job)
+    text, reason, _ = outputs[0]
+    if text.startswith(sent) and len(text) > len(sent):  # what was not streamed (a worker that cannot stream)
+        yield chunk(text[len(sent):])
+    yield chunk("", reason)
+    if include_usage:
+        yield _sse({**head, "choices": [], "usage": _usage(outputs)})
+    yield "data: [DONE]\n\n"
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+

@@ -1,0 +1,145 @@
+"""What every HTTP front end of the server shares (aigc's own /v1/jobs, the OpenAI-compatible layer, the studio):
+who is asking, submitting a job through the same checks, waiting for it, and how a job looks to a client."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+
+from ..errors import ConfigError
+from .auth import Principal, Signer, Tokens
+from .jobs import JobRequest, Places
+from .store import ACTIVE, Job, Store
+
+API = "/v1"
+_JOB = TypeAdapter(JobRequest)
+
+
+@dataclass
+class Settings:
+    """What an operator chooses with `aigc serve`'s options."""
+
+    data: Path
+    tokens: Tokens = field(default_factory=Tokens)
+    models: Path | None = None
+    pipelines: Path | None = None
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1", "[::1]")
+    cors_origins: tuple[str, ...] = ()
+    max_body: int = 16 * 2**20
+    queue_per_owner: int = 100
+    merge_outputs: int = 16  # outputs one merged generator call may hold; 1 = every job alone
+    engine: str = "local"  # or "ray": generation on Ray actors
+    workers: int | None = None  # Ray actors (default: one per GPU, else 2)
+    ray_address: str | None = None
+    run_worker: bool = True
+
+
+class QueueFull(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(429, f"you have {limit} jobs queued or running, the most one user may; wait for some to "
+                              "finish.", headers={"Retry-After": "10"})
+
+
+@dataclass
+class Service:
+    store: Store
+    settings: Settings
+    places: Places
+    manager: Any
+    signer: Signer
+    runners: list[Any] = field(default_factory=list)
+
+    def who(self, authorization: str | None = Header(default=None)) -> Principal:
+        """The caller (a FastAPI dependency): the user the bearer token names; 401 without a valid one."""
+        principal = self.settings.tokens.who(authorization)
+        if principal is None:
+            raise HTTPException(401, "a bearer token is required: Authorization: Bearer <token>",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return principal
+
+    def own(self, job_id: str, principal: Principal) -> Job:
+        job = self.store.get(job_id)
+        if job is None or not (principal.admin or job.owner == principal.name):
+            raise HTTPException(404, f"no job {job_id!r}")  # another user's job is not even said to exist
+        return job
+
+    @staticmethod
+    def parse(body: Any) -> Any:
+        """A request body as a job request (a bare object is a generate job); a ConfigError naming the field."""
+        try:
+            return _JOB.validate_python({"type": "generate", **body} if isinstance(body, dict) else body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"][1:]) or None
+            raise ConfigError(f"{where or 'body'}: {first['msg']}", field=where) from None
+
+    def submit(self, principal: Principal, request: Any, idempotency: str | None = None) -> tuple[Job, bool]:
+        """Check a job request the way the Python API does, queue it, wake a worker; (job, created).
+
+        Blocking (it may read an input image): call it from a thread in async code."""
+        from .runner import merge_key
+        from .validate import validated
+
+        if self.store.pending_count(principal.name) >= self.settings.queue_per_owner:
+            raise QueueFull(self.settings.queue_per_owner)
+        stored, kind, expected = validated(request, self.places, self.manager, self.store, principal.name)
+        key = merge_key(request, self.places) if request.type == "generate" and self.settings.merge_outputs > 1 else None
+        job, created = self.store.create(principal.name, request.type, kind, stored, expected,
+                                         idempotency[:200] if idempotency else None, merge_key=key)
+        self.nudge()
+        return job, created
+
+    def nudge(self) -> None:
+        for runner in self.runners:
+            runner.nudge()
+
+    async def finished(self, job_id: str, poll_s: float = 0.05) -> Job:
+        """The job once it has ended (done, failed or cancelled)."""
+        while True:
+            job = await asyncio.to_thread(self.store.get, job_id)
+            if job is None or job.state not in ACTIVE:
+                return job  # type: ignore[return-value]
+            await asyncio.sleep(poll_s)
+
+    def view(self, job: Job, brief: bool = False) -> dict[str, Any]:
+        """A job as clients see it (the request as given, never a secret: requests hold none)."""
+        view: dict[str, Any] = {
+            "id": job.id, "owner": job.owner, "type": job.type, "kind": job.kind, "state": job.state,
+            "position": self.store.position(job), "progress": job.progress, "expected": job.expected,
+            "error": job.error, "created": job.created, "started": job.started, "finished": job.finished,
+            "cancel_requested": job.cancel, "merged_with": job.merged, "worker": job.worker, "url": f"{API}/jobs/{job.id}",
+            "events": f"{API}/jobs/{job.id}/events",
+        }
+        if not brief:
+            view["request"] = job.request
+            view["assets"] = [{"id": a.id, "position": a.position, "kind": a.kind, "media_type": a.media_type,
+                               "url": f"{API}/assets/{a.id}", "meta": f"{API}/assets/{a.id}/meta",
+                               "score": a.record.get("score"), "seed": a.record.get("seed")}
+                              for a in self.store.assets_of(job.id)]
+        return view
+
+
+_ERROR_TYPES = {401: "AuthenticationError", 403: "PermissionError", 404: "NotFoundError", 405: "MethodNotAllowed",
+                409: "ConflictError", 413: "TooLarge", 429: "QueueFull"}
+
+
+def error_response(request: Request | None, status: int, kind: str | None, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """{"error": {"message", "type", "field"/"param", "code"}}, one shape for every route (OpenAI's, so its clients
+    read it too). A bad request to an OpenAI-compatible route is a 400, as its clients expect; elsewhere a 422."""
+    if status == 422 and request is not None and getattr(request.state, "openai", False):
+        status = 400
+    body = {"message": message, "type": kind or _ERROR_TYPES.get(status, "HTTPError"), "field": field, "param": field,
+            "code": None}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
