@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean screenshots
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+# The studio's README screenshots (assets/studio/), taken by its browser tests in headless Chromium.
+screenshots: setup
+	AIGC_SCREENSHOTS=assets/studio HF_HUB_OFFLINE=1 $(PY) -m pytest tests/test_studio_browser.py -q
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

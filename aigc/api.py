@@ -37,7 +37,9 @@ def generate(kind: str, prompt: str | Sequence[str], *, progress: Callable[[Prog
     `diverse=True`, the n that best balance score and variety). With `min_score`, candidates are re-sampled
     with fresh seeds and nudged knobs, up to `max_attempts` rounds (default 4), until n clear the bar.
     `library` (a Library, a directory, or True for the default one) is what novelty is judged against, and
-    the chosen assets are added to it; without one, the same call always chooses the same way.
+    the chosen assets are added to it; without one, the same call always chooses the same way. A library whose
+    ratings taught a taste model that beats chance also adds the team's `taste` to the score (scoring/taste.py;
+    a Library(..., taste_user=NAME) uses one person's).
     `progress` is called with each Progress (stage, step, total) while the work runs.
     """
     return prepare(kind, prompt, **request).run(progress)
@@ -114,11 +116,13 @@ def prepare(
 
 
 def score(items: Sequence[Any], prompt: str | None = None, *, library: Library | str | os.PathLike | None = None,
-          weights: dict[str, float] | None = None, manager: DeviceManager | None = None) -> list[dict[str, Any]]:
+          weights: dict[str, float] | None = None, manager: DeviceManager | None = None,
+          taste_user: str | None = None) -> list[dict[str, Any]]:
     """Score Assets or raw data (str, PIL image, Audio or (samples, rate)) for a prompt: one dict per item.
 
     Each dict holds relevance, novelty and quality in [0, 1] (None where a part cannot be measured here),
-    their sub-parts, and `score`. Assets carry their own prompt; `prompt` overrides it.
+    their sub-parts, and `score`. Assets carry their own prompt; `prompt` overrides it. With a `library` whose
+    ratings taught a taste model, `taste` too (the team's, or `taste_user`'s).
     """
     from .scoring.scorer import CreativityScorer, checked_items, default_scorer
 
@@ -128,7 +132,12 @@ def score(items: Sequence[Any], prompt: str | None = None, *, library: Library |
         checks.plain_text("prompt", prompt)
     checked = checked_items(items, prompt)
     scorer = CreativityScorer(manager, weights=weights) if weights is not None else default_scorer(manager)
-    return scorer.score(checked, prompt, library=_library(library) if library is not None else None)
+    store = _library(library) if library is not None else None
+    if taste_user is not None:
+        if store is None:
+            raise ConfigError("taste_user= needs a library= (the ratings live there).", field="taste_user")
+        store = type(store)(store.path, taste_user=taste_user)
+    return scorer.score(checked, prompt, library=store)
 
 
 def produce(generator: Generator, prompts: list[str], seeds: list[int], checked: dict[str, Any]) -> list[Asset]:

@@ -32,7 +32,8 @@ Examples:
   aigc score out/*.png --prompt "a portrait"
   aigc run pipelines/story_to_poster.yaml --set topic="a city of glass" --out runs/glass
   aigc batch prompts.csv --kind image -n 4 --out shoot/ --seed 1 --truncation 0.8
-  aigc serve         # the team's server on http://127.0.0.1:8000
+  aigc serve         # the team's server and its studio on http://127.0.0.1:8000
+  aigc rate out/story.txt --up      # the team's taste: rate, then `aigc taste`, `aigc tune`
   aigc models        # what can run here, offline
   aigc doctor        # device, dtype, versions, memory
 """
@@ -317,7 +318,8 @@ def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, see
               help="Also judge novelty against this library.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per file.")
 def score(files: tuple[Path, ...], prompt: str | None, library_path: Path | None, as_json: bool) -> None:
-    """Score existing FILES (text, images, audio) for creativity: relevance, novelty, quality.
+    """Score existing FILES (text, images, audio) for creativity: relevance, novelty, quality (and the team's
+    taste, with a --library that has enough ratings).
 
     Files made by aigc carry their prompt; for any other file, say what it should answer with --prompt.
     """
@@ -334,8 +336,9 @@ def score(files: tuple[Path, ...], prompt: str | None, library_path: Path | None
         if as_json:
             click.echo(json.dumps({"file": str(path), **result}))
         else:
-            parts = ", ".join(f"{k} {result[k]:.2f}" if result[k] is not None else f"{k} -"
-                              for k in ("relevance", "novelty", "quality"))
+            shown = ("relevance", "novelty", "quality", "taste") if "taste" in result else ("relevance", "novelty",
+                                                                                               "quality")
+            parts = ", ".join(f"{k} {result[k]:.2f}" if result[k] is not None else f"{k} -" for k in shown)
             click.echo(f"{result['score']:.3f}  {path}  ({parts})")
 
 
@@ -379,10 +382,13 @@ def _scorable(path: Path, prompt: str | None) -> tuple[str, Any]:
 @click.option("--workers", type=int, help="With --engine ray: actors (default: one per GPU, else 2).")
 @click.option("--ray-address", help="With --engine ray: an existing cluster (ray://head:10001); default: a local Ray.")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without tokens (anyone can use it).")
+@click.option("--private", is_flag=True,
+              help="Each user sees only their own jobs and assets (admins: all). Default: every user reads the "
+                   "team's gallery; cancel and retry stay the owner's (or an admin's).")
 def serve(host: str, port: int, data: Path, token_file: Path | None, models_dir: Path | None,
           pipelines_dir: Path | None, allowed_hosts: tuple[str, ...], cors: tuple[str, ...], max_body_mb: int,
           queue_per_owner: int, merge_outputs: int, engine: str, workers: int | None, ray_address: str | None,
-          insecure: bool) -> None:
+          insecure: bool, private: bool) -> None:
     """Serve aigc to a team over HTTP: a crash-safe jobs API with events, on FastAPI + uvicorn.
 
     \b
@@ -398,7 +404,7 @@ def serve(host: str, port: int, data: Path, token_file: Path | None, models_dir:
     run_server(host=host, port=port, data=data, token_file=token_file, models=models_dir, pipelines=pipelines_dir,
                allowed_hosts=allowed_hosts, cors=cors, max_body_mb=max_body_mb, queue_per_owner=queue_per_owner,
                merge_outputs=merge_outputs, engine=engine, workers=workers, ray_address=ray_address,
-               insecure=insecure)
+               insecure=insecure, private=private)
 
 
 @cli.command()
@@ -455,6 +461,17 @@ def _play(path: Path) -> None:
             return
     click.secho("--play: no audio player found (afplay, paplay, aplay or ffplay); the file is saved.", fg="yellow",
                 err=True)
+
+
+from .cli_tune import tune as _tune  # noqa: E402 - `aigc tune`, kept in its own file (issue 18)
+
+cli.add_command(_tune)
+
+from .cli_rate import rate as _rate  # noqa: E402 - `aigc rate` and `aigc taste`, kept in their own file (issue 18)
+from .cli_rate import taste as _taste  # noqa: E402
+
+cli.add_command(_rate)
+cli.add_command(_taste)
 
 
 def main() -> None:

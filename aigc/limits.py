@@ -31,6 +31,8 @@ class Limits:
     batch_assets: int = 100_000  # assets one batch plans
     file_mb: int = 64  # a prompts file, recipe or run record read whole, in MiB
     asset_mb: int = 1024  # a saved asset read back whole (aigc.load, aigc score), in MiB
+    page: int = 500  # assets one gallery page lists (GET /v1/assets?limit=)
+    zip_assets: int = 1000  # assets one zip download holds (POST /v1/assets/zip)
 
 
 DEFAULTS = Limits()

@@ -311,3 +311,50 @@ def gpt2_tokenizer_dir() -> Path:
         GPT2Tokenizer.from_pretrained(out).save_pretrained(out)  # adds the config AutoTokenizer needs
 
     return cached_conversion(data / "encoder.json", "gpt2-tokenizer", convert)
+
+
+# --- LoRA adapters (what `aigc tune text` makes): a directory that names its base model --------------------
+ADAPTER_CONFIG = "adapter_config.json"  # PEFT's own file: what marks a directory as an adapter
+ADAPTER_RECORD = "aigc-adapter.json"  # aigc's record beside it: base model reference, training data, settings
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A PEFT adapter directory and the base model it applies to, read from its small files alone."""
+
+    path: Path
+    base: str  # a model reference: the one it was trained on (aigc's record), else PEFT's base_model_name_or_path
+    record: dict[str, Any]
+
+
+def adapter_of(source: ModelSource) -> Adapter | None:
+    """The adapter at `source` (a directory with adapter_config.json), None for anything else.
+
+    A damaged adapter is a ModelLoadError naming the file; no weights are read.
+    """
+    if source.path is None or not source.path.is_dir() or not (source.path / ADAPTER_CONFIG).is_file():
+        return None
+    config = source.json(ADAPTER_CONFIG)
+    record = source.json(ADAPTER_RECORD) or {}
+    if config is None:
+        raise ModelLoadError(f"{source.path / ADAPTER_CONFIG} is not a JSON object, so {source.ref!r} is not a "
+                             "usable adapter; train it again (`aigc tune text ... --out DIR`).")
+    base = record.get("base_model") or config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base.strip():
+        raise ModelLoadError(f"adapter {source.ref!r} does not name its base model (base_model in {ADAPTER_RECORD} "
+                             f"or base_model_name_or_path in {ADAPTER_CONFIG}); pass model=BASE adapter=DIR.")
+    if not (source.path / "adapter_model.safetensors").is_file():
+        raise ModelLoadError(f"adapter {source.ref!r} has no adapter_model.safetensors (aigc loads adapter weights "
+                             "from safetensors only); save it with save_pretrained(dir, safe_serialization=True).")
+    return Adapter(source.path, base.strip(), record)
+
+
+def same_model(first: str, second: str) -> bool:
+    """Whether two references resolve to one model (a pack name and its path, a dir and its ./ spelling)."""
+    if first == second:
+        return True
+    try:
+        a, b = resolve(first), resolve(second)
+    except ModelLoadError:
+        return False
+    return (a.path is not None and a.path == b.path) or (a.path is None and a.repo_id == b.repo_id)

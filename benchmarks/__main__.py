@@ -1,4 +1,5 @@
-"""`python -m benchmarks --suite cpu|gpu [--quick] [--json FILE]`: stock vs aigc, median seconds per call."""
+"""`python -m benchmarks --suite cpu|gpu [--quick] [--json FILE]`: stock vs aigc, median seconds per call (the CPU's
+capabilities recorded with every record)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from aigc.devices import DeviceManager
 from aigc.errors import AIGCError
 
-from . import music, sd, workloads
+from . import music, sd, text_cpu, workloads
 
 
 def suite(name: str, quick: bool) -> list[tuple[str, object]]:
@@ -40,8 +41,12 @@ def suite(name: str, quick: bool) -> list[tuple[str, object]]:
         (f"gpt2-124m {tokens} tok b8", lambda: workloads.gpt2(manager, 8, tokens)),
         ("dcgan b256", lambda: workloads.dcgan(manager, 256)),
         ("smollm2 load (gguf vs cache)", lambda: workloads.smollm2_load(manager)),
-        (f"smollm2-135m {tokens} tok b1", lambda: workloads.smollm2_tokens(manager, 1, tokens)),
-        (f"smollm2-135m {tokens} tok b8", lambda: workloads.smollm2_tokens(manager, 8, tokens)),
+        (f"smollm2-135m {tokens} tok b1 fp32 vs default", lambda: text_cpu.tokens(manager, 1, tokens)),
+        (f"smollm2-135m {tokens} tok b8 fp32 vs default", lambda: text_cpu.tokens(manager, 8, tokens)),
+        ("smollm2 first token b1 fp32 vs default", lambda: text_cpu.first_token(manager)),
+        ("smollm2 first call, fresh process", text_cpu.first_call),
+        ("smollm2 quality (held-out text)", lambda: text_cpu.quality(manager)),
+        (f"smollm2-135m {tokens} tok b1 llama.cpp", lambda: text_cpu.llama_cpp(manager, tokens)),
         ("speech ~7 s of audio", lambda: workloads.speech(manager)),
         ("scorer 64 texts", lambda: workloads.scorer(manager, 64)),
     ]
@@ -61,6 +66,9 @@ def median_seconds(fn, reps: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+base_keys = {"workload", "device", "stock_s", "aigc_s", "speedup", "peak_mem_mb", "matches_stock", "cpu"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--suite", choices=["cpu", "gpu"], default="cpu")
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     reps = 2 if args.quick else 5
     device = torch.cuda.get_device_name() if args.suite == "gpu" else "cpu"
     records = []
+    cpu = text_cpu.cpu_capabilities()
+    print("cpu:", json.dumps(cpu))
     print(f"{'workload':32} {'stock s':>9} {'aigc s':>9} {'speedup':>8}  matches")
     for name, build in suite(args.suite, args.quick):
         if args.only and args.only not in name:
@@ -81,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.suite == "gpu":
             torch.cuda.reset_peak_memory_stats()
         try:
-            stock_fn, aigc_fn, compare = build()
-        except AIGCError as error:  # e.g. a model pack not installed on this machine
+            stock_fn, aigc_fn, compare, *more = build()
+        except (AIGCError, text_cpu.Skipped) as error:  # e.g. a model pack or llama.cpp not installed here
             print(f"{name:32} skipped: {error}", flush=True)
             continue
         stock_s, stock_out = median_seconds(stock_fn, reps) if stock_fn else (None, None)
@@ -93,11 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             "peak_mem_mb": (torch.cuda.max_memory_allocated() if args.suite == "gpu"
                             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 1024**2,
             "matches_stock": compare(stock_out, aigc_out) if compare else None,
+            "cpu": cpu,
         }
+        if more and more[0]:  # a workload's own figures (tokens/s, ceilings, quality)
+            record.update(more[0](stock_out, aigc_out, stock_s, aigc_s))
         records.append(record)
         fmt = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9}"  # noqa: E731
         speed = f"{record['speedup']:7.2f}x" if record["speedup"] else f"{'-':>8}"
         print(f"{name:32} {fmt(stock_s)} {fmt(aigc_s)} {speed}  {record['matches_stock']}", flush=True)
+        if more and more[0]:
+            print(f"{'':32} {json.dumps({k: v for k, v in record.items() if k not in base_keys})}", flush=True)
         if args.json:  # after every workload, so a run cut short keeps what it measured
             with open(args.json, "w") as handle:
                 json.dump(records, handle, indent=2)

@@ -66,30 +66,6 @@ def gpt2(manager: DeviceManager, batch: int, new_tokens: int, compile: bool = Fa
     return stock, ours, lambda a, b: a == b
 
 
-def smollm2_tokens(manager: DeviceManager, batch: int, new_tokens: int) -> Workload:
-    """The embedded text model (SmolLM2-135M pack) decoding greedily: stock generate vs aigc, same weights."""
-    import aigc
-    from aigc.generators.text import CausalLMGenerator
-
-    lm = CausalLMGenerator("pack:smollm2", manager).load()  # aigc's cached conversion of the GGUF pack
-    model, tokenizer = lm.model.to(manager.device), lm.tokenizer
-    tokenizer.padding_side = "left"
-    prompts = [f"The keeper of lighthouse number {i} opened the door and" for i in range(batch)]
-    inputs = tokenizer(prompts, return_tensors="pt", padding=True).to(manager.device)
-
-    def stock():
-        with torch.inference_mode():
-            out = model.generate(**inputs, do_sample=False, max_new_tokens=new_tokens)  # both stop at end-of-text
-        return [tokenizer.decode(row[inputs["input_ids"].shape[1]:], skip_special_tokens=True) for row in out]
-
-    def ours():
-        assets = aigc.generate("text", prompts, model="pack:smollm2", seed=0, temperature=0.0, chat=False,
-                               repetition_penalty=1.0, max_new_tokens=new_tokens, manager=manager)
-        return [a.data for a in assets]
-
-    return stock, ours, lambda a, b: a == b
-
-
 def dcgan(manager: DeviceManager, batch: int) -> Workload:
     """The face pack's DCGAN: a plain module forward + PIL conversion vs aigc.generate, same latents."""
     import aigc

@@ -207,12 +207,14 @@ def test_unreachable_server_and_refused_token_are_one_line_each(tmp_path, models
         files = f"{address}/v1/jobs/{jobs['batch']}/files"
         listed = [f["path"] for f in httpx.get(files, headers=as_ana).json()["files"]]
         assert "manifest.jsonl" in listed and not any(p.startswith(".") for p in listed)
-        assert httpx.get(files, headers=as_bo).status_code == 404  # another user's job is not even said to exist
+        teammate = httpx.get(files, headers=as_bo)  # a team server: a teammate reads the run files (not --private)
+        assert teammate.status_code == 200 and [f["path"] for f in teammate.json()["files"]] == listed
         assert httpx.get(f"{address}/v1/jobs/{jobs['generate']}/files", headers=as_ana).status_code == 404
         for sneaky in ("%2e%2e/%2e%2e/aigc.db", "..%2F..%2Faigc.db", ".aigc.lock", "%2Fetc%2Fpasswd"):
             assert httpx.get(f"{files}/{sneaky}", headers=as_ana).status_code == 404, sneaky
         asset = httpx.get(f"{address}/v1/jobs/{jobs['batch']}", headers=as_ana).json()["assets"][0]["id"]
-        refused = httpx.post(f"{address}/v1/score", headers=as_bo, json={"items": [{"asset": asset}]})
+        assert asset  # a teammate may score it too; an asset that does not exist is refused, naming the item
+        refused = httpx.post(f"{address}/v1/score", headers=as_bo, json={"items": [{"asset": "0" * 16}]})
         assert refused.status_code == 422 and refused.json()["error"]["field"] == "items[0]"
         malformed = httpx.post(f"{address}/v1/score", headers=as_ana, json={"items": [{"text": "a"}, {"text": 3}]})
         assert malformed.status_code == 422 and malformed.json()["error"]["field"].startswith("items[1]")

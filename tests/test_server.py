@@ -165,11 +165,14 @@ def test_a_running_job_cancels_at_its_next_step(tmp_path, models, manager):
         assert done["state"] == "cancelled" and len(done["assets"]) < 40
 
 
-def test_tokens_owners_and_admins(tmp_path, models, manager):
+@pytest.mark.parametrize("private", [False, True], ids=["team", "private"])
+def test_tokens_owners_and_admins(tmp_path, models, manager, private):
+    """A team server (the default): everyone reads every job, only its owner or an admin changes it. --private:
+    another user's job is not even said to exist."""
     tokens = Tokens((("alice", ALICE, False), ("bob", BOB, False), ("root", ROOT, True)))
     auth = {name: {"Authorization": f"Bearer {token}"} for name, token in (("alice", ALICE), ("bob", BOB),
                                                                             ("root", ROOT))}
-    with client(tmp_path, models, manager, tokens=tokens, run_worker=False) as c:
+    with client(tmp_path, models, manager, tokens=tokens, run_worker=False, private=private) as c:
         assert c.get("/health").status_code == 200  # the one open route
         for route in ("/v1/jobs", "/v1/backends", "/metrics", "/v1/events"):
             assert c.get(route).status_code == 401
@@ -177,12 +180,18 @@ def test_tokens_owners_and_admins(tmp_path, models, manager):
         job = c.post("/v1/jobs", json={"kind": "image", "prompt": "x", "backend": "gan", "model": "tiny-gan.pth"},
                      headers=auth["alice"]).json()
         assert job["owner"] == "alice"
-        assert c.get(f"/v1/jobs/{job['id']}", headers=auth["bob"]).status_code == 404
-        assert c.post(f"/v1/jobs/{job['id']}/cancel", headers=auth["bob"]).status_code == 404
-        assert c.get("/v1/jobs", headers=auth["bob"]).json()["total"] == 0
+        seen = c.get(f"/v1/jobs/{job['id']}", headers=auth["bob"])
+        assert seen.status_code == (404 if private else 200)
+        cancel = c.post(f"/v1/jobs/{job['id']}/cancel", headers=auth["bob"])
+        assert cancel.status_code == (404 if private else 403)
+        assert c.post(f"/v1/jobs/{job['id']}/retry", headers=auth["bob"]).status_code == (404 if private else 403)
+        assert c.get(f"/v1/jobs/{job['id']}", headers=auth["alice"]).json()["state"] == "pending"
+        assert c.get("/v1/jobs", headers=auth["bob"]).json()["total"] == 0  # a user's queue: their own jobs
         assert c.get("/v1/jobs", headers=auth["root"]).json()["total"] == 1
-        assert c.get("/v1/jobs?owner=alice", headers=auth["bob"]).json()["total"] == 0  # not an admin: own only
+        teammates = c.get("/v1/jobs?owner=alice", headers=auth["bob"]).json()["total"]
+        assert teammates == (0 if private else 1)  # --private: own only, whatever is asked
         assert ALICE not in json.dumps(c.get(f"/v1/jobs/{job['id']}", headers=auth["alice"]).json())
+        assert c.post(f"/v1/jobs/{job['id']}/cancel", headers=auth["root"]).json()["state"] == "cancelled"
 
 
 def test_events_stream_and_resume_after_the_last_event_id(tmp_path, models, manager):

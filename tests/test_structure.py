@@ -20,11 +20,11 @@ PACKAGE = Path(aigc.__file__).parent
 LAYERS = [
     {"errors", "records", "seeds", "audio", "storage", "limits", "templates", "checks"},
     {"formats", "assets", "registry", "devices", "models", "sheets", "inventory"},
-    {"generators", "scoring"},
+    {"generators", "scoring", "tuning"},  # tuning: learns from ratings; the GAN reads its prior file
     {"api"},
     {"workflows", "recipes", "batch", "batch_runner", "report", "gallery"},
     {"client"},  # the remote front end: the module's verbs over HTTP
-    {"cli", "cli_knobs", "server"},
+    {"cli", "cli_knobs", "cli_rate", "cli_tune", "server"},
 ]
 
 

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from .row_attention import uses_rowwise_attention
 from .sampling import Sampling, stream_keys
 
 CACHE_ROUNDING = 256  # static caches are rounded up to this length, so calls of similar size share a graph
@@ -77,6 +78,7 @@ class Batch:
     width: int
     cache: Any = None
     seen: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # what the model's forward takes besides (row attention)
 
 
 def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Settings, device: torch.device,
@@ -89,6 +91,8 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
                           f"model={model_name!r} reads at most {limit}; shorten it.", field="prompt")
     pick = Pick(settings.sampling, settings.penalty, stream_keys([seed for _, seed in items], device=device))
     step_fn = step
+    if uses_rowwise_attention(model) and not settings.compile:  # a static cache's unfilled slots are not padding
+        batch.extra["aigc_pads"] = [batch.width - length for length in batch.lengths]
     if settings.compile:
         length = -(-(batch.width + settings.max_new_tokens) // CACHE_ROUNDING) * CACHE_ROUNDING
         batch.cache, step_fn = static_cache(model, length, model_name), lm.compiled_step()
@@ -115,7 +119,7 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
             slot += 1
             draw += 1
             next_ids = step_fn(model, next_ids[:, None], batch.positions, batch.mask, batch.cache, slot, draw, pick,
-                               batch.seen)
+                               batch.seen, batch.extra)
         bar.update(1)
         if settings.on_token:
             settings.on_token(index + 1, settings.max_new_tokens)
@@ -143,7 +147,7 @@ def prefill(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     out = model(input_ids=batch.ids, attention_mask=batch.mask[:, :batch.width], position_ids=batch.positions,
                 use_cache=True, past_key_values=batch.cache, cache_position=torch.arange(batch.width, device=batch.ids.device),
-                **keep)
+                **keep, **batch.extra)
     batch.cache = out.past_key_values
     return out.logits[:, -1, :]
 
@@ -161,10 +165,11 @@ def advance(batch: Batch, index: int, limit: int | None, static: bool) -> None:
 
 
 def step(model: torch.nn.Module, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any,
-         slot: torch.Tensor, draw: torch.Tensor, pick: Pick, seen: torch.Tensor | None) -> torch.Tensor:
+         slot: torch.Tensor, draw: torch.Tensor, pick: Pick, seen: torch.Tensor | None,
+         extra: dict[str, Any] | None = None) -> torch.Tensor:
     """One decoding step: the forward pass over the newest tokens (cache `slot`), then draw number `draw`."""
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                cache_position=slot)
+                cache_position=slot, **(extra or {}))
     return pick(out.logits[:, -1, :], seen, draw)
 
 

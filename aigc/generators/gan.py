@@ -35,6 +35,9 @@ class GANGenerator(Generator):
         "refine": Param(0, "steps of gradient ascent on the latent toward the prompt (needs the scorer)", "int", 0, 500),
         "refine_rate": Param(0.05, "step size of the latent refinement", "float", 0.0, 1.0, min_exclusive=True),
         "prior_weight": Param(1.0, "how strongly refinement keeps latents typical, so faces stay faces", "float", 0.0),
+        "prior": Param(None, "a latent prior file from `aigc tune image --backend gan` (.safetensors or .json): "
+                             "latents are drawn from it, toward what the team liked; the same seed and prior give "
+                             "the same image", "str"),
         "objective": Param(None, "differentiable score of images in [-1, 1] per prompt (aigc.generate passes the "
                            "scorer's)", "callable", record=False),
         "batch_size": Param(256, "latents decoded together; halves itself on out-of-memory", "int", 1, record=False),
@@ -65,6 +68,10 @@ class GANGenerator(Generator):
         return bool(params["refine"]) and params["objective"] is None
 
     def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
+        if params["prior"] is not None:
+            from ..tuning.gan_prior import read_prior
+
+            read_prior(params["prior"])  # a missing or damaged file fails here, before the GAN loads
         side = params["size"] or 64  # the face pack's native size; a larger native GAN is caught once loaded
         self.check_pixels(len(prompts) * (params["frames"] or 1), side, side)
         if self.needs_objective(params):
@@ -78,17 +85,33 @@ class GANGenerator(Generator):
 
     def preprocess(self, gan: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
         """Each output's latents: one, or the slerp walk of a strip; drawn on the CPU from the seed."""
-        from .dcgan import latent, slerp
+        from .dcgan import slerp
 
+        draw = self._drawer(gan.nz, params)
         items = []
         for prompt, seed in zip(prompts, seeds):
-            start = latent(gan.nz, seed) * params["truncation"]
+            start = draw(seed)
             group = [start]
             if params["frames"]:
-                end = latent(gan.nz, self._to_seed(seed, params)) * params["truncation"]
+                end = draw(self._to_seed(seed, params))
                 group = [slerp(start, end, t / (params["frames"] - 1)) for t in range(params["frames"])]
             items.append((prompt, seed, group))
         return items
+
+    @staticmethod
+    def _drawer(nz: int, params: dict[str, Any]) -> Callable[[int], Any]:
+        """seed -> latent: the seed's standard-normal draw, moved into the prior if one is given, then truncated."""
+        from .dcgan import latent
+
+        if params["prior"] is None:
+            return lambda seed: latent(nz, seed) * params["truncation"]
+        from ..tuning.gan_prior import read_prior
+
+        prior = read_prior(params["prior"])
+        if prior.nz != nz:
+            raise ConfigError(f"prior={params['prior']!r} is for a {prior.nz}-d latent, but this GAN's is {nz}-d; use "
+                              "a prior fitted for this model.", field="prior")
+        return lambda seed: prior.apply(latent(nz, seed)) * params["truncation"]
 
     def forward(self, gan: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
         groups = [group for _, _, group in items]

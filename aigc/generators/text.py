@@ -46,10 +46,15 @@ class CausalLMGenerator(Generator):
                                 "faster per token, but the first call compiles (tens of seconds)", "bool",
                          record=False),
         "streamer": Param(None, "called with each new piece of text (one output only)", "callable", record=False),
+        "adapter": Param(None, "a LoRA adapter directory (what `aigc tune text` makes) applied to the model; "
+                               "model=ADAPTER_DIR alone loads it on the base model it names", "str"),
     }
 
     @classmethod
     def model_fits(cls, source: models.ModelSource) -> str | None:
+        adapter = models.adapter_of(source)
+        if adapter is not None:
+            return _base_fits(cls, adapter)
         path = source.path
         if path is not None and path.is_file():
             if source.suffix == ".gguf":
@@ -72,7 +77,16 @@ class CausalLMGenerator(Generator):
                     "language model (a *ForCausalLM or *LMHeadModel); pass one, e.g. 'openai-community/gpt2'.")
         return None  # a causal LM, or a Hub id not cached yet that from_pretrained will download
 
+    def check_model(self) -> None:
+        """An adapter given as model= runs on its base: `source` is the base's, `adapter` the directory."""
+        super().check_model()
+        self.adapter = models.adapter_of(self.source)
+        if self.adapter is not None:
+            self.source = models.resolve(self.adapter.base)
+
     def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
+        if params["adapter"] is not None:
+            self._check_adapter(params["adapter"])
         if params["streamer"] is not None and len(prompts) != 1:
             raise ConfigError(f"streamer= streams one output, but this request makes {len(prompts)}; use n=1 and one "
                               "prompt.", field="streamer")
@@ -95,7 +109,11 @@ class CausalLMGenerator(Generator):
                 raise ConfigError(f"compile=True needs a model with a static KV cache, and model={self.model!r} has "
                                   "none in transformers; use compile=False.", field="compile")
 
-    def load(self) -> Any:
+    def variant(self, params: dict[str, Any]) -> dict[str, Any]:
+        """An adapter= is another cached model (the base plus that adapter, merged)."""
+        return {"adapter": str(self._check_adapter(params["adapter"]).path)} if params["adapter"] else {}
+
+    def load(self, adapter: str | None = None) -> Any:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .decoding import Loaded
@@ -106,7 +124,31 @@ class CausalLMGenerator(Generator):
             model = AutoModelForCausalLM.from_pretrained(target, dtype=self.dtype, use_safetensors=True)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} could not be loaded from {target}: {error}") from error
+        directory = adapter or (self.adapter.path if self.adapter is not None else None)
+        if directory is not None:
+            model = _merged(model, Path(directory))
+        elif self.source.suffix == ".gguf" and self.manager.pack_cpu_weights:
+            from .quantize import pack_from_gguf  # the file's own 4-bit codes, bf16 activations (quantize.py)
+
+            model = pack_from_gguf(model, self.source.path)
         return Loaded(model.eval(), tokenizer)
+
+    def _check_adapter(self, reference: str) -> models.Adapter:
+        """adapter=DIR: a LoRA directory trained on this very model (before anything loads)."""
+        try:
+            adapter = models.adapter_of(models.resolve(reference))
+        except ModelLoadError as error:
+            raise ConfigError(f"adapter={reference!r}: {error}", field="adapter") from None
+        if adapter is None:
+            raise ConfigError(f"adapter={reference!r} is not an adapter directory (no {models.ADAPTER_CONFIG}); pass "
+                              "the --out directory of `aigc tune text`.", field="adapter")
+        if self.adapter is not None:
+            raise ConfigError(f"model={self.model!r} is an adapter already; pass one adapter (model=BASE "
+                              f"adapter={reference!r}, or model={reference!r} alone).", field="adapter")
+        if not models.same_model(adapter.base, self.model):
+            raise ConfigError(f"adapter={reference!r} was trained on model={adapter.base!r}, not model={self.model!r}; "
+                              f"pass model={adapter.base!r}, or model={reference!r} alone.", field="adapter")
+        return adapter
 
     def preprocess(self, model: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
         chats = _chats(params["messages"], len(prompts))
@@ -200,6 +242,37 @@ class CausalLMGenerator(Generator):
             return tokenizer(transcript)["input_ids"]
         encoded = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(encoded["input_ids"])
+
+
+def _base_fits(cls: type[CausalLMGenerator], adapter: models.Adapter) -> str | None:
+    """Why an adapter cannot run here: it is not a LoRA of a causal LM, or its base is missing or no causal LM."""
+    config = json.loads((adapter.path / models.ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    if config.get("peft_type") != "LORA" or config.get("task_type") not in (None, "CAUSAL_LM"):
+        return (f"{adapter.path} is a {config.get('peft_type')} adapter for {config.get('task_type')}, not a LoRA of a "
+                "causal language model (what `aigc tune text` makes).")
+    try:
+        base = models.resolve(adapter.base)
+    except ModelLoadError as error:
+        return f"its base model {adapter.base!r} is not here: {error}"
+    if models.adapter_of(base) is not None:
+        return f"its base {adapter.base!r} is an adapter itself; train adapters on a base model."
+    reason = cls.model_fits(base)
+    return f"its base model {adapter.base!r} does not fit: {reason}" if reason else None
+
+
+def _merged(model: Any, directory: Path) -> Any:
+    """The base with a LoRA adapter merged into its weights: a plain transformers model again, so the decoding
+    loop (static cache, torch.compile) runs exactly as on the base, at the base's speed."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelLoadError(f"adapter {str(directory)!r} needs PEFT: pip install 'aigc[tune]'.") from None
+    try:
+        return PeftModel.from_pretrained(model, str(directory), is_trainable=False).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"adapter {str(directory)!r} does not fit its base model ({summary}); was it trained "
+                             "on another model?") from error
 
 
 def _chats(messages: list[Any] | None, count: int) -> list[list[dict[str, str]] | None]:

@@ -19,7 +19,9 @@ from ..errors import ConfigError
 from ..storage import append_jsonl, path_arg, read_jsonl
 
 if TYPE_CHECKING:
+    from .ratings import Rating, Ratings
     from .scorer import CreativityScorer
+    from .taste import TasteModel
 
 FILE = "library.jsonl"
 
@@ -32,9 +34,12 @@ def default_library_path() -> Path:
 
 
 class Library:
-    """`Library(path)`: `.add(items)` embeds and stores them; `len()`; `.vectors(space)` for the scorer."""
+    """`Library(path)`: `.add(items)` embeds and stores them; `len()`; `.vectors(space)` for the scorer;
+    `.rate(item, +1)`, `.prefer(a, b)` and `.ratings()` for people's judgements, kept beside it, and `.taste(space)`,
+    the preference model learned from them that the scorer adds as its `taste` part. `taste_user="alice"` makes
+    that one person's taste (default: the whole team's)."""
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
+    def __init__(self, path: str | os.PathLike | None = None, *, taste_user: str | None = None) -> None:
         self.path = path_arg(path, "library", field="library") if path is not None else default_library_path()
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"Library({str(self.path)!r}) is a file; a library is a directory (it holds {FILE}).",
@@ -42,6 +47,7 @@ class Library:
         self._file = self.path / FILE
         self._cache: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
         self.skipped = 0  # lines that were torn or malformed: skipped (and reported once), never fatal
+        self.taste_user = _taste_user(taste_user)
 
     def __repr__(self) -> str:
         return f"Library({str(self.path)!r}, {len(self)} entries)"
@@ -65,6 +71,39 @@ class Library:
             })
         self._append(rows)
         return len(rows)
+
+    # --- people's ratings (scoring/ratings.py keeps them beside the library) ----------------------------
+    def rate(self, item: Any, value: int, *, user: str | None = None, note: str | None = None,
+             ref: str | None = None, scorer: CreativityScorer | None = None) -> Rating:
+        """Thumbs up (+1) or down (-1) on an Asset (or raw data); 0 takes it back. The latest one counts."""
+        return self._ratings().thumb(item, value, user=user, note=note, ref=ref, scorer=scorer)
+
+    def prefer(self, better: Any, worse: Any, *, user: str | None = None, note: str | None = None,
+               refs: tuple[str | None, str | None] = (None, None), scorer: CreativityScorer | None = None) -> Rating:
+        """Record a choice: `better` over `worse`."""
+        return self._ratings().prefer(better, worse, user=user, note=note, refs=refs, scorer=scorer)
+
+    def ratings(self, user: str | None = None) -> list[Rating]:
+        """The ratings that count (each user's latest thumb per item, and every choice); of one user if given."""
+        return self._ratings().all(user)
+
+    def taste(self, space: str) -> TasteModel | None:
+        """The taste model of one embedding space (used or not, and why); None when nothing of it was rated.
+        Fitted once the space has enough ratings, stored beside the library, refitted when ratings change."""
+        from .taste import taste
+
+        return taste(self.path, space, self.taste_user)
+
+    def tastes(self) -> list[TasteModel]:
+        """A taste model (used or not, and why) for every embedding space that has ratings."""
+        from .taste import tastes
+
+        return tastes(self.path, self.taste_user)
+
+    def _ratings(self) -> Ratings:
+        from .ratings import Ratings
+
+        return Ratings(self.path)
 
     def add_vectors(self, space: str, vectors: np.ndarray, prompts: list[str | None]) -> None:
         """Store vectors the scorer already computed (what `generate` does with accepted assets)."""
@@ -99,6 +138,14 @@ class Library:
             self.skipped = bad
             self._cache = (stamp, entries)
         return self._cache[1]
+
+
+def _taste_user(user: str | None) -> str | None:
+    if user is None:
+        return None
+    from .ratings import checked_user
+
+    return checked_user(user)
 
 
 def _decoded(entry: dict[str, Any]) -> dict[str, Any] | None:

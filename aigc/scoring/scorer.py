@@ -6,6 +6,8 @@
   prompt's most obvious continuation (the language model's greedy answer);
 - quality: text fluency (the language model's perplexity) and repetition; image sharpness, exposure,
   noise and contrast; audio silence, clipping and level.
+- taste: with a library whose ratings taught a taste model that beats chance (scoring/taste.py), how much
+  the team (or one user) would like it, P(liked) in [0, 1].
 The score is the weighted geometric mean of the parts that could be measured, so a zero anywhere (an
 irrelevant, a copied or a broken output) sinks it: value times novelty, not value plus novelty.
 """
@@ -26,7 +28,7 @@ from ..errors import ConfigError
 from .embed import TextEmbedder, audio_fingerprint
 from .mean import weighted_geometric_mean
 
-PARTS = ("relevance", "novelty", "quality")
+PARTS = ("relevance", "novelty", "quality", "taste")
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_CLAP = "laion/clap-htsat-unfused"
 DEFAULT_LM = "pack:smollm2"
@@ -99,7 +101,8 @@ def vendi(vectors: np.ndarray) -> float:
 
 def combine(parts: dict[str, float | None], weights: dict[str, float]) -> float:
     """The score: the weighted geometric mean of the measured parts (scoring/mean.py)."""
-    return weighted_geometric_mean({name: parts.get(name) for name in PARTS}, {name: weights[name] for name in PARTS})
+    return weighted_geometric_mean({name: parts.get(name) for name in PARTS},
+                                   {name: weights.get(name, 1.0) for name in PARTS})
 
 
 def _check_weights(weights: Any) -> dict[str, float]:
@@ -109,8 +112,9 @@ def _check_weights(weights: Any) -> dict[str, float]:
     merged = {name: 1.0 for name in PARTS} | dict(weights or {})
     bad = [k for k, w in merged.items() if k not in PARTS or isinstance(w, bool) or not isinstance(w, (int, float))
            or not math.isfinite(w) or w < 0]
-    if bad or not any(merged.values()):
-        raise ConfigError(f"weights={weights!r}: use finite numbers >= 0 for {', '.join(PARTS)}, at least one > 0.")
+    if bad or not any(merged[name] for name in PARTS if name != "taste"):
+        raise ConfigError(f"weights={weights!r}: use finite numbers >= 0 for {', '.join(PARTS)}, at least one > 0 "
+                          "besides taste (taste is there only with enough ratings).")
     return {k: float(w) for k, w in merged.items()}
 
 
@@ -156,7 +160,9 @@ class CreativityScorer:
 
     # --- the score -------------------------------------------------------------------------------------
     def score(self, items: Sequence[Any], prompt: str | None = None, *, library=None) -> list[dict[str, float | None]]:
-        """One dict per item: relevance, novelty, quality (and their sub-parts), and `score`."""
+        """One dict per item: relevance, novelty, quality (and their sub-parts), taste when the library has a
+        usable taste model (with `taste_accuracy` and `taste_ratings`, its held-out accuracy and rating count),
+        and `score`."""
         items = [as_item(i, prompt) for i in items]
         if not items:
             return []
@@ -172,6 +178,7 @@ class CreativityScorer:
         parts_of = {"text": self._text_parts, "image": self._image_parts, "audio": self._audio_parts}
         parts_of[kind](items, prompts, vectors, results)
         self._novelty(vectors, space, library, results)
+        self._taste(vectors, space, library, results)
         for r in results:
             r["score"] = combine(r, self.weights)
         return results
@@ -191,6 +198,23 @@ class CreativityScorer:
                 r["novelty.library"] = _distance(float((stored @ vectors[i]).max()))
             subparts = [v for k, v in r.items() if k.startswith("novelty.") and v is not None]
             r["novelty"] = float(np.mean(subparts)) if subparts else None
+
+    def _taste(self, vectors: np.ndarray, space: str, library, results: list[dict]) -> None:
+        """The team's taste from the library's ratings: recorded only where something of this space was rated;
+        None (left out of the score) while the model is missing, too young or no better than chance."""
+        learned = getattr(library, "taste", None)
+        model = learned(space) if learned is not None else None
+        if model is None:
+            return
+        usable = model.used and model.dims == vectors.shape[1]
+        if model.used and not usable:
+            warnings.warn(f"aigc taste: the {space} model is {model.dims}-d, these vectors {vectors.shape[1]}-d; "
+                          "taste is left out.", stacklevel=3)
+        values = model.score(vectors) if usable else [None] * len(results)
+        for r, value in zip(results, values):
+            r["taste"] = None if value is None else float(value)
+            r["taste_accuracy"] = None if model.accuracy is None else round(model.accuracy, 4)
+            r["taste_ratings"] = model.ratings
 
     def _text_parts(self, items, prompts, vectors, results) -> None:
         from .quality import text_repetition

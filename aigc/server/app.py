@@ -4,7 +4,6 @@ one worker) and aigc's own checks; every front end's rules apply unchanged over 
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -18,7 +17,7 @@ from .. import errors
 from .auth import Principal, Signer
 from .body import BodyLimit
 from .jobs import Places
-from .service import API, Service, Settings, error_response
+from .service import API, Service, Settings, error_response, read_json
 from .store import ACTIVE, Store
 
 __all__ = ["Settings", "create_app"]
@@ -29,9 +28,13 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
 
     from ..devices import get_manager
     from .engines import executors, shut_down
+    from .gallery import gallery_routes
+    from .judging import judging_routes
     from .metrics import Metrics
     from .openai import openai_routes
+    from .pipelines import pipeline_routes
     from .runner import Runner
+    from .studio import studio_routes
     from .transfer import transfer_routes
 
     settings.data.mkdir(parents=True, exist_ok=True)
@@ -48,7 +51,8 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
         pool = executors(settings.engine, manager, settings.workers, settings.ray_address) if settings.run_worker \
             else []
         service.runners[:] = [Runner(store, settings.data, manager, places, executor=executor, name=f"worker-{i}",
-                                     merge_outputs=settings.merge_outputs, on_seconds=metrics.observe)
+                                     merge_outputs=settings.merge_outputs, on_seconds=metrics.observe,
+                                     private=settings.private)
                               for i, executor in enumerate(pool)]
         for runner in service.runners:
             runner.start()
@@ -71,6 +75,10 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
     _routes(app, service, metrics)
     openai_routes(app, service)
     transfer_routes(app, service)
+    gallery_routes(app, service)
+    judging_routes(app, service)
+    pipeline_routes(app, service)
+    studio_routes(app)
     return app
 
 
@@ -120,7 +128,7 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
     @app.post(f"{API}/jobs", status_code=202)
     async def post_job(request: Request, principal: Principal = Depends(who),
                        idempotency_key: str | None = Header(default=None)) -> JSONResponse:
-        job_request = service.parse(await _json(request))
+        job_request = service.parse(await read_json(request))
         job, created = await asyncio.to_thread(service.submit, principal, job_request, idempotency_key)
         return JSONResponse(service.view(job, brief=True), status_code=202 if created else 200)
 
@@ -128,14 +136,18 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
     def list_jobs(principal: Principal = Depends(who), state: str | None = None, kind: str | None = None,
                   owner: str | None = None, limit: int = Query(50, ge=1, le=500),
                   offset: int = Query(0, ge=0)) -> dict[str, Any]:
-        owner = owner if principal.admin else principal.name
+        if owner is None and not principal.admin:
+            owner = principal.name  # a user's queue: their own jobs, unless they ask for a teammate's
+        elif not service.sees_all(principal):
+            owner = principal.name  # --private: nobody else's
+        last_event = store.last_event(owner)  # read before the jobs: a stream from here misses nothing after them
         jobs, total = store.list(owner=owner, state=state, kind=kind, limit=limit, offset=offset)
         return {"jobs": [service.view(job, brief=True) for job in jobs], "total": total, "limit": limit,
-                "offset": offset}
+                "offset": offset, "last_event": last_event}
 
     @app.get(f"{API}/jobs/{{job_id}}")
     def get_job(job_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
-        return service.view(own(job_id, principal))
+        return service.view(service.readable(job_id, principal))
 
     @app.post(f"{API}/jobs/{{job_id}}/cancel")
     def cancel_job(job_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
@@ -154,13 +166,13 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
     def get_asset(asset_id: str, authorization: str | None = Header(default=None),
                   if_none_match: str | None = Header(default=None), format: str | None = Query(None, max_length=8),
                   expires: int | None = None, signature: str | None = Query(None, max_length=64)) -> Response:
-        """An asset's file (the bearer's own, or anyone's with a signed link), or it converted: ?format=webp."""
+        """An asset's file (one the bearer may see, or any with a signed link), or it converted: ?format=webp."""
         if service.signer.valid(asset_id, expires, signature):
             row = store.asset(asset_id)
             if row is None:
                 raise HTTPException(404, f"no asset {asset_id!r}")
         else:
-            row = _own_asset(store, asset_id, who(authorization))
+            row = service.readable_asset(asset_id, who(authorization))
         etag = f'"{row.etag}{"-" + format if format else ""}"'
         if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
             return Response(status_code=304, headers={"ETag": etag})  # the client's copy is this one
@@ -175,15 +187,25 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
 
     @app.get(f"{API}/assets/{{asset_id}}/meta")
     def asset_meta(asset_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
-        row = _own_asset(store, asset_id, principal)
+        row = service.readable_asset(asset_id, principal)
+        signed = service.signer.query(row.id)
         return {"id": row.id, "job": row.job, "position": row.position, "kind": row.kind,
-                "media_type": row.media_type, "size": row.size, "etag": row.etag, "record": row.record}
+                "media_type": row.media_type, "size": row.size, "etag": row.etag, "record": row.record,
+                "owner": store.get(row.job).owner, "src": f"{API}/assets/{row.id}?{signed}",
+                "thumbnail": f"{API}/assets/{row.id}/thumbnail?{signed}" if row.kind == "image" else None,
+                "ratings": store.ratings([row.id])[row.id]}
 
     @app.get(f"{API}/assets/{{asset_id}}/thumbnail")
-    def thumbnail(asset_id: str, principal: Principal = Depends(who), size: int = Query(256, ge=16, le=1024)) -> Response:
+    def thumbnail(asset_id: str, authorization: str | None = Header(default=None),
+                  size: int = Query(256, ge=16, le=1024), expires: int | None = None,
+                  signature: str | None = Query(None, max_length=64)) -> Response:
+        """An image's thumbnail, of an image the bearer may see or any with a signed link (an <img> sends no token)."""
         from .thumbnails import thumbnail_of
 
-        row = _own_asset(store, asset_id, principal)
+        if service.signer.valid(asset_id, expires, signature) and store.asset(asset_id) is not None:
+            row = store.asset(asset_id)
+        else:
+            row = service.readable_asset(asset_id, who(authorization))
         if row.kind != "image":
             raise HTTPException(404, f"asset {asset_id} is {row.kind}; thumbnails are of images.")
         path = thumbnail_of(settings.data, row, size)
@@ -199,10 +221,13 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
     def prometheus(principal: Principal = Depends(who)) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    def visible_job(job_id: str, principal: Principal = Depends(who)) -> Any:
+        """A dependency, so a job one may not see is a 404 before a stream's response has begun."""
+        return service.readable(job_id, principal)
+
     @app.get(f"{API}/jobs/{{job_id}}/events", response_class=EventSourceResponse)
-    async def job_events(job_id: str, principal: Principal = Depends(who),
+    async def job_events(job_id: str, job: Any = Depends(visible_job),
                          last_event_id: str | None = Header(default=None), after: int | None = None) -> AsyncIterator:
-        own(job_id, principal)
         async for event in _stream(store, _after(last_event_id, after), job=job_id):
             yield event
 
@@ -212,14 +237,6 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         async for event in _stream(store, _after(last_event_id, after),
                                    owner=None if principal.admin else principal.name):
             yield event
-
-
-def _own_asset(store: Store, asset_id: str, principal: Principal) -> Any:
-    row = store.asset(asset_id)
-    job = store.get(row.job) if row else None
-    if row is None or job is None or not (principal.admin or job.owner == principal.name):
-        raise HTTPException(404, f"no asset {asset_id!r}")
-    return row
 
 
 def _after(header: str | None, query: int | None) -> int:
@@ -248,13 +265,6 @@ async def _stream(store: Store, after: int, *, job: str | None = None,
             if current is None or current.state not in ACTIVE:
                 return
         await asyncio.sleep(0.2)
-
-
-async def _json(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except (ValueError, RecursionError):
-        raise HTTPException(422, "the body must be a JSON object (Content-Type: application/json).") from None
 
 
 def _version() -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..scoring.ratings import USER
 
 LOCAL = "local"
 
@@ -42,6 +43,9 @@ class Tokens:
                     raise ConfigError(f"{token_file}:{number}: write `name token` or `name token admin`, with a token "
                                       "of at least 16 characters (e.g. from `python -c 'import secrets; "
                                       "print(secrets.token_urlsafe())'`).")
+                if not USER.fullmatch(parts[0]) or len(parts[0]) > 100:
+                    raise ConfigError(f"{token_file}:{number}: a user name is 1-100 letters, digits and . _ @ + - "
+                                      "(it names the user's jobs, ratings and taste).")
                 entries.append((parts[0], parts[1], len(parts) == 3))
         env = os.environ.get("AIGC_TOKEN")
         if env:

@@ -25,6 +25,7 @@ from ..errors import AIGCError
 from ..records import Progress
 from ..scoring.loop import prompt_seed
 from ..seeds import expand
+from .candidates import recorder_for
 from .engines import LocalExecutor
 from .jobs import BatchJob, GenerateJob, Places, RunJob, images_resolved, model_reference, recipe_text
 from .store import AssetRow, Job, Store
@@ -47,8 +48,9 @@ class Runner:
 
     def __init__(self, store: Store, data: Path, manager: Any, places: Places, *, executor: Any = None,
                  name: str = "runner", merge_outputs: int = 16,
-                 on_seconds: Callable[[str, float], None] | None = None) -> None:
+                 on_seconds: Callable[[str, float], None] | None = None, private: bool = False) -> None:
         self.store, self.data, self.manager, self.places = store, data, manager, places
+        self.private = private  # --private: a job takes only its owner's images as inputs
         self.executor = executor or LocalExecutor(manager)
         self.name, self.merge_outputs, self.on_seconds = name, merge_outputs, on_seconds
         self._wake, self._stopping = threading.Event(), threading.Event()
@@ -100,6 +102,9 @@ class Runner:
         request = GenerateJob(**job.request)
         done = self.store.positions(job.id)
         extra = {"streamer": self._streamer(job)} if request.stream else {}
+        recorder = recorder_for(request, self.executor, self.manager)
+        if recorder is not None:
+            extra["scorer"] = recorder
         for positions, call in generate_calls(request, self.places, self._image_of(job), OUTPUTS_PER_CALL):
             if set(positions) <= done:
                 continue
@@ -107,7 +112,10 @@ class Runner:
             assets = self.executor.generate(progress=self._reporter(job), **call, **extra)
             rows = [self._save(job, position, asset) for position, asset in zip(positions, assets)]
             done |= set(positions)
-            self.store.add_assets(job, rows, {"stage": "assets", "step": len(done), "total": job.expected})
+            progress = {"stage": "assets", "step": len(done), "total": job.expected}
+            if recorder is not None:  # every candidate judged, with its scores and whether it was kept
+                progress["candidates"] = recorder.close_call(assets, positions)
+            self.store.add_assets(job, rows, progress)
 
     def _run(self, job: Job) -> None:
         from ..recipes import override, parse_recipe, run_to_dir
@@ -227,7 +235,7 @@ class Runner:
 
     def _image_of(self, job: Job) -> Callable[[str], Any]:
         def image_of(asset_id: str) -> Any:
-            return owned_image(self.store, self.data, job.owner, asset_id)
+            return owned_image(self.store, self.data, job.owner if self.private else None, asset_id)
 
         return image_of
 
@@ -349,12 +357,14 @@ def places_library(places: Places) -> Any:
 
 
 def owned_image(store: Store, data: Path, owner: str | None, asset_id: str) -> Any:
-    """An image asset the owner may use as an input (admins: any), opened from the server's own files."""
+    """An image asset `owner` may use as an input (None: anyone's, as on a team server), opened from the server's
+    own files."""
     from ..assets import load
     from ..errors import ConfigError
 
     row = store.asset(asset_id)
     job = store.get(row.job) if row else None
     if row is None or row.kind != "image" or (owner is not None and job is not None and job.owner != owner):
-        raise ConfigError(f"no image asset {asset_id!r} of yours to use as the input image.", field="init_image")
+        raise ConfigError(f"no image asset {asset_id!r}{' of yours' if owner else ''} to use as the input image.",
+                          field="init_image")
     return load(data / row.path).data

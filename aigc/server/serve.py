@@ -14,7 +14,8 @@ log = logging.getLogger("aigc.server")
 def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: Path | None,
           pipelines: Path | None, allowed_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = (),
           max_body_mb: int = 16, queue_per_owner: int = 100, merge_outputs: int = 16, engine: str = "local",
-          workers: int | None = None, ray_address: str | None = None, insecure: bool = False) -> None:
+          workers: int | None = None, ray_address: str | None = None, insecure: bool = False,
+          private: bool = False) -> None:
     try:
         import uvicorn
 
@@ -29,11 +30,13 @@ def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: 
                          queue_per_owner=queue_per_owner)
     settings.merge_outputs, settings.engine, settings.workers, settings.ray_address = _engine(
         merge_outputs, engine, workers, ray_address)
+    settings.private = private
     if check_bind(host, settings.tokens, insecure) == "warning":
         log.warning("aigc serve: --insecure on %s: anyone who can reach this port can use the server.", host)
     app = create_app(settings)
     log.warning("aigc serve: http://%s:%d (data in %s; %s)", host if ":" not in host else f"[{host}]", port,
-                settings.data, "tokens required" if settings.tokens.required else "one local user, no tokens")
+                settings.data, ("tokens required" if settings.tokens.required else "one local user, no tokens")
+                + ("; private: each user sees their own" if private else ""))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
 
 

@@ -39,6 +39,7 @@ class Settings:
     workers: int | None = None  # Ray actors (default: one per GPU, else 2)
     ray_address: str | None = None
     run_worker: bool = True
+    private: bool = False  # --private: each user reads only their own jobs and assets (admins: all)
 
 
 class QueueFull(HTTPException):
@@ -64,11 +65,32 @@ class Service:
                                 headers={"WWW-Authenticate": "Bearer"})
         return principal
 
-    def own(self, job_id: str, principal: Principal) -> Job:
+    def sees_all(self, principal: Principal) -> bool:
+        """Whether `principal` reads everyone's jobs and assets: everyone does on a team server (the default, so
+        the gallery is the team's); with --private only an admin does."""
+        return principal.admin or not self.settings.private
+
+    def readable(self, job_id: str, principal: Principal) -> Job:
+        """A job the caller may look at (its state, assets, events); 404 for any other."""
         job = self.store.get(job_id)
-        if job is None or not (principal.admin or job.owner == principal.name):
-            raise HTTPException(404, f"no job {job_id!r}")  # another user's job is not even said to exist
+        if job is None or not (self.sees_all(principal) or job.owner == principal.name):
+            raise HTTPException(404, f"no job {job_id!r}")  # a job one may not see is not even said to exist
         return job
+
+    def own(self, job_id: str, principal: Principal) -> Job:
+        """A job the caller may change (cancel, retry): their own, or anyone's for an admin."""
+        job = self.readable(job_id, principal)
+        if not (principal.admin or job.owner == principal.name):
+            raise HTTPException(403, f"job {job_id} is {job.owner}'s; only its owner or an admin may change it.")
+        return job
+
+    def readable_asset(self, asset_id: str, principal: Principal) -> Any:
+        """An asset row the caller may look at (and rate, zip, score, use as an input); 404 for any other."""
+        row = self.store.asset(asset_id)
+        job = self.store.get(row.job) if row else None
+        if row is None or job is None or not (self.sees_all(principal) or job.owner == principal.name):
+            raise HTTPException(404, f"no asset {asset_id!r}")
+        return row
 
     @staticmethod
     def parse(body: Any) -> Any:
@@ -89,7 +111,8 @@ class Service:
 
         if self.store.pending_count(principal.name) >= self.settings.queue_per_owner:
             raise QueueFull(self.settings.queue_per_owner)
-        stored, kind, expected = validated(request, self.places, self.manager, self.store, principal.name)
+        inputs_of = None if self.sees_all(principal) else principal.name  # whose images it may take as an input
+        stored, kind, expected = validated(request, self.places, self.manager, self.store, inputs_of)
         key = merge_key(request, self.places) if request.type == "generate" and self.settings.merge_outputs > 1 else None
         job, created = self.store.create(principal.name, request.type, kind, stored, expected,
                                          idempotency[:200] if idempotency else None, merge_key=key)
@@ -115,7 +138,7 @@ class Service:
             "position": self.store.position(job), "progress": job.progress, "expected": job.expected,
             "error": job.error, "created": job.created, "started": job.started, "finished": job.finished,
             "cancel_requested": job.cancel, "merged_with": job.merged, "worker": job.worker, "url": f"{API}/jobs/{job.id}",
-            "events": f"{API}/jobs/{job.id}/events",
+            "events": f"{API}/jobs/{job.id}/events", "title": _title(job.request),
         }
         if not brief:
             view["request"] = job.request
@@ -124,6 +147,18 @@ class Service:
                                "score": a.record.get("score"), "seed": a.record.get("seed")}
                               for a in self.store.assets_of(job.id)]
         return view
+
+
+def _title(request: dict[str, Any]) -> str:
+    """What a job is about, in a line (a queue panel shows it): its first prompt, its recipe, or its rows."""
+    prompt = request.get("prompt")
+    if isinstance(prompt, list):
+        prompt = f"{prompt[0] if prompt else ''}" + (f" (+{len(prompt) - 1} more)" if len(prompt) > 1 else "")
+    if isinstance(prompt, str):
+        return prompt[:200]
+    if request.get("type") == "run":
+        return f"chain {request.get('recipe') or '(inline recipe)'}"
+    return f"batch of {len(request.get('rows') or [])} rows"
 
 
 _ERROR_TYPES = {401: "AuthenticationError", 403: "PermissionError", 404: "NotFoundError", 405: "MethodNotAllowed",
@@ -139,6 +174,16 @@ def error_response(request: Request | None, status: int, kind: str | None, messa
     body = {"message": message, "type": kind or _ERROR_TYPES.get(status, "HTTPError"), "field": field, "param": field,
             "code": None}
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+async def read_json(request: Request) -> Any:
+    """A request's JSON body; a 422 that says what to send when it is not JSON."""
+    import json
+
+    try:
+        return json.loads(await request.body())
+    except (ValueError, RecursionError):
+        raise HTTPException(422, "the body must be a JSON object (Content-Type: application/json).") from None
 
 
 def new_token() -> str:

@@ -20,6 +20,9 @@ from typing import Any, Iterator
 STATES = ("pending", "running", "done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
 NEW_COLUMNS = {"merge_key": "TEXT", "merged": "TEXT NOT NULL DEFAULT '[]'", "worker": "TEXT"}  # since 0.2
+# an asset's owner, prompt and score, copied from its job and record when it is recorded, so the gallery's filters
+# and sorts are indexed SQL (since 0.3; an older database is filled in when opened)
+ASSET_COLUMNS = {"owner": "TEXT", "prompt": "TEXT", "score": "REAL"}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, type TEXT NOT NULL, kind TEXT, request TEXT NOT NULL,
@@ -39,6 +42,18 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL, created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job, id);
+CREATE TABLE IF NOT EXISTS ratings (
+    asset TEXT NOT NULL, user TEXT NOT NULL, value INTEGER NOT NULL, note TEXT, rated REAL NOT NULL,
+    PRIMARY KEY (asset, user)
+);
+"""
+ASSET_INDEXES = """
+CREATE INDEX IF NOT EXISTS assets_time ON assets(created, id);
+CREATE INDEX IF NOT EXISTS assets_owner_time ON assets(owner, created, id);
+CREATE INDEX IF NOT EXISTS assets_kind_time ON assets(kind, created, id);
+CREATE INDEX IF NOT EXISTS assets_score ON assets(COALESCE(score, -1.0), id);
+CREATE INDEX IF NOT EXISTS assets_owner_score ON assets(owner, COALESCE(score, -1.0), id);
+CREATE INDEX IF NOT EXISTS events_owner ON events(owner, id);
 """
 
 
@@ -102,6 +117,14 @@ class Store:
             if column not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
         self._db.execute("CREATE INDEX IF NOT EXISTS jobs_merge ON jobs(merge_key, state, seq)")
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(assets)")}
+        missing = [column for column in ASSET_COLUMNS if column not in have]
+        for column in missing:
+            self._db.execute(f"ALTER TABLE assets ADD COLUMN {column} {ASSET_COLUMNS[column]}")
+        if missing:
+            self._db.execute("UPDATE assets SET owner=(SELECT owner FROM jobs WHERE jobs.id=assets.job), "
+                             "prompt=json_extract(record, '$.prompt'), score=json_extract(record, '$.score')")
+        self._db.executescript(ASSET_INDEXES)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -285,10 +308,12 @@ class Store:
                 exists = db.execute("SELECT id FROM assets WHERE job=? AND position=?", (job.id, row.position))
                 if exists.fetchone():
                     continue
-                db.execute("INSERT INTO assets (id, job, position, kind, path, media_type, size, etag, record, created)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                score = row.record.get("score")
+                db.execute("INSERT INTO assets (id, job, position, kind, path, media_type, size, etag, record, created,"
+                           " owner, prompt, score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (row.id, job.id, row.position, row.kind, row.path, row.media_type, row.size, row.etag,
-                            json.dumps(row.record), time.time()))
+                            json.dumps(row.record), time.time(), job.owner, row.record.get("prompt"),
+                            score if isinstance(score, (int, float)) else None))
                 added.append(row)
                 self._event(db, job, "candidate" if row.record.get("rank") else "asset",
                             {"asset": row.id, "position": row.position, "kind": row.kind, "score": row.record.get("score"),
@@ -310,6 +335,41 @@ class Store:
         with self._lock:
             row = self._db.execute("SELECT * FROM assets WHERE id=?", (asset_id,)).fetchone()
         return _asset(row) if row else None
+
+    def query(self, sql: str, args: list[Any]) -> list[sqlite3.Row]:
+        """A read of the gallery's (gallery.py builds the SQL from checked parameters only)."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # --- ratings (the server's copy, for showing "my rating" at once; the team library holds them too) --------
+    def rate(self, asset_id: str, user: str, value: int, note: str | None) -> None:
+        """A user's latest rating of an asset; 0 takes it back."""
+        with self.transaction() as db:
+            if value == 0:
+                db.execute("DELETE FROM ratings WHERE asset=? AND user=?", (asset_id, user))
+            else:
+                db.execute("INSERT INTO ratings (asset, user, value, note, rated) VALUES (?, ?, ?, ?, ?) ON CONFLICT"
+                           "(asset, user) DO UPDATE SET value=excluded.value, note=excluded.note, rated=excluded.rated",
+                           (asset_id, user, value, note, time.time()))
+
+    def ratings(self, asset_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every user's rating of each asset, by asset id."""
+        out: dict[str, list[dict[str, Any]]] = {asset_id: [] for asset_id in asset_ids}
+        for start in range(0, len(asset_ids), 500):
+            chunk = asset_ids[start:start + 500]
+            rows = self.query(f"SELECT * FROM ratings WHERE asset IN ({', '.join('?' * len(chunk))}) ORDER BY rated",
+                              chunk)
+            for r in rows:
+                out[r["asset"]].append({"user": r["user"], "value": r["value"], "note": r["note"], "rated": r["rated"]})
+        return out
+
+    def last_event(self, owner: str | None) -> int:
+        """The id of the newest event (of one owner's jobs): where a client that just read the jobs' state
+        starts its event stream, so it misses nothing and replays no history."""
+        with self._lock:
+            if owner is None:
+                return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+            return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events WHERE owner=?", (owner,)).fetchone()[0]
 
     def _count(self, db: sqlite3.Connection, job_id: str) -> int:
         return db.execute("SELECT COUNT(*) FROM assets WHERE job=?", (job_id,)).fetchone()[0]

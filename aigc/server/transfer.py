@@ -26,7 +26,7 @@ _SANDBOXED = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "n
 
 
 class ScoreItem(BaseModel):
-    """One thing to score: an asset of the caller's, a text, or a file as a data URL; `prompt` is its own
+    """One thing to score: an asset the caller may see, a text, or a file as a data URL; `prompt` is its own
     prompt (as an Asset carries one), which the request's prompt overrides."""
 
     model_config = ConfigDict(extra="forbid")
@@ -76,8 +76,8 @@ def transfer_routes(app: FastAPI, service: Service) -> None:
 
 
 def output_dir(service: Service, job_id: str, principal: Principal) -> Path:
-    """The output directory of the caller's run or batch job (it may not exist yet); 404 for any other job."""
-    job = service.own(job_id, principal)
+    """The output directory of a run or batch job the caller may see (it may not exist yet); 404 for any other."""
+    job = service.readable(job_id, principal)
     if job.type not in OUTPUTS:
         raise HTTPException(404, f"job {job_id} is a {job.type} job; only run and batch jobs have files (a generate "
                                  f"job's outputs are its assets: GET {API}/jobs/{job_id}).")
@@ -140,7 +140,7 @@ def _where(loc: tuple) -> str:
 
 
 def score_items(service: Service, request: ScoreRequest, principal: Principal) -> list[Any]:
-    """Each item as aigc.score takes it: the caller's own asset (admins: anyone's), a text, or decoded data."""
+    """Each item as aigc.score takes it: an asset the caller may see, a text, or decoded data."""
     from ..scoring.scorer import Item
 
     items = []
@@ -161,10 +161,10 @@ def score_items(service: Service, request: ScoreRequest, principal: Principal) -
 def _owned_asset(service: Service, asset_id: str, principal: Principal, where: str) -> Any:
     from ..assets import load
 
-    row = service.store.asset(asset_id)
-    job = service.store.get(row.job) if row else None
-    if row is None or job is None or not (principal.admin or job.owner == principal.name):
-        raise ConfigError(f"{where}: no asset {asset_id!r} of yours to score.", field=where)
+    try:
+        row = service.readable_asset(asset_id, principal)
+    except HTTPException:
+        raise ConfigError(f"{where}: no asset {asset_id!r} that you may see to score.", field=where) from None
     return load(service.settings.data / row.path)
 
 

@@ -13,12 +13,12 @@ from .store import Store
 
 
 def validated(request: GenerateJob | RunJob | BatchJob, places: Places, manager: Any, store: Store,
-              owner: str) -> tuple[dict[str, Any], str | None, int]:
+              owner: str | None) -> tuple[dict[str, Any], str | None, int]:
     check = {"generate": _generate, "run": _run, "batch": _batch}[request.type]
     return check(request, places, manager, store, owner)
 
 
-def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, owner: str):
+def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, owner: str | None):
     from .runner import owned_image
 
     if request.seed is None:
@@ -32,7 +32,7 @@ def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, 
     return request.model_dump(), request.kind, len(prepared.prompts) * request.n
 
 
-def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str):
+def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str | None):
     from ..recipes import override, parse_recipe
     from ..workflows import check, planned_outputs
 
@@ -45,7 +45,7 @@ def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str
     return request.model_dump(), None, sum(planned_outputs(pipeline, order).values())
 
 
-def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner: str):
+def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner: str | None):
     from ..batch import Row, plan
     from ..batch_runner import check_batch_wide
 

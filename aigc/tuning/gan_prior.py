@@ -1,0 +1,208 @@
+"""A latent prior for the GAN, learned from rated GAN images: where to draw latents so more faces are liked.
+
+A GAN image's latent is its seed's (dcgan.latent(nz, seed), times its truncation), so a rating of a GAN asset
+is a rating of a latent. A regularised logistic model (scikit-learn, cross-validated) learns the log-odds
+"liked" as w·z + b; tilting the GAN's N(0, I) by those odds gives exactly N(w, I). The prior is that Gaussian:
+a shift toward liked latents and away from disliked ones, capped so faces stay faces. Sampling maps each
+seed's latent eps to mean + std * eps, so a seed still picks one image for a given prior.
+
+Choices ("A over B") count A as liked and B as disliked here: a simplification a Bradley-Terry fit on the
+latent differences would avoid, at the cost of another model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..scoring.ratings import Rated, Rating
+
+FORMAT = "aigc-gan-prior"
+MAX_SHIFT = 3.0  # the prior's mean stays within this distance of the origin (a 100-d latent's norm is ~10)
+MIN_EACH = 4
+CHANCE_MARGIN = 0.05  # held-out balanced accuracy must beat 0.5 by this much  # liked and disliked latents needed, at the least
+MAX_DIMS = 4096
+
+
+@dataclass(frozen=True)
+class Prior:
+    mean: np.ndarray
+    std: np.ndarray
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nz(self) -> int:
+        return int(self.mean.shape[0])
+
+    def apply(self, eps: Any) -> Any:
+        """A seed's standard-normal latent (a torch tensor [nz, 1, 1]) moved into this prior."""
+        import torch
+
+        mean = torch.from_numpy(self.mean).view(-1, 1, 1)
+        std = torch.from_numpy(self.std).view(-1, 1, 1)
+        return mean + std * eps
+
+
+@dataclass(frozen=True)
+class RatedLatents:
+    latents: np.ndarray  # [n, nz]
+    liked: np.ndarray  # [n] bool
+    skipped: int  # rated images whose latent cannot be recovered (not this GAN, refined, strips, no seed)
+    model: str
+
+
+def latents_from_ratings(ratings: Iterable[Rating], model: str | None = None) -> RatedLatents:
+    """The latents of rated images this GAN made (default: the gan backend's model), each liked or not (a
+    choice: its winner liked, its loser not)."""
+    from .. import models, registry
+
+    model = model or str(registry.get("image", "gan").default_model)
+    models.resolve(model)
+    nz = _nz(model)
+    rows: list[np.ndarray] = []
+    liked: list[bool] = []
+    skipped = 0
+    for rating in ratings:
+        sides = [(rating.item, rating.value > 0)] + ([(rating.other, False)] if rating.other is not None else [])
+        for item, good in sides:
+            if item.kind != "image":
+                continue
+            z = _latent(item, model, nz)
+            if z is None:
+                skipped += 1
+                continue
+            rows.append(z)
+            liked.append(good)
+    latents = np.stack(rows) if rows else np.zeros((0, nz), np.float32)
+    return RatedLatents(latents, np.asarray(liked, bool), skipped, model)
+
+
+def _latent(item: Rated, model: str, nz: int) -> np.ndarray | None:
+    from .. import models
+    from ..generators.dcgan import latent
+
+    origin = item.origin or {}
+    params = origin.get("params") or {}
+    seed = origin.get("seed")
+    if origin.get("backend") != "gan" or not isinstance(seed, int) or isinstance(seed, bool):
+        return None
+    if params.get("refine") or params.get("frames") or not models.same_model(str(origin.get("model")), model):
+        return None  # refined latents and strips are not their seed's latent
+    z = latent(nz, seed)
+    if params.get("prior"):
+        try:
+            z = read_prior(str(params["prior"])).apply(z)
+        except ConfigError:
+            return None  # made with a prior that is gone: its latent cannot be told
+    return (z.reshape(-1) * float(params.get("truncation") or 1.0)).numpy().astype(np.float32)
+
+
+def _nz(model: str) -> int:
+    from .. import models
+    from ..generators.dcgan import build_dcgan, read_state_dict
+
+    path = models.resolve(model).path
+    return int(build_dcgan(read_state_dict(path), where=str(path)).nz)
+
+
+def fit_prior(rated: RatedLatents, *, strength: float = 1.0, data: dict[str, Any] | None = None) -> Prior:
+    """The tilted Gaussian N(strength * w, I) of a cross-validated logistic fit of liked on latent."""
+    if not isinstance(strength, (int, float)) or not math.isfinite(strength) or not 0 <= strength <= 10:
+        raise ConfigError(f"--strength={strength!r} must be a number in [0, 10].", field="strength")
+    good, bad = int(rated.liked.sum()), int((~rated.liked).sum())
+    if min(good, bad) < MIN_EACH:
+        raise ConfigError(f"the prior needs at least {MIN_EACH} liked and {MIN_EACH} disliked GAN images with their "
+                          f"seeds; found {good} liked and {bad} disliked ({rated.skipped} rated images skipped: not "
+                          f"{rated.model}, refined, strips, or rated without their record). Rate more.", field="from")
+    from sklearn.linear_model import LogisticRegressionCV
+
+    folds = min(5, good, bad)
+    # balanced: a team that likes few faces still says which way to lean; accuracy is balanced too (chance 0.5)
+    fit = LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), cv=folds, max_iter=2000, class_weight="balanced",
+                               scoring="balanced_accuracy").fit(rated.latents, rated.liked)
+    accuracy = float(np.max(np.mean(fit.scores_[True], axis=0)))
+    baseline = 0.5
+    if accuracy <= CHANCE_MARGIN + baseline:
+        raise ConfigError(f"the ratings cannot be told apart from the latents (held-out balanced accuracy "
+                          f"{accuracy:.2f}, chance is {baseline:.2f}); a prior would only add noise. Rate more "
+                          "images, or the team's taste is not in the GAN's latent.", field="from")
+    mean = strength * fit.coef_[0]
+    shift = float(np.linalg.norm(mean))
+    if shift > MAX_SHIFT:
+        mean = mean * (MAX_SHIFT / shift)
+        shift = MAX_SHIFT
+    record = {"format": FORMAT, "version": 1, "model": rated.model, "liked": good, "disliked": bad,
+              "skipped": rated.skipped, "accuracy": round(accuracy, 4), "baseline": round(baseline, 4),
+              "C": float(fit.C_[0]), "strength": float(strength), "shift": round(shift, 4), "data": data or {},
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    nz = rated.latents.shape[1]
+    return Prior(mean.astype(np.float32), np.ones(nz, np.float32), record)
+
+
+def save_prior(prior: Prior, path: str | Path) -> Path:
+    """Write the prior atomically as .safetensors (tensors mean, std; the record as metadata) or .json."""
+    from ..storage import path_arg, write_atomic, write_json
+
+    path = path_arg(path, "--out", field="out")
+    if path.suffix == ".json":
+        write_json(path, {**prior.record, "mean": prior.mean.tolist(), "std": prior.std.tolist()})
+    elif path.suffix == ".safetensors":
+        from safetensors.numpy import save
+
+        write_atomic(path, save({"mean": prior.mean, "std": prior.std}, metadata={FORMAT: json.dumps(prior.record)}))
+    else:
+        raise ConfigError(f"--out {path}: a prior is a .safetensors or .json file.", field="out")
+    return path
+
+
+def read_prior(path: str) -> Prior:
+    """The prior in a file, checked (every value finite, std > 0), or a ConfigError naming what is wrong."""
+    file = Path(path).expanduser()
+    try:
+        stat = file.stat()
+    except OSError:
+        raise ConfigError(f"prior={path!r}: no such file; pass a prior made by `aigc tune image --backend gan`.",
+                          field="prior") from None
+    return _read(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read(path: str, size: int, mtime: int) -> Prior:
+    if size > 64 * 1024**2:
+        raise ConfigError(f"prior={path!r} is {size:,} bytes, far too large for a latent prior.", field="prior")
+    try:
+        mean, std, record = _load_json(path) if path.endswith(".json") else _load_safetensors(path)
+    except Exception as error:  # noqa: BLE001 - json, numpy and safetensors each raise their own on a bad file
+        raise ConfigError(f"prior={path!r} is not a readable GAN prior ({type(error).__name__}); make it again with "
+                          "`aigc tune image --backend gan`.", field="prior") from None
+    if (mean.ndim != 1 or mean.shape != std.shape or not 0 < mean.size <= MAX_DIMS or not np.all(np.isfinite(mean))
+            or not np.all(np.isfinite(std)) or not np.all(std > 0)):
+        raise ConfigError(f"prior={path!r} holds no valid Gaussian (mean and std: equal-length finite vectors, std "
+                          "> 0); make it again with `aigc tune image --backend gan`.", field="prior")
+    return Prior(mean.astype(np.float32), std.astype(np.float32), record)
+
+
+def _load_json(path: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    value = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(value, dict) or value.get("format") != FORMAT:
+        raise ValueError("not a prior")
+    record = {k: v for k, v in value.items() if k not in ("mean", "std")}
+    return np.asarray(value["mean"], np.float64), np.asarray(value["std"], np.float64), record
+
+
+def _load_safetensors(path: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="numpy") as handle:
+        record = json.loads((handle.metadata() or {})[FORMAT])
+        return handle.get_tensor("mean"), handle.get_tensor("std"), record

@@ -1,0 +1,160 @@
+"""The CPU fast path: a Q4_1 GGUF's own codes packed into torch's int4 kernel (bf16 activations), on a tiny random
+Llama saved with save_pretrained and its own tiny GGUF, plus the real SmolLM2 pack: exact weights, batch-independent
+outputs, and the fp32 path kept for anyone who asks for a dtype."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import aigc
+from aigc.devices import DeviceManager, cpu_has_fast_bf16
+from aigc.generators import quantize
+from aigc.generators.decoding import Loaded, Settings, decode
+from aigc.generators.sampling import Sampling
+
+needs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason="the packed path is for CPUs with fast bf16")
+
+
+def _llama_cpp_order(weight: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's converter interleaves each head's rotary halves in q and k (what transformers undoes)."""
+    rows = weight.shape[0]
+    return weight.reshape(heads, 2, rows // heads // 2, -1).swapaxes(1, 2).reshape(weight.shape)
+
+
+def _transformers_order(weight: np.ndarray, heads: int) -> np.ndarray:
+    rows = weight.shape[0]
+    return weight.reshape(heads, rows // heads // 2, 2, -1).swapaxes(1, 2).reshape(weight.shape)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A random 2-layer Llama whose linears hold Q4_1 values, saved with save_pretrained, and a GGUF with the codes."""
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import dequantize
+    from gguf.quants import quantize as q4_1
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from aigc.models import gpt2_tokenizer_dir
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = LlamaForCausalLM(config).eval()
+    path = tmp_path_factory.mktemp("tiny-llama")
+    writer = GGUFWriter(str(path / "tiny.gguf"), "llama")
+    for layer in range(config.num_hidden_layers):
+        for module, kind in quantize._GGUF_NAMES.items():
+            linear = model.get_submodule(f"model.layers.{layer}.{module}")
+            weight = linear.weight.detach().numpy()
+            heads = {"attn_q": 4, "attn_k": 2}.get(kind)
+            stored = _llama_cpp_order(weight, heads) if heads else weight
+            blocks = q4_1(np.ascontiguousarray(stored), GGMLQuantizationType.Q4_1)
+            writer.add_tensor(f"blk.{layer}.{kind}.weight", blocks, raw_dtype=GGMLQuantizationType.Q4_1)
+            exact = dequantize(blocks, GGMLQuantizationType.Q4_1)  # the weights the file holds, in llama.cpp order
+            exact = _transformers_order(exact, heads) if heads else exact
+            linear.weight.data = torch.from_numpy(np.ascontiguousarray(exact))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    model.save_pretrained(path / "model")
+    AutoTokenizer.from_pretrained(gpt2_tokenizer_dir()).save_pretrained(path / "model")
+    return path
+
+
+def _load(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama / "model", dtype=torch.float32).eval()
+    return Loaded(model, AutoTokenizer.from_pretrained(tiny_llama / "model"))
+
+
+def _decode(lm, prompts, seeds, **knobs):
+    settings = Settings(knobs.get("max_new_tokens", 16), Sampling(knobs.get("temperature", 0.8), 40, 0.95),
+                        knobs.get("penalty", 1.1), [])
+    items = [(lm.tokenizer(p)["input_ids"], s) for p, s in zip(prompts, seeds)]
+    with torch.inference_mode():
+        return [text for text, _ in decode(lm, items, settings, torch.device("cpu"), "tiny")]
+
+
+def test_the_gguf_codes_come_back_in_transformers_row_order_exactly(tiny_llama):
+    lm = _load(tiny_llama)
+    blocks = quantize.q4_1_blocks(tiny_llama / "tiny.gguf", lm.model.config)
+    assert len(blocks) == 14  # 7 linears x 2 layers
+    for name, (codes, d, m) in blocks.items():
+        rebuilt = d.repeat_interleave(32, 1) * codes.float() + m.repeat_interleave(32, 1)
+        assert torch.equal(rebuilt, lm.model.get_submodule(name).weight), name
+        assert codes.max() <= 15 and codes.min() >= 0
+
+
+@needs_bf16
+def test_packed_model_computes_the_same_function_in_4_bits(tiny_llama):
+    dense, packed = _load(tiny_llama), _load(tiny_llama)
+    quantize.pack_from_gguf(packed.model, tiny_llama / "tiny.gguf")
+    kinds = {type(m).__name__ for m in packed.model.modules()}
+    assert {"Int4Linear", "Int8Linear"} <= kinds and "Linear" not in kinds
+    ids = torch.tensor([dense.tokenizer("The keeper opened the door and the sea came in")["input_ids"]])
+    with torch.inference_mode():
+        want, got = dense.model(input_ids=ids).logits, packed.model(input_ids=ids).logits.float()
+    assert ((got - want).norm() / want.norm()).item() < 0.02  # bf16 activations and an int8 output layer
+    again = _load(tiny_llama)  # a second load reads the cache made by the first
+    quantize.pack_from_gguf(again.model, tiny_llama / "tiny.gguf")
+    with torch.inference_mode():
+        assert torch.equal(again.model(input_ids=ids).logits, got.to(torch.bfloat16))
+
+
+@needs_bf16
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_packed_outputs_are_the_same_alone_or_in_a_batch_of_eight(tiny_llama, temperature):
+    lm = _load(tiny_llama)
+    quantize.pack_from_gguf(lm.model, tiny_llama / "tiny.gguf")
+    prompts = ["The sea", "A lighthouse keeper finds a door in the sea and", "Once", "Rain on the tower",
+               "Two gannets", "The clock had stopped at twenty past four", "Mara", "Wind from the west"]
+    seeds = list(range(100, 108))
+    batched = _decode(lm, prompts, seeds, temperature=temperature)
+    alone = [_decode(lm, [p], [s], temperature=temperature)[0] for p, s in zip(prompts, seeds)]
+    assert batched == alone and len(set(batched)) > 1
+
+
+def test_a_dtype_asked_for_keeps_the_plain_path(monkeypatch):
+    monkeypatch.delenv("AIGC_DTYPE", raising=False)
+    assert DeviceManager("cpu").pack_cpu_weights == cpu_has_fast_bf16()
+    assert DeviceManager("cpu", "auto").pack_cpu_weights == cpu_has_fast_bf16()
+    assert not DeviceManager("cpu", "float32").pack_cpu_weights
+    assert not DeviceManager("cpu", torch.float32).pack_cpu_weights
+    monkeypatch.setenv("AIGC_DTYPE", "fp32")
+    assert not DeviceManager("cpu").pack_cpu_weights
+
+
+@pytest.mark.pack
+@needs_bf16
+def test_the_pack_runs_packed_by_default_and_a_seed_gives_one_text_in_any_batch():
+    manager = DeviceManager("cpu")
+    prompts = ["Name a colour.", "Write one sentence about the sea.", "What is two plus two?", "Say hello.",
+               "Name a fruit.", "Describe a lighthouse.", "Count to three.", "Name a bird."]
+    batched = aigc.generate("text", prompts, seed=list(range(8)), max_new_tokens=12, manager=manager)
+    with manager.use(manager.key("causal-lm", "pack:smollm2"), lambda: None) as lm:
+        kinds = [type(m).__name__ for m in lm.model.modules()]
+    assert kinds.count("Int4Linear") == 210 and kinds.count("Int8Linear") == 1  # 30 layers x 7, the output layer
+    for asset in (batched[0], batched[5]):
+        alone = aigc.generate("text", asset.prompt, seed=asset.seed, max_new_tokens=12, manager=manager)[0]
+        assert alone.data == asset.data
+    plain = DeviceManager("cpu", "float32")
+    aigc.generate("text", "Hi", seed=1, max_new_tokens=2, manager=plain)
+    with plain.use(plain.key("causal-lm", "pack:smollm2"), lambda: None) as lm:
+        assert not any(type(m).__name__ == "Int4Linear" for m in lm.model.modules())
+
+
+@needs_bf16
+def test_the_benchmark_counts_a_quarter_of_the_bytes_per_token_once_packed(tiny_llama):
+    from benchmarks.text_cpu import bytes_per_token, cpu_capabilities
+
+    dense, packed = _load(tiny_llama), _load(tiny_llama)
+    quantize.pack_from_gguf(packed.model, tiny_llama / "tiny.gguf")
+    head = 50257 * 64 * 4  # the fp32 output layer; the embedding table is not read whole each step
+    layers = 2 * 36_864 * 4  # 2 layers of 7 linears in fp32; the norms add 5 x 64 floats
+    assert head + layers < bytes_per_token(dense.model) < head + layers + 2_000
+    assert bytes_per_token(packed.model) < bytes_per_token(dense.model) / 3.5  # int8 head, 4-bit layers
+    assert cpu_capabilities()["avx512_bf16"] or cpu_capabilities()["amx_bf16"]  # what made it pack
