@@ -55,10 +55,19 @@ def server(data: Path, models: Path, *extra: str, port: int | None = None, env: 
         log.close()
 
 
-def wait_done(url: str, job_id: str, timeout: float = 300) -> dict:
+def served_models(directory: Path, tiny_gpt2: Path | None = None, tiny_dcgan: Path | None = None) -> Path:
+    """A server's --models directory holding the tiny models under the names the tests ask for."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, target in (("tiny-gpt2", tiny_gpt2), ("tiny-gan.pth", tiny_dcgan)):
+        if target is not None:
+            (directory / name).symlink_to(target)
+    return directory
+
+
+def wait_done(url: str, job_id: str, timeout: float = 300, headers: dict | None = None) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        job = httpx.get(f"{url}/v1/jobs/{job_id}").json()
+        job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers).json()
         if job["state"] not in ("pending", "running"):
             return job
         time.sleep(0.2)

@@ -17,7 +17,7 @@ from aigc.records import Progress
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serving import AIGC, TOKEN, free_port, server  # noqa: E402
+from serving import AIGC, TOKEN, free_port, served_models, server  # noqa: E402
 
 VOLATILE = ("created", "timings")
 BO = "bo-token-0123456789abcdef"  # what two makings of one asset may differ in
@@ -26,10 +26,7 @@ BO = "bo-token-0123456789abcdef"  # what two makings of one asset may differ in
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_gpt2, tiny_dcgan) -> Path:
     """The server's --models directory; local work names the same paths, so records match."""
-    directory = tmp_path_factory.mktemp("served")
-    (directory / "tiny-gpt2").symlink_to(tiny_gpt2)
-    (directory / "tiny-gan.pth").symlink_to(tiny_dcgan)
-    return directory
+    return served_models(tmp_path_factory.mktemp("served"), tiny_gpt2, tiny_dcgan)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from serving import TOKEN, server  # noqa: E402
+from serving import TOKEN, served_models, server  # noqa: E402
 
 CHATS = [[{"role": "user", "content": f"Tell me about {topic}"}] for topic in
          ("the sea", "a door", "glass", "rain", "a lighthouse", "winter", "bread", "a violin")]
@@ -29,10 +29,7 @@ CHATS = [[{"role": "user", "content": f"Tell me about {topic}"}] for topic in
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_gpt2, tiny_dcgan):
-    directory = tmp_path_factory.mktemp("served-openai")
-    (directory / "tiny-gpt2").symlink_to(tiny_gpt2)
-    (directory / "tiny-gan.pth").symlink_to(tiny_dcgan)
-    return directory
+    return served_models(tmp_path_factory.mktemp("served-openai"), tiny_gpt2, tiny_dcgan)
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,12 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serving import AIGC, TOKEN, free_port, server, wait_done  # noqa: E402
+from serving import AIGC, TOKEN, free_port, served_models, server, wait_done  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_gpt2, tiny_dcgan):
-    directory = tmp_path_factory.mktemp("served")
-    (directory / "tiny-gpt2").symlink_to(tiny_gpt2)
-    (directory / "tiny-gan.pth").symlink_to(tiny_dcgan)
-    return directory
+    return served_models(tmp_path_factory.mktemp("served"), tiny_gpt2, tiny_dcgan)
 
 
 def assets_of(url: str, job_id: str, headers: dict | None = None) -> list[bytes]:

@@ -13,15 +13,12 @@ pytest.importorskip("fastapi")
 pytest.importorskip("ray")
 httpx = pytest.importorskip("httpx")
 
-from serving import server, wait_done  # noqa: E402
+from serving import served_models, server, wait_done  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_gpt2, tiny_dcgan):
-    directory = tmp_path_factory.mktemp("served-ray")
-    (directory / "tiny-gpt2").symlink_to(tiny_gpt2)
-    (directory / "tiny-gan.pth").symlink_to(tiny_dcgan)
-    return directory
+    return served_models(tmp_path_factory.mktemp("served-ray"), tiny_gpt2, tiny_dcgan)
 
 
 def test_two_ray_workers_make_what_the_local_engine_makes(tmp_path, models, tiny_gpt2, tiny_dcgan):

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serving import server  # noqa: E402
+from serving import served_models, server, wait_done  # noqa: E402
 
 ANA, BOB, CY = "ana-token-0123456789abcdef", "bob-token-0123456789abcdef", "cy-token-0123456789abcdefgh"
 AS_ANA, AS_BOB, AS_CY = ({"Authorization": f"Bearer {token}"} for token in (ANA, BOB, CY))
@@ -28,23 +28,14 @@ BEST = {"kind": "image", "prompt": "a person wearing sunglasses", "backend": "ga
         "best_of": 3, "seed": 5}
 
 
-def finished(url: str, job_id: str, headers: dict, timeout: float = 300) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers).json()
-        if job["state"] not in ("pending", "running"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(job)
+def finished(url: str, job_id: str, headers: dict) -> dict:
+    return wait_done(url, job_id, headers=headers)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_gpt2, tiny_dcgan):
     root = tmp_path_factory.mktemp("studio-api")
-    models = root / "models"
-    models.mkdir()
-    (models / "tiny-gpt2").symlink_to(tiny_gpt2)
-    (models / "tiny-gan.pth").symlink_to(tiny_dcgan)
+    models = served_models(root / "models", tiny_gpt2, tiny_dcgan)
     (root / "team.tokens").write_text(f"ana {ANA} admin\nbob {BOB}\n")
     import os
 
@@ -232,9 +223,7 @@ def test_a_teammates_assets_are_seen_and_rated_as_oneself_but_their_jobs_change_
 def private(tmp_path_factory, tiny_dcgan):
     """`aigc serve --private`: two users with an image each, and an admin."""
     root = tmp_path_factory.mktemp("studio-private")
-    models = root / "models"
-    models.mkdir()
-    (models / "tiny-gan.pth").symlink_to(tiny_dcgan)
+    models = served_models(root / "models", tiny_dcgan=tiny_dcgan)
     (root / "team.tokens").write_text(f"ana {ANA} admin\nbob {BOB}\ncy {CY}\n")
     with server(root / "data", models, "--token-file", str(root / "team.tokens"), "--private") as (url, _):
         jobs = {who: httpx.post(f"{url}/v1/jobs", json={**IMAGE, "n": 1}, headers=headers).json()["id"]

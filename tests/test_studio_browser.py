@@ -33,7 +33,7 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-from serving import server  # noqa: E402
+from serving import served_models, server  # noqa: E402
 
 TOKEN = "dee-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -62,10 +62,7 @@ steps:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, tiny_gpt2, tiny_dcgan):
     root = tmp_path_factory.mktemp("studio")
-    models = root / "models"
-    models.mkdir()
-    (models / "tiny-gpt2").symlink_to(tiny_gpt2)
-    (models / "tiny-gan.pth").symlink_to(tiny_dcgan)
+    models = served_models(root / "models", tiny_gpt2, tiny_dcgan)
     (root / "team.tokens").write_text(f"dee {TOKEN}\n")
     pipelines = root / "pipelines"
     pipelines.mkdir()

@@ -60,19 +60,11 @@ def _define(router: APIRouter, service: Service) -> None:
 
     @router.post("/chat/completions")
     async def chat(request: Request, principal: Principal = Depends(service.who)) -> Response:
-        body = await _body(request)
-        job = await _submit(service, principal, chat_job(body))
-        if job.request["stream"]:
-            return _streaming(service, job, body, chat=True)
-        return await _answer(service, job, lambda done: chat_answer(service, done, body["model"]))
+        return await _text(service, principal, await _body(request), chat=True)
 
     @router.post("/completions")
     async def completions(request: Request, principal: Principal = Depends(service.who)) -> Response:
-        body = await _body(request)
-        job = await _submit(service, principal, completion_job(body))
-        if job.request["stream"]:
-            return _streaming(service, job, body, chat=False)
-        return await _answer(service, job, lambda done: completion_answer(service, done, body["model"]))
+        return await _text(service, principal, await _body(request), chat=False)
 
     @router.post("/images/generations")
     async def images(request: Request, principal: Principal = Depends(service.who)) -> Response:
@@ -97,6 +89,15 @@ def _define(router: APIRouter, service: Service) -> None:
                               "(ogg is Ogg Vorbis; there is no mp3, opus or aac encoder here).", field="response_format")
         job = await _submit(service, principal, speech_job(body))
         return await _answer(service, job, lambda done: speech_answer(service, done, response_format))
+
+
+async def _text(service: Service, principal: Principal, body: dict[str, Any], chat: bool) -> Response:
+    """A chat or plain completion: queued as a text job, answered whole or streamed."""
+    job = await _submit(service, principal, chat_job(body) if chat else completion_job(body))
+    if job.request["stream"]:
+        return _streaming(service, job, body, chat=chat)
+    answer = chat_answer if chat else completion_answer
+    return await _answer(service, job, lambda done: answer(service, done, body["model"]))
 
 
 # --- OpenAI requests as aigc jobs ------------------------------------------------------------------------------
