@@ -8,11 +8,10 @@ import asyncio
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
-from ..errors import ConfigError
 from .auth import Principal
-from .service import API, Service, read_json
+from .service import API, Service, read_json, validated
 
 
 class Thumb(BaseModel):
@@ -26,15 +25,6 @@ class Choice(BaseModel):
     better: StrictStr
     worse: StrictStr
     note: StrictStr | None = None
-
-
-def _parsed(model: type[BaseModel], body: Any) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ConfigError(f"{where}: {first['msg']}", field=where) from None
 
 
 def _library(service: Service) -> Any:
@@ -84,7 +74,7 @@ def scoring() -> dict[str, Any]:
 def judging_routes(app: FastAPI, service: Service) -> None:
     @app.put(f"{API}/assets/{{asset_id}}/rating")
     async def put_rating(asset_id: str, request: Request, principal: Principal = Depends(service.who)) -> dict:
-        thumb = _parsed(Thumb, await read_json(request))
+        thumb = validated(Thumb.model_validate, await read_json(request))
         return await asyncio.to_thread(rate, service, principal, asset_id, thumb)
 
     @app.get(f"{API}/assets/{{asset_id}}/rating")
@@ -93,7 +83,7 @@ def judging_routes(app: FastAPI, service: Service) -> None:
 
     @app.post(f"{API}/ratings/prefer")
     async def post_prefer(request: Request, principal: Principal = Depends(service.who)) -> dict:
-        choice = _parsed(Choice, await read_json(request))
+        choice = validated(Choice.model_validate, await read_json(request))
         return await asyncio.to_thread(prefer, service, principal, choice)
 
     @app.get(f"{API}/scoring")

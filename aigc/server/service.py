@@ -7,7 +7,7 @@ import asyncio
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import Header, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -95,12 +95,8 @@ class Service:
     @staticmethod
     def parse(body: Any) -> Any:
         """A request body as a job request (a bare object is a generate job); a ConfigError naming the field."""
-        try:
-            return _JOB.validate_python({"type": "generate", **body} if isinstance(body, dict) else body)
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"][1:]) or None
-            raise ConfigError(f"{where or 'body'}: {first['msg']}", field=where) from None
+        return validated(_JOB.validate_python, {"type": "generate", **body} if isinstance(body, dict) else body,
+                         skip=1)  # the first location part is the job type's tag
 
     def submit(self, principal: Principal, request: Any, idempotency: str | None = None) -> tuple[Job, bool]:
         """Check a job request the way the Python API does, queue it, wake a worker; (job, created).
@@ -163,6 +159,19 @@ def _title(request: dict[str, Any]) -> str:
 
 _ERROR_TYPES = {401: "AuthenticationError", 403: "PermissionError", 404: "NotFoundError", 405: "MethodNotAllowed",
                 409: "ConflictError", 413: "TooLarge", 429: "QueueFull"}
+
+
+def validated(validate: Callable[[Any], Any], body: Any, skip: int = 0) -> Any:
+    """`validate(body)` (a pydantic model's or adapter's), or a ConfigError naming the field as a client reads it:
+    ("items", 2, "text") -> items[2].text."""
+    try:
+        return validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ""
+        for part in first["loc"][skip:]:
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+        raise ConfigError(f"{where or 'body'}: {first['msg']}", field=where or None) from None
 
 
 def error_response(request: Request | None, status: int, kind: str | None, message: str, field: str | None = None,

@@ -12,14 +12,14 @@ from typing import Any, Union
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from ..errors import ConfigError
 from ..storage import sha256_file
 from .auth import Principal
 from .runner import OUTPUTS
 from .runner import output_dir as job_output_dir
-from .service import API, Service
+from .service import API, Service, validated
 
 # a job's files are the user's own content (a gallery page, say): never run as a page of the API's origin
 _SANDBOXED = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
@@ -117,26 +117,13 @@ def parse_score(body: Any) -> ScoreRequest:
 
     if not isinstance(body, dict):
         raise ConfigError("the body must be a JSON object: {\"items\": [...], \"prompt\": ...}.")
-    try:
-        parsed = ScoreRequest.model_validate(body)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = _where(first["loc"])
-        raise ConfigError(f"{where}: {first['msg']}", field=where) from None
+    parsed = validated(ScoreRequest.model_validate, body)
     limits.check("best_of", len(parsed.items), "the items of one score request", field="items")
     for index, item in enumerate(parsed.items):
         if sum(value is not None for value in (item.asset, item.text, item.data)) != 1:
             raise ConfigError(f"items[{index}]: give exactly one of \"asset\" (an asset id), \"text\" or \"data\" (a "
                               "data URL such as data:image/png;base64,...).", field=f"items[{index}]")
     return parsed
-
-
-def _where(loc: tuple) -> str:
-    """A pydantic location as a client reads it: ("items", 2, "text") -> items[2].text."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "body"
 
 
 def score_items(service: Service, request: ScoreRequest, principal: Principal) -> list[Any]:
