@@ -46,7 +46,8 @@ def suite(name: str, quick: bool) -> list[tuple[str, object]]:
         ("smollm2 first token b1 fp32 vs default", lambda: text_cpu.first_token(manager)),
         ("smollm2 first call, fresh process", text_cpu.first_call),
         ("smollm2 quality (held-out text)", lambda: text_cpu.quality(manager)),
-        (f"smollm2-135m {tokens} tok b1 llama.cpp", lambda: text_cpu.llama_cpp(manager, tokens)),
+        (f"smollm2-135m {tokens} tok b1 llama.cpp", lambda: text_cpu.llama_cpp(manager, 1, tokens)),
+        (f"smollm2-135m {tokens} tok b8 llama.cpp", lambda: text_cpu.llama_cpp(manager, 8, tokens)),
         ("speech ~7 s of audio", lambda: workloads.speech(manager)),
         ("scorer 64 texts", lambda: workloads.scorer(manager, 64)),
     ]

@@ -8,6 +8,7 @@ adds figures (tokens/s, bytes read per token, ceilings, agreement, perplexity) t
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -58,13 +59,15 @@ def memory_bandwidth_gbs(megabytes: int = 512) -> float:
 
 def bytes_per_token(model: torch.nn.Module) -> int:
     """Bytes a decoding step reads once whatever the batch: every weight except embedding tables (a step reads
-    one row of those); a tied output layer counts once."""
+    one row of those) and tables derived at load (rotary angles: non-persistent buffers, read a row a step); a
+    tied output layer counts once."""
     seen: dict[int, int] = {}
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    derived = {id(getattr(m, name)) for m in model.modules() for name in m._non_persistent_buffers_set}
     head = model.get_output_embeddings()
     heads = {id(head.weight)} if isinstance(head, torch.nn.Linear) else set()
     for tensor in [*model.parameters(), *model.buffers()]:
-        if id(tensor) in embeddings and id(tensor) not in heads:
+        if (id(tensor) in embeddings and id(tensor) not in heads) or id(tensor) in derived:
             continue
         seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
     if isinstance(head, torch.nn.Linear) and id(head.weight) in embeddings:
@@ -163,44 +166,116 @@ def quality(manager: DeviceManager) -> tuple:
                   for a, b in zip(texts["fp32"], texts["default"])]
         figures.update({"heldout_tokens": ids.shape[1], "ppl_fp32": round(ppl["fp32"], 3),
                         "ppl_default": round(ppl["default"], 3),
-                "ppl_change_pct": round(100 * (ppl["default"] / ppl["fp32"] - 1), 2),
+                        "ppl_change_pct": round(100 * (ppl["default"] / ppl["fp32"] - 1), 2),
                         "top1_agreement_pct": round(100 * agree, 1), "greedy_same_tokens_of_64": prefix})
         return figures
 
     return None, measure, None, lambda stock, ours, *_: ours
 
 
-def llama_cpp(manager: DeviceManager, new_tokens: int) -> tuple:
-    """llama.cpp on the very GGUF file (2 threads, greedy, batch 1) vs aigc's default: skipped without
-    llama-cpp-python (it compiles from source for ~15 minutes, so it is not part of `make setup`)."""
+def llama_cpp(manager: DeviceManager, batch: int, new_tokens: int) -> tuple:
+    """llama.cpp on the very GGUF file (its own batched decode, greedy, the same threads) vs aigc's default, the
+    same prompts: skipped without llama-cpp-python (it compiles from source for ~10-15 minutes, so it is not part
+    of `make setup`)."""
     import aigc
-    from aigc.models import pack_path
 
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        raise Skipped("llama-cpp-python is not installed (pip install llama-cpp-python; it builds from source, "
-                      "~15 min on 2 cores; the -march=native build may crash in AMX matmuls: ggml-org/llama.cpp#20824)")
-    options = {"model_path": str(pack_path("smollm2")), "n_threads": torch.get_num_threads(), "n_ctx": 512,
-               "verbose": False}
-    try:
-        llm = Llama(**options, use_extra_bufts=False)  # the AMX buffer types crash on some CPUs (#20824)
-    except TypeError:
-        llm = Llama(**options)
-
-    def theirs():
-        out = llm.create_completion(PROMPTS[0], max_tokens=new_tokens, temperature=0.0)
-        return [out["choices"][0]["text"]], out["usage"]["completion_tokens"]
+    twin = LlamaCpp(batch)
 
     def ours():
-        asset = aigc.generate("text", PROMPTS[0], seed=0, temperature=0.0, chat=False, repetition_penalty=1.0,
-                              max_new_tokens=new_tokens, manager=manager)[0]
-        return [asset.data], asset.info["new_tokens"]
+        assets = aigc.generate("text", PROMPTS[:batch], model="pack:smollm2", seed=0, temperature=0.0, chat=False,
+                               repetition_penalty=1.0, max_new_tokens=new_tokens, manager=manager)
+        return [a.data for a in assets], sum(a.info["new_tokens"] for a in assets)
 
     def details(stock, mine, stock_s, aigc_s):
-        return {"llama_cpp_tok_s": round(stock[1] / stock_s, 1), "default_tok_s": round(mine[1] / aigc_s, 1)}
+        return {"llama_cpp_tok_s": round(stock[1] / stock_s, 1), "default_tok_s": round(mine[1] / aigc_s, 1),
+                "same_rows": sum(a == b for a, b in zip(stock[0], mine[0])), "llama_cpp_version": twin.version}
 
-    return theirs, ours, lambda a, b: a[0] == b[0], details
+    return lambda: twin.generate(PROMPTS[:batch], new_tokens), ours, lambda a, b: a[0] == b[0], details
+
+
+class LlamaCpp:
+    """llama.cpp through llama-cpp-python's C API: the GGUF file, `rows` sequences decoded in one batch per step,
+    greedy (the argmax of its logits, as aigc's temperature=0), torch's thread count. The C API, not
+    `Llama.create_completion`: that decodes one sequence and adds Python sampling on top."""
+
+    def __init__(self, rows: int) -> None:
+        try:
+            import llama_cpp
+        except ImportError:
+            raise Skipped("llama-cpp-python is not installed (pip install llama-cpp-python; it builds from source, "
+                          "~10-15 min on 2 cores; a -march=native build may crash in AMX matmuls on CPUs with AMX: "
+                          "ggml-org/llama.cpp#20824)") from None
+        from llama_cpp import _logger
+
+        from aigc.models import pack_path
+
+        self.api, self.rows, self.version = llama_cpp, rows, llama_cpp.__version__
+        _logger.set_verbose(False)  # errors only
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        if cpu_capabilities()["amx_int8"]:
+            params.use_extra_bufts = False  # the AMX buffer types crash on some CPUs (#20824)
+        self.model = llama_cpp.llama_model_load_from_file(str(pack_path("smollm2")).encode(), params)
+        context = llama_cpp.llama_context_default_params()
+        context.n_ctx, context.n_batch, context.n_seq_max = 512 * rows, 512, rows
+        context.n_threads = context.n_threads_batch = torch.get_num_threads()
+        self.context = llama_cpp.llama_init_from_model(self.model, context)
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.batch = llama_cpp.llama_batch_init(512, 0, rows)
+
+    def generate(self, prompts: list[str], new_tokens: int) -> tuple[list[str], int]:
+        """Each prompt's greedy continuation (a row stops at end of text) and the tokens made in all."""
+        import numpy as np
+
+        api = self.api
+        api.llama_memory_clear(api.llama_get_memory(self.context), True)
+        ids = [self._tokenize(prompt) for prompt in prompts]
+        self._decode([(token, pos, row, pos == len(row_ids) - 1) for row, row_ids in enumerate(ids)
+                      for pos, token in enumerate(row_ids)])
+        made: list[list[int]] = [[] for _ in prompts]
+        outputs = list(itertools.accumulate(len(row_ids) for row_ids in ids))  # each row's last token, in the batch
+        live = [(row, end - 1) for row, end in enumerate(outputs)]
+        for _ in range(new_tokens):
+            step = []
+            for row, index in live:
+                logits = np.ctypeslib.as_array(api.llama_get_logits_ith(self.context, index), shape=(self.n_vocab,))
+                token = int(logits.argmax())
+                if api.llama_vocab_is_eog(self.vocab, token):
+                    continue
+                made[row].append(token)
+                step.append((token, len(ids[row]) + len(made[row]) - 1, row, True))
+            if not step or len(made[step[0][2]]) == new_tokens:
+                break
+            live = [(row, index) for index, (_, _, row, _) in enumerate(step)]
+            self._decode(step)
+        return [self._detokenize(tokens) for tokens in made], sum(len(tokens) for tokens in made)
+
+    def _decode(self, tokens: list[tuple[int, int, int, bool]]) -> None:
+        """(token, position, sequence, wants logits) each, in one llama_decode call."""
+        batch = self.batch
+        for index, (token, position, sequence, logits) in enumerate(tokens):
+            batch.token[index], batch.pos[index], batch.logits[index] = token, position, logits
+            batch.n_seq_id[index], batch.seq_id[index][0] = 1, sequence
+        batch.n_tokens = len(tokens)
+        if self.api.llama_decode(self.context, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def _tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        buffer = (self.api.llama_token * (len(data) + 8))()
+        count = self.api.llama_tokenize(self.vocab, data, len(data), buffer, len(buffer), False, False)
+        return list(buffer[:count])
+
+    def _detokenize(self, tokens: list[int]) -> str:
+        import ctypes
+
+        pieces = b""
+        buffer = ctypes.create_string_buffer(256)
+        for token in tokens:
+            size = self.api.llama_token_to_piece(self.vocab, token, buffer, len(buffer), 0, False)
+            pieces += buffer.raw[:size]
+        return pieces.decode("utf-8", errors="replace")
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -9,7 +9,9 @@ cache and a compiled step (CUDA graphs on a GPU): fixed shapes, no re-allocation
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -91,6 +93,10 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
                           f"model={model_name!r} reads at most {limit}; shorten it.", field="prompt")
     pick = Pick(settings.sampling, settings.penalty, stream_keys([seed for _, seed in items], device=device))
     step_fn = step
+    if settings.compile and getattr(model, "takes_row_pads", False):
+        warnings.warn("aigc: compile=True compiles nothing on the packed CPU path (int4 weights, bf16; already "
+                      "faster than the compiled fp32 step); pass dtype='float32' to compile that.", stacklevel=2)
+        settings = dataclasses.replace(settings, compile=False)
     if uses_rowwise_attention(model) and not settings.compile:  # a static cache's unfilled slots are not padding
         batch.extra["aigc_pads"] = [batch.width - length for length in batch.lengths]
     if settings.compile:

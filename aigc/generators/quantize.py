@@ -15,12 +15,16 @@ from pathlib import Path
 
 import torch
 
+from . import packed_llama
 from .row_attention import use_rowwise_attention
 
 log = logging.getLogger("aigc")
 BLOCKS_FILE = "q4_1.safetensors"  # in the cache: the file's Q4_1 codes, two a byte, and their fp16 scales
 HEAD = "output"  # the output layer's tensors in that cache
+_INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu.default
 GROUP = 32  # Q4_1's block size, and one of the group sizes torch's int4 kernel takes
+FUSED = {"qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),  # one kernel call each (same input)
+         "gate_up": ("mlp.gate_proj", "mlp.up_proj"), "out": ("self_attn.o_proj",), "down": ("mlp.down_proj",)}
 _GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
                "mlp.down_proj": "ffn_down"}
@@ -40,8 +44,7 @@ class Int4Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales_zeros)
-        y = y.view(*x.shape[:-1], self.out_features)
+        y = _INT4_MM(flat, self.packed, GROUP, self.scales_zeros).view(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 
@@ -117,14 +120,41 @@ def pack_model(model: torch.nn.Module, blocks: Blocks, head: tuple[torch.Tensor,
 
 
 def pack_from_gguf(model: torch.nn.Module, gguf: Path) -> torch.nn.Module:
-    """The GGUF's own Q4_1 codes packed into `model` (loaded from that file's de-quantised copy), read from a
-    cache made once per file: parsing a GGUF takes ~5 s, the cache ~0.2 s."""
+    """The GGUF's own Q4_1 codes packed for `model` (loaded from that file's de-quantised copy), read from a
+    cache made once per file: parsing a GGUF takes ~5 s, the cache ~0.2 s. A Llama becomes a PackedLlama (fused
+    linears, aigc's own slim forward); another architecture keeps transformers' forward on packed linears."""
     from .. import models
 
     cache = models.cached_conversion(gguf, "gguf-int4", lambda out: _write_blocks(gguf, model, out))
-    pack_model(model, *_read_blocks(cache / BLOCKS_FILE))
+    blocks, head = _read_blocks(cache / BLOCKS_FILE)
+    if not blocks:  # no Q4_1 linears (another quantisation): the plain fp32 path
+        return model
+    head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
+    fused = fused_int4(blocks, head_dim)
+    if packed_llama.supports(model) and head is not None and len(fused) == 4 * model.config.num_hidden_layers:
+        return packed_llama.from_transformers(model, fused, Int8Linear(*head, None))
+    pack_model(model, blocks, head)
     use_rowwise_attention(model)  # bf16 rounding would otherwise make a row's text depend on its batch
     return model
+
+
+def fused_int4(blocks: Blocks, head_dim: int) -> dict[str, Int4Linear]:
+    """Each layer's q/k/v and gate/up as one Int4Linear each (their rows stacked; one kernel call, not three),
+    q and k rows in PackedLlama's rotary pair order, o and down as they are, keyed "layers.N.qkv" and so on; a
+    group with a part not in `blocks` is left out."""
+    layers = sorted({int(name.split(".")[2]) for name in blocks})
+    fused = {}
+    for layer in layers:
+        for name, parts in FUSED.items():
+            found = [blocks.get(f"model.layers.{layer}.{part}") for part in parts]
+            if any(part is None for part in found):
+                continue
+            if name == "qkv":  # q and k: pairs side by side
+                found[:2] = [tuple(t[packed_llama.pair_order(t.shape[0], head_dim)] for t in part)
+                             for part in found[:2]]
+            codes, d, m = (torch.cat([part[i] for part in found]) for i in range(3))
+            fused[f"layers.{layer}.{name}"] = Int4Linear(codes, d, m + 8 * d, None)
+    return fused
 
 
 def _write_blocks(gguf: Path, model: torch.nn.Module, out: Path) -> None:

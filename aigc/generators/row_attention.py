@@ -32,7 +32,8 @@ def use_rowwise_attention(model: torch.nn.Module) -> None:
 
 
 def uses_rowwise_attention(model: torch.nn.Module) -> bool:
-    return getattr(model.config, "_attn_implementation", None) == NAME
+    """Whether `model` reads each row's padding (aigc_pads): this attention, or a PackedLlama."""
+    return getattr(model, "takes_row_pads", False) or getattr(model.config, "_attn_implementation", None) == NAME
 
 
 def rowwise_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
