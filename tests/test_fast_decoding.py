@@ -73,6 +73,19 @@ def _load(tiny_llama):
     return Loaded(model, AutoTokenizer.from_pretrained(tiny_llama / "model"))
 
 
+def _packed(tiny_llama, route="packed decoder"):
+    """The tiny Llama on the packed path: aigc's own decoder (what a Llama GGUF gets), or transformers' forward on
+    packed linears (what another architecture's Q4_1 GGUF gets)."""
+    if route == "packed decoder":
+        lm = _load(tiny_llama)
+        return Loaded(quantize.load_packed(tiny_llama / "model", tiny_llama / "tiny.gguf"), lm.tokenizer)
+    lm = _load(tiny_llama)
+    return Loaded(quantize.pack_from_gguf(lm.model, tiny_llama / "tiny.gguf"), lm.tokenizer)
+
+
+ROUTES = ["packed decoder", "transformers forward"]
+
+
 def _decode(lm, prompts, seeds, **knobs):
     settings = Settings(knobs.get("max_new_tokens", 16), Sampling(knobs.get("temperature", 0.8), 40, 0.95),
                         knobs.get("penalty", 1.1), [])
@@ -92,26 +105,26 @@ def test_the_gguf_codes_come_back_in_transformers_row_order_exactly(tiny_llama):
 
 
 @needs_bf16
-def test_packed_model_computes_the_same_function_in_4_bits(tiny_llama):
-    dense, packed = _load(tiny_llama), _load(tiny_llama)
-    packed.model = quantize.pack_from_gguf(packed.model, tiny_llama / "tiny.gguf")
+@pytest.mark.parametrize("route", ROUTES)
+def test_packed_model_computes_the_same_function_in_4_bits(tiny_llama, route):
+    dense, packed = _load(tiny_llama), _packed(tiny_llama, route)
     kinds = {type(m).__name__ for m in packed.model.modules()}
-    assert {"PackedLlama", "Int4Linear", "Int8Linear"} <= kinds and "Linear" not in kinds
+    assert {"Int4Linear", "Int8Linear"} <= kinds and "Linear" not in kinds
+    assert ("PackedLlama" in kinds) == (route == "packed decoder")
     ids = torch.tensor([dense.tokenizer("The keeper opened the door and the sea came in")["input_ids"]])
     with torch.inference_mode():
         want, got = dense.model(input_ids=ids).logits, packed.model(input_ids=ids).logits.float()
     assert ((got - want).norm() / want.norm()).item() < 0.02  # bf16 activations and an int8 output layer
-    again = _load(tiny_llama)  # a second load reads the cache made by the first
-    again.model = quantize.pack_from_gguf(again.model, tiny_llama / "tiny.gguf")
+    again = _packed(tiny_llama, route)  # a second load reads the cache made by the first
     with torch.inference_mode():
-        assert torch.equal(again.model(input_ids=ids).logits, got)
+        assert torch.equal(again.model(input_ids=ids).logits.float(), got)
 
 
 @needs_bf16
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_packed_outputs_are_the_same_alone_or_in_a_batch_of_eight(tiny_llama, temperature):
-    lm = _load(tiny_llama)
-    lm.model = quantize.pack_from_gguf(lm.model, tiny_llama / "tiny.gguf")
+def test_packed_outputs_are_the_same_alone_or_in_a_batch_of_eight(tiny_llama, temperature, route):
+    lm = _packed(tiny_llama, route)
     prompts = ["The sea", "A lighthouse keeper finds a door in the sea and", "Once", "Rain on the tower",
                "Two gannets", "The clock had stopped at twenty past four", "Mara", "Wind from the west", "The sea",
                "The sea"]  # equal padding in rows 0, 8 and 9: attended in one call, apart from the rows between
@@ -125,8 +138,7 @@ def test_packed_outputs_are_the_same_alone_or_in_a_batch_of_eight(tiny_llama, te
 def test_the_kv_cache_grows_in_chunks_without_changing_a_token(tiny_llama, monkeypatch):
     from aigc.generators import packed_llama
 
-    lm = _load(tiny_llama)
-    lm.model = quantize.pack_from_gguf(lm.model, tiny_llama / "tiny.gguf")
+    lm = _packed(tiny_llama)
     prompts, seeds = ["The sea", "A lighthouse keeper finds a door in the sea and"], [3, 4]
     whole = _decode(lm, prompts, seeds, max_new_tokens=40, penalty=1.0)
     monkeypatch.setattr(packed_llama, "CHUNK", 8)  # the cache grows every 8 positions
@@ -136,8 +148,7 @@ def test_the_kv_cache_grows_in_chunks_without_changing_a_token(tiny_llama, monke
 
 @needs_bf16
 def test_compile_on_the_packed_path_says_it_compiles_nothing_and_decodes_the_same(tiny_llama):
-    lm = _load(tiny_llama)
-    lm.model = quantize.pack_from_gguf(lm.model, tiny_llama / "tiny.gguf")
+    lm = _packed(tiny_llama)
     items = [(lm.tokenizer("Rain on the tower")["input_ids"], 9)]
     plain = Settings(8, Sampling(0.8, 40, 0.95), 1.1, [])
     with torch.inference_mode(), pytest.warns(UserWarning, match="compiles nothing on the packed CPU path"):
@@ -151,8 +162,7 @@ def test_the_layers_run_from_torchscript_with_the_same_bits_as_in_python(tiny_ll
     from aigc.generators import llama_layer
 
     assert isinstance(llama_layer.compiled(), torch.jit.ScriptFunction)  # else the default path lost ~14% a token
-    lm = _load(tiny_llama)
-    lm.model = quantize.pack_from_gguf(lm.model, tiny_llama / "tiny.gguf")
+    lm = _packed(tiny_llama)
     prompts = ["The sea", "A lighthouse keeper finds a door in the sea and", "Once upon a time"]
     ids = [lm.tokenizer(p)["input_ids"] for p in prompts]
     width = max(map(len, ids))
@@ -174,6 +184,39 @@ def test_the_layers_run_from_torchscript_with_the_same_bits_as_in_python(tiny_ll
     assert all(torch.equal(a, b) for a, b in zip(scripted, python)) and len(scripted) == 4
 
 
+@pytest.mark.parametrize("rope", [None, {"rope_type": "linear", "factor": 2.0},
+                                  {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 64}])
+def test_the_rotary_table_holds_transformers_own_angles_bit_for_bit(rope):
+    from transformers import LlamaConfig, PretrainedConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from aigc.generators.packed_llama import rotary_table
+
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=300,
+                         rope_parameters=None if rope is None else {"rope_theta": 5000.0, **rope})
+    cos, sin = LlamaRotaryEmbedding(config)(torch.zeros(1), torch.arange(300)[None])
+    table = rotary_table(PretrainedConfig.from_dict(config.to_dict()), 300)  # the plain config load_packed reads
+    assert torch.equal(table.real, cos[0, :, :8]) and torch.equal(table.imag, sin[0, :, :8])
+    assert torch.equal(cos[0, :, :8], cos[0, :, 8:])  # transformers repeats each angle in both halves
+
+
+@pytest.mark.pack
+@needs_bf16
+def test_a_fresh_process_runs_the_pack_without_importing_transformers_model_code():
+    import subprocess
+    import sys
+
+    aigc.generate("text", "Hi", max_new_tokens=1, manager=DeviceManager("cpu"))  # the converted caches exist
+    code = ("import sys, aigc; print(aigc.generate('text', 'Name a colour.', seed=3, max_new_tokens=6)[0].data); "
+            "print(sorted(m for m in sys.modules if m.startswith('transformers.models.llama')"
+            " or m in ('transformers.modeling_utils', 'transformers.activations')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    text, imported = out.stdout.strip().splitlines()[-2:]
+    assert imported == "[]"  # importing it costs 1.6-4.4 s of a first call
+    assert text == aigc.generate("text", "Name a colour.", seed=3, max_new_tokens=6, manager=DeviceManager("cpu"))[0].data
+
+
 def test_a_gguf_without_q4_1_linears_keeps_the_plain_fp32_model(tiny_llama, tmp_path):
     from gguf import GGUFWriter
 
@@ -187,6 +230,7 @@ def test_a_gguf_without_q4_1_linears_keeps_the_plain_fp32_model(tiny_llama, tmp_
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    assert quantize.load_packed(tiny_llama / "model", tmp_path / "f32.gguf") is None
     assert quantize.pack_from_gguf(lm.model, tmp_path / "f32.gguf") is lm.model  # bf16 linears: not row-independent
     assert {p.dtype for p in lm.model.parameters()} == {torch.float32}
 
@@ -224,8 +268,7 @@ def test_the_pack_runs_packed_by_default_and_a_seed_gives_one_text_in_any_batch(
 def test_the_benchmark_counts_a_quarter_of_the_bytes_per_token_once_packed(tiny_llama):
     from benchmarks.text_cpu import bytes_per_token, cpu_capabilities
 
-    dense, packed = _load(tiny_llama), _load(tiny_llama)
-    packed.model = quantize.pack_from_gguf(packed.model, tiny_llama / "tiny.gguf")
+    dense, packed = _load(tiny_llama), _packed(tiny_llama)
     head = 50257 * 64 * 4  # the fp32 output layer; the embedding table is not read whole each step
     layers = 2 * 36_864 * 4  # 2 layers of 7 linears in fp32; the norms add 5 x 64 floats
     assert head + layers < bytes_per_token(dense.model) < head + layers + 2_000

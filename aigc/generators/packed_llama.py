@@ -29,11 +29,13 @@ CHUNK = 256  # the cache grows by this many positions when full: a copy per 256 
 ROPE_TYPES = ("default", "linear", "llama3")  # angles fixed per position; "dynamic" ones change with the length
 
 
-def supports(model: torch.nn.Module) -> bool:
-    """Whether this decoder computes what `model` (a transformers causal LM) computes."""
-    config = model.config
-    rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
-    return (type(model).__name__ == "LlamaForCausalLM" and rope in ROPE_TYPES
+def supports(config: Any) -> bool:
+    """Whether this decoder computes what a transformers model of this config computes (a config as
+    transformers 5 saves it: the rope in `rope_parameters`, not the older `rope_scaling`)."""
+    rope = getattr(config, "rope_parameters", None)
+    return (getattr(config, "model_type", None) == "llama" and isinstance(rope, dict)
+            and rope.get("rope_type", "default") in ROPE_TYPES
+            and getattr(config, "architectures", None) in (None, ["LlamaForCausalLM"])
             and not getattr(config, "attention_bias", False) and not getattr(config, "mlp_bias", False)
             and getattr(config, "hidden_act", "silu") == "silu")
 
@@ -90,7 +92,7 @@ class Layer(torch.nn.Module):
 
 
 class PackedLlama(torch.nn.Module):
-    """A Llama causal LM on packed linears (see the module docstring). Made by `from_transformers`."""
+    """A Llama causal LM on packed linears (see the module docstring). Made by `from_weights` (quantize.load_packed)."""
 
     takes_row_pads = True  # decoding.py passes each row's padding (aigc_pads) rather than a mask
 
@@ -181,30 +183,39 @@ def _groups(pads: list[int]) -> list[tuple[int, torch.Tensor]]:
     return [(pad, torch.tensor(rows)) for pad, rows in by_pad.items()]
 
 
-def from_transformers(model: torch.nn.Module, int4: dict[str, torch.nn.Module], head: torch.nn.Module) -> PackedLlama:
-    """The decoder for a loaded transformers Llama (`supports`). `int4` maps each fused linear's name
-    ("layers.3.qkv", "layers.3.gate_up", "layers.3.out", "layers.3.down") to its packed module (quantize.py),
-    every one of them: a bf16 linear would give a row other bits in a batch than alone. `head`: the packed
-    output layer (int8 rows and their scales, which also serve as the embedding when the two are tied)."""
-    inner = model.model
+def from_weights(config: Any, generation_config: Any, dense: Callable[[str], torch.Tensor | None],
+                 int4: dict[str, torch.nn.Module], head: torch.nn.Module) -> PackedLlama:
+    """The decoder for a Llama config (`supports`), without transformers' model code: `dense(name)` gives one of
+    the checkpoint's tensors by its transformers name (the norms, and the embedding when it is not tied), `int4`
+    each fused linear by name ("layers.3.qkv", "layers.3.gate_up", "layers.3.out", "layers.3.down"), every one of
+    them (a bf16 linear would give a row other bits in a batch than alone), `head` the packed output layer (int8
+    rows and their scales, which also serve as the embedding when the two are tied)."""
     layers = []
-    for index, block in enumerate(inner.layers):
+    for index in range(config.num_hidden_layers):
         qkv, out, gate_up, down = (int4[f"layers.{index}.{name}"] for name in ("qkv", "out", "gate_up", "down"))
-        norms = (block.input_layernorm.weight, block.post_attention_layernorm.weight)
+        prefix = f"model.layers.{index}"
+        norms = (dense(f"{prefix}.input_layernorm.weight"), dense(f"{prefix}.post_attention_layernorm.weight"))
         layers.append(Layer(qkv, out, gate_up, down, norms))
-    tied = model.config.tie_word_embeddings
-    embedding = None if tied else inner.embed_tokens.weight.detach().to(torch.bfloat16).clone()
-    return PackedLlama(model.config, model.generation_config, layers, inner.norm.weight, head, embedding,
-                       _rotary_table(inner.rotary_emb, model.config.max_position_embeddings))
+    embedding = None if config.tie_word_embeddings else dense("model.embed_tokens.weight").to(torch.bfloat16)
+    return PackedLlama(config, generation_config, layers, dense("model.norm.weight"), head, embedding,
+                       rotary_table(config, config.max_position_embeddings))
 
 
-def _rotary_table(rotary: torch.nn.Module, positions: int) -> torch.Tensor:
-    """e^(i angle) for every position and rotary pair, complex64 [positions, head dim / 2], from the model's own
-    rotary module (its cos/sin repeat each angle in both halves; any attention scaling is in them)."""
-    probe = torch.zeros(1, dtype=torch.float32)
-    cos, sin = rotary(probe, torch.arange(positions)[None])
-    half = cos.shape[-1] // 2
-    return torch.complex(cos[0, :, :half].float(), sin[0, :, :half].float()).contiguous()
+def rotary_table(config: Any, positions: int) -> torch.Tensor:
+    """e^(i angle) for every position and rotary pair, complex64 [positions, head dim / 2], computed as
+    transformers' Llama rotary module computes its cos/sin (the same ops: the same bits; tested), with any
+    attention scaling of the rope type in it."""
+    rope = config.rope_parameters
+    if rope.get("rope_type", "default") == "default":  # transformers keeps this one in the model's own code
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        base = rope["rope_theta"]
+        inverse, scaling = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)), 1.0
+    else:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # no model code imported
+
+        inverse, scaling = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config)
+    angles = torch.arange(positions)[:, None].float() * inverse.float()
+    return torch.complex(angles.cos() * scaling, angles.sin() * scaling).contiguous()
 
 
 def pair_order(rows: int, head_dim: int) -> torch.Tensor:

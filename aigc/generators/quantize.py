@@ -10,8 +10,10 @@ re-packed as int8 per row. Activations are bf16: the int4/int8 kernels are fast 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -119,23 +121,77 @@ def pack_model(model: torch.nn.Module, blocks: Blocks, head: tuple[torch.Tensor,
     model.to(torch.bfloat16)
 
 
-def pack_from_gguf(model: torch.nn.Module, gguf: Path) -> torch.nn.Module:
-    """The GGUF's own Q4_1 codes packed for `model` (loaded from that file's de-quantised copy), read from a
-    cache made once per file: parsing a GGUF takes ~5 s, the cache ~0.2 s. A Llama becomes a PackedLlama (fused
-    linears, aigc's own slim forward); another architecture keeps transformers' forward on packed linears."""
-    from .. import models
+def load_packed(directory: Path | str, gguf: Path) -> torch.nn.Module | None:
+    """A Llama GGUF as a PackedLlama (fused int4 linears, aigc's own slim forward), built from its converted
+    `directory` without transformers' model code: its config is read as a plain `PretrainedConfig`, since
+    importing the Llama classes (config included) costs 1.6-4.4 s of a first call. None where this does not
+    apply (another architecture, or a linear without Q4_1 codes): load the model and `pack_from_gguf` it."""
+    from transformers import GenerationConfig, PretrainedConfig
 
-    cache = models.cached_conversion(gguf, "gguf-int4", lambda out: _write_blocks(gguf, model, out))
-    blocks, head = _read_blocks(cache / BLOCKS_FILE)
-    if not blocks:  # no Q4_1 linears (another quantisation): the plain fp32 path
+    config = PretrainedConfig.from_json_file(str(Path(directory) / "config.json"))
+    if not packed_llama.supports(config):
+        return None
+    dense = _checkpoint(Path(directory))
+    output = dense("lm_head.weight")
+    blocks, head = _blocks(gguf, config, dense, dense("model.embed_tokens.weight") if output is None else output)
+    fused = fused_int4(blocks, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    if head is None or len(fused) != 4 * config.num_hidden_layers:
+        return None
+    try:
+        generation = GenerationConfig.from_pretrained(directory)
+    except OSError:  # no generation_config.json: what transformers derives from the config
+        generation = GenerationConfig.from_model_config(config)
+    return packed_llama.from_weights(config, generation, dense, fused, Int8Linear(*head, None))
+
+
+def pack_from_gguf(model: torch.nn.Module, gguf: Path) -> torch.nn.Module:
+    """The GGUF's own Q4_1 codes packed into `model` (loaded from that file's de-quantised copy; any architecture
+    whose linears carry the codes), transformers' forward kept, with row-wise attention; the model unchanged
+    (fp32) when the file has no Q4_1 linears: a bf16 dense linear would not be row-independent."""
+    output = model.get_output_embeddings()
+
+    def weight(name: str) -> torch.Tensor | None:
+        try:
+            return model.get_submodule(name.removesuffix(".weight")).weight
+        except AttributeError:  # another architecture's names: nothing to pack
+            return None
+
+    blocks, head = _blocks(gguf, model.config, weight, output.weight if isinstance(output, torch.nn.Linear) else None)
+    if not blocks:
         return model
-    head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
-    fused = fused_int4(blocks, head_dim)
-    if packed_llama.supports(model) and head is not None and len(fused) == 4 * model.config.num_hidden_layers:
-        return packed_llama.from_transformers(model, fused, Int8Linear(*head, None))
     pack_model(model, blocks, head)
     use_rowwise_attention(model)  # bf16 rounding would otherwise make a row's text depend on its batch
     return model
+
+
+def _blocks(gguf: Path, config: object, weight: Callable[[str], torch.Tensor | None],
+            output: torch.Tensor | None) -> tuple[Blocks, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The file's Q4_1 codes and the int8 output layer, from a cache made once per file: parsing a GGUF takes
+    ~5 s, the cache ~0.2 s. `weight(name)`: the loaded weight each code must de-quantise to exactly."""
+    from .. import models
+
+    cache = models.cached_conversion(gguf, "gguf-int4", lambda out: _write_blocks(gguf, config, weight, output, out))
+    return _read_blocks(cache / BLOCKS_FILE)
+
+
+def _checkpoint(directory: Path) -> Callable[[str], torch.Tensor | None]:
+    """A transformers directory's tensors by name, each read from its safetensors file when asked for (the
+    packed model needs its norms, not the 538 MB of dense weights)."""
+    from safetensors import safe_open
+
+    index = directory / "model.safetensors.index.json"
+    files = json.loads(index.read_text(encoding="utf-8"))["weight_map"] if index.exists() else None
+    opened: dict[str, Any] = {}
+
+    def tensor(name: str) -> torch.Tensor | None:
+        file = "model.safetensors" if files is None else files.get(name)
+        if file is None:
+            return None
+        if file not in opened:
+            opened[file] = safe_open(str(directory / file), framework="pt")
+        return opened[file].get_tensor(name) if name in opened[file].keys() else None
+
+    return tensor
 
 
 def fused_int4(blocks: Blocks, head_dim: int) -> dict[str, Int4Linear]:
@@ -157,28 +213,25 @@ def fused_int4(blocks: Blocks, head_dim: int) -> dict[str, Int4Linear]:
     return fused
 
 
-def _write_blocks(gguf: Path, model: torch.nn.Module, out: Path) -> None:
+def _write_blocks(gguf: Path, config: object, weight: Callable[[str], torch.Tensor | None],
+                 output: torch.Tensor | None, out: Path) -> None:
     """The Q4_1 linears whose codes de-quantise to exactly the loaded weights (checked), two codes a byte, and
-    the output layer as int8 rows."""
+    the output layer (`output`) as int8 rows."""
     from safetensors.torch import save_file
 
     tensors = {}
-    for name, (codes, d, m) in q4_1_blocks(gguf, model.config).items():
-        try:
-            weight = model.get_submodule(name).weight.detach().float()
-        except AttributeError:  # another architecture's names: nothing to pack
-            continue
-        if codes.shape != weight.shape or codes.shape[0] % 16:  # torch's int4 kernel takes rows in 16s
+    for name, (codes, d, m) in q4_1_blocks(gguf, config).items():
+        loaded = weight(f"{name}.weight")
+        if loaded is None or codes.shape != loaded.shape or codes.shape[0] % 16:  # the kernel takes rows in 16s
             continue
         rebuilt = d.repeat_interleave(GROUP, 1) * codes.float() + m.repeat_interleave(GROUP, 1)
-        if not torch.equal(rebuilt, weight):
+        if not torch.equal(rebuilt, loaded.detach().float()):
             log.warning("aigc: %s does not match its GGUF codes; it stays in bf16.", name)
             continue
         tensors[f"{name}.codes"] = codes[:, 0::2] | (codes[:, 1::2] << 4)
         tensors[f"{name}.d"], tensors[f"{name}.m"] = d.half(), m.half()  # the file's fp16 values, exactly
-    output = model.get_output_embeddings()
-    if isinstance(output, torch.nn.Linear):
-        tensors[f"{HEAD}.int8"], tensors[f"{HEAD}.scales"] = Int8Linear.quantise(output.weight)
+    if output is not None:
+        tensors[f"{HEAD}.int8"], tensors[f"{HEAD}.scales"] = Int8Linear.quantise(output)
     save_file(tensors, str(out / BLOCKS_FILE))
 
 

@@ -114,23 +114,30 @@ class CausalLMGenerator(Generator):
         return {"adapter": str(self._check_adapter(params["adapter"]).path)} if params["adapter"] else {}
 
     def load(self, adapter: str | None = None) -> Any:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
+        from . import quantize
         from .decoding import Loaded
 
         target = self._weights_dir()
+        directory = adapter or (self.adapter.path if self.adapter is not None else None)
+        packs = self.source.suffix == ".gguf" and self.manager.pack_cpu_weights and directory is None
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_target(target))
-            model = AutoModelForCausalLM.from_pretrained(target, dtype=self.dtype, use_safetensors=True)
+            # a Llama GGUF: the file's own 4-bit codes on aigc's packed decoder (quantize.py, packed_llama.py)
+            model = quantize.load_packed(target, self.source.path) if packs else None
+            # the plain config a packed model carries spares the tokenizer the Llama classes (~1.6 s to import)
+            tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_target(target),
+                                                      config=getattr(model, "config", None))
+            if model is None:
+                from transformers import AutoModelForCausalLM
+
+                model = AutoModelForCausalLM.from_pretrained(target, dtype=self.dtype, use_safetensors=True)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} could not be loaded from {target}: {error}") from error
-        directory = adapter or (self.adapter.path if self.adapter is not None else None)
         if directory is not None:
             model = _merged(model, Path(directory))
-        elif self.source.suffix == ".gguf" and self.manager.pack_cpu_weights:
-            from .quantize import pack_from_gguf  # the file's own 4-bit codes, bf16 activations (quantize.py)
-
-            model = pack_from_gguf(model, self.source.path)
+        elif packs and not getattr(model, "takes_row_pads", False):
+            model = quantize.pack_from_gguf(model, self.source.path)  # another architecture's Q4_1 linears
         return Loaded(model.eval(), tokenizer)
 
     def _check_adapter(self, reference: str) -> models.Adapter:
