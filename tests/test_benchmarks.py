@@ -30,3 +30,13 @@ def test_gpu_suite_refuses_without_cuda(capsys):
         pytest.skip("CUDA is present")
     assert main(["--suite", "gpu"]) == 2
     assert "needs CUDA" in capsys.readouterr().err
+
+
+def test_the_llama_cpp_twin_is_skipped_saying_why_without_llama_cpp_python(monkeypatch):
+    import sys
+
+    from benchmarks.text_cpu import LlamaCpp, Skipped
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if llama-cpp-python were not installed
+    with pytest.raises(Skipped, match="llama-cpp-python is not installed .*builds from source"):
+        LlamaCpp(1)
