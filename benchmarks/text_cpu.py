@@ -193,6 +193,9 @@ def llama_cpp(manager: DeviceManager, batch: int, new_tokens: int) -> tuple:
     return lambda: twin.generate(PROMPTS[:batch], new_tokens), ours, lambda a, b: a[0] == b[0], details
 
 
+BATCH_TOKENS = 512  # the most tokens one llama_decode call of the twin takes (all prompts' tokens at once)
+
+
 class LlamaCpp:
     """llama.cpp through llama-cpp-python's C API: the GGUF file, `rows` sequences decoded in one batch per step,
     greedy (the argmax of its logits, as aigc's temperature=0), torch's thread count. The C API, not
@@ -209,7 +212,7 @@ class LlamaCpp:
 
         from aigc.models import pack_path
 
-        self.api, self.rows, self.version = llama_cpp, rows, llama_cpp.__version__
+        self.api, self.version = llama_cpp, llama_cpp.__version__
         _logger.set_verbose(False)  # errors only
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
@@ -217,12 +220,12 @@ class LlamaCpp:
             params.use_extra_bufts = False  # the AMX buffer types crash on some CPUs (#20824)
         self.model = llama_cpp.llama_model_load_from_file(str(pack_path("smollm2")).encode(), params)
         context = llama_cpp.llama_context_default_params()
-        context.n_ctx, context.n_batch, context.n_seq_max = 512 * rows, 512, rows
+        context.n_ctx, context.n_batch, context.n_seq_max = 512 * rows, BATCH_TOKENS, rows
         context.n_threads = context.n_threads_batch = torch.get_num_threads()
         self.context = llama_cpp.llama_init_from_model(self.model, context)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.batch = llama_cpp.llama_batch_init(512, 0, rows)
+        self.batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, rows)
 
     def generate(self, prompts: list[str], new_tokens: int) -> tuple[list[str], int]:
         """Each prompt's greedy continuation (a row stops at end of text) and the tokens made in all."""
@@ -253,6 +256,8 @@ class LlamaCpp:
 
     def _decode(self, tokens: list[tuple[int, int, int, bool]]) -> None:
         """(token, position, sequence, wants logits) each, in one llama_decode call."""
+        if len(tokens) > BATCH_TOKENS:  # the C batch holds that many: more would write past its arrays
+            raise ValueError(f"{len(tokens)} tokens in one llama.cpp batch; it holds {BATCH_TOKENS}.")
         batch = self.batch
         for index, (token, position, sequence, logits) in enumerate(tokens):
             batch.token[index], batch.pos[index], batch.logits[index] = token, position, logits

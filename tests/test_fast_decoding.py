@@ -76,10 +76,9 @@ def _load(tiny_llama):
 def _packed(tiny_llama, route="packed decoder"):
     """The tiny Llama on the packed path: aigc's own decoder (what a Llama GGUF gets), or transformers' forward on
     packed linears (what another architecture's Q4_1 GGUF gets)."""
-    if route == "packed decoder":
-        lm = _load(tiny_llama)
-        return Loaded(quantize.load_packed(tiny_llama / "model", tiny_llama / "tiny.gguf"), lm.tokenizer)
     lm = _load(tiny_llama)
+    if route == "packed decoder":
+        return Loaded(quantize.load_packed(tiny_llama / "model", tiny_llama / "tiny.gguf"), lm.tokenizer)
     return Loaded(quantize.pack_from_gguf(lm.model, tiny_llama / "tiny.gguf"), lm.tokenizer)
 
 

@@ -62,9 +62,6 @@ class KVCache:
             grown[:, :, :, :self.length] = old[:, :, :, :self.length]
             self.layers[index] = grown
 
-    def get_seq_length(self, layer: int = 0) -> int:  # what transformers' caches answer
-        return self.length
-
 
 @dataclass
 class Output:
