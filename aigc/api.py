@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import checks, limits, registry
+from . import checks, console, limits, models, registry
 from . import seeds as seed_rule
 from .assets import Asset
 from .errors import ConfigError
+from .progress import report as report_progress
 from .records import Progress
 
 if TYPE_CHECKING:
@@ -23,15 +24,16 @@ if TYPE_CHECKING:
 MAX_SEED = seed_rule.MAX_SEED
 
 
-def generate(kind: str, prompt: str | Sequence[str], *, progress: Callable[[Progress], None] | None = None,
+def generate(kind: str, prompt: str | Sequence[str], *, progress: Callable[[Progress], None] | bool | None = None,
              **request: Any) -> list[Asset]:
     """Generate `n` outputs per prompt and return them as Assets, prompt by prompt.
 
     Keywords: backend, model, n (default 1), seed, best_of, min_score, max_attempts, diverse, library, scorer,
-    manager, and the backend's own knobs (**params; None means a knob's default). `seed` is an int (output i
-    gets seed + i) or one seed per output; each Asset records the seed that reproduces it alone. Without
-    `backend`, `model` picks it (a diffusers directory -> diffusion...), else the kind's default. A wrong
-    argument fails before any model loads.
+    manager, dtype (this call's: "float32", "bfloat16"...; default: the manager's, which on a CPU with fast bf16
+    runs a Q4_1 GGUF such as the SmolLM2 pack packed in 4 bits), and the backend's own knobs (**params; None
+    means a knob's default). `seed` is an int (output i gets seed + i) or one seed per output; each Asset records
+    the seed that reproduces it alone. Without `backend`, `model` picks it (a diffusers directory -> diffusion...),
+    else the kind's default. A wrong argument fails before any model loads.
 
     With `best_of=N` the scorer judges N candidates per prompt and the `n` best come back ranked (with
     `diverse=True`, the n that best balance score and variety). With `min_score`, candidates are re-sampled
@@ -40,7 +42,9 @@ def generate(kind: str, prompt: str | Sequence[str], *, progress: Callable[[Prog
     the chosen assets are added to it; without one, the same call always chooses the same way. A library whose
     ratings taught a taste model that beats chance also adds the team's `taste` to the score (scoring/taste.py;
     a Library(..., taste_user=NAME) uses one person's).
-    `progress` is called with each Progress (stage, step, total) while the work runs.
+    `progress` is called with each Progress (stage, step, total, detail) while the work runs: models loading,
+    tokens, denoising steps, the scorer's rounds. Left at None, a call made from a terminal shows bars on stderr
+    (and one made inside another's work reports to its caller's sink); False shows nothing.
     """
     return prepare(kind, prompt, **request).run(progress)
 
@@ -58,14 +62,12 @@ class Request:
     library: Any
     scorer: CreativityScorer | None
 
-    def run(self, progress: Callable[[Progress], None] | None = None) -> list[Asset]:
-        self.generator.progress = progress
-        try:
+    def run(self, progress: Callable[[Progress], None] | bool | None = None) -> list[Asset]:
+        """Generate; `progress` (see generate) hears every stage, model loads included."""
+        with console.scope(progress):
             if self.policy is None:
                 return produce(self.generator, self.planned, self.seeds, self.params)
-            return _search(self, progress)
-        finally:
-            self.generator.progress = None
+            return _search(self)
 
 
 def prepare(
@@ -83,6 +85,7 @@ def prepare(
     library: Library | str | os.PathLike | bool | None = None,
     scorer: CreativityScorer | None = None,
     manager: DeviceManager | None = None,
+    dtype: str | None = None,
     **params: Any,
 ) -> Request:
     """Check a generate request the way generate() does, and return it ready to run (a server validates with it
@@ -106,7 +109,7 @@ def prepare(
     if not model_ref:
         raise ConfigError(f"backend {kind}/{spec.name} has no default model; pass model=.", field="model")
     store = _library(library) if policy is not None else None
-    generator = generator_class(model_ref, _manager(manager), backend=spec.name)
+    generator = generator_class(model_ref, _manager(manager), backend=spec.name, dtype=dtype)
     checked = generator.resolve(checked)
     if generator.needs_objective(checked):  # GAN refinement climbs the scorer's relevance (nothing loads yet)
         scorer = scorer or _scorer(generator.manager)
@@ -117,12 +120,13 @@ def prepare(
 
 def score(items: Sequence[Any], prompt: str | None = None, *, library: Library | str | os.PathLike | None = None,
           weights: dict[str, float] | None = None, manager: DeviceManager | None = None,
-          taste_user: str | None = None) -> list[dict[str, Any]]:
+          taste_user: str | None = None, progress: Callable[[Progress], None] | bool | None = None
+          ) -> list[dict[str, Any]]:
     """Score Assets or raw data (str, PIL image, Audio or (samples, rate)) for a prompt: one dict per item.
 
     Each dict holds relevance, novelty and quality in [0, 1] (None where a part cannot be measured here),
     their sub-parts, and `score`. Assets carry their own prompt; `prompt` overrides it. With a `library` whose
-    ratings taught a taste model, `taste` too (the team's, or `taste_user`'s).
+    ratings taught a taste model, `taste` too (the team's, or `taste_user`'s). `progress` as for generate().
     """
     from .scoring.scorer import CreativityScorer, checked_items, default_scorer
 
@@ -137,7 +141,8 @@ def score(items: Sequence[Any], prompt: str | None = None, *, library: Library |
         if store is None:
             raise ConfigError("taste_user= needs a library= (the ratings live there).", field="taste_user")
         store = type(store)(store.path, taste_user=taste_user)
-    return scorer.score(checked, prompt, library=store)
+    with console.scope(progress):
+        return scorer.score(checked, prompt, library=store)
 
 
 def produce(generator: Generator, prompts: list[str], seeds: list[int], checked: dict[str, Any]) -> list[Asset]:
@@ -148,15 +153,16 @@ def produce(generator: Generator, prompts: list[str], seeds: list[int], checked:
     cls = type(generator)
     recorded = cls.recorded(checked)
     timings = {"batch_s": round(elapsed, 4), "per_item_s": round(elapsed / len(prompts), 4)}
+    model_hash = models.short_hash(generator.model) if cls.kind == "image" else None  # A1111's "Model hash"
     return [
         Asset(kind=cls.kind, data=out.data, prompt=p, seed=s, backend=generator.backend, model=generator.model,
-              params=dict(recorded), timings=dict(timings), info=out.info, a1111=cls.a1111(checked, out.info),
-              refinement=out.refinement)
+              params=dict(recorded), timings=dict(timings), info=out.info, refinement=out.refinement,
+              a1111={**cls.a1111(checked, out.info), **({"Model hash": model_hash} if model_hash else {})})
         for p, s, out in zip(prompts, seeds, outputs)
     ]
 
 
-def _search(request: Request, progress: Callable[[Progress], None] | None) -> list[Asset]:
+def _search(request: Request) -> list[Asset]:
     """best_of / min_score: the scorer's loop, prompt by prompt; chosen assets join the library, if one is used.
 
     Prompt i searches from seeds.derive(seed, "prompt", i) (prompt 0 from the seed itself), so each prompt's
@@ -180,8 +186,7 @@ def _search(request: Request, progress: Callable[[Progress], None] | None) -> li
 
     chosen: list[Asset] = []
     for index, prompt in enumerate(request.prompts):
-        if progress:
-            progress(Progress("search", index, len(request.prompts)))
+        report_progress("search", index, len(request.prompts), detail=f"best of {policy.per_attempt}")
 
         def make(seeds: list[int], knobs: dict[str, Any], prompt: str = prompt) -> list[Asset]:
             return produce(generator, [prompt] * len(seeds), seeds, knobs)
@@ -190,6 +195,7 @@ def _search(request: Request, progress: Callable[[Progress], None] | None) -> li
         chosen += search(make, judge, embed, policy, lambda attempt, base=base: round_seeds(base, attempt,
                                                                                               policy.per_attempt),
                          dict(request.params), type(generator), judged)
+    report_progress("search", len(request.prompts), len(request.prompts), detail=f"best of {policy.per_attempt}")
     if store is not None:
         store.add(chosen, scorer=scorer)
     return chosen

@@ -13,11 +13,13 @@ from typing import Any
 
 from . import formats
 from .errors import ConfigError, NoMetadataError
+from .models import public_name
 from .records import Refinement, Search, WorkflowLink, from_dict, to_dict
 from .storage import path_arg, read_bytes, write_atomic, write_json
 
 __version__ = "0.1.0"
 _TYPED = {"workflow": WorkflowLink, "search": Search, "refinement": Refinement}
+MODEL_PATHS_ENV = "AIGC_RECORD_MODEL_PATHS"  # "1": records keep a local model's full path (default: its name)
 
 
 @dataclass
@@ -45,23 +47,29 @@ class Asset:
     version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
-    def record(self) -> dict[str, Any]:
-        """Everything but the data itself, JSON-ready: what a sidecar or a manifest line holds."""
+    def record(self, *, model_path: bool | None = None) -> dict[str, Any]:
+        """Everything but the data itself, JSON-ready: what a file's tags, a sidecar or a manifest line holds.
+
+        The model is named as others may see it (a local path by its own name: models.public_name), since files
+        are shared; `model_path=True` (or AIGC_RECORD_MODEL_PATHS=1) keeps the full reference, for a record that
+        must find the model again on this machine."""
         out = {}
         for f in fields(self):
             if f.name != "data":
                 value = getattr(self, f.name)
                 out[f.name] = to_dict(value) if f.name in _TYPED else deepcopy(value)
+        if not _keeps_model_path(model_path):
+            out["model"] = public_name(self.model)
         return out
 
-    def to_bytes(self, format: str | None = None) -> bytes:
+    def to_bytes(self, format: str | None = None, *, model_path: bool | None = None) -> bytes:
         """The asset as the bytes of a file in `format` ("png", "webp", "jpeg", "wav", "ogg"...; default: the
         kind's own), with its record inside where the format holds it. Nothing touches the disk."""
         fmt = formats.by_name(format) if format else formats.default(self.kind)
         self._check_format(fmt)
-        return formats.encode(fmt, self.data, self.record()).data
+        return formats.encode(fmt, self.data, self.record(model_path=model_path)).data
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, model_path: bool | None = None) -> Path:
         """Write the asset and its provenance; returns the data file's path. Never leaves a half-written file.
 
         The format follows the suffix (formats.py lists them). The record goes inside the file where the
@@ -70,7 +78,7 @@ class Asset:
         """
         path = path_arg(path, "path")
         fmt = formats.for_path(path, self.kind)
-        record = {**self.record(), "file": path.name}
+        record = {**self.record(model_path=model_path), "file": path.name}
         encoded = formats.encode(fmt, self.data, record)
         write_atomic(path, encoded.data)
         if fmt.sidecar or not encoded.embedded:
@@ -147,6 +155,13 @@ def _checked_record(record: dict[str, Any], kind: str) -> dict[str, Any]:
 def a1111_parameters(asset: Asset) -> str:
     """The A1111-style "parameters" text an image asset carries (what web UIs and gallery viewers read)."""
     return formats.a1111_text(asset.record(), asset.data.width, asset.data.height)
+
+
+def _keeps_model_path(asked: bool | None) -> bool:
+    """Whether a record keeps a local model's full path: asked for in the call, else by AIGC_RECORD_MODEL_PATHS."""
+    if asked is not None:
+        return asked
+    return os.environ.get(MODEL_PATHS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def load(path: str | os.PathLike) -> Asset:

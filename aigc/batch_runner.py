@@ -10,32 +10,40 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from . import checks
+from . import checks, console
 from . import seeds as seed_rule
 from .assets import Asset, load
 from .batch import Job, Manifest, Summary, chunks, make, plan, read_prompts, record_of
 from .errors import ConfigError
-from .storage import clean_partial, locked_dir, path_arg, write_atomic
+from .progress import report as report_progress
+from .records import Progress
+from .storage import clean_partial, locked_dir, path_arg, write_atomic, write_json
 
 ENGINES = ("local", "ray")
+SEED_FILE = "batch.json"  # the batch's seed, so the same command without --seed resumes with it
 
 
-def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: int = 0, backend: str | None = None,
+def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: int | None = None,
+          backend: str | None = None,
           model: str | None = None, best_of: int | None = None, min_score: float | None = None,
           max_attempts: int | None = None, engine: str = "local", workers: int | None = None,
           ray_address: str | None = None, batch_size: int = 8, manager=None,
-          on_asset: Callable[[Job, Asset, Path], None] | None = None, **params: Any) -> Summary:
+          on_asset: Callable[[Job, Asset, Path], None] | None = None,
+          progress: Callable[[Progress], None] | bool | None = None, **params: Any) -> Summary:
     """Make `n` variants of every prompt in a .txt/.csv/.jsonl file into `out`, resuming what is done.
 
     One batch writes a directory at a time (a second one on the same `out` is refused while the first runs);
-    temporary files a killed run left behind are removed, and finished assets are skipped.
+    temporary files a killed run left behind are removed, and finished assets are skipped. Without a seed, a
+    batch already in `out` keeps the seed it recorded (batch.json), and a new one draws a fresh one. `progress`
+    hears the assets as they are written and the work inside (as for aigc.generate; None: bars on a terminal).
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r}; use 'local' or 'ray'.", field="engine")
     checks.whole("batch_size", batch_size, least=1)
     if workers is not None:
         checks.whole("workers", workers, least=1)
-    seed_rule.check(seed)
+    out = path_arg(out, "out", field="out")
+    seed = seed_rule.chosen(recorded_seed(out) if seed is None else seed)
     loop = {k: v for k, v in {"best_of": best_of, "min_score": min_score, "max_attempts": max_attempts}.items()
             if v is not None}
     check_batch_wide(kind, n, backend, model, params, loop)  # what every row shares fails once, up front
@@ -43,12 +51,15 @@ def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: 
     jobs, failures = plan(rows, kind=kind, n=n, seed=seed, backend=backend, model=model, params=params, loop=loop)
     with locked_dir(out, "batch") as out:
         clean_partial(out)
+        if not (out / SEED_FILE).exists():
+            write_json(out / SEED_FILE, {"seed": seed})
         manifest = Manifest(out)
         summary = Summary(failed=failures)
         todo = _todo(jobs, manifest, out, summary, on_asset)
         groups = chunks(todo, batch_size)
-        results = _run_local(groups, manager) if engine == "local" else _run_ray(groups, workers, ray_address)
-        _collect(results, len(todo), out, manifest, summary, on_asset)
+        with console.scope(progress):
+            results = _run_local(groups, manager) if engine == "local" else _run_ray(groups, workers, ray_address)
+            _collect(results, len(todo), out, manifest, summary, on_asset)
         if summary.failed:
             lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in summary.failed)
             write_atomic(out / "failures.jsonl", lines.encode("utf-8"))
@@ -57,6 +68,18 @@ def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: 
         write_gallery(out, manifest.records())
         summary.malformed = len(manifest.skipped)
     return summary
+
+
+def recorded_seed(out: Path) -> int | None:
+    """The seed a batch in `out` started with (batch.json); 0 for a batch made before seeds were recorded (their
+    default), None for a new directory."""
+    try:
+        seed = json.loads((out / SEED_FILE).read_text(encoding="utf-8")).get("seed")
+    except FileNotFoundError:
+        return 0 if (out / "manifest.jsonl").exists() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def check_batch_wide(kind: str, n: int, backend: str | None, model: str | None, params: dict[str, Any],
@@ -97,19 +120,17 @@ def _todo(jobs: list[Job], manifest: Manifest, out: Path, summary: Summary,
 def _collect(results, total: int, out: Path, manifest: Manifest, summary: Summary,
              on_asset: Callable[[Job, Asset, Path], None] | None) -> None:
     """Write each result as it comes back: the asset's file first, then its manifest line."""
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc="batch", unit="asset", disable=None) as bar:
-        for job, asset, error in results:
-            if asset is None:
-                summary.failed.append({"row": job.row, "variant": job.variant, "prompt": job.prompt, "reason": error})
-            else:
-                asset.save(out / job.file_name())
-                manifest.append(record_of(job, asset, job.file_name()))
-                summary.made += 1
-                if on_asset:
-                    on_asset(job, asset, out / job.file_name())
-            bar.update(1)
+    report_progress("batch", 0, total)
+    for done, (job, asset, error) in enumerate(results, 1):
+        if asset is None:
+            summary.failed.append({"row": job.row, "variant": job.variant, "prompt": job.prompt, "reason": error})
+        else:
+            asset.save(out / job.file_name())
+            manifest.append(record_of(job, asset, job.file_name()))
+            summary.made += 1
+            if on_asset:
+                on_asset(job, asset, out / job.file_name())
+        report_progress("batch", done, total)
 
 
 def _run_local(groups: list[list[Job]], manager):

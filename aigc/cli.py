@@ -133,6 +133,7 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
     Text is printed; images and audio are saved (to --out, default out/) and their paths printed. Every
     backend knob is an option below (or -p KEY=VALUE); a knob the chosen backend does not take is refused.
     """
+    _own_progress_only()
     from . import api, formats
 
     file_format = formats.by_name(fmt) if fmt is not None else formats.default(kind)
@@ -155,13 +156,14 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         writable_dir(out)  # a read-only or misnamed --out fails now, not after the work is done
     request = dict(backend=backend, model=model, n=n, seed=seed, best_of=best_of, min_score=min_score,
                    max_attempts=max_attempts, diverse=diverse, **params)
-    if server:
-        assets = _client(server, token).generate(kind, " ".join(prompt), **request)
-    else:
-        assets = api.generate(kind, " ".join(prompt), manager=manager, library=False if no_library else library_path,
-                              **request)
-    for asset in assets:
-        _report(asset, _save(asset, out, file_format), as_json, stream, play, several=len(assets) > 1)
+    with _progress(streaming=stream) as shown:
+        if server:
+            assets = _client(server, token).generate(kind, " ".join(prompt), progress=shown, **request)
+        else:
+            assets = api.generate(kind, " ".join(prompt), manager=manager,
+                                  library=False if no_library else library_path, progress=shown, **request)
+    for index, asset in enumerate(assets):
+        _report(asset, _save(asset, out, file_format), as_json, stream, play, place=(index, len(assets)))
     if kind == "image" and len(assets) > 1:
         from .sheets import write_contact_sheet
 
@@ -170,6 +172,24 @@ def generate(kind: str, prompt: tuple[str, ...], backend: str | None, model: str
         click.echo(sheet, err=as_json)  # --json keeps stdout to JSON lines
     if out is not None and not as_json:
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
+
+
+def _progress(streaming: bool = False) -> Any:
+    """How a command shows its progress: bars on a terminal, a line per stage when stderr is a file or a pipe;
+    while text streams to the terminal, lines only (bars would redraw over it) and no token count."""
+    from .console import Console
+
+    return Console(live=False, skip=("decode",)) if streaming else Console()
+
+
+def _own_progress_only() -> None:
+    """aigc's rows replace the libraries' own bars (transformers' "Loading weights", the GGUF conversion's, the
+    diffusers pipeline's): tqdm and huggingface_hub read these settings once, when first imported, so a command
+    that shows progress calls this first, before anything imports them. A user's own TQDM_DISABLE=0 wins."""
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _command_knobs(kind: str, backend: str | None, model: str | None, knob_args: dict[str, Any],
@@ -194,8 +214,10 @@ def _save(asset: Any, out: Path | None, file_format: Any) -> Path | None:
     return asset.save(unique_path(out, f"{asset.kind}-{slug(asset.prompt)}-{asset.seed}", file_format.suffix))
 
 
-def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bool, several: bool) -> None:
-    """Print one output: its JSON record, its file, or its text."""
+def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bool, place: tuple[int, int]) -> None:
+    """Print one output: its JSON record, its file, or its text. Several texts go to stdout each under a header line
+    `--- 2 of 3, seed 8 ---` and a blank line apart, so a person and a pipe can tell them apart (--json: one JSON
+    record a line)."""
     if as_json:
         data = asset.data if asset.kind == "text" else None
         click.echo(json.dumps({**asset.record(), "data": data, "file": str(path) if path else None},
@@ -207,8 +229,11 @@ def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bo
     elif stream:
         click.echo()
     else:
-        if several or asset.score is not None:
-            click.secho(f"--- seed {asset.seed}{_score_line(asset)} ---", fg="cyan", err=True)
+        index, total = place
+        if index:
+            click.echo()
+        if total > 1 or asset.score is not None:
+            click.secho(f"--- {index + 1} of {total}, seed {asset.seed}{_score_line(asset)} ---", fg="cyan")
         click.echo(asset.data)
 
 
@@ -218,7 +243,8 @@ def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bo
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="Batch directory: assets, manifest.jsonl, failures.jsonl, index.html. Re-run to resume.")
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Variants per prompt.")
-@click.option("--seed", "-s", type=int, default=0, show_default=True, help="Batch seed; each asset's seed derives from it.")
+@click.option("--seed", "-s", type=int, help="Batch seed; each asset's seed derives from it. Default: a random one, "
+                                           "recorded in the batch directory, which a resumed batch keeps.")
 @click.option("--backend", "-b", help="Generator within the kind (rows may set their own).")
 @click.option("--model", "-m", help="Model reference (rows may set their own).")
 @click.option("--best-of", type=int, help="Score this many candidates per asset and keep the best.")
@@ -231,7 +257,7 @@ def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bo
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per generate call.")
 @_server_options
 @click.pass_context
-def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed: int, backend: str | None,
+def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed: int | None, backend: str | None,
           model: str | None, best_of: int | None, min_score: float | None, max_attempts: int | None, engine: str,
           workers: int | None, ray_address: str | None, batch_size: int, server: str | None, token: str | None,
           **knob_args: Any) -> None:
@@ -241,6 +267,7 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
     Any generator knob is an option too: --max-new-tokens 80, --steps 30, --truncation 0.7...
     CSV/JSONL rows may carry their own seed, backend, model, n and knobs.
     """
+    _own_progress_only()
     from .batch_runner import batch as run_batch
 
     if ctx.args:
@@ -254,10 +281,12 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
 
         chosen = ctx.get_parameter_source("batch_size") not in (ParameterSource.DEFAULT, None)
         _local_only(engine=engine == "ray", workers=workers, ray_address=ray_address, batch_size=chosen)
-        summary = _client(server, token).batch(prompts, out, **request, **params)
+        with _progress() as shown:
+            summary = _client(server, token).batch(prompts, out, progress=shown, **request, **params)
     else:
-        summary = run_batch(prompts, out, engine=engine, workers=workers, ray_address=ray_address,
-                            batch_size=batch_size, **request, **params)
+        with _progress() as shown:
+            summary = run_batch(prompts, out, engine=engine, workers=workers, ray_address=ray_address,
+                                batch_size=batch_size, progress=shown, **request, **params)
     click.echo(str(summary))
     for failure in summary.failed[:10]:
         click.secho(f"  row {failure['row']}: {failure['reason']}", fg="yellow", err=True)
@@ -274,13 +303,15 @@ def batch(ctx: click.Context, prompts: Path, kind: str, out: Path, n: int, seed:
               help="An input (topic=...), or a step knob (story.max_new_tokens=60); repeatable.")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Run directory, which must not hold a run yet (default: a new runs/<recipe>-<seed>).")
-@click.option("--seed", "-s", type=int, default=0, show_default=True, help="Seed of the whole run.")
+@click.option("--seed", "-s", type=int, help="Seed of the whole run (each step's seeds derive from it). Default: a "
+                                           "random one, recorded in run.json; --out of an unfinished run keeps its own.")
 @click.option("--replay", type=click.Path(path_type=Path),
               help="Re-run exactly what a run.json recorded.")
 @_server_options
-def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, seed: int, replay: Path | None,
+def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, seed: int | None, replay: Path | None,
                server: str | None, token: str | None) -> None:
     """Run a YAML workflow RECIPE (see pipelines/): every step's assets, run.json and index.html land in --out."""
+    _own_progress_only()
     from . import seeds as seed_rule
     from .recipes import default_out, load_recipe, override, run_to_dir
     from .recipes import replay as replay_run
@@ -290,23 +321,30 @@ def run_recipe(recipe: Path | None, sets: tuple[str, ...], out: Path | None, see
         _local_only(replay=replay)
         if recipe is None:
             raise click.UsageError("give a recipe: a YAML file here, or the name of one of the server's pipelines.")
-        run_json = _client(server, token).run(recipe, out, seed=seed, sets=_pairs(sets, "--set"))
+        with _progress() as shown:
+            run_json = _client(server, token).run(recipe, out, seed=seed, sets=_pairs(sets, "--set"), progress=shown)
     elif replay is not None:
         if recipe is not None or sets:
             raise click.UsageError("--replay takes no recipe or --set: it reruns what run.json recorded.")
         out = out or unique_path(replay.parent.parent, replay.parent.name + "-replay")
-        run_json = replay_run(replay, out)
+        with _progress() as shown:
+            run_json = replay_run(replay, out, progress=shown)
     else:
         if recipe is None:
             raise click.UsageError("give a recipe (e.g. pipelines/story_to_poster.yaml) or --replay run.json.")
         pipeline = load_recipe(recipe)
         values = override(pipeline, _pairs(sets, "--set"))
         check(pipeline, {**pipeline.inputs, **values})  # every error before the first line of output
-        seed_rule.check(seed)
+        if out is None:  # a new run directory, named after its seed (an --out run may resume with its own)
+            seed = seed_rule.chosen(seed)
+        elif seed is not None:
+            seed_rule.check(seed)
         out = writable_dir(out or default_out(recipe.stem, seed))
         announce = lambda where: click.secho(  # noqa: E731 - once the run is accepted, before any work
             f"run directory: {where} (if this run is stopped, the same command with --out {where} resumes it)", err=True)
-        run_json = run_to_dir(pipeline, values, out, seed=seed, source=str(recipe), on_start=announce)
+        with _progress() as shown:
+            run_json = run_to_dir(pipeline, values, out, seed=seed, source=str(recipe), on_start=announce,
+                                  progress=shown)
     click.echo(run_json)
     click.secho(f"open {run_json.parent / 'index.html'} to see the chain", fg="green", err=True)
 
@@ -323,14 +361,18 @@ def score(files: tuple[Path, ...], prompt: str | None, library_path: Path | None
 
     Files made by aigc carry their prompt; for any other file, say what it should answer with --prompt.
     """
+    _own_progress_only()
     from . import api
 
+    files = _assets_only(files)
     items = [_scorable(path, prompt) for path in files]
     results: dict[Path, dict] = {}
-    for kind in sorted({kind for kind, _ in items}):  # the scorer compares like with like: one call per kind
-        group = [(path, item) for path, (k, item) in zip(files, items) if k == kind]
-        for (path, _), result in zip(group, api.score([item for _, item in group], prompt, library=library_path)):
-            results[path] = result
+    with _progress() as shown:
+        for kind in sorted({kind for kind, _ in items}):  # the scorer compares like with like: one call per kind
+            group = [(path, item) for path, (k, item) in zip(files, items) if k == kind]
+            scored = api.score([item for _, item in group], prompt, library=library_path, progress=shown)
+            for (path, _), result in zip(group, scored):
+                results[path] = result
     for path in files:
         result = results[path]
         if as_json:
@@ -340,6 +382,34 @@ def score(files: tuple[Path, ...], prompt: str | None, library_path: Path | None
                                                                                                "quality")
             parts = ", ".join(f"{k} {result[k]:.2f}" if result[k] is not None else f"{k} -" for k in shown)
             click.echo(f"{result['score']:.3f}  {path}  ({parts})")
+
+
+# what aigc writes beside assets: pages and records (batches, runs), not things to judge
+OWN_RECORDS = ("index.html", "manifest.jsonl", "failures.jsonl", "batch.json", "progress.jsonl", "run.json")
+
+
+def _assets_only(files: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The files `aigc score` judges: a glob such as DIR/* or DIR/*.png also catches aigc's own contact sheets,
+    pages, records and sidecars, which are left out (saying so); nothing left is an error."""
+    from .formats import suffixes
+    from .sheets import is_contact_sheet
+
+    media = {suffix for kind in ("text", "image", "audio") for suffix in suffixes(kind)}
+    listed = {path.with_suffix("") for path in files if path.suffix.lower() in media}
+
+    def own(path: Path) -> bool:
+        sidecar = path.suffix.lower() == ".json" and path.with_suffix("") in listed
+        return path.name in OWN_RECORDS or sidecar or is_contact_sheet(path)
+
+    left_out = [path for path in files if own(path)]
+    if left_out:
+        names = ", ".join(path.name for path in left_out[:3]) + (" ..." if len(left_out) > 3 else "")
+        click.secho(f"left out {len(left_out)} of aigc's own file(s), not assets: {names}", fg="yellow", err=True)
+    kept = tuple(path for path in files if not own(path))
+    if not kept:
+        raise ConfigError("nothing to score: the files given are aigc's own contact sheets, pages or records; pass "
+                          "the assets (e.g. DIR/*.png).")
+    return kept
 
 
 def _scorable(path: Path, prompt: str | None) -> tuple[str, Any]:
@@ -411,7 +481,6 @@ def serve(host: str, port: int, data: Path, token_file: Path | None, models_dir:
 def models() -> None:
     """List the models available here: packs, converted caches and Hub downloads."""
     from rich.console import Console
-    from rich.table import Table
 
     from . import registry
     from .inventory import hub_models, pack_rows
@@ -422,12 +491,11 @@ def models() -> None:
         mark = "[green]installed[/green]" if installed == "yes" else "[red]missing[/red]"
         console.print(f"  [bold]{reference}[/bold]  {kind}, {size}, {mark}: {summary}")
         console.print(f"      {where}", soft_wrap=True)
-    backends = Table(title="Backends", title_justify="left")
-    for column in ("kind", "backend", "default model", "what"):
-        backends.add_column(column)
+    # lines, not a table: a model id is copied into commands, so it is never cut to fit a narrow terminal
+    console.print("[bold]Backends[/bold] (kind/backend, its default model, what it does)")
     for (kind, name), spec in sorted(registry.backends().items()):
-        backends.add_row(kind, name, spec.default_model or "-", spec.summary)
-    console.print(backends)
+        console.print(f"  [bold]{kind}/{name}[/bold]  {spec.default_model or '(no default model)'}", soft_wrap=True)
+        console.print(f"      {spec.summary}")
     hub = hub_models()
     console.print(f"[bold]Hugging Face cache[/bold] ({hub['path']}): "
                   + (", ".join(hub["repos"]) if hub["repos"] else "no models downloaded"))

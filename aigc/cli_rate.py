@@ -123,6 +123,7 @@ def _pair_files(directory: Path) -> list[Path]:
     """The assets of a batch (manifest.jsonl), a run (run.json) or, failing both, every media file in DIR."""
     from .batch import Manifest
     from .formats import for_path
+    from .sheets import is_contact_sheet
 
     if not directory.is_dir():
         raise ConfigError(f"--pairs {directory}: not a directory; pass a batch or run directory.", field="pairs")
@@ -138,7 +139,8 @@ def _pair_files(directory: Path) -> list[Path]:
     else:
         for path in sorted(directory.iterdir()):
             try:
-                if path.is_file() and not path.name.startswith(".") and path.suffix != ".json" and for_path(path):
+                if (path.is_file() and not path.name.startswith(".") and path.suffix != ".json" and for_path(path)
+                        and not is_contact_sheet(path)):  # `aigc generate -n` leaves a sheet beside its images
                     names.append(path.name)
             except ConfigError:
                 continue

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
-from . import errors, formats
+from . import errors, formats, seeds
 from .assets import Asset
 from .batch import ROW_KEYS, Manifest, Row, Summary, read_prompts
 from .errors import AIGCError, ConfigError, GenerationError
@@ -83,16 +83,19 @@ class Client:
         view = self._ended(self._wait(self._submit(body), progress, streamer))
         return [self._asset(entry) for entry in view["assets"]]
 
-    def run(self, recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int = 0,
+    def run(self, recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
             sets: Mapping[str, str] | None = None, progress: Callable[[Progress], None] | None = None,
             **inputs: str) -> Path:
         """A workflow run on the server, its run directory mirrored into `out` (default: a new runs/<recipe>-<seed>,
         as `aigc run` picks); returns its run.json, as aigc.recipes.run_to_dir does.
 
         `recipe` is a YAML file here (sent inline) or the name of one of the server's pipelines; `sets` are
-        `aigc run --set` pairs (an input, or step.knob=VALUE). The same call again resumes: it finds the same job.
+        `aigc run --set` pairs (an input, or step.knob=VALUE). The same call with an `out` again resumes: it finds
+        the same job (and its seed). Without a seed and an `out`, a fresh seed makes a new run, as `aigc run` does.
         """
         body, stem, shown = _recipe(recipe)
+        if out is None:
+            seed = seeds.chosen(seed)
         body.update(type="run", inputs=dict(inputs), set=dict(sets or {}), seed=seed)
         out = writable_dir(path_arg(out, "out", field="out") if out is not None else default_out(stem, seed))
         try:
@@ -105,7 +108,8 @@ class Client:
             raise GenerationError(f"the server's run (job {view['id']}) has no run.json; its files are in {out}.")
         return out / "run.json"
 
-    def batch(self, prompts: str | os.PathLike, out: str | os.PathLike, *, kind: str, n: int = 1, seed: int = 0,
+    def batch(self, prompts: str | os.PathLike, out: str | os.PathLike, *, kind: str, n: int = 1,
+              seed: int | None = None,
               backend: str | None = None, model: str | None = None, best_of: int | None = None,
               min_score: float | None = None, max_attempts: int | None = None,
               progress: Callable[[Progress], None] | None = None, **knobs: Any) -> Summary:
@@ -341,8 +345,9 @@ class Client:
 
 
 def error_of(detail: Mapping[str, Any], fallback: type[AIGCError] = GenerationError) -> AIGCError:
-    """The error a server reported ({"type", "message", "field"}) as the aigc error class its type names."""
-    cls = getattr(errors, str(detail.get("type")), None)
+    """The error a server reported as the aigc error class it names. An HTTP error names it in `aigc_type` (its
+    `type` is OpenAI's category, e.g. invalid_request_error); a job's stored error, in `type`."""
+    cls = getattr(errors, str(detail.get("aigc_type") or detail.get("type")), None)
     if not (isinstance(cls, type) and issubclass(cls, AIGCError)):
         cls = fallback
     message = str(detail.get("message") or "the server gave no reason")
@@ -497,7 +502,8 @@ def _dispatch(event: Mapping[str, Any], progress: Callable[[Progress], None] | N
               streamer: Callable[[str], Any] | None) -> None:
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     if event.get("event") == "progress" and progress is not None:
-        progress(Progress(str(data.get("stage")), int(data.get("step") or 0), int(data.get("total") or 0)))
+        progress(Progress(str(data.get("stage")), int(data.get("step") or 0), int(data.get("total") or 0),
+                          str(data.get("detail") or "")))
     elif event.get("event") == "delta" and streamer is not None:
         streamer(str(data.get("text", "")))
 

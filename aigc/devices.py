@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import torch
 
 from .errors import ConfigError, DeviceError, GenerationError, one_of
+from .models import public_name
+from .progress import report as report_progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -73,7 +75,7 @@ def resolve_dtype(spec: str | torch.dtype | None, device: torch.device) -> torch
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float16 if device.type == "mps" else torch.float32
     if name not in DTYPES:
-        raise ConfigError(f"dtype={spec!r} is not a dtype; use 'auto', {one_of(sorted(DTYPES))}.")
+        raise ConfigError(f"dtype={spec!r} is not a dtype; use 'auto', {one_of(sorted(DTYPES))}.", field="dtype")
     return DTYPES[name]
 
 
@@ -221,15 +223,18 @@ class DeviceManager:
         `loader` returns the model (or a record of modules) in CPU memory; the manager measures it, makes
         room within the budget, and moves it to the device. The model stays pinned until the block ends.
         """
-        entry = self._acquire(key, loader)
+        entry, loaded_now = self._acquire(key, loader)
         try:
+            if loaded_now:
+                report_progress("load", 1, 1, public_name(key.model))  # in the try: a sink that raises still unpins
             yield entry.value
         finally:
             with self._lock:
                 entry.pins -= 1
                 entry.last_used = time.monotonic()
 
-    def _acquire(self, key: ModelKey, loader: Callable[[], Any]) -> _Entry:
+    def _acquire(self, key: ModelKey, loader: Callable[[], Any]) -> tuple[_Entry, bool]:
+        """The pinned entry for `key`, and whether it was loaded just now."""
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:  # one thread loads a given model; others wait for it instead of loading it twice
@@ -243,7 +248,8 @@ class DeviceManager:
                         self._make_room(entry.nbytes, keep=key)
                         _move(entry.value, self.device)
                         entry.where = str(self.device)
-                    return entry
+                    return entry, False
+            report_progress("load", 0, 1, public_name(key.model))  # the slow part a person waits through: say what
             value = loader()  # slow: outside the global lock so other models stay usable meanwhile
             nbytes = size_in_bytes(value)
             with self._lock:
@@ -252,7 +258,7 @@ class DeviceManager:
                 entry = _Entry(key, value, nbytes, str(self.device), pins=1)
                 self._entries[key] = entry
                 self.counters["loads"] += 1
-                return entry
+                return entry, True
 
     def _on_device_bytes(self) -> int:
         return sum(e.nbytes for e in self._entries.values() if e.where == str(self.device))
@@ -337,13 +343,16 @@ class DeviceManager:
         return results
 
     def stats(self) -> dict[str, Any]:
-        """What is loaded where, how much memory it holds, and what the cache has done so far."""
+        """What is loaded where, what it runs as, how much memory it holds, and what the cache has done so far.
+
+        A model's `runs` is what its loader reports (a cached value's `runs` attribute: the packed text path says
+        "int4 (the GGUF's Q4_1 codes), bf16 activations"), else the dtype it was loaded in."""
         now = time.monotonic()
         with self._lock:
             models = [
                 {
                     "backend": e.key.family, "model": e.key.model, "dtype": e.key.dtype, "variant": e.key.describe(),
-                    "where": e.where,
+                    "runs": getattr(e.value, "runs", "") or e.key.dtype, "where": e.where,
                     "mb": round(e.nbytes / 1024**2, 1), "in_use": e.pins > 0,
                     "idle_s": round(now - e.last_used, 1),
                 }
@@ -352,6 +361,7 @@ class DeviceManager:
             stats = {
                 "device": str(self.device),
                 "dtype": str(self.dtype).removeprefix("torch."),
+                "packs_cpu_weights": self.pack_cpu_weights,  # Q4_1 GGUF text models run packed in 4 bits
                 "budget_mb": round(self.budget / 1024**2, 1),
                 "reserve_mb": round(self.reserve / 1024**2, 1),
                 "used_mb": round(self._on_device_bytes() / 1024**2, 1),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .errors import ConfigError, one_of
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL.Image import Image
 
     from .audio import Audio
@@ -32,6 +33,11 @@ _WAV_TAG_LIMIT = 2_000  # libsndfile drops INFO strings of 2,046 B+ on read; a ~
 _FLAC_TAG_LIMIT = 8 * _MiB  # the whole Vorbis comment block must stay under 16 MiB (24-bit length).
 _OGG_TAG_LIMIT = 16 * _MiB  # Ogg pages chain: 20 MiB comments still read back.
 _VORBIS_MAX_RATE = 200_000  # libvorbisenc crashes the process (segfault) above 200 kHz.
+_ID3_LIMIT = 16 * _MiB  # a WAV's `id3 ` chunk: ID3v2.4 sizes are 28-bit (256 MiB); 16 MiB records read back.
+# Samples go to libsndfile this many frames per write(): its Vorbis encoder segfaults on one write() of about
+# 2.1M samples or more (2,090,000 passed, 2,097,151 crashed; 95 s at 22,050 Hz), killing the process and a
+# server with it. Every container writes in these chunks, so no format depends on one call's size.
+_WRITE_FRAMES = 65_536
 
 _UNICODE = b"UNICODE\x00"  # EXIF UserComment prefix for UTF-16 text; piexif and A1111 use big-endian UTF-16.
 _XMP_NS = "https://aigc.dev/ns/1.0/"
@@ -137,14 +143,19 @@ def decode(fmt: Format | str, raw: bytes, name: str = "file") -> Decoded:
 
 def a1111_text(record: dict[str, Any], width: int, height: int) -> str:
     """The A1111 "parameters" text other tools read: prompt, negative prompt, then one line of 'Key: value'."""
+    from .models import public_name
+
     settings = dict(record.get("a1111") or {})
     negative = settings.pop("Negative prompt", None)
+    model_hash = settings.pop("Model hash", None)
     lines = [str(record.get("prompt") or "")]
     if negative:
         lines.append(f"Negative prompt: {negative}")
     backend = record.get("backend")
+    model = record.get("model")  # by its name, as A1111 writes it: never the directories of a local path
     pairs = [*settings.items(), ("Seed", record.get("seed")), ("Size", f"{width}x{height}"),
-             ("Model", record.get("model")), ("Backend", None if backend is None else f"aigc {backend}"),
+             ("Model hash", model_hash), ("Model", public_name(model) if isinstance(model, str) else None),
+             ("Backend", None if backend is None else f"aigc {backend}"),
              ("Version", record.get("version"))]
     lines.append(", ".join(f"{key}: {value}" for key, value in pairs if value is not None))
     return "\n".join(lines)
@@ -322,8 +333,29 @@ def _record_from_xmp(xmp: bytes | str | None) -> dict[str, Any] | None:
 def _encode_audio(audio: Any, record: dict[str, Any], *, container: str, subtype: str, tag_limit: int,
                   max_rate: int | None = None) -> Encoded:
     """Mono audio with tags: title (the prompt), software, and the record as the comment when it fits."""
-    import numpy as np
     import soundfile as sf
+
+    samples, rate = _checked_samples(audio, container, max_rate)
+    comment = _record_json(record)
+    embedded = len(comment.encode("utf-8")) <= tag_limit
+    buffer = io.BytesIO()
+    try:
+        with sf.SoundFile(buffer, "w", rate, 1, format=container, subtype=subtype) as handle:
+            _set_tag(handle, "title", _title(record))
+            _set_tag(handle, "software", _software(record))
+            if embedded:
+                handle.comment = comment
+            for start in range(0, samples.size, _WRITE_FRAMES):
+                handle.write(samples[start:start + _WRITE_FRAMES])
+    except RuntimeError as error:  # soundfile.LibsndfileError, e.g. a sample rate FLAC cannot store
+        raise ConfigError(f"cannot save the audio as {container} ({_sf_reason(error)}).") from None
+    return Encoded(buffer.getvalue(), embedded)
+
+
+def _checked_samples(audio: Any, container: str, max_rate: int | None) -> tuple[np.ndarray, int]:
+    """Float32 mono samples in [-1, 1] and the rate, or a ConfigError before libsndfile sees anything it would
+    mishandle (out-of-range floats wrap around in 16-bit PCM; libvorbisenc crashes on very high rates)."""
+    import numpy as np
 
     from .audio import Audio
 
@@ -335,25 +367,24 @@ def _encode_audio(audio: Any, record: dict[str, Any], *, container: str, subtype
     rate = int(audio.sample_rate)
     if rate < 1 or (max_rate is not None and rate > max_rate):
         raise ConfigError(f"{container} stores 1 to {max_rate or 'any'} Hz audio, not {rate} Hz.")
-    samples = np.clip(np.nan_to_num(samples), -1.0, 1.0)  # out-of-range floats would wrap around in 16-bit PCM
-    comment = _record_json(record)
-    embedded = len(comment.encode("utf-8")) <= tag_limit
-    buffer = io.BytesIO()
-    try:
-        with sf.SoundFile(buffer, "w", rate, 1, format=container, subtype=subtype) as handle:
-            _set_tag(handle, "title", str(record.get("prompt") or "")[:200])
-            _set_tag(handle, "software", f"aigc {record.get('version', '')}")
-            if embedded:
-                handle.comment = comment
-            handle.write(samples)
-    except RuntimeError as error:  # soundfile.LibsndfileError, e.g. a sample rate FLAC cannot store
-        raise ConfigError(f"cannot save the audio as {container} ({_sf_reason(error)}).") from None
-    return Encoded(buffer.getvalue(), embedded)
+    return np.clip(np.nan_to_num(samples), -1.0, 1.0), rate
+
+
+def _title(record: dict[str, Any]) -> str:
+    """The title tag: the prompt's first 200 characters, as every audio container (and WAV's ID3) holds it."""
+    return _tag_text(str(record.get("prompt") or "")[:200])
+
+
+def _software(record: dict[str, Any]) -> str:
+    return _tag_text(f"aigc {record.get('version', '')}")
+
+
+def _tag_text(value: str) -> str:
+    # libsndfile takes C strings (a NUL would end them) and refuses empty ones; 1,000 B is far within every limit.
+    return _clip(value.replace("\x00", ""), 1_000)
 
 
 def _set_tag(handle: Any, tag: str, value: str) -> None:
-    # libsndfile takes C strings (a NUL would end them) and refuses empty ones; 1,000 B is far within every limit.
-    value = _clip(value.replace("\x00", ""), 1_000)
     if value:
         setattr(handle, tag, value)
 
@@ -404,6 +435,32 @@ def _sf_reason(error: Exception) -> str:
     return str(error).removeprefix(getattr(error, "prefix", "")).removeprefix("Error : ").rstrip(".")
 
 
+# --- WAV: INFO tags for libsndfile and players, an ID3 chunk for mutagen and the tools built on it (wav_tags.py) ---
+
+
+def _encode_wav(audio: Any, record: dict[str, Any]) -> Encoded:
+    """WAV with INFO tags and an ID3v2.4 chunk after the data; ID3 has no ~2 KB limit, so its comment holds the
+    whole record even where INFO's cannot."""
+    from .wav_tags import with_id3
+
+    encoded = _encode_audio(audio, record, container="WAV", subtype="PCM_16", tag_limit=_WAV_TAG_LIMIT)
+    comment = _record_json(record)
+    fits = len(comment.encode("utf-8")) <= _ID3_LIMIT
+    return Encoded(with_id3(encoded.data, _title(record), _software(record), comment if fits else ""),
+                   encoded.embedded or fits)
+
+
+def _decode_wav(raw: bytes, name: str) -> Decoded:
+    """The record from the INFO comment, else from the ID3 comment (where a record over 2,000 bytes is)."""
+    from .wav_tags import id3_comments
+
+    decoded = _decode_audio(raw, name, containers=("WAV", "WAVEX", "RF64"))
+    if decoded.record is not None:
+        return decoded
+    records = (_parse_record(comment) for comment in id3_comments(raw))  # files from elsewhere hold other comments
+    return Decoded(decoded.data, next((r for r in records if r is not None), None))
+
+
 # --- the table: adding a format is one row -------------------------------------------------------------------
 
 FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (
@@ -416,9 +473,7 @@ FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (
     Format("jpeg", "image", (".jpg", ".jpeg"), "image/jpeg", False,  # lossy: pixels come back close, not exact
            partial(_encode_tagged, pil="JPEG", limit=_JPEG_LIMIT, quality=95),
            partial(_decode_tagged, pil="JPEG")),
-    Format("wav", "audio", (".wav",), "audio/wav", True,
-           partial(_encode_audio, container="WAV", subtype="PCM_16", tag_limit=_WAV_TAG_LIMIT),
-           partial(_decode_audio, containers=("WAV", "WAVEX", "RF64"))),
+    Format("wav", "audio", (".wav",), "audio/wav", True, _encode_wav, _decode_wav),  # INFO and ID3 tags
     Format("flac", "audio", (".flac",), "audio/flac", True,
            partial(_encode_audio, container="FLAC", subtype="PCM_16", tag_limit=_FLAC_TAG_LIMIT),
            partial(_decode_audio, containers=("FLAC",))),

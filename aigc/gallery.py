@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from .report import media_html
 from .storage import write_atomic
@@ -24,7 +23,6 @@ c.style.display=ok?'':'none'}}}}</script>"""
 
 def _card(record: dict[str, Any], directory: Path) -> str:
     """One asset's card; every value from the manifest is escaped, since a manifest is only a file."""
-    file = html.escape("./" + quote(str(record["file"])))
     path = directory / record["file"]
     kind = record.get("kind")
     text = path.read_text(encoding="utf-8", errors="replace") if kind == "text" and path.is_file() else ""
@@ -35,7 +33,7 @@ def _card(record: dict[str, Any], directory: Path) -> str:
     search = html.escape(f"{prompt} seed {record.get('seed')}{shown}".lower(), quote=True)
     return (f'<div class=card data-text="{search}" data-score="{score if score is not None else 1}">{body}'
             f'<div><b>{html.escape(prompt)}</b></div><div class=meta>row {int(record["row"])} · variant '
-            f'{int(record["variant"])} · seed {seed}{shown} · <a href="{file}">{html.escape(str(record["file"]))}</a></div></div>')
+            f'{int(record["variant"])} · seed {seed}{shown}</div></div>')  # media_html links the file, once
 
 
 def write_gallery(directory: Path, records: list[dict[str, Any]]) -> None:

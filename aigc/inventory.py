@@ -53,6 +53,19 @@ def hub_models() -> dict[str, Any]:
     return {"path": str(path), "repos": repos}
 
 
+def dtype_fact(manager: Any) -> str:
+    """The dtype line of `aigc doctor`: the manager's dtype, and what the embedded text model really runs in."""
+    from .devices import cpu_has_fast_bf16
+
+    dtype = str(manager.dtype).removeprefix("torch.")
+    if manager.pack_cpu_weights:
+        return (f"{dtype}; Q4_1 GGUF text models (pack:smollm2) run packed: int4 weights, bf16 activations (this CPU "
+                "does bf16 in hardware; dtype='float32' or AIGC_DTYPE=float32 runs them in float32)")
+    if manager.device.type == "cpu" and not cpu_has_fast_bf16():
+        return f"{dtype} (this CPU has no fast bf16, so GGUF text models run de-quantised in {dtype} too)"
+    return dtype
+
+
 def diagnose() -> dict[str, str]:
     """The facts `aigc doctor` prints: versions, device and dtype, memory, offline state, caches, packs."""
     import torch
@@ -76,7 +89,7 @@ def diagnose() -> dict[str, str]:
     try:
         manager = devices.get_manager()
         facts["device"] = f"{manager.device} (AIGC_DEVICE={os.environ.get('AIGC_DEVICE', 'auto')})"
-        facts["dtype"] = str(manager.dtype).removeprefix("torch.")
+        facts["dtype"] = dtype_fact(manager)
         facts["memory budget"] = f"{_human(manager.budget)} for models, {_human(manager.reserve)} kept free"
     except Exception as error:
         facts["device"] = f"error: {error}"

@@ -358,3 +358,69 @@ def same_model(first: str, second: str) -> bool:
     except ModelLoadError:
         return False
     return (a.path is not None and a.path == b.path) or (a.path is None and a.repo_id == b.repo_id)
+
+
+# --- how a model is named to others -------------------------------------------------------------------------------
+_WEIGHT_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".tar"}
+_HASHES_FILE = "model-hashes.json"  # in the cache: A1111-style short hashes, so a big file is read once
+_hashes: dict[str, str] = {}
+
+
+def public_name(ref: str) -> str:
+    """A model as others may see it (a shared image's metadata, a server's records): a pack or a Hub id as it is;
+    a local path by its own name only (a weights file's without its suffix, as A1111 names checkpoints), so no
+    directory layout leaks into what a user shares."""
+    if not isinstance(ref, str) or ref.startswith(PACK_PREFIX):
+        return ref
+    path = Path(ref)
+    if not (ref.startswith(("/", ".", "~")) or "\\" in ref or path.exists() or path.suffix in _WEIGHT_SUFFIXES):
+        return ref  # a Hub id
+    name = path.name or ref
+    return path.stem if path.suffix.lower() in _WEIGHT_SUFFIXES else name
+
+
+def short_hash(ref: str) -> str | None:
+    """A1111's "Model hash" of a single-file model (the first 10 hex digits of its SHA-256, what Civitai and
+    image viewers match on); None for a directory or a Hub id. Computed once per file version, then cached."""
+    try:
+        path = resolve(ref).path
+    except ModelLoadError:
+        return None
+    if path is None or not path.is_file():
+        return None
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    if key not in _hashes:
+        stored = _stored_hashes()
+        if key not in stored:
+            stored[key] = _sha256(path)[:10]
+            _store_hashes(stored)
+        _hashes[key] = stored[key]
+    return _hashes[key]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stored_hashes() -> dict[str, str]:
+    try:
+        stored = json.loads((cache_dir() / _HASHES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in stored.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(stored, dict) \
+        else {}
+
+
+def _store_hashes(stored: dict[str, str]) -> None:
+    """Keep the hashes for the next process; a cache that cannot be written only costs a re-hash later."""
+    from .storage import write_json
+
+    try:
+        write_json(cache_dir() / _HASHES_FILE, stored)
+    except StorageError:
+        pass

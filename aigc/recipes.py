@@ -34,6 +34,7 @@ from . import formats, registry
 from .assets import Asset, __version__, load
 from .checks import plain_text
 from .errors import AIGCError, ConfigError, one_of
+from . import seeds as seed_rule
 from .seeds import MAX_SEED
 from .storage import append_jsonl, clean_partial, locked_dir, path_arg, read_jsonl, read_text, unique_path, write_json
 from .templates import placeholders
@@ -188,11 +189,13 @@ def _line(node: Any, loc: tuple) -> int:
     return line
 
 
-def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int = 0, **inputs: str) -> Any:
+def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
+        **inputs: str) -> Any:
     """Run a YAML recipe (`aigc.run("pipelines/story_to_poster.yaml", topic="a city of glass")`).
 
     Returns step name -> its assets; with `out`, also writes the run directory (assets, run.json, index.html)
-    and returns the path of its run.json.
+    and returns the path of its run.json. Without a seed the run draws one (recorded in run.json); an unfinished
+    run in `out` resumes with the seed it recorded.
     """
     pipeline = load_recipe(recipe)
     if out is None:
@@ -205,17 +208,19 @@ def default_out(stem: str, seed: int) -> Path:
     return unique_path(Path("runs"), f"{stem}-{seed}")
 
 
-def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, seed: int = 0, manager=None,
+def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, seed: int | None = None, manager=None,
                source: str | None = None, on_start: Callable[[Path], None] | None = None,
                on_assets: Callable[[list[Asset], Path], None] | None = None,
                progress: Callable[[Any], None] | None = None) -> Path:
     """Run a pipeline into a run directory, saving each asset as it finishes; returns the path of run.json.
 
     The same command on the same directory resumes a killed run: calls already made are read back from their
-    files (progress.jsonl says which), the rest are made, and the result is the uninterrupted run's.
+    files (progress.jsonl says which), the rest are made, and the result is the uninterrupted run's. With no
+    seed, a run already in `out` keeps the seed it recorded; a new one draws a fresh seed.
     """
     from .report import write_report
 
+    seed = seed_rule.chosen(recorded_seed(Path(out)) if seed is None else seed)
     resolved_run = resolved(pipeline, values, seed)
     check(pipeline, {**pipeline.inputs, **values})  # the whole plan, before anything is written
     fingerprint = hashlib.sha256(json.dumps(resolved_run, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -227,7 +232,7 @@ def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, s
         if on_start:
             on_start(out)
         start = time.perf_counter()
-        journal = RunJournal(out, fingerprint, on_assets)
+        journal = RunJournal(out, fingerprint, seed, on_assets)
         produced = run_pipeline(pipeline, values, seed=seed, manager=manager, journal=journal, progress=progress)
         steps = [{"name": name, "assets": [_asset_record(asset) for asset in assets]}
                  for name, assets in produced.items()]
@@ -239,6 +244,18 @@ def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, s
         write_report(run_record, out / "index.html")
         (out / RunJournal.FILE).unlink(missing_ok=True)
     return run_json
+
+
+def recorded_seed(out: Path) -> int | None:
+    """The seed of the run already in `out` (finished: run.json; unfinished: progress.jsonl), or None."""
+    try:
+        if (out / "run.json").is_file():
+            seed = json.loads((out / "run.json").read_text(encoding="utf-8"))["pipeline"]["seed"]
+        else:
+            seed = next(iter(read_jsonl(out / RunJournal.FILE)), {}).get("seed")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _finished_run(out: Path, fingerprint: str) -> Path | None:
@@ -273,7 +290,7 @@ class RunJournal:
 
     FILE = "progress.jsonl"
 
-    def __init__(self, out: Path, fingerprint: str,
+    def __init__(self, out: Path, fingerprint: str, seed: int,
                  on_assets: Callable[[list[Asset], Path], None] | None = None) -> None:
         self.out, self.path, self.on_assets = out, out / self.FILE, on_assets
         lines = list(read_jsonl(self.path))
@@ -281,7 +298,7 @@ class RunJournal:
             raise ConfigError(f"{out} holds another, unfinished run (progress.jsonl); resume it with the same recipe, "
                               "inputs and seed, or pass a new output directory.")
         if not lines:
-            append_jsonl(self.path, [{"fingerprint": fingerprint}])
+            append_jsonl(self.path, [{"fingerprint": fingerprint, "seed": seed}])  # the seed a resume keeps
         self.done = {(line["step"], line["call"]): line["files"] for line in lines[1:]
                      if isinstance(line.get("step"), str) and isinstance(line.get("call"), int)
                      and isinstance(line.get("files"), list)}
@@ -305,7 +322,8 @@ class RunJournal:
             self.on_assets(assets, self.out)
 
 
-def replay(run_json: str | Path, out: str | Path, *, manager=None) -> Path:
+def replay(run_json: str | Path, out: str | Path, *, manager=None, progress: Callable[[Any], None] | None = None
+           ) -> Path:
     """Run again exactly what a run.json recorded (same inputs, steps and seeds)."""
     try:
         record = json.loads(read_text(path_arg(run_json, "run record"), "run record"))
@@ -315,4 +333,4 @@ def replay(run_json: str | Path, out: str | Path, *, manager=None) -> Path:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
         summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"cannot replay {run_json}: not a run.json written by `aigc run` ({summary}).") from None
-    return run_to_dir(pipeline, values, out, seed=seed, manager=manager, source=str(run_json))
+    return run_to_dir(pipeline, values, out, seed=seed, manager=manager, source=str(run_json), progress=progress)

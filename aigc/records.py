@@ -55,11 +55,13 @@ class Refinement:
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a piece of work is: its stage ("generate", "decode", "denoise", "search"...), step of total."""
+    """How far a piece of work is: its stage ("load", "decode", "denoise", "workflow", "batch"...), step of total,
+    and what it is working on where that helps (the model a load is for, the workflow's step)."""
 
     stage: str
     step: int
     total: int
+    detail: str = ""
 
 
 def to_dict(record: Any) -> dict[str, Any] | None:

@@ -16,16 +16,17 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 
 
 def media_html(kind: str, file: str, text: str = "") -> str:
-    """How an asset shows on a page: an image linking to itself, an audio player, or the text.
+    """How an asset shows on a page, with exactly one link to its file: an image linking to itself, or an audio
+    player or the text followed by the file's name as a link.
 
     The link is always relative ("./name", URL-quoted), so no file name can become a javascript: or remote URL.
     """
     link = html.escape("./" + quote(file))
     label = html.escape(file)
     if kind == "image":
-        return f'<a href="{link}"><img loading=lazy src="{link}"></a>'
+        return f'<a href="{link}" title="{label}"><img loading=lazy src="{link}" alt="{label}"></a>'
     if kind == "audio":
-        return f'<audio controls preload=none src="{link}"></audio>'
+        return f'<audio controls preload=none src="{link}"></audio><a href="{link}">{label}</a>'
     return f'<pre>{html.escape(text)}</pre><a href="{link}">{label}</a>'
 
 

@@ -30,6 +30,13 @@ def fresh() -> int:
     return secrets.randbelow(2**31)
 
 
+def chosen(seed: int | None) -> int:
+    """The seed of a whole run or batch: the one given, else a fresh one, drawn once and recorded with its outputs
+    (the same rule as a call's: no seed means a new random one; a run or batch directory that resumes keeps the
+    seed it recorded)."""
+    return fresh() if seed is None else check(seed)
+
+
 def check(seed: object, what: str = "seed") -> int:
     """A valid seed, or a ConfigError that says what a seed may be."""
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:

@@ -238,8 +238,11 @@ def unique_path(directory: str | os.PathLike, stem: str, suffix: str = "") -> Pa
 
 
 def slug(text: str, size: int = 40, fallback: str = "output") -> str:
-    """A file-name-safe, lower-case piece of `text`: letters and digits joined by dashes."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:size].rstrip("-") or fallback
+    """A file-name-safe, lower-case piece of `text`: ASCII letters and digits joined by dashes. Other scripts are
+    transliterated first ("Café déjà vu" -> cafe-deja-vu, "Москва" -> moskva), so a name keeps its words."""
+    from anyascii import anyascii
+
+    return re.sub(r"[^a-z0-9]+", "-", anyascii(text).lower()).strip("-")[:size].rstrip("-") or fallback
 
 
 def _umask() -> int:

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Any, Callable, Protocol
 
-from . import checks, limits, registry, templates
+from . import checks, console, limits, registry, templates
 from . import seeds as seed_rule
 from .assets import Asset
 from .errors import ConfigError, GenerationError
+from .progress import report as report_progress
 from .records import Progress, WorkflowLink
 
 SPLITS = ("paragraphs", "sentences")
@@ -178,32 +179,34 @@ def _pieces(text: str, split: str | None) -> list[str]:
     return [p.strip() for p in parts if p.strip()] or [text]
 
 
-def run(pipeline: Pipeline, values: dict[str, str] | None = None, *, seed: int = 0, manager=None,
+def run(pipeline: Pipeline, values: dict[str, str] | None = None, *, seed: int | None = None, manager=None,
         library: Any = None, journal: Journal | None = None,
         progress: Callable[[Progress], None] | None = None) -> dict[str, list[Asset]]:
     """Run every step; returns step name -> its assets (all intermediate assets are kept).
 
+    `seed` is the run's (each call of a step derives its own from it); None draws a fresh one.
+
     `library` is what scored steps (best_of / min_score) judge novelty against and add to (none by default).
     `journal` keeps each call's assets as it finishes and hands back those a killed run already made.
+    `progress` hears each step and the work inside it (as for aigc.generate; None: bars on a terminal).
     """
-    from tqdm.auto import tqdm
-
     from .devices import get_manager
 
     values = {**pipeline.inputs, **(values or {})}
     order = check(pipeline, values)
-    seed_rule.check(seed)
+    seed = seed_rule.chosen(seed)
     manager = manager or get_manager()
     specs = {step.name: registry.get(step.kind, step.backend, step.model) for step in order}
     last_use = {_model_of(step, specs): index for index, step in enumerate(order)}  # linear, not steps x steps
     produced: dict[str, list[Asset]] = {}
-    for index, step in enumerate(tqdm(order, desc="workflow", unit="step", disable=None)):
-        if progress:
-            progress(Progress(f"step {step.name}", index, len(order)))
-        produced[step.name] = _run_step(pipeline, step, values, produced, seed, manager, library, journal, progress)
-        model = _model_of(step, specs)
-        if last_use[model] == index:  # no later step uses it: free it for the next (often bigger) model
-            manager.release(specs[step.name].load().family, model[1])
+    with console.scope(progress):
+        for index, step in enumerate(order):
+            report_progress("workflow", index, len(order), detail=step.name)
+            produced[step.name] = _run_step(pipeline, step, values, produced, seed, manager, library, journal)
+            model = _model_of(step, specs)
+            if last_use[model] == index:  # no later step uses it: free it for the next (often bigger) model
+                manager.release(specs[step.name].load().family, model[1])
+        report_progress("workflow", len(order), len(order), detail=order[-1].name if order else "")
     return produced
 
 
@@ -240,8 +243,7 @@ def _calls(pipeline: Pipeline, step: Step, values: dict[str, str],
 
 
 def _run_step(pipeline: Pipeline, step: Step, values: dict[str, str], produced: dict[str, list[Asset]],
-              run_seed: int, manager: Any, library: Any, journal: Journal | None,
-              progress: Callable[[Progress], None] | None = None) -> list[Asset]:
+              run_seed: int, manager: Any, library: Any, journal: Journal | None) -> list[Asset]:
     """One step: each of its calls (recalled from the journal when a killed run made it), then the join."""
     from .api import generate
 
@@ -262,7 +264,7 @@ def _run_step(pipeline: Pipeline, step: Step, values: dict[str, str], produced: 
             assets = generate(step.kind, prompt, backend=step.backend,
                               model=step.model, n=step.n, seed=step_seed(step, run_seed, call), best_of=step.best_of,
                               min_score=step.min_score, library=library if step.best_of or step.min_score else None,
-                              manager=manager, progress=progress, **params)
+                              manager=manager, **params)
             for i, asset in enumerate(assets):
                 asset.workflow = WorkflowLink(step.name, parents, f"{step.name}-{len(outputs) + i}")
             if journal:
@@ -310,8 +312,8 @@ def from_resolved(record: dict[str, Any]) -> tuple[Pipeline, dict[str, str], int
     return pipeline, dict(record["inputs"]), seed_rule.check(record["seed"])
 
 
-def chain(*steps: Step, inputs: dict[str, str] | None = None, seed: int = 0, manager=None, library: Any = None,
-          **values: str) -> dict[str, list[Asset]]:
+def chain(*steps: Step, inputs: dict[str, str] | None = None, seed: int | None = None, manager=None,
+          library: Any = None, **values: str) -> dict[str, list[Asset]]:
     """`aigc.chain(Step(...), Step(...), topic="...")`: build and run a pipeline in one call."""
     return run(Pipeline(list(steps), dict(inputs or {k: "" for k in values})), values, seed=seed, manager=manager,
                library=library)

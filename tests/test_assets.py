@@ -12,7 +12,7 @@ from aigc.storage import unique_path
 
 def test_save_and_load_round_trip(tiny_gpt2, manager, tmp_path):
     asset = aigc.generate("text", "The sea", model=tiny_gpt2, seed=4, manager=manager, max_new_tokens=6)[0]
-    path = asset.save(tmp_path / "story.txt")
+    path = asset.save(tmp_path / "story.txt", model_path=True)  # the record finds this local model again
     assert path.read_text(encoding="utf-8") == asset.data
     record = json.loads((tmp_path / "story.json").read_text())
     for key in ("prompt", "seed", "model", "backend", "params", "timings", "version", "kind", "info"):

@@ -37,6 +37,23 @@ def test_a_batch_writes_assets_and_a_manifest_that_agree(tiny_dcgan, tmp_path):
     assert (tmp_path / "out" / "contact-row-1.png").exists() and (tmp_path / "out" / "contact-row-4.png").exists()
 
 
+def test_each_gallery_card_links_its_file_once_and_names_keep_their_words(tiny_dcgan, tiny_gpt2, tmp_path):
+    import re
+
+    (tmp_path / "faces.txt").write_text("Café déjà vu\nМосква ночью\n")
+    aigc.batch(tmp_path / "faces.txt", tmp_path / "faces", kind="image", backend="gan", model=tiny_dcgan, n=2, seed=1)
+    (tmp_path / "texts.txt").write_text("Once upon a time\n")
+    aigc.batch(tmp_path / "texts.txt", tmp_path / "texts", kind="text", model=tiny_gpt2, n=2, seed=1, max_new_tokens=4)
+    for out in (tmp_path / "faces", tmp_path / "texts"):
+        page = (out / "index.html").read_text()
+        cards = page.split("<div class=card")[1:]
+        assert len(cards) == len(manifest(out)) and cards
+        for card, record in zip(cards, sorted(manifest(out), key=lambda r: (r["row"], r["variant"]))):
+            assert re.findall(r'href="([^"]+)"', card) == [f"./{record['file']}"], card  # one link, to its file
+    names = sorted(r["file"] for r in manifest(tmp_path / "faces"))
+    assert any("cafe-deja-vu" in name for name in names) and any("moskva-noch-yu" in name for name in names), names
+
+
 def test_an_asset_is_the_one_its_seed_makes_alone(tiny_dcgan, tmp_path):
     (tmp_path / "p.txt").write_text("x\n")
     aigc.batch(tmp_path / "p.txt", tmp_path / "out", kind="image", backend="gan", model=tiny_dcgan, n=2, seed=1)

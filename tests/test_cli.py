@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_generate_json_records_are_reproducible(tiny_gpt2):
     second = [json.loads(line) for line in run(*args).stdout.splitlines()]
     assert [r["seed"] for r in first] == [3, 4]
     assert [r["data"] for r in first] == [r["data"] for r in second]
-    assert first[0]["params"]["max_new_tokens"] == 5 and first[0]["model"] == tiny_gpt2
+    assert first[0]["params"]["max_new_tokens"] == 5 and first[0]["model"] == Path(tiny_gpt2).name  # not its folders
 
 
 def test_out_saves_text_with_metadata_and_never_overwrites(tiny_gpt2, tmp_path):
@@ -46,6 +47,14 @@ def test_out_saves_text_with_metadata_and_never_overwrites(tiny_gpt2, tmp_path):
     assert [p.name for p in texts] == ["text-the-sea-3-1.txt", "text-the-sea-3.txt"]
     assert texts[1].read_text().strip() == printed
     assert json.loads(texts[1].with_suffix(".json").read_text())["seed"] == 3
+
+
+def test_several_texts_are_told_apart_on_stdout(tiny_gpt2):
+    args = ("generate", "text", "The sea", "--model", tiny_gpt2, "--seed", "3", "-n", "3", "--max-new-tokens", "5")
+    printed = run(*args).stdout
+    records = [json.loads(line) for line in run(*args, "--json").stdout.splitlines()]
+    expected = "\n".join(f"--- {i + 1} of 3, seed {r['seed']} ---\n{r['data']}\n" for i, r in enumerate(records))
+    assert printed == expected  # a header line before each text, a blank line between: a pipe can split them
 
 
 def test_stream_prints_the_same_text_as_a_plain_run(tiny_gpt2):
@@ -116,7 +125,33 @@ def test_score_files_and_best_of_on_the_command_line(tiny_dcgan, tiny_gpt2, tmp_
     assert len(plain) == 2 and "relevance" in plain[0]
     best = run("generate", "text", "The sea", "--model", tiny_gpt2, "--best-of", "3", "--seed", "2",
                "--max-new-tokens", "5", "--no-library")
-    assert "rank 1 of 3" in best.stderr
+    assert best.stdout.startswith("--- 1 of 1, seed ") and "rank 1 of 3" in best.stdout  # the header, on stdout
+
+
+def test_score_leaves_out_aigcs_own_contact_sheets_pages_and_records(tiny_dcgan, tmp_path):
+    out = tmp_path / "out"  # what `aigc score out/*` sees: assets beside the sheets, pages and records aigc wrote
+    run("generate", "image", "a face", "--backend", "gan", "--model", tiny_dcgan, "-n", "3", "--seed", "1",
+        "--out", str(out))
+    (tmp_path / "b.txt").write_text("a face\n")
+    run("batch", str(tmp_path / "b.txt"), "--kind", "image", "--backend", "gan", "--model", tiny_dcgan, "-n", "2",
+        "--seed", "1", "--out", str(out))  # contact-row-1.png, index.html, manifest.jsonl, batch.json too
+    everything = sorted(str(p) for p in out.iterdir() if not p.name.startswith("."))
+    scored = run("score", *everything, "--prompt", "a face", "--json")
+    judged = sorted(json.loads(line)["file"] for line in scored.stdout.splitlines())
+    assert judged == sorted(str(p) for p in out.glob("*.png") if not p.name.startswith("contact-"))
+    assert len(judged) == 5 and "left out 5 of aigc's own file(s)" in scored.stderr, scored.stderr
+    sheets = sorted(str(p) for p in out.glob("contact-*.png"))
+    refused = run("score", *sheets, "--prompt", "a face", ok=False)
+    assert refused.returncode == 1 and "nothing to score" in refused.stderr
+
+
+def test_models_shows_each_default_model_id_whole_in_a_narrow_terminal():
+    from aigc import registry
+
+    shown = subprocess.run([AIGC, "models"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "COLUMNS": "48"}).stdout
+    for spec in registry.backends().values():
+        assert spec.default_model is None or spec.default_model in shown, spec.default_model
 
 
 def test_batch_on_the_command_line_with_knob_options(tiny_dcgan, tmp_path):

@@ -158,7 +158,7 @@ steps:
 def test_run_and_batch_with_server_write_the_files_a_local_run_and_batch_write(url, models, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)  # model names the server knows; here they are paths relative to the models directory
-    sets = ("--set", "story.max_new_tokens=5", "--set", "topic=a door")
+    sets = ("--set", "story.max_new_tokens=5", "--set", "topic=a door", "--seed", "3")  # the same seed, both ways
     ok("run", str(recipe), *sets, "--server", url, "--out", str(tmp_path / "run-A"))
     ok("run", str(recipe), *sets, "--out", str(tmp_path / "run-B"), cwd=models)
     assert names(tmp_path / "run-A") == ["face-0.png", "face-1.png", "index.html", "run.json", "story-0.json",

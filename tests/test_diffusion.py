@@ -209,7 +209,7 @@ def test_png_metadata_regenerates_the_same_diffusion_image(tiny_sd, sd_manager, 
 
     asset = aigc.generate("image", "a castle", backend="diffusion", model=tiny_sd, seed=11, steps=2, width=SIZE,
                           height=SIZE, negative_prompt="fog", scheduler="euler", manager=sd_manager)[0]
-    path = asset.save(tmp_path / "castle.png")
+    path = asset.save(tmp_path / "castle.png", model_path=True)  # a record that finds this local model again
     with Image.open(path) as image:
         parameters = image.text["parameters"]
     assert parameters.startswith("a castle\nNegative prompt: fog\nSteps: 2, Sampler: euler, CFG scale: ")

@@ -247,13 +247,33 @@ def test_a_dtype_asked_for_keeps_the_plain_path(monkeypatch):
 
 
 @pytest.mark.pack
+def test_dtype_float32_for_one_call_runs_the_plain_path_and_the_reports_say_what_runs():
+    """aigc.generate(dtype="float32") (as documented) turns the packed path off for that call, and stats(),
+    doctor and the asset's record say what each copy runs as, not the manager's float32 alone."""
+    from aigc.inventory import dtype_fact
+
+    manager = DeviceManager("cpu")
+    manager.pack_cpu_weights = True  # as on a CPU with fast bf16 (the int4 kernels also run, slower, on others)
+    packed = aigc.generate("text", "Name a colour.", seed=3, max_new_tokens=8, manager=manager)[0]
+    plain = aigc.generate("text", "Name a colour.", seed=3, max_new_tokens=8, manager=manager, dtype="float32")[0]
+    fp32 = aigc.generate("text", "Name a colour.", seed=3, max_new_tokens=8, manager=DeviceManager("cpu", "float32"))[0]
+    assert packed.info["runs"] == quantize.PACKED and plain.info["runs"] == fp32.info["runs"] == "float32"
+    assert plain.data == fp32.data  # the very fp32 path, not the packed model under another name
+    loaded = {model["variant"]: model["runs"] for model in manager.stats()["models"]}
+    assert loaded == {"packed=True": quantize.PACKED, "": "float32"}, loaded
+    assert "run packed: int4 weights" in dtype_fact(manager) and "packed" not in dtype_fact(DeviceManager("cpu", "fp32"))
+    with pytest.raises(aigc.ConfigError, match="dtype='float33' is not a dtype"):
+        aigc.generate("text", "Hi", dtype="float33", manager=manager)
+
+
+@pytest.mark.pack
 @needs_bf16
 def test_the_pack_runs_packed_by_default_and_a_seed_gives_one_text_in_any_batch():
     manager = DeviceManager("cpu")
     prompts = ["Name a colour.", "Write one sentence about the sea.", "What is two plus two?", "Say hello.",
                "Name a fruit.", "Describe a lighthouse.", "Count to three.", "Name a bird."]
     batched = aigc.generate("text", prompts, seed=list(range(8)), max_new_tokens=12, manager=manager)
-    with manager.use(manager.key("causal-lm", "pack:smollm2"), lambda: None) as lm:
+    with manager.use(manager.key("causal-lm", "pack:smollm2", variant={"packed": True}), lambda: None) as lm:
         kinds = [type(m).__name__ for m in lm.model.modules()]
     assert kinds.count("Int4Linear") == 120 and kinds.count("Int8Linear") == 1  # 30 layers x 4 fused, the output
     for asset in (batched[0], batched[5]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +15,14 @@ import aigc
 def test_png_round_trip_reproduces_the_image(tiny_dcgan, manager, tmp_path):
     asset = aigc.generate("image", "a face", backend="gan", model=tiny_dcgan, seed=9, truncation=0.7, size=48,
                           manager=manager)[0]
-    path = asset.save(tmp_path / "face.png")
+    path = asset.save(tmp_path / "face.png", model_path=True)  # a record that finds this local model again
     with Image.open(path) as image:
         record = json.loads(image.text["aigc"])
         parameters = image.text["parameters"]
     assert record["prompt"] == "a face" and record["seed"] == 9 and record["params"]["truncation"] == 0.7
     assert record["backend"] == "gan" and record["model"] == tiny_dcgan and record["version"] == aigc.__version__
     assert parameters.splitlines()[0] == "a face"
-    assert "Seed: 9, Size: 48x48" in parameters and f"Model: {tiny_dcgan}" in parameters
+    assert "Seed: 9, Size: 48x48" in parameters and f"Model: {Path(tiny_dcgan).stem}," in parameters
 
     loaded = aigc.load(path)
     assert np.array_equal(np.asarray(loaded.data), np.asarray(asset.data))
@@ -30,6 +31,35 @@ def test_png_round_trip_reproduces_the_image(tiny_dcgan, manager, tmp_path):
                           manager=manager, **loaded.params)[0]
     assert np.array_equal(np.asarray(again.data), np.asarray(asset.data))
     assert [p.name for p in tmp_path.iterdir()] == ["face.png"]  # atomic: no temp file left
+
+
+def test_a_shared_image_names_its_model_and_hash_and_never_the_folders_it_came_from(tiny_dcgan, tiny_sd, manager,
+                                                                                   tmp_path, monkeypatch):
+    """A1111 writes `Model hash: <first 10 hex of the file's SHA-256>, Model: <checkpoint name>`; image sites
+    match on the hash. A local model's directories stay out of every saved file unless the user asks."""
+    import hashlib
+
+    from sd_parsers import ParserManager
+
+    face = aigc.generate("image", "a face", backend="gan", model=tiny_dcgan, seed=1, manager=manager)[0]
+    castle = aigc.generate("image", "a castle", backend="diffusion", model=tiny_sd, seed=1, steps=2, width=64,
+                           height=64, manager=manager)[0]
+    short = hashlib.sha256(Path(tiny_dcgan).read_bytes()).hexdigest()[:10]
+    for asset, name in ((face, "face"), (castle, "castle")):
+        for suffix in (".png", ".webp", ".jpg"):
+            raw = asset.save(tmp_path / f"{name}{suffix}").read_bytes()
+            for folder in {str(Path(tiny_dcgan).parent), str(Path(tiny_sd).parent)}:
+                assert folder.encode() not in raw and folder.encode("utf-16-be") not in raw, (name, suffix)
+    with Image.open(tmp_path / "face.png") as image:
+        assert f"Model hash: {short}, Model: {Path(tiny_dcgan).stem}," in image.text["parameters"]
+        assert json.loads(image.text["aigc"])["model"] == Path(tiny_dcgan).stem
+    read = ParserManager().parse(tmp_path / "castle.png")  # a third-party reader of A1111 metadata
+    assert read.samplers[0].model.name == Path(tiny_sd).name and read.prompts[0].value == "a castle"
+    assert face.model == tiny_dcgan  # in memory the reference stays whole
+    monkeypatch.setenv("AIGC_RECORD_MODEL_PATHS", "1")
+    with Image.open(face.save(tmp_path / "kept.png")) as image:
+        assert json.loads(image.text["aigc"])["model"] == tiny_dcgan
+        assert f"Model: {Path(tiny_dcgan).stem}," in image.text["parameters"]  # A1111's text: always the name
 
 
 def test_unreadable_or_foreign_images_are_explained(tmp_path):

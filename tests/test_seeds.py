@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import aigc
 from aigc import seeds
-from aigc.batch import derive_seed, variant_seed
+from aigc.batch import Manifest, derive_seed, variant_seed
 from aigc.scoring.loop import prompt_seed, round_seeds
 from aigc.workflows import Step, step_seed
 
@@ -49,6 +51,50 @@ def test_a_workflows_fan_out_pieces_do_not_share_seeds(tiny_gpt2, tiny_dcgan, ma
     faces = [a.seed for a in produced["faces"]]
     assert len(faces) == 6 and len(set(faces)) == 6
     assert not set(faces) & {a.seed for a in produced["ideas"]}
+
+
+def test_no_seed_means_a_fresh_one_for_runs_and_batches_too_and_a_resume_keeps_it(tiny_gpt2, tiny_dcgan, tmp_path):
+    """One rule for generate, run and batch: without a seed each new call draws one (recorded), and the same
+    command on the same directory resumes with the seed that directory recorded."""
+    (tmp_path / "p.txt").write_text("a face\nanother face\n")
+    first = aigc.batch(tmp_path / "p.txt", tmp_path / "b1", kind="image", backend="gan", model=tiny_dcgan, n=2)
+    again = aigc.batch(tmp_path / "p.txt", tmp_path / "b1", kind="image", backend="gan", model=tiny_dcgan, n=2)
+    aigc.batch(tmp_path / "p.txt", tmp_path / "b2", kind="image", backend="gan", model=tiny_dcgan, n=2)
+    assert (first.made, again.made, again.skipped, again.changed) == (4, 0, 4, [])  # resumed, with the same seed
+    recorded = [json.loads((tmp_path / b / "batch.json").read_text())["seed"] for b in ("b1", "b2")]
+    seeds_of = [{r["seed"] for r in Manifest(tmp_path / b).records()} for b in ("b1", "b2")]
+    assert recorded[0] != recorded[1] and not seeds_of[0] & seeds_of[1]  # two new batches: two fresh seeds
+    assert seeds_of[0] == {derive_seed(recorded[0], row, v) for row in (1, 2) for v in range(2)}
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
+                      "    params: {max_new_tokens: 4}\n")
+    runs = [json.loads(aigc.run(recipe, tmp_path / name).read_text()) for name in ("r1", "r1", "r2")]
+    assert runs[0] == runs[1]  # the same directory again: the finished run, its seed kept
+    assert runs[0]["pipeline"]["seed"] != runs[2]["pipeline"]["seed"]
+    assert len({aigc.run(recipe)["line"][0].seed for _ in range(2)}) == 2  # no directory: a fresh seed each time
+
+
+def test_an_unfinished_run_resumes_with_the_seed_it_recorded(tiny_gpt2, tmp_path):
+    from aigc.recipes import load_recipe, recorded_seed, run_to_dir
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
+                      f"    params: {{max_new_tokens: 4}}\n  - name: more\n    kind: text\n    model: {tiny_gpt2}\n"
+                      "    prompt: '{line}'\n    params: {max_new_tokens: 4}\n")
+
+    class Stopped(Exception):
+        pass
+
+    def stop(assets, out):  # the run stops right after its first call is on disk, as a kill there would
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        run_to_dir(load_recipe(recipe), {}, tmp_path / "run", on_assets=stop)
+    seed, first = recorded_seed(tmp_path / "run"), (tmp_path / "run" / "line-0.txt").read_bytes()
+    done = json.loads(run_to_dir(load_recipe(recipe), {}, tmp_path / "run").read_text())
+    assert isinstance(seed, int) and done["pipeline"]["seed"] == seed
+    assert (tmp_path / "run" / "line-0.txt").read_bytes() == first and (tmp_path / "run" / "more-0.txt").exists()
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63, 1.5, "7", True])

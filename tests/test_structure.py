@@ -18,8 +18,8 @@ import aigc
 PACKAGE = Path(aigc.__file__).parent
 # lowest first; a module may import its own layer and the layers below it, never one above
 LAYERS = [
-    {"errors", "records", "seeds", "audio", "storage", "limits", "templates", "checks"},
-    {"formats", "assets", "registry", "devices", "models", "sheets", "inventory"},
+    {"errors", "records", "seeds", "audio", "storage", "limits", "templates", "checks", "progress"},
+    {"formats", "wav_tags", "assets", "registry", "devices", "models", "sheets", "inventory", "console"},
     {"generators", "scoring", "tuning"},  # tuning: learns from ratings; the GAN reads its prior file
     {"api"},
     {"workflows", "recipes", "batch", "batch_runner", "report", "gallery"},

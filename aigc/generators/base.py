@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-from .. import models
+from .. import models, progress
 from ..errors import ConfigError, ModelLoadError
-from ..records import Progress, Refinement
+from ..records import Refinement
 from .knobs import Nudge, Param, describe_value
 
 if TYPE_CHECKING:
@@ -50,12 +50,16 @@ class Generator:
     # knobs an output owns like its prompt (one value for all, or one per output): a server merging requests
     # into one batched call passes them per output instead of needing them equal
     per_output: ClassVar[tuple[str, ...]] = ()
-    progress: Callable[[Progress], None] | None = None  # set per call by aigc.generate(progress=...)
 
-    def __init__(self, model: str, manager: DeviceManager, *, backend: str = "") -> None:
+    def __init__(self, model: str, manager: DeviceManager, *, backend: str = "", dtype: str | None = None) -> None:
         self.model = model
         self.manager = manager
         self.backend = backend or self.family
+        self._dtype = None
+        if dtype is not None and str(dtype).strip().lower() != "auto":  # this call's own (aigc.generate(dtype=...)),
+            from ..devices import resolve_dtype  # checked before anything loads
+
+            self._dtype = resolve_dtype(dtype, manager.device)
         self.check_model()
 
     # --- knobs: every rule lives in the Params; these read them ----------------------------------------------
@@ -145,7 +149,14 @@ class Generator:
 
     @property
     def dtype(self):
-        return self.manager.dtype
+        """The dtype this generator loads in: the call's own (dtype=), else the manager's."""
+        return self._dtype or self.manager.dtype
+
+    @property
+    def packs_cpu_weights(self) -> bool:
+        """Whether a backend may run a model's own 4-bit file packed instead of in `dtype`: only where aigc chose
+        the dtype (no dtype= here, none given to the manager) on a CPU with fast bf16."""
+        return self._dtype is None and self.manager.pack_cpu_weights
 
     # --- the template -----------------------------------------------------------------------------------------
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -210,10 +221,14 @@ class Generator:
             results = self.manager.run_batched(step, items, params.get("batch_size"))
             return self.postprocess(model, results, params)
 
-    def report(self, stage: str, step: int, total: int) -> None:
-        """Tell whoever asked (a server's events, a progress bar) how far the work is; costs nothing otherwise."""
-        if self.progress is not None:
-            self.progress(Progress(stage, step, total))
+    def report(self, stage: str, step: int, total: int, detail: str = "") -> None:
+        """Tell whoever asked (a server's events, a terminal's bars: progress.py) how far the work is."""
+        progress.report(stage, step, total, detail)
+
+    @property
+    def reporting(self) -> bool:
+        """Whether anyone listens to report(): per-step callbacks are passed to the device code only then."""
+        return progress.active()
 
     @contextmanager
     def loaded(self, params: dict[str, Any] | None = None) -> Iterator[Any]:

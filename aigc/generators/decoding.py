@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .row_attention import uses_rowwise_attention
@@ -44,6 +43,7 @@ class Loaded:
 
     model: torch.nn.Module
     tokenizer: Any
+    runs: str = ""  # what it runs as, for devices.stats() and the record: "float32", "int4 (Q4_1 codes) x bf16"...
     _compiled: Callable[..., torch.Tensor] | None = None
 
     def compiled_step(self) -> Callable[..., torch.Tensor]:
@@ -114,8 +114,6 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
     draw = torch.zeros((), dtype=torch.long, device=device)
     next_ids = pick(logits, batch.seen, draw)
     reader = Reader(rows, eos_ids(model, lm.tokenizer), settings, limit, batch.lengths)
-    bar = tqdm(total=settings.max_new_tokens, desc="generating", unit="tok", leave=False,
-               disable=True if settings.stream else None)  # None: hidden when stderr is not a terminal
     for index in range(settings.max_new_tokens):
         on_host = HostCopy(next_ids)
         if batch.seen is not None:
@@ -126,12 +124,10 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
             draw += 1
             next_ids = step_fn(model, next_ids[:, None], batch.positions, batch.mask, batch.cache, slot, draw, pick,
                                batch.seen, batch.extra)
-        bar.update(1)
         if settings.on_token:
             settings.on_token(index + 1, settings.max_new_tokens)
         if reader.read(on_host.tolist(), index):
             break
-    bar.close()
     return reader.results()
 
 

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import models
+from .. import models, progress
 from ..errors import ConfigError, ModelLoadError
 from .base import Generator, Nudge, Output, Param
 
@@ -243,7 +243,7 @@ class DiffusionGenerator(Generator):
             if own:
                 size = init.size if init is not None else denoise.image_size(view, params["width"], params["height"])
                 tiled = params["vae_tiling"] if params["vae_tiling"] is not None else max(size) > TILE_ABOVE
-                on_step = (lambda step, total: self.report("denoise", step, total)) if self.progress else None
+                on_step = (lambda step, total: self.report("denoise", step, total)) if self.reporting else None
                 images, flags = denoise.generate(
                     view, prompts, generators, steps=steps, guidance=guidance, negative_prompt=params["negative_prompt"],
                     width=params["width"], height=params["height"], init=init, strength=params["strength"], tiled=tiled,
@@ -297,6 +297,12 @@ def _stock(pipe: Any, prompts: list[str], generators: list[Any], params: dict[st
         kwargs.update(width=params["width"], height=params["height"])
     else:
         kwargs.update(image=[init] * len(prompts), strength=params["strength"])
+    if progress.active():
+        def on_step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            progress.report("denoise", step + 1, getattr(_pipe, "num_timesteps", params["steps"]))
+            return tensors
+
+        kwargs["callback_on_step_end"] = on_step_end
     result = pipe(**kwargs)
     return result.images, getattr(result, "nsfw_content_detected", None)
 
@@ -357,7 +363,7 @@ def _view(pipe: Any, scheduler: str | None, img2img: bool) -> Any:
     except ValueError as error:
         task = "image-to-image" if img2img else "text-to-image"
         raise ConfigError(f"this model ({type(pipe).__name__}) has no {task} pipeline in diffusers: {error}") from error
-    view.set_progress_bar_config(disable=None, leave=False)  # None: tqdm hides the bar when stderr is no TTY
+    view.set_progress_bar_config(disable=True)  # its steps are reported to aigc's own progress (progress.py)
     return view
 
 

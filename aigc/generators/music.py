@@ -87,7 +87,7 @@ class MusicGenerator(Generator):
             encoded, mask = _encode_text(loaded, [prompt for prompt, _ in items], params["guidance"] > 1,
                                          self.manager.device)
             ids = _sample_codes(model, encoded, mask, [seed for _, seed in items], length, params, self.manager.device,
-                                (lambda step, total: self.report("decode", step, total)) if self.progress else None)
+                                (lambda step, total: self.report("decode", step, total)) if self.reporting else None)
             return [_to_audio(model, ids[row], frames) for row in range(len(items))]
 
 

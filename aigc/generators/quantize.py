@@ -109,6 +109,16 @@ def _unpermute_rows(rows: int, heads: int) -> torch.Tensor:
 Blocks = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # module name -> codes [N, K], d, m
 
 
+PACKED = "int4 (the GGUF's Q4_1 codes), bf16 activations"  # what a packed model runs as, as reports say it
+
+
+def describe(model: torch.nn.Module, dtype: torch.dtype) -> str:
+    """What `model` runs as: packed int4 where its linears were packed, else the dtype it was loaded in."""
+    if any(isinstance(module, Int4Linear) for module in model.modules()):
+        return PACKED
+    return str(dtype).removeprefix("torch.")
+
+
 def pack_model(model: torch.nn.Module, blocks: Blocks, head: tuple[torch.Tensor, torch.Tensor] | None) -> None:
     """Swap the model's linears for packed ones, in place: int4 from `blocks` (the file's codes), the output
     layer as int8 (`head`: its rows and scales), everything else in bf16."""

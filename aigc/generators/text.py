@@ -110,10 +110,17 @@ class CausalLMGenerator(Generator):
                                   "none in transformers; use compile=False.", field="compile")
 
     def variant(self, params: dict[str, Any]) -> dict[str, Any]:
-        """An adapter= is another cached model (the base plus that adapter, merged)."""
-        return {"adapter": str(self._check_adapter(params["adapter"]).path)} if params["adapter"] else {}
+        """An adapter= is another cached model (the base plus that adapter, merged); so is a GGUF run packed."""
+        if params["adapter"]:
+            return {"adapter": str(self._check_adapter(params["adapter"]).path)}
+        return {"packed": True} if self._packs() else {}
 
-    def load(self, adapter: str | None = None) -> Any:
+    def _packs(self, adapter: str | None = None) -> bool:
+        """Whether this load runs the GGUF file's own 4-bit codes (quantize.py) rather than de-quantised weights."""
+        merged = adapter or (self.adapter.path if self.adapter is not None else None)
+        return self.source.suffix == ".gguf" and self.packs_cpu_weights and merged is None
+
+    def load(self, adapter: str | None = None, packed: bool = False) -> Any:
         from transformers import AutoTokenizer
 
         from . import quantize
@@ -121,7 +128,7 @@ class CausalLMGenerator(Generator):
 
         target = self._weights_dir()
         directory = adapter or (self.adapter.path if self.adapter is not None else None)
-        packs = self.source.suffix == ".gguf" and self.manager.pack_cpu_weights and directory is None
+        packs = packed and self._packs(adapter)
         try:
             # a Llama GGUF: the file's own 4-bit codes on aigc's packed decoder (quantize.py, packed_llama.py)
             model = quantize.load_packed(target, self.source.path) if packs else None
@@ -138,7 +145,7 @@ class CausalLMGenerator(Generator):
             model = _merged(model, Path(directory))
         elif packs and not getattr(model, "takes_row_pads", False):
             model = quantize.pack_from_gguf(model, self.source.path)  # another architecture's Q4_1 linears
-        return Loaded(model.eval(), tokenizer)
+        return Loaded(model.eval(), tokenizer, runs=quantize.describe(model, self.dtype))
 
     def _check_adapter(self, reference: str) -> models.Adapter:
         """adapter=DIR: a LoRA directory trained on this very model (before anything loads)."""
@@ -170,13 +177,15 @@ class CausalLMGenerator(Generator):
 
         settings = Settings(params["max_new_tokens"], Sampling(params["temperature"], params["top_k"], params["top_p"]),
                             params["repetition_penalty"], params["stop"], params["streamer"], params["compile"],
-                            on_token=(lambda step, total: self.report("decode", step, total)) if self.progress else None)
+                            on_token=(lambda step, total: self.report("decode", step, total)) if self.reporting else None)
         with torch.inference_mode():
             results = decode(model, items, settings, self.manager.device, self.model)
+        self.report("decode", params["max_new_tokens"], params["max_new_tokens"])  # done, also when all stopped early
         return [Output(text, info) for text, info in results]
 
     def postprocess(self, model: Any, results: list[Output], params: dict[str, Any]) -> list[Output]:
         for output, chat in zip(results, _chats(params["messages"], len(results))):
+            output.info["runs"] = model.runs  # the precision it ran in: a seed's text differs between them
             if chat is not None:
                 output.info["messages"] = chat  # what this output answered, in its own record
         return results
@@ -186,7 +195,16 @@ class CausalLMGenerator(Generator):
         """What from_pretrained reads: the source, or for a .gguf file its de-quantised copy (made once)."""
         if self.source.suffix == ".gguf":
             gguf = self.source.path
-            return str(models.cached_conversion(gguf, "gguf", lambda out: _dequantise_gguf(gguf, out)))
+
+            def convert(out: Path) -> None:
+                what = f"{models.public_name(self.model)}: converting its GGUF file once (about 25 s on 2 cores)"
+                if self.reporting:
+                    self.report("load", 0, 1, what)
+                else:  # nobody shows progress: say it in the log, so a 25-second first call is explained
+                    log.warning("aigc: %s; later loads use the cache.", what)
+                _dequantise_gguf(gguf, out)
+
+            return str(models.cached_conversion(gguf, "gguf", convert))
         return self.source.load_target
 
     def _config_dir(self) -> Path | None:
@@ -294,8 +312,6 @@ def _dequantise_gguf(source: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.warning("aigc: converting %s once (GGUF de-quantisation, ~25 s on 2 cores); later loads use the cache.",
-                source.name)
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     model.hf_quantizer = None  # the weights are plain float now; transformers refuses to save "quantized" ones

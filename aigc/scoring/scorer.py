@@ -25,6 +25,7 @@ import numpy as np
 from ..assets import Asset
 from ..audio import Audio
 from ..errors import ConfigError
+from ..progress import report as report_progress
 from .embed import TextEmbedder, audio_fingerprint
 from .mean import weighted_geometric_mean
 
@@ -170,17 +171,23 @@ class CreativityScorer:
         if len(kinds) > 1:
             raise ConfigError(f"score items of one kind at a time, not a mix of {', '.join(sorted(kinds))}.")
         kind = kinds.pop()
+        what = f"{len(items)} {kind}{'s' if len(items) > 1 and kind != 'audio' else ''}"
+        report_progress("score", 0, 4, what)  # each of the 4 passes may first load its models (reported too)
         prompts = [it.prompt for it in items]
         embedded = self.embed(items)
         space = embedded[0][0]
         vectors = np.stack([v for _, v in embedded])
         results: list[dict[str, float | None]] = [{} for _ in items]
         parts_of = {"text": self._text_parts, "image": self._image_parts, "audio": self._audio_parts}
+        report_progress("score", 1, 4, what)
         parts_of[kind](items, prompts, vectors, results)
+        report_progress("score", 2, 4, what)
         self._novelty(vectors, space, library, results)
+        report_progress("score", 3, 4, what)
         self._taste(vectors, space, library, results)
         for r in results:
             r["score"] = combine(r, self.weights)
+        report_progress("score", 4, 4, what)
         return results
 
     def _novelty(self, vectors: np.ndarray, space: str, library, results: list[dict]) -> None:

@@ -195,6 +195,7 @@ class ImageClassifier:
     def __init__(self, manager, path: str | Path | None = None, batch_size: int = 64) -> None:
         self.manager = manager
         self.path = Path(path) if path is not None else models.pack_path("efficientnet-lite0")
+        self.reference = str(path) if path is not None else "pack:efficientnet-lite0"  # its cache key, as reported
         self.batch_size = batch_size
 
     def predict(self, images: Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +204,7 @@ class ImageClassifier:
         if not images:
             return np.zeros((0, CLASSES), np.float32), np.zeros((0, FEATURES), np.float32)
         # float32 whatever the manager's dtype: the model is tiny and half precision would move the scores
-        key = self.manager.key(FAMILY, str(self.path), torch.float32)
+        key = self.manager.key(FAMILY, self.reference, torch.float32)
         with self.manager.use(key, lambda: load_classifier(self.path)) as net:
             rows = self.manager.run_batched(lambda chunk: self._run(net, chunk), images, self.batch_size)
         probs, feats = zip(*rows)
@@ -211,7 +212,7 @@ class ImageClassifier:
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """ImageNet probabilities of images given as a tensor in [-1, 1], differentiable (GAN latent ascent)."""
-        key = self.manager.key(FAMILY, str(self.path), torch.float32)
+        key = self.manager.key(FAMILY, self.reference, torch.float32)
         with self.manager.use(key, lambda: load_classifier(self.path)) as net:
             return net(to_input(pixels.to(self.manager.device, torch.float32))).softmax(dim=-1)
 

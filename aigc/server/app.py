@@ -96,8 +96,8 @@ def _hold(data: Path) -> Any:
 
 
 def _handlers(app: FastAPI) -> None:
-    """Every error as one JSON shape that names the field and the fix (OpenAI's shape, so its clients read it
-    too); never a 500 for a bad request."""
+    """Every error as one JSON shape that names the field and the fix (OpenAI's shape and types, with aigc's own
+    type beside them: service.error_body); never a 500 for a bad request."""
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(errors.AIGCError)
@@ -113,8 +113,10 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return error_response(request, error.status_code, None,
-                              str(error.detail), headers=getattr(error, "headers", None))
+        # a Refusal (service.py) says its code, field and names; a plain HTTPException is named by its status
+        return error_response(request, error.status_code, getattr(error, "aigc_type", None), str(error.detail),
+                              getattr(error, "field", None), getattr(error, "headers", None),
+                              code=getattr(error, "code", None), openai_type=getattr(error, "openai_type", None))
 
 
 def _routes(app: FastAPI, service: Service, metrics: Any) -> None:

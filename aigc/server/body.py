@@ -45,9 +45,10 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"error": {"type": "TooLarge", "field": None, "message":
-                                     f"the request body is over {self.max_bytes:,} bytes; send less (the server's "
-                                     "--max-body-mb raises it)."}}).encode()
+        from .service import error_body
+
+        message = f"the request body is over {self.max_bytes:,} bytes; send less (the server's --max-body-mb raises it)."
+        body = json.dumps({"error": error_body(413, "TooLarge", message)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

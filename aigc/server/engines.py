@@ -61,7 +61,7 @@ class GenerationActor:
         self.manager = DeviceManager()
 
     def generate(self, call: dict[str, Any]) -> list[Any]:
-        return api.generate(manager=self.manager, **call)
+        return api.generate(manager=self.manager, progress=False, **call)  # progress arrives per call (the driver)
 
 
 def check(engine: str, workers: int | None = None, address: str | None = None) -> None:

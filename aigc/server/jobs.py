@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from .. import registry
 from ..errors import ConfigError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,127}$")
 
 
@@ -53,7 +53,7 @@ class RunJob(BaseModel):
     yaml: StrictStr | None = None
     inputs: dict[str, StrictStr] = Field(default_factory=dict)
     set: dict[str, StrictStr] = Field(default_factory=dict)  # step.knob=value overrides, as on the command line
-    seed: StrictInt = 0
+    seed: StrictInt | None = None  # None: one is drawn when the job is posted (and kept on resume)
 
 
 class BatchJob(BaseModel):
@@ -64,7 +64,7 @@ class BatchJob(BaseModel):
     kind: StrictStr
     rows: list[Union[StrictStr, dict[str, Any]]] = Field(min_length=1)
     n: StrictInt = 1
-    seed: StrictInt = 0
+    seed: StrictInt | None = None  # None: one is drawn when the job is posted (and kept on resume)
     backend: StrictStr | None = None
     model: StrictStr | None = None
     best_of: StrictInt | None = None
@@ -86,7 +86,7 @@ class Places:
 
 def model_reference(value: str | None, places: Places, field: str = "model") -> str | None:
     """A request's model as a reference aigc resolves: a pack, a Hub id, or a name under the server's --models."""
-    if value is None or value.startswith("pack:") or _HUB_ID.match(value):
+    if value is None or value.startswith("pack:") or HUB_ID.match(value):
         return value
     if _NAME.match(value) and places.models is not None and (places.models / value).exists():
         return str(places.models / value)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import ConfigError
 from .auth import Principal
-from .service import API, Service, error_response
+from .service import API, Refusal, Service, error_body, error_response
 from .store import Job
 
 OWN_FIELDS = ("backend", "best_of", "min_score", "max_attempts", "diverse", "library")  # aigc's, beside OpenAI's
@@ -39,7 +39,10 @@ TEXT_KNOBS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_
               "top_p": "top_p", "stop": "stop"}
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 SPEECH_FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/pcm"}
+FAILED_AS = {"ConfigError": 400, "NoMetadataError": 400, "BackendNotFoundError": 400, "ModelLoadError": 400,
+             "StorageError": 507}  # a failed job's status by aigc's error type (any other: 500; cancelled: 409)
 IMAGE_FORMATS = ("png", "webp", "jpeg")
+MAX_LISTED = 40  # model ids an unknown model's 404 lists (GET /v1/models has them all)
 
 
 def openai_routes(app: FastAPI, service: Service) -> None:
@@ -69,6 +72,7 @@ def _define(router: APIRouter, service: Service) -> None:
     @router.post("/images/generations")
     async def images(request: Request, principal: Principal = Depends(service.who)) -> Response:
         body = await _body(request)
+        await asyncio.to_thread(_served, service, "image", body.get("model"))
         response_format = body.get("response_format") or "url"
         if response_format not in ("url", "b64_json"):
             raise ConfigError(f"response_format={response_format!r}: use 'url' or 'b64_json'.", field="response_format")
@@ -83,6 +87,7 @@ def _define(router: APIRouter, service: Service) -> None:
     @router.post("/audio/speech")
     async def speech(request: Request, principal: Principal = Depends(service.who)) -> Response:
         body = await _body(request)
+        await asyncio.to_thread(_served, service, "audio", body.get("model"))
         response_format = body.get("response_format") or "wav"
         if response_format not in SPEECH_FORMATS:
             raise ConfigError(f"response_format={response_format!r}: aigc speaks {', '.join(SPEECH_FORMATS)} "
@@ -93,7 +98,9 @@ def _define(router: APIRouter, service: Service) -> None:
 
 async def _text(service: Service, principal: Principal, body: dict[str, Any], chat: bool) -> Response:
     """A chat or plain completion: queued as a text job, answered whole or streamed."""
-    job = await _submit(service, principal, chat_job(body) if chat else completion_job(body))
+    await asyncio.to_thread(_served, service, "text", body.get("model"))
+    request = chat_job(body) if chat else await asyncio.to_thread(completion_job, body, service)
+    job = await _submit(service, principal, request)
     if job.request["stream"]:
         return _streaming(service, job, body, chat=chat)
     answer = chat_answer if chat else completion_answer
@@ -113,11 +120,16 @@ def chat_job(body: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-def completion_job(body: dict[str, Any]) -> dict[str, Any]:
+def completion_job(body: dict[str, Any], service: Service) -> dict[str, Any]:
+    """A plain completion as a text job that continues the prompt: OpenAI's completions never wrap it in a chat
+    template, so a backend with aigc's `chat` knob runs with chat=False, unless the request sets `chat` itself."""
     prompt = body.get("prompt")
     if not (isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt))):
         raise ConfigError("prompt must be a string or a list of strings (token ids are not taken).", field="prompt")
-    return _text_job(body, prompt, handled=("prompt",))
+    job = _text_job(body, prompt, handled=("prompt",))
+    if "chat" not in body and "chat" in _backend(service, job).params:
+        job["params"]["chat"] = False
+    return job
 
 
 def _text_job(body: dict[str, Any], prompt: Any, handled: tuple[str, ...]) -> dict[str, Any]:
@@ -215,19 +227,60 @@ def _chat(messages: Any) -> list[dict[str, str]]:
 
 
 def _size_knobs(service: Service, job: dict[str, Any], size: Any) -> dict[str, int]:
-    from .. import registry
-    from .jobs import model_reference
-
     parts = size.lower().split("x") if isinstance(size, str) else []
     if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 8192 for p in parts):
         raise ConfigError(f"size={size!r}: write WIDTHxHEIGHT, e.g. '512x512', or 'auto'.", field="size")
     width, height = int(parts[0]), int(parts[1])
-    cls = registry.get("image", job.get("backend"), model_reference(job["model"], service.places)).load()
+    cls = _backend(service, job)
     if "width" in cls.params and "height" in cls.params:
         return {"width": width, "height": height}
     if "size" in cls.params and width == height:
         return {"size": width}
     raise ConfigError(f"size={size!r}: this model makes square images; use e.g. '{width}x{width}'.", field="size")
+
+
+def _backend(service: Service, job: dict[str, Any]) -> type:
+    """The generator class the job will run on (its backend, else the one its model fits, else the kind's
+    default), to read the knobs it declares."""
+    from .. import registry
+    from .jobs import model_reference
+
+    return registry.get(job["kind"], job.get("backend"), model_reference(job["model"], service.places)).load()
+
+
+def _served(service: Service, kind: str, model: Any) -> None:
+    """OpenAI's answer to a model this server does not have (gpt-4o, dall-e-3, tts-1...): a 404 `model_not_found`
+    listing the ids it has for this route's kind; never a mapping onto one of aigc's models. An id of /v1/models,
+    or a Hub id (the server may hold it in its cache), goes on to the usual checks. Blocking (it reads files)."""
+    from .jobs import HUB_ID
+
+    if not isinstance(model, str) or not model or HUB_ID.match(model):
+        return  # no model is _job's ConfigError; a Hub id is looked for in the cache
+    served = served_models(service)
+    if model in {entry["id"] for entry in served}:
+        return
+    ids = [entry["id"] for entry in served if _of_kind(service, kind, entry)]
+    listed = ", ".join(ids[:MAX_LISTED]) + (f" and {len(ids) - MAX_LISTED} more" if len(ids) > MAX_LISTED else "")
+    raise Refusal(404, f"model {model!r} is not served here; this server's {kind} models: {listed} (GET {API}/models "
+                       "lists them all)", code="model_not_found", field="model", aigc_type="ConfigError",
+                  openai_type="invalid_request_error")  # OpenAI's own type for an unknown model's 404
+
+
+def _of_kind(service: Service, kind: str, entry: dict[str, Any]) -> bool:
+    """Whether a /v1/models entry makes `kind`: 'default' does, a pack by its kind, a --models name when one of
+    the kind's backends runs it (read from its files, as registry.pick reads them; nothing loads)."""
+    from .. import registry
+    from ..errors import AIGCError
+
+    if entry["id"] == "default":
+        return True
+    if entry["aigc_kind"] is not None:
+        return entry["aigc_kind"] == kind
+    try:
+        registry.pick(kind, str(service.places.models / entry["id"]))
+    except (AIGCError, OSError, ValueError):
+        return False
+    return True
 
 
 # --- jobs as OpenAI answers -------------------------------------------------------------------------------------
@@ -348,10 +401,17 @@ async def _answer(service: Service, job: Job, answer: Callable[[Job], Any]) -> R
     if done.state == "done":
         result = await asyncio.to_thread(answer, done)
         return result if isinstance(result, Response) else JSONResponse(result)
-    error = done.error or {"type": "Cancelled", "message": f"job {done.id} was cancelled."}
-    status = 400 if error.get("type") in ("ConfigError", "BackendNotFoundError", "ModelLoadError") else (
-        409 if done.state == "cancelled" else 500)
-    return error_response(None, status, error.get("type", "Error"), error.get("message", ""), error.get("field"))
+    status, error = _failure(done.id, done.state, done.error)
+    return error_response(None, status, error["aigc_type"], error["message"], error["field"])
+
+
+def _failure(job_id: str, state: str, stored: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+    """A failed or cancelled job as an HTTP status and the one error shape. A job's stored error names aigc's
+    type in `type` (job records are not HTTP errors); here it becomes `aigc_type`, beside OpenAI's category."""
+    stored = stored or {"type": "Cancelled", "message": f"job {job_id} was cancelled."}
+    aigc_type = str(stored.get("type") or "GenerationError")
+    status = 409 if state == "cancelled" else FAILED_AS.get(aigc_type, 500)
+    return status, error_body(status, aigc_type, str(stored.get("message") or ""), stored.get("field"))
 
 
 def _streaming(service: Service, job: Job, body: dict[str, Any], chat: bool) -> StreamingResponse:
@@ -394,9 +454,7 @@ async def _chunks(service: Service, job: Job, model: str, chat: bool, include_us
 async def _ending(service: Service, job_id: str, event: dict[str, Any], sent: str, chunk: Callable[..., str],
                   head: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
     if event["type"] != "done":
-        error = event["data"].get("error") or {"type": "Cancelled", "message": f"job {job_id} was cancelled."}
-        yield _sse({"error": {"message": error.get("message"), "type": error.get("type"), "param": error.get("field"),
-                              "code": None}})
+        yield _sse({"error": _failure(job_id, event["type"], event["data"].get("error"))[1]})
         return
     job = await asyncio.to_thread(service.store.get, job_id)
     outputs = await asyncio.to_thread(_texts, service, job)

@@ -159,7 +159,7 @@ class Runner:
                         seed=request.seed, backend=request.backend,
                         model=model_reference(request.model, self.places), best_of=request.best_of,
                         min_score=request.min_score, max_attempts=request.max_attempts, manager=self.manager,
-                        on_asset=register, **request.params)
+                        on_asset=register, progress=self._reporter(job), **request.params)
         if summary.nothing_made:
             raise BatchFailed(summary.failed)
 
@@ -261,9 +261,10 @@ class Runner:
                 last[0] = now
                 if all(self.store.cancelled(job.id) for job in jobs):
                     raise Cancelled
+                detail = {"detail": progress.detail} if progress.detail else {}  # the model loading, a workflow's step
                 for job in jobs:
                     self.store.progress(job, {"stage": progress.stage, "step": progress.step,
-                                              "total": progress.total})
+                                              "total": progress.total, **detail})
 
         return report
 

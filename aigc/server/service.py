@@ -42,10 +42,23 @@ class Settings:
     private: bool = False  # --private: each user reads only their own jobs and assets (admins: all)
 
 
-class QueueFull(HTTPException):
+class Refusal(HTTPException):
+    """An HTTP refusal that says more than its status: OpenAI's `code`, the field at fault, aigc's own name for it,
+    and OpenAI's category where it is not the status's (OpenAI answers an unknown model with a 404 whose type is
+    invalid_request_error). The exception handler turns it into the one error shape (error_body)."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, field: str | None = None,
+                 aigc_type: str | None = None, openai_type: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message, headers=headers)
+        self.code, self.field, self.aigc_type, self.openai_type = code, field, aigc_type, openai_type
+
+
+class QueueFull(Refusal):
     def __init__(self, limit: int) -> None:
         super().__init__(429, f"you have {limit} jobs queued or running, the most one user may; wait for some to "
-                              "finish.", headers={"Retry-After": "10"})
+                              "finish.", code="rate_limit_exceeded", aigc_type="QueueFull",
+                         headers={"Retry-After": "10"})
 
 
 @dataclass
@@ -157,8 +170,19 @@ def _title(request: dict[str, Any]) -> str:
     return f"batch of {len(request.get('rows') or [])} rows"
 
 
-_ERROR_TYPES = {401: "AuthenticationError", 403: "PermissionError", 404: "NotFoundError", 405: "MethodNotAllowed",
-                409: "ConflictError", 413: "TooLarge", 429: "QueueFull"}
+# The one table of error types by HTTP status. `type` is OpenAI's category (what clients of OpenAI-compatible
+# servers branch on): the names llama.cpp's server uses for 400/401/403/404/5xx, OpenAI's rate_limit_exceeded for a
+# 429, and conflict_error for a 409, the type OpenAI's own API gives its 409s (the `openai` package raises
+# ConflictError). `aigc_type` is aigc's own name: an AIGCError's class, or the second column for a refusal of the
+# HTTP layer. A status not listed: server_error from 500 up, invalid_request_error below.
+_ERROR_TYPES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "ConfigError"), 401: ("authentication_error", "AuthenticationError"),
+    403: ("permission_error", "PermissionError"), 404: ("not_found_error", "NotFoundError"),
+    405: ("invalid_request_error", "MethodNotAllowed"), 409: ("conflict_error", "ConflictError"),
+    413: ("invalid_request_error", "TooLarge"), 422: ("invalid_request_error", "ConfigError"),
+    429: ("rate_limit_exceeded", "QueueFull"), 500: ("server_error", "GenerationError"),
+    507: ("server_error", "StorageError"),
+}
 
 
 def validated(validate: Callable[[Any], Any], body: Any, skip: int = 0) -> Any:
@@ -174,14 +198,25 @@ def validated(validate: Callable[[Any], Any], body: Any, skip: int = 0) -> Any:
         raise ConfigError(f"{where or 'body'}: {first['msg']}", field=where or None) from None
 
 
-def error_response(request: Request | None, status: int, kind: str | None, message: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    """{"error": {"message", "type", "field"/"param", "code"}}, one shape for every route (OpenAI's, so its clients
-    read it too). A bad request to an OpenAI-compatible route is a 400, as its clients expect; elsewhere a 422."""
+def error_body(status: int, aigc_type: str | None, message: str, field: str | None = None, *, code: str | None = None,
+               openai_type: str | None = None) -> dict[str, Any]:
+    """{"message", "type", "aigc_type", "param", "field", "code"}: the one error every route answers (and an OpenAI
+    stream's error event holds). `type` is OpenAI's category, so its clients branch on it; `aigc_type` is aigc's
+    own error class, what aigc.Client and the studio read; `param` is OpenAI's name for aigc's `field`."""
+    category, http_name = _ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error",
+                                                    "HTTPError"))
+    return {"message": message, "type": openai_type or category, "aigc_type": aigc_type or http_name,
+            "param": field, "field": field, "code": code}
+
+
+def error_response(request: Request | None, status: int, aigc_type: str | None, message: str,
+                   field: str | None = None, headers: dict[str, str] | None = None, *, code: str | None = None,
+                   openai_type: str | None = None) -> JSONResponse:
+    """An error_body answered with its status. A bad request to an OpenAI-compatible route is a 400, as its clients
+    expect; elsewhere a 422."""
     if status == 422 and request is not None and getattr(request.state, "openai", False):
         status = 400
-    body = {"message": message, "type": kind or _ERROR_TYPES.get(status, "HTTPError"), "field": field, "param": field,
-            "code": None}
+    body = error_body(status, aigc_type, message, field, code=code, openai_type=openai_type)
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 

@@ -71,7 +71,7 @@ def transfer_routes(app: FastAPI, service: Service) -> None:
         items = await asyncio.to_thread(score_items, service, parsed, principal)
         library = getattr(service.places, "library", None) if parsed.library else None
         scores = await asyncio.to_thread(api.score, items, parsed.prompt, library=library, weights=parsed.weights,
-                                         manager=service.manager)
+                                         manager=service.manager, progress=False)  # no bars in a server's log
         return {"scores": scores}
 
 

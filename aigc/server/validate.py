@@ -15,14 +15,14 @@ from .store import Store
 def validated(request: GenerateJob | RunJob | BatchJob, places: Places, manager: Any, store: Store,
               owner: str | None) -> tuple[dict[str, Any], str | None, int]:
     check = {"generate": _generate, "run": _run, "batch": _batch}[request.type]
+    if request.seed is None:  # the one seed rule: none given, a fresh one, fixed now so a resumed job keeps it
+        request = request.model_copy(update={"seed": seeds.fresh()})
     return check(request, places, manager, store, owner)
 
 
 def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, owner: str | None):
     from .runner import owned_image
 
-    if request.seed is None:
-        request = request.model_copy(update={"seed": seeds.fresh()})
     model = model_reference(request.model, places)
     params = images_resolved(request.kind, request.backend, model, request.params,
                              lambda asset_id: owned_image(store, store.path.parent, owner, asset_id))

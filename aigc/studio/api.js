@@ -18,7 +18,7 @@ export class ApiError extends Error {
     super(error.message || `the server answered ${status}`);
     this.status = status;
     this.field = error.field || null;
-    this.type = error.type || null;
+    this.type = error.aigc_type || error.type || null; // aigc's own error class; `type` is OpenAI's category
   }
 }
 

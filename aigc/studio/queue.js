@@ -116,11 +116,13 @@ export class Queue {
 
   item(job) {
     const progress = job.progress || {};
-    const fraction = job.state === "done" ? 1 : progress.total ? Math.min(1, progress.step / progress.total) : 0;
+    const counted = progress.total && progress.stage !== "load";  // a model loading has no steps to count
+    const fraction = job.state === "done" ? 1 : counted ? Math.min(1, progress.step / progress.total) : 0;
     const what = job.type === "run" ? `chain ${job.request?.recipe || ""}` : `${job.kind || job.type}`;
     const title = job.title || what;
     const stage = job.state === "pending" ? `queued, ${job.position || 0} ahead`
-      : job.state === "running" ? `${progress.stage || "starting"} ${progress.total ? `${progress.step}/${progress.total}` : ""}`
+      : job.state === "running" ? [progress.stage || "starting", progress.detail || "",
+        progress.total > 1 ? `${progress.step}/${progress.total}` : ""].filter(Boolean).join(" ")
         : job.state;
     const actions = [];
     if (ACTIVE.includes(job.state))
