@@ -31,10 +31,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from . import formats, registry
+from . import seeds as seed_rule
 from .assets import Asset, __version__, load
 from .checks import plain_text
 from .errors import AIGCError, ConfigError, one_of
-from . import seeds as seed_rule
 from .seeds import MAX_SEED
 from .storage import append_jsonl, clean_partial, locked_dir, path_arg, read_jsonl, read_text, unique_path, write_json
 from .templates import placeholders
