@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from . import checks, formats, limits, registry
 from . import seeds as seed_rule
@@ -85,7 +85,7 @@ def read_prompts(path: str | Path) -> list[Row]:
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".csv", ".jsonl"):
         raise ConfigError(f"{path}: prompts come as .txt (one per line), .csv (a 'prompt' column) or .jsonl.")
-    rows = _rows(path, suffix, read_text(path, "prompts file"))
+    rows = _rows(path, suffix, read_text(path, "prompts file"))  # refuses more rows than batch_assets, unbuilt
     if not rows:
         raise ConfigError(f"{path} holds no prompts; write one per line (.txt), one per row under a 'prompt' "
                           "header (.csv), or one JSON object per line (.jsonl).")
@@ -93,13 +93,17 @@ def read_prompts(path: str | Path) -> list[Row]:
 
 
 def _rows(path: Path, suffix: str, text: str) -> list[Row]:
-    if suffix == ".txt":
-        lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1)]
-        return [Row(i, {"prompt": line}, textual=True) for i, line in lines if line and not line.startswith("#")]
+    """The file's rows; their number is checked against batch_assets before a row is built or parsed."""
     if suffix == ".csv":
         return _csv_rows(path, text)
+    lines = text.splitlines()
+    if suffix == ".txt":
+        check_rows(sum(1 for line in lines if (kept := line.strip()) and not kept.startswith("#")), str(path))
+        stripped = [(i, line.strip()) for i, line in enumerate(lines, 1)]
+        return [Row(i, {"prompt": line}, textual=True) for i, line in stripped if line and not line.startswith("#")]
+    check_rows(sum(1 for line in lines if line.strip()), str(path))
     rows: list[Row] = []
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -118,8 +122,10 @@ def _csv_rows(path: Path, text: str) -> list[Row]:
     try:
         if not reader.fieldnames or "prompt" not in [name.strip() for name in reader.fieldnames]:
             raise ConfigError(f"{path}: a CSV prompts file needs a header row with a 'prompt' column.")
-        rows, start = [], reader.line_num + 1
+        rows, start, most = [], reader.line_num + 1, limits.get("batch_assets")
         for row in reader:
+            if len(rows) == most:  # one row too many: count the rest, building none of them
+                check_rows(most + 1 + sum(1 for _ in reader), str(path))
             cells = {k.strip(): v for k, v in row.items() if isinstance(k, str) and k.strip() and v not in (None, "")}
             rows.append(Row(start, cells, textual=True))
             start = reader.line_num + 1
@@ -133,15 +139,50 @@ def plan(rows: Iterable[Row], *, kind: str, n: int, seed: int, backend: str | No
     """Jobs for the good rows, and a failure record (row, reason) for each bad one. Loads nothing.
 
     A row's own value wins over the batch's; a value of None (JSONL null, an empty CSV cell) means the default.
+    The assets the rows ask for are counted (check_size) before any row is planned.
     """
+    rows = list(rows)
+    check_size(rows, n, "this batch")
     jobs, failures = [], []
     for row in rows:
         try:
             jobs += _plan_row(row, kind=kind, n=n, seed=seed, backend=backend, model=model, params=params, loop=loop)
         except Exception as error:  # noqa: BLE001 - one bad row must never stop the batch
             failures.append({"row": row.number, "reason": _reason(error)})
-        limits.check("batch_assets", len(jobs), "the number of assets this batch plans", field="n")
     return jobs, failures
+
+
+def check_rows(count: int, where: str) -> None:
+    """Refuse more rows than batch_assets (a row asks at least one asset, or fails), before they are built."""
+    limits.check("batch_assets", count, f"the number of rows in {where}", field="rows")
+
+
+def check_size(rows: Sequence[Row | str | dict[str, Any]], n: int, where: str) -> None:
+    """Refuse a batch whose rows ask for more assets than batch_assets, before any is planned: counting is cheap,
+    planning is not. `rows` are Rows, or a request's rows (a prompt, or an object like a JSONL line). A row asks
+    its own n (else the batch's) when it has a prompt and that n is one plan takes, so the count is never below
+    what plan makes."""
+    check_rows(len(rows), where)
+    limit = limits.get("outputs")
+    asked = sum(_asked(row, n, limit) for row in rows)
+    limits.check("batch_assets", asked, f"the assets {where} asks for (its rows x n)", field="n")
+
+
+def _asked(row: Row | str | dict[str, Any], n: int, most_n: int) -> int:
+    """The assets one row asks for: 0 for a row plan refuses for its missing prompt or its n."""
+    if isinstance(row, str):
+        return n
+    fields, textual = (row.fields, row.textual) if isinstance(row, Row) else (row, False)
+    if not isinstance(fields, dict) or fields.get("prompt") in (None, ""):
+        return 0
+    given = fields.get("n")
+    if given is None:
+        return n
+    try:
+        asked = _whole(given, "n", textual, least=1)
+    except ConfigError:
+        return 0
+    return asked if asked <= most_n else 0
 
 
 def _plan_row(row: Row, *, kind: str, n: int, seed: int, backend: str | None, model: str | None,

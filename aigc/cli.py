@@ -455,10 +455,12 @@ def _scorable(path: Path, prompt: str | None) -> tuple[str, Any]:
 @click.option("--private", is_flag=True,
               help="Each user sees only their own jobs and assets (admins: all). Default: every user reads the "
                    "team's gallery; cancel and retry stay the owner's (or an admin's).")
+@click.option("--request-timeout", type=float, default=60, show_default=True,
+              help="Seconds a request's headers and body may take to arrive; a slower client is disconnected.")
 def serve(host: str, port: int, data: Path, token_file: Path | None, models_dir: Path | None,
           pipelines_dir: Path | None, allowed_hosts: tuple[str, ...], cors: tuple[str, ...], max_body_mb: int,
           queue_per_owner: int, merge_outputs: int, engine: str, workers: int | None, ray_address: str | None,
-          insecure: bool, private: bool) -> None:
+          insecure: bool, private: bool, request_timeout: float) -> None:
     """Serve aigc to a team over HTTP: a crash-safe jobs API with events, on FastAPI + uvicorn.
 
     \b
@@ -466,15 +468,17 @@ def serve(host: str, port: int, data: Path, token_file: Path | None, models_dir:
       aigc serve                                   # http://127.0.0.1:8000, one local user
       aigc serve --host 0.0.0.0 --token-file team.tokens --data /srv/aigc
       aigc serve --engine ray --workers 4           # generation on 4 Ray actors
-      curl -s localhost:8000/v1/jobs -d '{"kind": "text", "prompt": "A haiku about rain"}'
-      curl -s localhost:8000/v1/chat/completions -d '{"model": "default", "messages": [{"role": "user", "content": "Hi"}]}'
+      curl -s localhost:8000/v1/jobs -H 'Content-Type: application/json' \\
+        -d '{"kind": "text", "prompt": "A haiku about rain"}'
+      curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+        -d '{"model": "default", "messages": [{"role": "user", "content": "Hi"}]}'
     """
     from .server.serve import serve as run_server
 
     run_server(host=host, port=port, data=data, token_file=token_file, models=models_dir, pipelines=pipelines_dir,
                allowed_hosts=allowed_hosts, cors=cors, max_body_mb=max_body_mb, queue_per_owner=queue_per_owner,
                merge_outputs=merge_outputs, engine=engine, workers=workers, ray_address=ray_address,
-               insecure=insecure, private=private)
+               insecure=insecure, private=private, request_timeout=request_timeout)
 
 
 @cli.command()

@@ -240,13 +240,19 @@ def _save_image(image: Image, pil: str, **options: Any) -> bytes:
 
 
 def _open_image(raw: bytes, name: str, pil: str) -> tuple[Image, dict[str, Any], dict[str, str]]:
-    """The image as RGB, its info and its PNG text chunks."""
+    """The image as RGB, its info and its PNG text chunks; its size is checked from its header (Image.open reads
+    only that) against the megapixels limit before its pixels are decoded."""
     from PIL import Image, UnidentifiedImageError
+
+    from . import limits
 
     try:
         with Image.open(io.BytesIO(raw), formats=[pil]) as image:
+            limits.check_image(image.width, image.height, name)
             image.load()
             return image.convert("RGB"), dict(image.info), dict(getattr(image, "text", {}))
+    except ConfigError:
+        raise
     except UnidentifiedImageError:
         raise ConfigError(f"cannot load {name}: not a readable {pil} (it is not {pil} data).") from None
     except Exception as error:  # Pillow's plugins raise OSError, SyntaxError, struct.error... on damaged data

@@ -33,6 +33,17 @@ class Limits:
     asset_mb: int = 1024  # a saved asset read back whole (aigc.load, aigc score), in MiB
     page: int = 500  # assets one gallery page lists (GET /v1/assets?limit=)
     zip_assets: int = 1000  # assets one zip download holds (POST /v1/assets/zip)
+    # stop strings of one call: each is looked for in every output as it grows. OpenAI allows 4; 64 covers any
+    # real list (a few end markers and turn headers) while one request cannot carry millions of them
+    stop_strings: int = 64
+    stop_chars: int = 1000  # characters of one stop string (a marker or a line; never a document)
+    json_depth: int = 64  # how deep a request's JSON body nests (aigc's own need 5; Python's parser stops near 1,000)
+
+
+# An image aigc reads (an init image, a data URL, a file aigc.load or aigc score opens) is decoded whole, as RGB at
+# 4 bytes a pixel: its own megapixels default, below Pillow's decompression-bomb guard (~179 MP refused, ~89 MP
+# warned), checked from the image's header before a pixel is decoded. 64 MP holds an 8K frame or a 61 MP photo.
+READ_MEGAPIXELS = {"megapixels": 64}
 
 
 DEFAULTS = Limits()
@@ -65,6 +76,13 @@ def check(name: str, value: int, what: str, declared: Mapping[str, int] | None =
         raise ConfigError(f"{what} is {value:,}, over the limit of {limit:,}; ask for less, or raise the limit "
                           f"explicitly (AIGC_LIMIT_{name.upper()}={value} or aigc.limits.set({name}={value})).",
                           field=field or name)
+
+
+def check_image(width: int, height: int, what: str, field: str | None = None) -> None:
+    """Refuse an image to read over the megapixels limit for images read (READ_MEGAPIXELS), from its header's
+    width x height, before its pixels are decoded."""
+    check("megapixels", -(-width * height // 1_000_000), f"the megapixels of {what} ({width}x{height} pixels)",
+          READ_MEGAPIXELS, field)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from .errors import ModelLoadError, StorageError
 
 PACK_PREFIX = "pack:"
+HUB_PREFIX = "hub:"  # "hub:org/name": a Hub id and nothing else, never a local path (what a server resolves)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -186,6 +187,11 @@ def resolve(ref: str) -> ModelSource:
     ref = ref.strip()
     if ref.startswith(PACK_PREFIX):
         return ModelSource(ref, "pack", pack_path(ref[len(PACK_PREFIX):]))
+    if ref.startswith(HUB_PREFIX):  # looked up in the Hub's cache (or on the Hub) only, never as a path
+        repo_id = ref[len(HUB_PREFIX):]
+        if not _HUB_ID.match(repo_id) or ".." in repo_id:
+            raise ModelLoadError(f"model={repo_id[:80]!r} is not a Hub id like 'org/name'.")
+        return _resolve_hub(repo_id)
     if any(ord(ch) < 32 for ch in ref) or len(ref) > 4096:
         raise ModelLoadError(f"model={ref[:80]!r} is not a model reference (control characters or far too long); "
                              "pass a Hub id, a local path or 'pack:NAME'.")
@@ -372,6 +378,8 @@ def public_name(ref: str) -> str:
     directory layout leaks into what a user shares."""
     if not isinstance(ref, str) or ref.startswith(PACK_PREFIX):
         return ref
+    if ref.startswith(HUB_PREFIX):
+        return ref[len(HUB_PREFIX):]
     path = Path(ref)
     if not (ref.startswith(("/", ".", "~")) or "\\" in ref or path.exists() or path.suffix in _WEIGHT_SUFFIXES):
         return ref  # a Hub id

@@ -91,11 +91,13 @@ def load_recipe(path: str | Path) -> Pipeline:
 
 
 def parse_recipe(text: str, where: str = "recipe",
-                 model_reference: Callable[[str | None, str], str | None] | None = None) -> Pipeline:
+                 model_reference: Callable[[str | None, str], str | None] | None = None,
+                 file_reference: Callable[[Step], dict[str, Any]] | None = None) -> Pipeline:
     """Parse and validate a recipe's YAML text (a server's inline recipe); errors name `where`, line and field.
 
     `model_reference(model, field)` turns each step's model into the reference to use (a server maps the names
-    of its models directory, and refuses paths) before the steps are checked.
+    of its models directory, and refuses paths) before the steps are checked; `file_reference(step)` does the same
+    for the knobs that read files (a prior, an adapter, an input image), returning the step's params to use.
     """
     from . import limits
 
@@ -125,8 +127,20 @@ def parse_recipe(text: str, where: str = "recipe",
             except ConfigError as error:
                 loc = ("steps", index, "model")
                 raise ConfigError(f"{path}:{_line(tree, loc)}: steps.{index}.model: {error}", field=error.field) from None
+        if file_reference is not None:
+            step.params = _files(path, tree, index, step, file_reference)
         _check_step(path, tree, index, step)
     return Pipeline(steps, dict(recipe.inputs))
+
+
+def _files(path: str, tree: Any, index: int, step: Step, file_reference: Callable[[Step], dict[str, Any]]
+           ) -> dict[str, Any]:
+    """The step's params with its file knobs as `file_reference` resolves them; an error names the knob's line."""
+    try:
+        return file_reference(step)
+    except ConfigError as error:
+        loc = ("steps", index, "params", *([error.field] if error.field else []))
+        raise ConfigError(f"{path}:{_line(tree, loc)}: {'.'.join(map(str, loc))}: {error}", field=error.field) from None
 
 
 def _check_step(path: str, tree: Any, index: int, step: Step) -> None:

@@ -7,6 +7,7 @@ middle of an append costs at most the line being written.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -214,10 +215,16 @@ def locked_dir(directory: str | os.PathLike, what: str) -> Iterator[Path]:
                           "another output directory.", field="out") from None
 
 
-def clean_partial(directory: str | os.PathLike) -> int:
-    """Remove the temporary files a killed write left in `directory` (its own `.NAME.RANDOM.part` files)."""
+def clean_partial(directory: str | os.PathLike, recursive: bool = False) -> int:
+    """Remove the temporary files a killed write left in `directory` (its own `.NAME.RANDOM.part` files), and with
+    `recursive` in every folder below it too (symbolic links are not followed)."""
+    if recursive:
+        leftovers = [Path(folder, name) for folder, _, names in os.walk(directory)
+                     for name in fnmatch.filter(names, f".*{PART}")]
+    else:
+        leftovers = list(Path(directory).glob(f".*{PART}"))
     removed = 0
-    for leftover in Path(directory).glob(f".*{PART}"):
+    for leftover in leftovers:
         with explained("remove", leftover):
             leftover.unlink(missing_ok=True)
         removed += 1

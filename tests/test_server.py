@@ -188,8 +188,11 @@ def test_tokens_owners_and_admins(tmp_path, models, manager, private):
         assert c.get(f"/v1/jobs/{job['id']}", headers=auth["alice"]).json()["state"] == "pending"
         assert c.get("/v1/jobs", headers=auth["bob"]).json()["total"] == 0  # a user's queue: their own jobs
         assert c.get("/v1/jobs", headers=auth["root"]).json()["total"] == 1
-        teammates = c.get("/v1/jobs?owner=alice", headers=auth["bob"]).json()["total"]
-        assert teammates == (0 if private else 1)  # --private: own only, whatever is asked
+        teammates = c.get("/v1/jobs?owner=alice", headers=auth["bob"])
+        if private:  # --private: another user's list is refused, as the README says
+            assert teammates.status_code == 403 and "--private" in teammates.json()["error"]["message"]
+        else:
+            assert teammates.json()["total"] == 1
         assert ALICE not in json.dumps(c.get(f"/v1/jobs/{job['id']}", headers=auth["alice"]).json())
         assert c.post(f"/v1/jobs/{job['id']}/cancel", headers=auth["root"]).json()["state"] == "cancelled"
 

@@ -246,8 +246,9 @@ def test_a_private_server_shows_each_user_only_their_own(private):
     assert httpx.post(f"{url}/v1/jobs/{cys_job}/cancel", headers=AS_BOB).status_code == 404
     scored = httpx.post(f"{url}/v1/score", json={"items": [{"asset": cys}]}, headers=AS_BOB)
     assert scored.status_code == 422 and scored.json()["error"]["field"] == "items[0]"
-    asked = httpx.get(f"{url}/v1/jobs?owner=cy", headers=AS_BOB).json()["jobs"]
-    assert {j["owner"] for j in asked} == {"bob"}  # his own, whoever he asks for
+    asked = httpx.get(f"{url}/v1/jobs?owner=cy", headers=AS_BOB)
+    assert asked.status_code == 403 and "--private" in asked.json()["error"]["message"]  # as the gallery's owner=
+    assert {j["owner"] for j in httpx.get(f"{url}/v1/jobs?owner=bob", headers=AS_BOB).json()["jobs"]} == {"bob"}
     assert httpx.get(f"{url}/v1/assets/{cys}/meta", headers=AS_ANA).status_code == 200
 
 

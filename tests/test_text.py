@@ -91,6 +91,135 @@ def test_streamed_pieces_add_up_to_the_output(tiny_gpt2, manager, use_stop):
     assert "streamer" not in asset.params
 
 
+def test_too_many_or_too_long_stop_strings_are_refused_before_loading(tiny_gpt2):
+    from aigc.devices import DeviceManager
+
+    fresh = DeviceManager("cpu")
+    with pytest.raises(aigc.ConfigError, match=r"number of strings in stop is 65, over the limit of 64.*"
+                                               r"AIGC_LIMIT_STOP_STRINGS=65"):
+        gen("The sea", tiny_gpt2, fresh, stop=[f"stop {i}" for i in range(65)])
+    with pytest.raises(aigc.ConfigError, match=r"stop's length in characters is 1,001.*AIGC_LIMIT_STOP_CHARS"):
+        gen("The sea", tiny_gpt2, fresh, stop=["x" * 1001])
+    assert not fresh.stats()["models"]  # refused before any model loaded
+    with aigc.limits.set(stop_strings=65):
+        assert gen("The sea", tiny_gpt2, fresh, stop=[f"stop {i}" for i in range(65)], max_new_tokens=2)[0].data
+
+
+class CountingList(list):
+    """A list that counts the items read out of it: how often decoding walks the stop strings."""
+
+    read = 0
+
+    def __iter__(self):
+        for item in super().__iter__():
+            self.read += 1
+            yield item
+
+
+def test_stop_matching_does_not_walk_the_stop_strings_per_token(tiny_gpt2, manager):
+    """Each token's text goes through one automaton built from the stops once per call: per token, nothing is
+    done per stop string (it was a scan of every stop string per token: 1,000,000 of them took 24.8 s)."""
+    from aigc.generators.decoding import Settings, decode
+    from aigc.generators.sampling import Sampling
+
+    gen("The sea", tiny_gpt2, manager, max_new_tokens=1)  # loaded once
+    with manager.use(manager.key("causal-lm", tiny_gpt2), lambda: None) as lm:
+        prompt = lm.tokenizer.encode("The sea")
+        for count in (1, 64, 4096):
+            stops = CountingList(f"never {i} here" for i in range(count))
+            stops.read = 0
+            settings = Settings(40, Sampling(0.0), 1.0, stops, stream=lambda piece: None)
+            [(text, info)] = decode(lm, [(prompt, 1)], settings, manager.device, "tiny")
+            assert info["new_tokens"] == 40 and info["finish_reason"] == "length"
+            assert stops.read == count  # once, to build the automaton; not 40 x count
+
+
+def test_the_stop_automaton_reads_a_character_in_bounded_work_whatever_the_stops():
+    """Aho-Corasick: moves down plus moves back over a text are at most twice its characters, for any stops (here
+    ones that make a naive matcher back up a lot: 'aaa...ab')."""
+    from aigc.generators.decoding import Stops
+
+    class Counting(dict):
+        looks = 0
+
+        def __contains__(self, key):
+            Counting.looks += 1
+            return super().__contains__(key)
+
+        def get(self, key, default=None):
+            Counting.looks += 1
+            return super().get(key, default)
+
+    text = ("a" * 70 + "c") * 30
+    for count in (1, 8, 64, 4096):
+        stops = Stops(["a" * (1 + i % 64) + "b" + "a" * (i // 64) for i in range(count)])
+        stops.next = Counting(stops.next)
+        Counting.looks, state = 0, 0
+        for char in text:
+            state = stops.step(state, char)
+        assert Counting.looks <= 3 * len(text), (count, Counting.looks)
+
+
+def _first_stop(text, stops):
+    """The brute-force reference (what aigc did before the automaton): the earliest start of any stop string."""
+    found = [text.find(stop) for stop in stops if stop in text]
+    return min(found) if found else None
+
+
+def _settled(text, stops):
+    """Reference: the text up to the first stop, else all but its longest tail that begins a stop string."""
+    cut = _first_stop(text, stops)
+    if cut is not None:
+        return text[:cut]
+    held = max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+    return text[:len(text) - held]
+
+
+def test_stop_cuts_match_a_brute_force_reference_on_random_texts():
+    import random
+
+    from aigc.generators.decoding import Stops, cut_at_stop
+
+    alphabet = "ab \nxé"
+    for seed in range(3000):
+        rng = random.Random(seed)
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        stops = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 8))]
+        automaton = Stops(stops)
+        expected = _first_stop(text, stops)
+        assert automaton.cut(text) == expected, (seed, text, stops)
+        assert cut_at_stop(text, automaton) == ((text, False) if expected is None else (text[:expected], True))
+
+
+def test_stops_found_token_by_token_match_the_reference():
+    """Token by token through a real tokenizer (multi-byte characters arrive in pieces): a stop string spanning
+    tokens is found at the token that completes it, the streamed text never holds what a stop could still cut,
+    and the final text is cut before the first stop, as the brute-force reference says."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from aigc.generators.decoding import RowText, Stops
+    from aigc.models import gpt2_tokenizer_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir())
+    alphabet = ["a", "b", " ", "\n", "é", "🙂", "the", " sea"]
+    for seed in range(400):
+        rng = random.Random(seed)
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))
+        stops = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 6))]
+        row = RowText(tokenizer, Stops(stops))
+        for token in tokenizer.encode(text):
+            found = row.add(token)
+            assert found == (_first_stop(row.text, stops) is not None), (seed, text, stops, row.text)
+            assert row.settled() == _settled(row.text, stops), (seed, text, stops, row.text)
+            if found:
+                break
+        whole = tokenizer.decode(row.ids, skip_special_tokens=True)
+        cut = _first_stop(whole, stops)
+        assert row.final() == (whole if cut is None else whole[:cut]), (seed, text, stops)
+
+
 def test_gpt2_checkpoint_without_tokenizer_uses_the_gpt2_tokenizer_pack(tiny_gpt2_bare, manager):
     asset = aigc.generate("text", "Hello world", backend="gpt2", model=tiny_gpt2_bare, seed=1, max_new_tokens=5,
                           manager=manager)[0]

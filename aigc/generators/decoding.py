@@ -22,6 +22,7 @@ from .row_attention import uses_rowwise_attention
 from .sampling import Sampling, stream_keys
 
 CACHE_ROUNDING = 256  # static caches are rounded up to this length, so calls of similar size share a graph
+CODES = 0x110000  # one past the largest code point: (state, character) as one int, state * CODES + code point
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
     if settings.penalty != 1.0:
         batch.seen = seen_mask(batch.ids, batch.mask[:, :batch.width], logits.shape[-1])
     # text is decoded as it comes only where it is read: rows with stop strings, and the streamed row
-    rows = [RowText(lm.tokenizer, settings.stops, live=bool(settings.stops) or (row == 0 and settings.stream is not None))
+    stops = Stops(settings.stops)  # built once per call, shared by every row
+    rows = [RowText(lm.tokenizer, stops, live=bool(stops.strings) or (row == 0 and settings.stream is not None))
             for row in range(len(items))]
     # the slot in the cache and the draw number live on the device and count up there: no copies per step
     slot = torch.full((1,), batch.width - 1, device=device)
@@ -205,7 +207,7 @@ class Reader:
                     self.limit and self.lengths[row] + index + 1 >= self.limit):
                 self.ended[row] = "length"
         if self.settings.stream:
-            self.streamed = stream_piece(self.settings.stream, self.rows[0].text, self.settings.stops, self.streamed)
+            self.streamed = stream_piece(self.settings.stream, self.rows[0].settled(), self.streamed)
         return all(self.ended)
 
     def results(self) -> list[tuple[str, dict[str, Any]]]:
@@ -215,19 +217,71 @@ class Reader:
             results.append((text.final(), {"new_tokens": len(text.ids), "prompt_tokens": self.lengths[row],
                                            "finish_reason": self.ended[row] or "length"}))
         if self.settings.stream:
-            stream_piece(self.settings.stream, results[0][0], [], self.streamed, final=True)
+            stream_piece(self.settings.stream, results[0][0], self.streamed, final=True)
         return results
+
+
+class Stops:
+    """The stop strings as one Aho-Corasick automaton, built once per call: text is read a character at a time at
+    a cost that does not grow with the number of stops (one move down the trie, and over a whole text at most as
+    many moves back as were made down). A state is the longest tail of the text read so far that begins a stop.
+    States are plain ints and the trie one dict of ints, so building it makes no object per state."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.strings = list(stops)
+        self.next: dict[int, int] = {}  # the trie: state * CODES + code point -> the next state
+        parent, code, self.depth = [0], [0], [0]  # per state: its parent, its last character, its length
+        whole: set[int] = set()  # states where a stop string ends
+        for stop in self.strings:
+            state = 0
+            for char in stop:
+                key = state * CODES + ord(char)
+                if key not in self.next:
+                    self.next[key] = len(self.depth)
+                    parent.append(state)
+                    code.append(ord(char))
+                    self.depth.append(self.depth[state] + 1)
+                state = self.next[key]
+            whole.add(state)
+        self.longest = max(self.depth)
+        self.back = [0] * len(self.depth)  # the longest shorter tail that is a state too (failure link)
+        self.ends = [0] * len(self.depth)  # the length of the longest stop the text read ends with (0: none)
+        for state in sorted(range(1, len(self.depth)), key=self.depth.__getitem__):  # shallower states first
+            if parent[state]:
+                self.back[state] = self._move(self.back[parent[state]], code[state])
+            self.ends[state] = self.depth[state] if state in whole else self.ends[self.back[state]]
+
+    def step(self, state: int, char: str) -> int:
+        """The state after reading `char` in `state`."""
+        return self._move(state, ord(char))
+
+    def _move(self, state: int, code: int) -> int:
+        while state and state * CODES + code not in self.next:
+            state = self.back[state]
+        return self.next.get(state * CODES + code, 0)
+
+    def cut(self, text: str) -> int | None:
+        """Where the first stop string in `text` begins (the earliest start of any), or None."""
+        best, state = None, 0
+        for end, char in enumerate(text):
+            if best is not None and end - self.longest + 1 >= best:
+                break  # a stop ending here or later starts at the best found or after it
+            state = self.step(state, char)
+            if self.ends[state] and (best is None or end - self.ends[state] + 1 < best):
+                best = end - self.ends[state] + 1
+        return best
 
 
 class RowText:
     """One row's new text, decoded as its tokens arrive at a constant cost per token (not a decode of the whole
-    row every step), with stop strings looked for only where the newest piece could complete one."""
+    row every step), with stop strings looked for only in the newest piece, through the automaton (Stops)."""
 
-    def __init__(self, tokenizer: Any, stops: list[str], live: bool = True) -> None:
+    def __init__(self, tokenizer: Any, stops: Stops, live: bool = True) -> None:
         self.tokenizer, self.stops, self.live = tokenizer, stops, live
-        self.longest = max((len(s) for s in stops), default=0)
         self.ids: list[int] = []
         self.text = ""
+        self.state = 0  # the automaton's state after `text`
+        self.stop_at: int | None = None  # where the first stop string begins, once one has come
         self._prefix = self._read = 0  # ids[_prefix:_read] is the piece decoded last, kept for context
 
     def add(self, token: int) -> bool:
@@ -239,11 +293,21 @@ class RowText:
         after = self._decode(self._prefix, len(self.ids))
         if len(after) <= len(before) or after.endswith("\ufffd"):
             return False  # half a character so far: the next token completes it
-        start = len(self.text)
-        self.text += after[len(before):]
+        piece = after[len(before):]
+        self.text += piece
         self._prefix, self._read = self._read, len(self.ids)
-        window = self.text[max(0, start - self.longest + 1):]
-        return any(stop in window for stop in self.stops)
+        for char in piece:
+            self.state = self.stops.step(self.state, char)
+            if self.stops.ends[self.state]:
+                self.stop_at = self.stops.cut(self.text)
+                return True
+        return False
+
+    def settled(self) -> str:
+        """The text no stop string can still cut: up to the first stop, or all but a tail that could begin one."""
+        if self.stop_at is not None:
+            return self.text[:self.stop_at]
+        return self.text[:len(self.text) - self.stops.depth[self.state]]
 
     def final(self) -> str:
         return cut_at_stop(self._decode(0, len(self.ids)), self.stops)[0]
@@ -252,26 +316,20 @@ class RowText:
         return self.tokenizer.decode(self.ids[start:end], skip_special_tokens=True) if end > start else ""
 
 
-def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+def cut_at_stop(text: str, stops: Stops) -> tuple[str, bool]:
     """Cut `text` at the first stop string; say whether one was found."""
-    cuts = [text.find(s) for s in stops if s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
+    cut = stops.cut(text)
+    return (text, False) if cut is None else (text[:cut], True)
 
 
-def stream_piece(emit: Callable[[str], None], text: str, stops: list[str], sent: int, final: bool = False) -> int:
-    """Emit the new, settled part of `text`: never a piece a stop string could still cut, nor half a character."""
-    text, _ = cut_at_stop(text, stops)
-    end = len(text)
-    if not final:
-        while end > sent and text[end - 1] == "\ufffd":
-            end -= 1
-        for stop in stops:  # hold back a tail that could be the start of a stop string
-            for size in range(min(len(stop) - 1, end - sent), 0, -1):
-                if text[end - size:end] == stop[:size]:
-                    end -= size
-                    break
+def stream_piece(emit: Callable[[str], None], settled: str, sent: int, final: bool = False) -> int:
+    """Emit what `settled` (text no stop string can still cut) holds past the `sent` characters emitted so far;
+    never half a character, until the final text."""
+    end = len(settled)
+    while not final and end > sent and settled[end - 1] == "\ufffd":
+        end -= 1
     if end > sent:
-        emit(text[sent:end])
+        emit(settled[sent:end])
     return max(sent, end)
 
 

@@ -368,14 +368,21 @@ def _view(pipe: Any, scheduler: str | None, img2img: bool) -> Any:
 
 
 def _open_image(value: Any) -> Any:
-    """The init image as RGB; a file is read with Pillow's decompression-bomb guard and a size check first."""
+    """The init image as RGB; a file is read with Pillow's decompression-bomb guard and its size checked from its
+    header (the megapixels limit for images read, 8192 px a side) before its pixels are decoded."""
     from PIL import Image, UnidentifiedImageError
 
+    from .. import limits
+
     if isinstance(value, Image.Image):
+        limits.check_image(value.width, value.height, "init_image", field="init_image")
         return _bounded(value).convert("RGB")
     try:
         with Image.open(Path(value).expanduser()) as image:
+            limits.check_image(image.width, image.height, f"init_image={str(value)!r}", field="init_image")
             return _bounded(image).convert("RGB")
+    except ConfigError:
+        raise
     except Image.DecompressionBombError as error:
         raise ConfigError(f"init_image={value!r} is far too large to open ({error}).", field="init_image") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:

@@ -37,7 +37,7 @@ class GANGenerator(Generator):
         "prior_weight": Param(1.0, "how strongly refinement keeps latents typical, so faces stay faces", "float", 0.0),
         "prior": Param(None, "a latent prior file from `aigc tune image --backend gan` (.safetensors or .json): "
                              "latents are drawn from it, toward what the team liked; the same seed and prior give "
-                             "the same image", "str"),
+                             "the same image", "path"),
         "objective": Param(None, "differentiable score of images in [-1, 1] per prompt (aigc.generate passes the "
                            "scorer's)", "callable", record=False),
         "batch_size": Param(256, "latents decoded together; halves itself on out-of-memory", "int", 1, record=False),

@@ -17,7 +17,7 @@ from .. import limits
 from ..checks import plain_text
 from ..errors import ConfigError, one_of
 
-TYPES = ("float", "int", "bool", "str", "strings", "image", "messages", "callable")
+TYPES = ("float", "int", "bool", "str", "strings", "image", "path", "messages", "callable")
 ROLES = ("system", "user", "assistant")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 WEAKNESSES = ("novelty", "relevance", "quality")
@@ -47,7 +47,9 @@ class Param:
 
     default: Any
     help: str
-    type: str = "float"  # one of TYPES; "image" is a path or a PIL image, "strings" one string or a list
+    # one of TYPES; "image" is a path or a PIL image, "path" a file or folder the knob reads (a GAN prior, an
+    # adapter), "strings" one string or a list
+    type: str = "float"
     min: float | None = None
     max: float | None = None
     choices: tuple | None = None
@@ -56,10 +58,19 @@ class Param:
     record: bool = True  # False for what does not change the output (callbacks, batch size, speed switches)
     nudge: Nudge | None = None
     a1111: str | None = None  # its label in the A1111 "parameters" string other tools read
+    # "strings": the limits (aigc/limits.py) on how many strings and how many characters each, checked before any
+    # string is looked at; the stop knob has its own (stop_strings, stop_chars)
+    bounds: tuple[str, str] = ("prompts", "prompt_chars")
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
             raise TypeError(f"Param type {self.type!r} is not one of {TYPES}")
+
+    @property
+    def reads_files(self) -> bool:
+        """Whether its value names something on the file system ("image", "path"): the server never takes such a
+        value as a path, only as an asset, inline data or a name in its --models directory."""
+        return self.type in ("image", "path")
 
     @property
     def on_command_line(self) -> bool:
@@ -90,6 +101,8 @@ class Param:
             return _image(name, value)
         if self.type == "messages":
             return _messages(name, value)
+        if self.type == "path":
+            return _path(name, value)
         number = self.type in ("int", "float")
         allowed = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "strings": (str, list, tuple)}
         if not isinstance(value, allowed[self.type]) or (number and isinstance(value, bool)):
@@ -98,13 +111,17 @@ class Param:
             value = float(value)
             if not math.isfinite(value):
                 raise ConfigError(f"{name}={value!r} must be a finite number ({self.help}).", field=name)
+        chars = "prompt_chars"
         if self.type == "strings":
+            count, chars = self.bounds
+            limits.check(count, 1 if isinstance(value, str) else len(value), f"the number of strings in {name}",
+                         field=name)
             value = [value] if isinstance(value, str) else list(value)
             if not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(f"{name}={value!r} must be a non-empty string or a list of them.", field=name)
         for text in value if self.type == "strings" else [value] if self.type == "str" else []:
+            limits.check(chars, len(text), f"{name}'s length in characters", field=name)
             plain_text(name, text, field=name)
-            limits.check("prompt_chars", len(text), f"{name}'s length in characters", field=name)
         return value
 
     def _check_range(self, name: str, value: Any) -> None:
@@ -151,7 +168,8 @@ class Param:
         """The knob as JSON Schema (what the server's /v1/backends and the studio's forms read); None for a callable."""
         if self.type == "callable":
             return None
-        kinds = {"float": "number", "int": "integer", "bool": "boolean", "str": "string", "image": "string"}
+        kinds = {"float": "number", "int": "integer", "bool": "boolean", "str": "string", "image": "string",
+                 "path": "string"}
         schema: dict[str, Any] = {"description": self.help}
         if self.type == "messages":
             schema["type"] = "array"
@@ -199,6 +217,19 @@ def _image(name: str, value: Any) -> Any:
     plain_text(name, value, field=name)
     if not os.path.isfile(os.path.expanduser(value)):
         raise ConfigError(f"{name}={value!r}: no such file; pass an image path or a PIL image.", field=name)
+    return value
+
+
+def _path(name: str, value: Any) -> str:
+    """A file or folder's path as given (str or PathLike), as text; what it holds is read and checked later, by the
+    backend, before any load."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name}={value!r} must be a path (str).", field=name)
+    plain_text(name, value, field=name)
+    if len(value) > 4096:
+        raise ConfigError(f"{name} is {len(value):,} characters long; a path is at most 4096.", field=name)
     return value
 
 

@@ -34,7 +34,8 @@ class CausalLMGenerator(Generator):
         "top_k": Param(50, "sample among the k most likely tokens; 0 turns it off", "int", 0),
         "repetition_penalty": Param(1.1, "divide the odds of tokens already seen; 1 turns it off", "float", 0.0, 10.0,
                                     min_exclusive=True),
-        "stop": Param([], "strings that end an output (cut off, not included)", "strings"),
+        "stop": Param([], "strings that end an output (cut off, not included)", "strings",
+                      bounds=("stop_strings", "stop_chars")),
         "chat": Param(None, "wrap the prompt in the model's chat template (default: when it has one)", "bool"),
         "system": Param(None, "system message for chat models", "str"),
         "messages": Param(None, "the chat so far (system/user/assistant turns, the user's last), answered in place "
@@ -47,7 +48,7 @@ class CausalLMGenerator(Generator):
                          record=False),
         "streamer": Param(None, "called with each new piece of text (one output only)", "callable", record=False),
         "adapter": Param(None, "a LoRA adapter directory (what `aigc tune text` makes) applied to the model; "
-                               "model=ADAPTER_DIR alone loads it on the base model it names", "str"),
+                               "model=ADAPTER_DIR alone loads it on the base model it names", "path"),
     }
 
     @classmethod

@@ -15,10 +15,11 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from .. import errors
 from .auth import Principal, Signer
-from .body import BodyLimit
-from .jobs import Places
+from .body import BodyLimit, NoSniff, SameOriginWrites
+from .bodies import json_body
+from .jobs import JobRequest, Places
 from .service import API, Service, Settings, error_response, read_json
-from .store import ACTIVE, Store
+from .store import ACTIVE, Busy, Store
 
 __all__ = ["Settings", "create_app"]
 
@@ -39,7 +40,8 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
 
     settings.data.mkdir(parents=True, exist_ok=True)
     lock = _hold(settings.data)
-    store = Store(settings.data / "aigc.db")
+    _tidy(settings.data)
+    store = Store(settings.data / "aigc.db", private=settings.private)
     places = Places(settings.models, settings.pipelines)
     places.library = settings.data / "library"  # type: ignore[attr-defined] - the team's library for best_of jobs
     manager = manager or get_manager()
@@ -62,15 +64,25 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
         store.close()
         lock.release()
 
-    app = FastAPI(title="aigc", version=_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # no Swagger or ReDoc page: they load a CDN's scripts on the studio's origin. The schema stays, behind tokens.
+    app = FastAPI(title="aigc", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service, app.state.store, app.state.settings = service, store, settings
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(principal: Principal = Depends(service.who)) -> dict[str, Any]:
+        return app.openapi()
+
+    # outermost last: NoSniff marks every answer, BodyLimit, CORS, the Host check, then SameOriginWrites
+    app.add_middleware(SameOriginWrites, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "PUT"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body)
+    app.add_middleware(NoSniff)
     _handlers(app)
     _routes(app, service, metrics)
     openai_routes(app, service)
@@ -95,6 +107,17 @@ def _hold(data: Path) -> Any:
     return lock
 
 
+def _tidy(data: Path) -> None:
+    """Remove the temporary files (`.NAME.RANDOM.part`) a killed server left mid-write where only the server writes:
+    nothing is writing them now, as this server holds the data directory (_hold) and its workers have not started."""
+    from ..storage import clean_partial
+
+    clean_partial(data)
+    for area in ("assets", "jobs", "thumbnails"):
+        if (data / area).is_dir():
+            clean_partial(data / area, recursive=True)
+
+
 def _handlers(app: FastAPI) -> None:
     """Every error as one JSON shape that names the field and the fix (OpenAI's shape and types, with aigc's own
     type beside them: service.error_body); never a 500 for a bad request."""
@@ -104,6 +127,11 @@ def _handlers(app: FastAPI) -> None:
     async def aigc_error(request: Request, error: errors.AIGCError) -> JSONResponse:
         status = 507 if isinstance(error, errors.StorageError) else 422
         return error_response(request, status, type(error).__name__, str(error), getattr(error, "field", None))
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, error: Busy) -> JSONResponse:
+        # another program holds the database: say so at once (store.REQUEST_WAIT_S), never a stall or a 500
+        return error_response(request, 503, "Busy", str(error), headers={"Retry-After": "5"}, code="database_busy")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -127,7 +155,7 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         counts = store.counts()
         return {"status": "ok", "version": _version(), "queue": counts["pending"] + counts["running"]}
 
-    @app.post(f"{API}/jobs", status_code=202)
+    @app.post(f"{API}/jobs", status_code=202, openapi_extra=json_body(JobRequest))
     async def post_job(request: Request, principal: Principal = Depends(who),
                        idempotency_key: str | None = Header(default=None)) -> JSONResponse:
         job_request = service.parse(await read_json(request))
@@ -140,8 +168,9 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
                   offset: int = Query(0, ge=0)) -> dict[str, Any]:
         if owner is None and not principal.admin:
             owner = principal.name  # a user's queue: their own jobs, unless they ask for a teammate's
-        elif not service.sees_all(principal):
-            owner = principal.name  # --private: nobody else's
+        elif not service.sees_all(principal) and owner != principal.name:
+            raise HTTPException(403, f"owner={owner}: this server is private (aigc serve --private): you see your own "
+                                     "jobs; an admin sees everyone's.")
         last_event = store.last_event(owner)  # read before the jobs: a stream from here misses nothing after them
         jobs, total = store.list(owner=owner, state=state, kind=kind, limit=limit, offset=offset)
         return {"jobs": [service.view(job, brief=True) for job in jobs], "total": total, "limit": limit,
@@ -182,10 +211,12 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
             from .. import formats
             from ..assets import load
 
-            converted = load(settings.data / row.path).to_bytes(format)
-            return Response(converted, media_type=formats.by_name(format).media_type, headers={"ETag": etag})
+            converted, chosen = load(settings.data / row.path).to_bytes(format), formats.by_name(format)
+            name = Path(row.path).stem + chosen.suffix  # a type the client chose: a download, never a page
+            return Response(converted, media_type=chosen.media_type,
+                            headers={"ETag": etag, "Content-Disposition": f'attachment; filename="{name}"'})
         return FileResponse(settings.data / row.path, media_type=row.media_type, headers={"ETag": etag},
-                            filename=Path(row.path).name)
+                            filename=Path(row.path).name, content_disposition_type=_disposition(row.media_type))
 
     @app.get(f"{API}/assets/{{asset_id}}/meta")
     def asset_meta(asset_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
@@ -228,27 +259,36 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         return service.readable(job_id, principal)
 
     @app.get(f"{API}/jobs/{{job_id}}/events", response_class=EventSourceResponse)
-    async def job_events(job_id: str, job: Any = Depends(visible_job),
-                         last_event_id: str | None = Header(default=None), after: int | None = None) -> AsyncIterator:
-        async for event in _stream(store, _after(last_event_id, after), job=job_id):
+    async def job_events(job_id: str, job: Any = Depends(visible_job), after: int = Depends(_after)) -> AsyncIterator:
+        async for event in _stream(store, after, job=job_id):
             yield event
 
     @app.get(f"{API}/events", response_class=EventSourceResponse)
-    async def all_events(principal: Principal = Depends(who), last_event_id: str | None = Header(default=None),
-                         after: int | None = None) -> AsyncIterator:
-        async for event in _stream(store, _after(last_event_id, after),
-                                   owner=None if principal.admin else principal.name):
+    async def all_events(principal: Principal = Depends(who), after: int = Depends(_after)) -> AsyncIterator:
+        async for event in _stream(store, after, owner=None if principal.admin else principal.name):
             yield event
 
 
-def _after(header: str | None, query: int | None) -> int:
-    """Where a (re)connecting event stream starts: after the Last-Event-ID it saw, or ?after=N."""
-    if header is not None:
-        try:
-            return max(0, int(header))
-        except ValueError:
-            raise HTTPException(422, "Last-Event-ID must be the id of an earlier event (a whole number).") from None
-    return max(0, query or 0)
+def _disposition(media_type: str) -> str:
+    """How an asset's file is answered: inline for what a page shows with <img> or <audio> (an SVG excepted: it
+    holds script), else as an attachment, so a text a user typed is never opened as a page of this origin."""
+    kind = media_type.split(";", 1)[0].strip().lower()
+    return "inline" if kind.startswith(("image/", "audio/")) and kind != "image/svg+xml" else "attachment"
+
+
+LAST_EVENT = 2**63 - 1  # the largest event id SQLite stores; a larger number is read as this one
+
+
+def _after(last_event_id: str | None = Header(default=None), after: int | None = None) -> int:
+    """Where a (re)connecting event stream starts: after the Last-Event-ID it saw, or ?after=N. A dependency, so a
+    bad one is a 422 before the stream's response has begun (never a stream cut short); ASCII digits only."""
+    if last_event_id is not None:
+        text = last_event_id.strip()
+        digits = text[1:] if text.startswith("-") else text
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 19):
+            raise HTTPException(422, "Last-Event-ID must be the id of an earlier event (a whole number).")
+        return min(max(0, int(text)), LAST_EVENT)
+    return min(max(0, after or 0), LAST_EVENT)
 
 
 async def _stream(store: Store, after: int, *, job: str | None = None,

@@ -1,9 +1,11 @@
 """What a client may POST to /v1/jobs, checked with the same checks as the Python API before it is queued.
 
-Nothing in a request reaches the file system as a path: models are packs, Hub ids or names the server's
-operator put under `--models`; input images are earlier assets (`{"asset": id}`) or inline data
-(`data:image/png;base64,...`); recipes are names of the server's pipelines or inline YAML; batches carry
-their rows.
+Nothing in a request reaches the file system as a path: models are packs, Hub ids (looked up as Hub ids only)
+or names the server's operator put under `--models`; input images are earlier assets (`{"asset": id}`) or inline
+data (`data:image/png;base64,...`); every other knob that reads files (its Param says so: a GAN prior, an
+adapter) names something under `--models`; recipes are names of the server's pipelines or inline YAML; batches
+carry their rows. Each is checked wherever a request can carry it: a generate job's params, a batch's params and
+rows, a recipe's steps and `set`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from .. import registry
-from ..errors import ConfigError
+from .. import models, registry
+from ..errors import AIGCError, ConfigError
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/\w[\w.-]*$")  # org/name, as the Hub spells ids (and never "..")
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,127}$")
 
 
@@ -85,15 +87,28 @@ class Places:
 
 
 def model_reference(value: str | None, places: Places, field: str = "model") -> str | None:
-    """A request's model as a reference aigc resolves: a pack, a Hub id, or a name under the server's --models."""
-    if value is None or value.startswith("pack:") or HUB_ID.match(value):
+    """A request's model as a reference aigc resolves: a pack, a Hub id (as `hub:org/name`, which resolves in the
+    Hub's cache only, never as a path relative to the server's working directory), or a name under --models."""
+    if value is None or value.startswith(models.PACK_PREFIX):
         return value
-    if _NAME.match(value) and places.models is not None and (places.models / value).exists():
-        return str(places.models / value)
+    if HUB_ID.match(value) and ".." not in value:
+        return models.HUB_PREFIX + value
+    named = _named(value, places)
+    if named is not None:
+        return named
     raise ConfigError(f"{field}={value!r}: over HTTP a model is 'pack:NAME', a Hub id like 'org/name', or the name of "
                       "a model in the server's --models directory" + (f" ({_listing(places.models)})" if places.models
                                                                        else " (the server has none)") + "; never a path.",
                       field=field)
+
+
+def _named(value: Any, places: Places) -> str | None:
+    """The path of `value` in the server's --models directory when it is the plain name of something there, else
+    None (a path, `..`, `~`, a backslash or a name that is not there alike: nothing outside is looked at)."""
+    if isinstance(value, str) and _NAME.match(value) and places.models is not None \
+            and (places.models / value).exists():
+        return str(places.models / value)
+    return None
 
 
 def recipe_text(job: RunJob, places: Places) -> tuple[str, str]:
@@ -113,25 +128,123 @@ def recipe_text(job: RunJob, places: Places) -> tuple[str, str]:
     return read_text(path, "recipe"), f"{name}.yaml"
 
 
-def images_resolved(kind: str, backend: str | None, model: str | None, params: dict[str, Any],
-                    image_of: Any) -> dict[str, Any]:
-    """The request's knobs with its image knob (init_image) turned from `{"asset": id}` or a data URL into a PIL
-    image; a path is refused. `image_of(asset_id)` returns the owner's image asset or raises."""
-    cls = registry.get(kind, backend, model).load()
-    knob = cls.image_input()
-    if knob is None or params.get(knob) is None:
-        return params
-    value = params[knob]
+ImageSource = Union[Callable[[str], Any], str]  # image_of(asset_id), or why this part of a request takes no image
+
+
+def files_resolved(kind: str, backend: str | None, model: str | None, params: dict[str, Any], image_of: ImageSource,
+                   places: Places, *, any_backend: bool = False) -> dict[str, Any]:
+    """The request's knobs with each knob that reads files (`Param.reads_files`) turned into what the backend reads:
+    an input image from `{"asset": id}` (`image_of(asset_id)` returns the owner's image asset or raises) or a data
+    URL into a PIL image; any other (a GAN prior, an adapter) from a name in the server's --models into its path.
+    Anything else, a path above all, is refused in the same words whether or not it exists. Unknown knobs are left
+    for the backend's own check to name. `any_backend`: the knobs may go to any backend of the kind (a batch's
+    params with neither backend nor model, which each row may choose), so every backend's Params are read."""
+    declared = _file_knobs(kind) if any_backend and backend is None and model is None else \
+        registry.get(kind, backend, model).load().params
+    resolved = dict(params)
+    for name, value in params.items():
+        param = declared.get(name)
+        if param is None or not param.reads_files or value is None:
+            continue
+        resolved[name] = _image(name, value, image_of) if param.type == "image" else _file(name, value, places)
+    return resolved
+
+
+def _file_knobs(kind: str) -> dict[str, Any]:
+    """The knobs that read files in any backend of `kind`, by name (the first backend's Param where several say so)."""
+    declared: dict[str, Any] = {}
+    for name, pairs in registry.knobs().items():
+        reading = [param for spec, param in pairs if spec.kind == kind and param.reads_files]
+        if reading:
+            declared[name] = reading[0]
+    return declared
+
+
+def _image(knob: str, value: Any, image_of: ImageSource) -> Any:
+    if isinstance(image_of, str):
+        raise ConfigError(f"{knob}: {image_of}", field=knob)
     if isinstance(value, dict) and set(value) == {"asset"} and isinstance(value["asset"], str):
-        return {**params, knob: image_of(value["asset"])}
+        return image_of(value["asset"])
     if isinstance(value, str) and value.startswith("data:image/"):
-        return {**params, knob: _decode_data_url(knob, value)}
+        return _decode_data_url(knob, value)
     raise ConfigError(f"{knob}: over HTTP an input image is {{\"asset\": \"<id of an earlier image>\"}} or a data URL "
                       "(data:image/png;base64,...); never a path.", field=knob)
 
 
+def _file(knob: str, value: Any, places: Places) -> str:
+    path = _named(value, places)
+    if path is None:
+        raise ConfigError(f"{knob}={value!r:.80}: over HTTP a knob that reads a file takes the name of one in the "
+                          "server's --models directory"
+                          + (f" ({_listing(places.models)})" if places.models else " (the server has none)")
+                          + "; never a path.", field=knob)
+    return path
+
+
+ROW_IMAGE = ("over HTTP a batch row takes no input image of its own; put it in the batch's params ({\"asset\": id} or "
+             "a data URL), where every row shares it, or send a generate job.")
+STEP_IMAGE = ("over HTTP a recipe step takes its input image from an earlier image step (input: STEP), never a file; "
+              "to start from an image you have, send a generate job with {\"asset\": id} or a data URL.")
+
+
+def row_resolved(fields: dict[str, Any], number: int, kind: str, backend: str | None, model: str | None,
+                 places: Places) -> dict[str, Any]:
+    """A batch row (an object) with its model and its file knobs resolved as a generate job's are (its input image
+    refused). A row whose backend or model is wrong is left as it is: it fails on its own when the batch is planned,
+    as locally, before any of its knobs is looked at."""
+    from ..batch import ROW_KEYS
+
+    where = f"rows.{number}"
+    fields = dict(fields)
+    if isinstance(fields.get("model"), str):
+        fields["model"] = model_reference(fields["model"], places, field=f"{where}.model")
+    try:
+        registry.get(kind, fields.get("backend", backend), fields.get("model", model))
+    except AIGCError:
+        return fields
+    try:
+        knobs = files_resolved(kind, fields.get("backend", backend), fields.get("model", model),
+                               {k: v for k, v in fields.items() if k not in ROW_KEYS}, ROW_IMAGE, places)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}", field=f"{where}.{error.field}" if error.field else where) from None
+    return {**fields, **knobs}
+
+
+def run_pipeline(request: RunJob, places: Places) -> tuple[Any, dict[str, str], str]:
+    """A run job's pipeline as the server runs it, its inputs, and what to call its recipe: each step's model and
+    file knobs resolved as a generate job's are, those in the YAML and those a `set` gives alike (an input image
+    refused: a step takes an earlier step's)."""
+    from ..recipes import override, parse_recipe
+
+    def files_of(step: Any, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            registry.get(step.kind, step.backend, step.model)
+        except AIGCError:
+            return params  # the step's own check names its backend or model, at its line
+        return files_resolved(step.kind, step.backend, step.model, params, STEP_IMAGE, places)
+
+    text, where = recipe_text(request, places)
+    pipeline = parse_recipe(text, where, lambda value, field: model_reference(value, places, field),
+                            lambda step: files_of(step, step.params))
+    values = {**request.inputs, **override(pipeline, dict(request.set))}
+    steps = {step.name: step for step in pipeline.steps}
+    for key in request.set:
+        name, dot, knob = key.partition(".")
+        if dot:  # override() refused a step that is not there already
+            step, knob = steps[name], knob.replace("-", "_")
+            try:
+                step.params[knob] = files_of(step, {knob: step.params[knob]})[knob]
+            except ConfigError as error:
+                raise ConfigError(f"set {key}: {error}", field="set") from None
+    return pipeline, values, where
+
+
 def _decode_data_url(knob: str, url: str) -> Any:
+    """The image a data URL holds, as RGB; its size is checked from its header (the megapixels limit for images
+    read, and 8192 px a side) before its pixels are decoded, and Pillow's decompression-bomb guard stays on."""
     from PIL import Image, UnidentifiedImageError
+
+    from .. import limits
 
     header, _, payload = url.partition(",")
     if not header.endswith(";base64"):
@@ -139,9 +252,12 @@ def _decode_data_url(knob: str, url: str) -> Any:
     try:
         data = base64.b64decode(payload, validate=True)
         with Image.open(io.BytesIO(data)) as image:
+            limits.check_image(image.width, image.height, knob, field=knob)
             if max(image.size) > 8192:
                 raise ConfigError(f"{knob} is {image.width}x{image.height}; at most 8192 px a side.", field=knob)
             return image.convert("RGB")
+    except ConfigError:
+        raise
     except (ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise ConfigError(f"{knob}: the data URL is not a readable image ({error}).", field=knob) from None
 

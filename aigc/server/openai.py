@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import ConfigError
+from . import bodies
 from .auth import Principal
-from .service import API, Refusal, Service, error_body, error_response
+from .service import API, Refusal, Service, error_body, error_response, json_body
 from .store import Job
 
 OWN_FIELDS = ("backend", "best_of", "min_score", "max_attempts", "diverse", "library")  # aigc's, beside OpenAI's
@@ -61,22 +62,22 @@ def _define(router: APIRouter, service: Service) -> None:
     def list_models(principal: Principal = Depends(service.who)) -> dict[str, Any]:
         return {"object": "list", "data": served_models(service)}
 
-    @router.post("/chat/completions")
+    @router.post("/chat/completions", openapi_extra=bodies.json_body(bodies.chat(ROLES)))
     async def chat(request: Request, principal: Principal = Depends(service.who)) -> Response:
         return await _text(service, principal, await _body(request), chat=True)
 
-    @router.post("/completions")
+    @router.post("/completions", openapi_extra=bodies.json_body(bodies.completion()))
     async def completions(request: Request, principal: Principal = Depends(service.who)) -> Response:
         return await _text(service, principal, await _body(request), chat=False)
 
-    @router.post("/images/generations")
+    @router.post("/images/generations", openapi_extra=bodies.json_body(bodies.image(IMAGE_FORMATS)))
     async def images(request: Request, principal: Principal = Depends(service.who)) -> Response:
         body = await _body(request)
         await asyncio.to_thread(_served, service, "image", body.get("model"))
-        response_format = body.get("response_format") or "url"
+        response_format = _string(body, "response_format", "url")
         if response_format not in ("url", "b64_json"):
             raise ConfigError(f"response_format={response_format!r}: use 'url' or 'b64_json'.", field="response_format")
-        output_format = body.get("output_format") or "png"
+        output_format = _string(body, "output_format", "png")
         if output_format not in IMAGE_FORMATS:
             raise ConfigError(f"output_format={output_format!r}: use {', '.join(IMAGE_FORMATS)}.", field="output_format")
         job = await _submit(service, principal, await asyncio.to_thread(image_job, body, service))
@@ -84,11 +85,11 @@ def _define(router: APIRouter, service: Service) -> None:
         return await _answer(service, job, lambda done: image_answer(service, done, response_format, output_format,
                                                                       base))
 
-    @router.post("/audio/speech")
+    @router.post("/audio/speech", openapi_extra=bodies.json_body(bodies.speech(SPEECH_FORMATS)))
     async def speech(request: Request, principal: Principal = Depends(service.who)) -> Response:
         body = await _body(request)
         await asyncio.to_thread(_served, service, "audio", body.get("model"))
-        response_format = body.get("response_format") or "wav"
+        response_format = _string(body, "response_format", "wav")
         if response_format not in SPEECH_FORMATS:
             raise ConfigError(f"response_format={response_format!r}: aigc speaks {', '.join(SPEECH_FORMATS)} "
                               "(ogg is Ogg Vorbis; there is no mp3, opus or aac encoder here).", field="response_format")
@@ -141,6 +142,7 @@ def _text_job(body: dict[str, Any], prompt: Any, handled: tuple[str, ...]) -> di
     for field in ("n", "seed"):
         if body.get(field) is not None:
             job[field] = body[field]
+    _include_usage(body)  # its shape, checked before the job is queued
     if body.get("stream"):
         job["stream"] = body["stream"]
         if job.get("n", 1) != 1 or not isinstance(prompt, str):
@@ -173,7 +175,7 @@ def speech_job(body: dict[str, Any]) -> dict[str, Any]:
                           "/v1/models as model, and voice='default'.", field="voice")
     job = _job("audio", body, body["input"], handled=("input", "voice", "response_format", "speed", "stream_format",
                                                       "seed"))
-    if body.get("stream_format") not in (None, "audio"):
+    if _string(body, "stream_format", None) not in (None, "audio"):
         raise ConfigError("stream_format: only 'audio' (the whole file) is made here.", field="stream_format")
     if body.get("speed") is not None:
         job["params"]["speed"] = body["speed"]
@@ -204,6 +206,26 @@ def _job(kind: str, body: dict[str, Any], prompt: Any, handled: tuple[str, ...])
     return job
 
 
+def _string(body: dict[str, Any], name: str, default: str | None) -> str | None:
+    """An OpenAI field that is text (absent, null or empty: `default`), checked for its type before it is compared
+    or looked up: a list or an object there is a 400 naming the field, never a 500."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, not {type(value).__name__}.", field=name)
+    return value or default
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    """stream_options.include_usage, with stream_options an object (or null) and include_usage true or false."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    usage = options.get("include_usage") if isinstance(options, dict) else None
+    if not isinstance(options, dict) or not isinstance(usage, (bool, type(None))):
+        raise ConfigError('stream_options must be an object such as {"include_usage": true}.', field="stream_options")
+    return bool(usage)
+
+
 def _chat(messages: Any) -> list[dict[str, str]]:
     """OpenAI's messages as aigc's: text content (parts joined), developer turns as system turns."""
     if not isinstance(messages, list) or not messages:
@@ -211,7 +233,7 @@ def _chat(messages: Any) -> list[dict[str, str]]:
     turns = []
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise ConfigError(f"messages[{index}].role={role!r}: aigc answers system, developer, user and assistant "
                               "turns (no tool turns).", field="messages")
         content = message.get("content")
@@ -228,7 +250,8 @@ def _chat(messages: Any) -> list[dict[str, str]]:
 
 def _size_knobs(service: Service, job: dict[str, Any], size: Any) -> dict[str, int]:
     parts = size.lower().split("x") if isinstance(size, str) else []
-    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 8192 for p in parts):
+    # ASCII digits only: "²".isdigit() is True, but int("²") fails
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and 0 < int(p) <= 8192 for p in parts):
         raise ConfigError(f"size={size!r}: write WIDTHxHEIGHT, e.g. '512x512', or 'auto'.", field="size")
     width, height = int(parts[0]), int(parts[1])
     cls = _backend(service, job)
@@ -381,7 +404,9 @@ def _extra(service: Service, job: Job) -> dict[str, Any]:
 # --- plumbing -----------------------------------------------------------------------------------------------------
 async def _body(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.body())
+        body = json_body(await request.body())  # the server's one body reader: nesting bounded
+    except ConfigError:
+        raise
     except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):
@@ -415,7 +440,7 @@ def _failure(job_id: str, state: str, stored: dict[str, Any] | None) -> tuple[in
 
 
 def _streaming(service: Service, job: Job, body: dict[str, Any], chat: bool) -> StreamingResponse:
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    include_usage = _include_usage(body)
     return StreamingResponse(_chunks(service, job, body["model"], chat, include_usage), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Aigc-Job": job.id})
 

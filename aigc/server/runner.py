@@ -27,7 +27,7 @@ from ..scoring.loop import prompt_seed
 from ..seeds import expand
 from .candidates import recorder_for
 from .engines import LocalExecutor
-from .jobs import BatchJob, GenerateJob, Places, RunJob, images_resolved, model_reference, recipe_text
+from .jobs import BatchJob, GenerateJob, Places, RunJob, files_resolved, model_reference, row_resolved, run_pipeline
 from .store import AssetRow, Job, Store
 
 log = logging.getLogger("aigc.server")
@@ -118,12 +118,10 @@ class Runner:
             self.store.add_assets(job, rows, progress)
 
     def _run(self, job: Job) -> None:
-        from ..recipes import override, parse_recipe, run_to_dir
+        from ..recipes import run_to_dir
 
         request = RunJob(**job.request)
-        text, where = recipe_text(request, self.places)
-        pipeline = parse_recipe(text, where, lambda value, field: model_reference(value, self.places, field))
-        values = {**request.inputs, **override(pipeline, dict(request.set))}
+        pipeline, values, where = run_pipeline(request, self.places)
         order = {step.name: index for index, step in enumerate(pipeline.steps)}
 
         def register(assets: list[Asset], out: Path) -> None:
@@ -145,8 +143,12 @@ class Runner:
 
         request = BatchJob(**job.request)
         directory = self._job_dir(job)
-        rows = "".join(json.dumps(r if isinstance(r, dict) else {"prompt": r}) + "\n"
-                       for r in request.rows)
+        model = model_reference(request.model, self.places)
+        params = files_resolved(request.kind, request.backend, model, request.params, self._image_of(job), self.places,
+                                any_backend=True)
+        rows = "".join(json.dumps(row_resolved(r, i, request.kind, request.backend, model, self.places)
+                                  if isinstance(r, dict) else {"prompt": r}) + "\n"
+                       for i, r in enumerate(request.rows, 1))
         write_atomic(directory / "prompts.jsonl", rows.encode("utf-8"))
 
         def register(planned: Any, asset: Asset, path: Path) -> None:
@@ -157,9 +159,9 @@ class Runner:
 
         summary = batch(directory / "prompts.jsonl", output_dir(self.data, job), kind=request.kind, n=request.n,
                         seed=request.seed, backend=request.backend,
-                        model=model_reference(request.model, self.places), best_of=request.best_of,
+                        model=model, best_of=request.best_of,
                         min_score=request.min_score, max_attempts=request.max_attempts, manager=self.manager,
-                        on_asset=register, progress=self._reporter(job), **request.params)
+                        on_asset=register, progress=self._reporter(job), **params)
         if summary.nothing_made:
             raise BatchFailed(summary.failed)
 
@@ -301,7 +303,7 @@ def generate_outputs(request: GenerateJob, places: Places,
     call gives them; knobs an output owns (per_output) are left out of the shared ones."""
     prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
     model = model_reference(request.model, places)
-    params = images_resolved(request.kind, request.backend, model, request.params, image_of)
+    params = files_resolved(request.kind, request.backend, model, request.params, image_of, places)
     per_output = registry.get(request.kind, request.backend, model).load().per_output
     own = {name: params[name] for name in per_output if params.get(name) is not None}
     common = {"kind": request.kind, "backend": request.backend, "model": model,

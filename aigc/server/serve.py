@@ -15,7 +15,7 @@ def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: 
           pipelines: Path | None, allowed_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = (),
           max_body_mb: int = 16, queue_per_owner: int = 100, merge_outputs: int = 16, engine: str = "local",
           workers: int | None = None, ray_address: str | None = None, insecure: bool = False,
-          private: bool = False) -> None:
+          private: bool = False, request_timeout: float = 60) -> None:
     try:
         import uvicorn
 
@@ -25,6 +25,9 @@ def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: 
                           "'aigc[server]'` (make setup does).") from None
     from .auth import Tokens, check_bind
 
+    if not 0 < request_timeout <= 3600:
+        raise ConfigError(f"--request-timeout {request_timeout}: give the seconds a request may take to arrive, "
+                          "more than 0 and at most 3600.")
     settings = _settings(Settings, host=host, port=port, data=data, tokens=Tokens.load(token_file), models=models,
                          pipelines=pipelines, allowed_hosts=allowed_hosts, cors=cors, max_body_mb=max_body_mb,
                          queue_per_owner=queue_per_owner)
@@ -37,7 +40,55 @@ def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: 
     log.warning("aigc serve: http://%s:%d (data in %s; %s)", host if ":" not in host else f"[{host}]", port,
                 settings.data, ("tokens required" if settings.tokens.required else "one local user, no tokens")
                 + ("; private: each user sees their own" if private else ""))
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                http=bounded_protocol(request_timeout))
+
+
+def bounded_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol with a bound on how long a request (its headers and its body) may take to arrive,
+    counted from its first byte, or from the connection's start: uvicorn 0.54 bounds only the wait between requests
+    (timeout_keep_alive) and the size of the headers (h11's 16 KiB), so a client that sent half its headers, or a
+    body byte by byte, held its connection and task forever. Past the bound the connection is closed; a route still
+    reading that body sees the client gone (body.py logs a line)."""
+    import asyncio
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    arriving = (h11.IDLE, h11.SEND_BODY)  # the client's side of the exchange: a request not yet whole
+
+    class BoundedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            self._arm()  # a request starts (or goes on) arriving
+            super().data_received(data)
+            if self.conn.their_state not in arriving:
+                self._disarm()  # it arrived whole (or the connection is ending)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is None and self.conn.their_state in arriving:
+                self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if self.conn.their_state in arriving and not self.transport.is_closing():
+                self.transport.close()
+
+    return BoundedH11Protocol
 
 
 def _settings(Settings, *, host: str, port: int, data: Path, tokens, models: Path | None, pipelines: Path | None,

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..errors import ConfigError
 from .auth import Principal, Signer, Tokens
 from .jobs import JobRequest, Places
-from .store import ACTIVE, Job, Store
+from .store import ACTIVE, Job, KeyReused, QueueLimit, Store
 
 API = "/v1"
 _JOB = TypeAdapter(JobRequest)
@@ -123,8 +123,17 @@ class Service:
         inputs_of = None if self.sees_all(principal) else principal.name  # whose images it may take as an input
         stored, kind, expected = validated(request, self.places, self.manager, self.store, inputs_of)
         key = merge_key(request, self.places) if request.type == "generate" and self.settings.merge_outputs > 1 else None
-        job, created = self.store.create(principal.name, request.type, kind, stored, expected,
-                                         idempotency[:200] if idempotency else None, merge_key=key)
+        idempotency = idempotency[:200] if idempotency else None
+        try:  # the limit is checked again in the transaction that queues the job: concurrent POSTs cannot overshoot it
+            job, created = self.store.create(principal.name, request.type, kind, stored, expected, idempotency,
+                                             merge_key=key, limit=self.settings.queue_per_owner,
+                                             fingerprint=fingerprint(request))
+        except QueueLimit as full:
+            raise QueueFull(full.limit) from None
+        except KeyReused as reused:
+            raise Refusal(409, f"Idempotency-Key {idempotency!r} was used for another request (job {reused}); the same "
+                               "key returns the same job only for the same request: send a new key for a new one.",
+                          code="idempotency_key_reused", field="Idempotency-Key") from None
         self.nudge()
         return job, created
 
@@ -140,14 +149,21 @@ class Service:
                 return job  # type: ignore[return-value]
             await asyncio.sleep(poll_s)
 
+    def merged_with(self, job: Job) -> list[str]:
+        """The jobs `job` shared batched calls with, as anyone who may read `job` may see them: with --private only
+        its owner's (the store records no other since; this also hides those a team server recorded before)."""
+        if not self.settings.private:
+            return job.merged
+        return [other for other in job.merged if getattr(self.store.get(other), "owner", None) == job.owner]
+
     def view(self, job: Job, brief: bool = False) -> dict[str, Any]:
         """A job as clients see it (the request as given, never a secret: requests hold none)."""
         view: dict[str, Any] = {
             "id": job.id, "owner": job.owner, "type": job.type, "kind": job.kind, "state": job.state,
             "position": self.store.position(job), "progress": job.progress, "expected": job.expected,
             "error": job.error, "created": job.created, "started": job.started, "finished": job.finished,
-            "cancel_requested": job.cancel, "merged_with": job.merged, "worker": job.worker, "url": f"{API}/jobs/{job.id}",
-            "events": f"{API}/jobs/{job.id}/events", "title": _title(job.request),
+            "cancel_requested": job.cancel, "merged_with": self.merged_with(job), "worker": job.worker,
+            "url": f"{API}/jobs/{job.id}", "events": f"{API}/jobs/{job.id}/events", "title": _title(job.request),
         }
         if not brief:
             view["request"] = job.request
@@ -156,6 +172,16 @@ class Service:
                                "score": a.record.get("score"), "seed": a.record.get("seed")}
                               for a in self.store.assets_of(job.id)]
         return view
+
+
+def fingerprint(request: Any) -> str:
+    """What a request asks for, as a digest (defaults filled in, key order aside): an Idempotency-Key remembers it, so
+    the same key with another request is refused instead of answered with the earlier job."""
+    import hashlib
+    import json
+
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _title(request: dict[str, Any]) -> str:
@@ -222,12 +248,41 @@ def error_response(request: Request | None, status: int, aigc_type: str | None, 
 
 async def read_json(request: Request) -> Any:
     """A request's JSON body; a 422 that says what to send when it is not JSON."""
-    import json
-
     try:
-        return json.loads(await request.body())
+        return json_body(await request.body())
+    except ConfigError:
+        raise  # too deep: says the limit
     except (ValueError, RecursionError):
         raise HTTPException(422, "the body must be a JSON object (Content-Type: application/json).") from None
+
+
+def json_body(raw: bytes) -> Any:
+    """JSON text as Python values, refused (a ConfigError) when it nests deeper than the json_depth limit: the one
+    reader of request bodies, so nothing after it (pydantic, a knob's check, the store's json.dumps) recurses past
+    Python's limit into a 500. Bodies with few brackets, nearly all, are not walked at all."""
+    import json
+
+    from .. import limits
+
+    value = json.loads(raw)  # C: nesting near Python's recursion limit is a RecursionError here, not a crash
+    most = limits.get("json_depth")
+    if raw.count(b"[") + raw.count(b"{") > most:
+        limits.check("json_depth", _depth(value, most + 1), "how deep the request's JSON nests (at least)")
+    return value
+
+
+def _depth(value: Any, stop: int) -> int:
+    """How deep `value`'s lists and objects nest, counted up to `stop` (then the walk ends)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest >= stop:
+            break
+        stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def new_token() -> str:

@@ -8,6 +8,7 @@ recorded once, and what is left to make.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -17,9 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import ConfigError
+
+log = logging.getLogger("aigc.server")
+
 STATES = ("pending", "running", "done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
-NEW_COLUMNS = {"merge_key": "TEXT", "merged": "TEXT NOT NULL DEFAULT '[]'", "worker": "TEXT"}  # since 0.2
+NEW_COLUMNS = {"merge_key": "TEXT", "merged": "TEXT NOT NULL DEFAULT '[]'", "worker": "TEXT",  # since 0.2
+               "fingerprint": "TEXT"}  # since 0.4: what an Idempotency-Key was first used for
+REQUEST_WAIT_S = 5.0  # how long a request waits for a database another process holds before it is answered 503
+WORKER_WAIT_S = 120.0  # how long a worker's write waits (its job goes on once the other process lets go)
+BUSY_STEP_S = 0.1  # one try at SQLite's lock; between tries the store's own lock is free, so reads go on
+CHECK_S = 20.0  # the integrity check at start stops here on a huge database (which then starts unchecked, saying so)
 # an asset's owner, prompt and score, copied from its job and record when it is recorded, so the gallery's filters
 # and sorts are indexed SQL (since 0.3; an older database is filled in when opened)
 ASSET_COLUMNS = {"owner": "TEXT", "prompt": "TEXT", "score": "REAL"}
@@ -28,7 +38,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, owner TEXT NOT NULL, type TEXT NOT NULL, kind TEXT, request TEXT NOT NULL,
     state TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL, expected INTEGER NOT NULL,
     progress TEXT NOT NULL DEFAULT '{}', error TEXT, cancel INTEGER NOT NULL DEFAULT 0, idempotency TEXT,
-    seq INTEGER NOT NULL, merge_key TEXT, merged TEXT NOT NULL DEFAULT '[]', worker TEXT
+    seq INTEGER NOT NULL, merge_key TEXT, merged TEXT NOT NULL DEFAULT '[]', worker TEXT, fingerprint TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner, idempotency) WHERE idempotency IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
@@ -93,22 +103,113 @@ class AssetRow:
     record: dict[str, Any]
 
 
+class Busy(Exception):
+    """The database is held by another program (a sqlite3 shell, a backup) longer than this thread waits: a request
+    is answered 503 with Retry-After (app.py), never left hanging or a 500."""
+
+
+class QueueLimit(Exception):
+    """The owner already has `limit` jobs queued or running (service.QueueFull answers it)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class KeyReused(Exception):
+    """The owner's Idempotency-Key was first used for another request (service.py answers it 409)."""
+
+
+class _Guard:
+    """The store's lock: one thread at a time on the connection, waiting at most its own patience (REQUEST_WAIT_S, or
+    a worker's WORKER_WAIT_S); SQLite's "database is locked" leaves it as Busy."""
+
+    def __init__(self) -> None:
+        self._lock, self._local, self._warned = threading.RLock(), threading.local(), 0.0
+
+    @property
+    def wait_s(self) -> float:
+        """How long this thread waits for the database."""
+        return getattr(self._local, "wait_s", REQUEST_WAIT_S)
+
+    def patience(self, seconds: float) -> None:
+        self._local.wait_s = seconds
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self.wait_s):
+            raise self._busy()
+
+    def __exit__(self, kind: Any, error: BaseException | None, trace: Any) -> None:
+        self._lock.release()
+        if _locked(error):
+            raise self._busy() from None
+
+    def _busy(self) -> Busy:
+        if time.monotonic() - self._warned > 60:  # the operator hears of it once a minute, not once a request
+            self._warned = time.monotonic()
+            log.warning("aigc serve: the database is locked by another program; requests that need it are answered "
+                        "503 until it lets go")
+        return Busy("the server's job database is locked by another program (a backup or a sqlite3 shell); try again "
+                    "in a few seconds.")
+
+
+def _locked(error: BaseException | None) -> bool:
+    """Whether `error` is SQLite's SQLITE_BUSY or SQLITE_LOCKED: another connection holds what this one needs."""
+    return isinstance(error, sqlite3.OperationalError) and getattr(error, "sqlite_errorcode", 0) & 0xFF in (5, 6)
+
+
 class Store:
     """Thread-safe access to the database: one connection, one lock, short transactions."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a finished asset's row survives a power cut too
-            self._db.executescript(SCHEMA)
-            self._add_columns()
-            # one server owns a data directory (app.py holds its lock): jobs still running are orphans of a killed one
-            self._db.execute("UPDATE jobs SET worker=NULL WHERE state='running'")
+    def __init__(self, path: Path, private: bool = False) -> None:
+        self.path, self.private = path, private  # private: merges are recorded between one owner's jobs only
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=REQUEST_WAIT_S)
+            self._db.row_factory = sqlite3.Row
+            self._lock = _Guard()
+            with self._lock:
+                self._check()
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")  # a finished asset's row survives a power cut too
+                self._db.executescript(SCHEMA)
+                self._add_columns()
+                # one server owns a data directory (app.py holds its lock): jobs still running are orphans of a
+                # killed one
+                self._db.execute("UPDATE jobs SET worker=NULL WHERE state='running'")
+                self._db.execute(f"PRAGMA busy_timeout={int(BUSY_STEP_S * 1000)}")  # then: transaction()'s tries
+        except Busy:
+            raise ConfigError(f"{path} is locked by another program (a sqlite3 shell, a backup?); let it finish or "
+                              "close it, then start aigc serve again.") from None
+        except sqlite3.DatabaseError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+                raise self._damaged(str(error)) from None
+            raise ConfigError(f"cannot open {path}: {error}.") from None
         self.changed = threading.Condition()  # notified after every new event, for the SSE streams
+
+    def _check(self) -> None:
+        """Refuse a damaged database at start (rather than 500s on the routes that touch its bad pages), within
+        CHECK_S: a database too large to check by then starts unchecked, with a warning."""
+        deadline = time.monotonic() + CHECK_S
+        self._db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.OperationalError as error:
+            if "interrupt" not in str(error):
+                raise
+            log.warning("aigc serve: %s is too large to check in %.0f s; starting without the check", self.path,
+                        CHECK_S)
+            return
+        finally:
+            self._db.set_progress_handler(None, 0)
+        if problems != ["ok"]:
+            raise self._damaged("; ".join(problems))
+
+    def _damaged(self, reason: str) -> ConfigError:
+        reason = " ".join(reason.replace("*** in database main ***", "").split())[:300]
+        return ConfigError(f"{self.path} is damaged ({reason}); restore it from a backup, or "
+                           "move it away to start with an empty queue (the files under "
+                           f"{self.path.parent} stay where they are).")
 
     def _add_columns(self) -> None:
         """A database an older server made gets the columns it lacks (its jobs are simply never merged)."""
@@ -128,31 +229,56 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        """One write transaction. Another program's lock on the database is waited out in short tries, the store's
+        own lock free between them (so reads, which WAL lets go on, are not held up behind a waiting write), for
+        this thread's patience; then Busy."""
+        deadline = time.monotonic() + self._lock.wait_s
+        while True:
+            with self._lock:
+                if self._begin(deadline):
+                    try:
+                        yield self._db
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+                    return
+            time.sleep(BUSY_STEP_S)
+
+    def _begin(self, deadline: float) -> bool:
+        """BEGIN IMMEDIATE (the write lock), or False while another connection holds it and time is left."""
+        try:
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError as error:
+            if not _locked(error) or time.monotonic() > deadline:
                 raise
+            return False
 
     # --- jobs ----------------------------------------------------------------------------------------------
     def create(self, owner: str, type_: str, kind: str | None, request: dict[str, Any], expected: int,
-               idempotency: str | None = None, merge_key: str | None = None) -> tuple[Job, bool]:
-        """A new pending job, or the owner's earlier job with the same idempotency key; (job, created)."""
+               idempotency: str | None = None, merge_key: str | None = None, *, limit: int | None = None,
+               fingerprint: str | None = None) -> tuple[Job, bool]:
+        """A new pending job, or the owner's earlier job with the same idempotency key; (job, created).
+
+        One transaction decides: KeyReused if that key came with another request (its `fingerprint`), QueueLimit if
+        the owner already has `limit` jobs queued or running, so concurrent POSTs never overshoot the limit."""
         with self.transaction() as db:
             if idempotency is not None:
                 row = db.execute("SELECT * FROM jobs WHERE owner=? AND idempotency=?", (owner, idempotency)).fetchone()
                 if row is not None:
+                    if None not in (row["fingerprint"], fingerprint) and row["fingerprint"] != fingerprint:
+                        raise KeyReused(row["id"])
                     return _job(row), False
+            if limit is not None and self._active(db, owner) >= limit:
+                raise QueueLimit(limit)
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             job = Job(secrets.token_hex(8), owner, type_, kind, request, "pending", time.time(), expected, seq=seq,
                       merge_key=merge_key)
             db.execute("INSERT INTO jobs (id, owner, type, kind, request, state, created, expected, idempotency, seq,"
-                       " merge_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       " merge_key, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (job.id, owner, type_, kind, json.dumps(request), "pending", job.created, expected,
-                        idempotency, seq, merge_key))
+                        idempotency, seq, merge_key, fingerprint if idempotency is not None else None))
             self._event(db, job, "queued", {"position": self._position(db, job)})
         return job, True
 
@@ -188,12 +314,28 @@ class Store:
 
     def pending_count(self, owner: str) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND state IN ('pending', 'running')",
-                                    (owner,)).fetchone()[0]
+            return self._active(self._db, owner)
+
+    def _active(self, db: sqlite3.Connection, owner: str) -> int:
+        """The owner's jobs queued or running."""
+        return db.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND state IN ('pending', 'running')",
+                          (owner,)).fetchone()[0]
 
     def claim(self, worker: str = "runner") -> Job | None:
         """The next job for `worker`, marked running: a killed server's interrupted jobs first, then the pending
-        job of the owner who started a job least recently (round-robin between owners), oldest first within one."""
+        job of the owner who started a job least recently (round-robin between owners), oldest first within one.
+
+        While another program holds the database, an idle worker finds no job (None) and looks again, as a request
+        gives way; a worker with a job waits longer (WORKER_WAIT_S) on its writes, so the job goes on afterwards."""
+        self._lock.patience(REQUEST_WAIT_S)
+        try:
+            job = self._claim(worker)
+        except Busy:
+            return None
+        self._lock.patience(WORKER_WAIT_S)
+        return job
+
+    def _claim(self, worker: str) -> Job | None:
         with self.transaction() as db:
             row = db.execute("SELECT * FROM jobs WHERE state='running' AND worker IS NULL ORDER BY seq LIMIT 1").fetchone()
             if row is None:
@@ -230,7 +372,8 @@ class Store:
                 outputs -= left
                 if other.state == "pending":
                     other.state, other.started = "running", now
-                    self._event(db, other, "started", {"merged_with": job.id})
+                    shared = not self.private or other.owner == job.owner  # --private: nobody else's job id
+                    self._event(db, other, "started", {"merged_with": job.id} if shared else {})
                 db.execute("UPDATE jobs SET state='running', started=?, worker=? WHERE id=?",
                            (other.started, worker, other.id))
                 other.worker = worker
@@ -238,12 +381,14 @@ class Store:
         return jobs
 
     def record_merge(self, jobs: list[Job]) -> None:
-        """Say in each job's record which jobs it shared batched calls with."""
+        """Say in each job's record which jobs it shared batched calls with (on a private server, only its owner's:
+        the record reaches the owner in views and OpenAI answers)."""
         if len(jobs) < 2:
             return
         with self.transaction() as db:
             for job in jobs:
-                others = sorted({*job.merged, *(j.id for j in jobs if j.id != job.id)})
+                others = sorted({*job.merged, *(j.id for j in jobs if j.id != job.id and
+                                                (not self.private or j.owner == job.owner))})
                 job.merged = others
                 db.execute("UPDATE jobs SET merged=? WHERE id=?", (json.dumps(others), job.id))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
@@ -17,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 from ..errors import ConfigError
 from ..storage import sha256_file
 from .auth import Principal
+from .bodies import json_body
 from .runner import OUTPUTS
 from .runner import output_dir as job_output_dir
-from .service import API, Service, validated
+from .service import API, Service, read_json, validated
 
 # a job's files are the user's own content (a gallery page, say): never run as a page of the API's origin
 _SANDBOXED = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
@@ -59,15 +61,11 @@ def transfer_routes(app: FastAPI, service: Service) -> None:
             raise HTTPException(404, f"job {job_id} has no file {path!r}; GET {API}/jobs/{job_id}/files lists them.")
         return FileResponse(target, headers=_SANDBOXED, filename=target.name)
 
-    @app.post(f"{API}/score")
+    @app.post(f"{API}/score", openapi_extra=json_body(ScoreRequest))
     async def score(request: Request, principal: Principal = Depends(service.who)) -> dict[str, Any]:
         from .. import api
 
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HTTPException(422, "the body must be a JSON object (Content-Type: application/json).") from None
-        parsed = parse_score(body)
+        parsed = parse_score(await read_json(request))  # the one body reader: bounded nesting, never a 500
         items = await asyncio.to_thread(score_items, service, parsed, principal)
         library = getattr(service.places, "library", None) if parsed.library else None
         scores = await asyncio.to_thread(api.score, items, parsed.prompt, library=library, weights=parsed.weights,
@@ -127,38 +125,64 @@ def parse_score(body: Any) -> ScoreRequest:
 
 
 def score_items(service: Service, request: ScoreRequest, principal: Principal) -> list[Any]:
-    """Each item as aigc.score takes it: an asset the caller may see, a text, or decoded data."""
+    """Each item as aigc.score takes it: an asset the caller may see, a text, or decoded data. Every image is
+    measured from its header first, and the pixels of all of them checked against the megapixels limit, before
+    any is decoded (each is checked alone again as it is decoded: formats' reader)."""
+    from .. import limits
+    from ..assets import load
     from ..scoring.scorer import Item
 
-    items = []
+    sources: list[Any] = []  # per item: an asset's file, a data URL's (media type, bytes), or None for a text
+    pixels = 0
     for index, item in enumerate(request.items):
         where = f"items[{index}]"
         if item.asset is not None:
-            asset = _owned_asset(service, item.asset, principal, where)
+            row = _owned_asset(service, item.asset, principal, where)
+            sources.append(service.settings.data / row.path)
+            pixels += _header_pixels(sources[-1]) if row.kind == "image" else 0
+        elif item.data is not None:
+            sources.append(_data_url(item.data, where))
+            pixels += _header_pixels(io.BytesIO(sources[-1][1])) if sources[-1][0].startswith("image/") else 0
+        else:
+            sources.append(None)
+    limits.check("megapixels", -(-pixels // 1_000_000), "the megapixels of the images of one score request",
+                 field="items")
+    items = []
+    for index, (item, source) in enumerate(zip(request.items, sources)):
+        if item.asset is not None:
+            asset = load(source)
             items.append(asset if item.prompt is None else Item(asset.kind, asset.data, item.prompt))
         elif item.text is not None:
             items.append(Item("text", item.text, item.prompt))
         else:
-            kind, data, record = _decoded(item.data, where)
+            kind, data, record = _decoded(*source, f"items[{index}]")
             own = item.prompt if item.prompt is not None else (record or {}).get("prompt")
             items.append(Item(kind, data, own if isinstance(own, str) else None))
     return items
 
 
-def _owned_asset(service: Service, asset_id: str, principal: Principal, where: str) -> Any:
-    from ..assets import load
+def _header_pixels(image_file: Any) -> int:
+    """An image's width x height from its header alone (Pillow's Image.open decodes no pixel); 0 for what Pillow
+    cannot identify (decoding it later says why)."""
+    from PIL import Image
 
     try:
-        row = service.readable_asset(asset_id, principal)
+        with Image.open(image_file) as image:
+            return image.width * image.height
+    except Exception:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, its bomb error...: decoding reports it
+        return 0
+
+
+def _owned_asset(service: Service, asset_id: str, principal: Principal, where: str) -> Any:
+    """The row of an asset the caller may see."""
+    try:
+        return service.readable_asset(asset_id, principal)
     except HTTPException:
         raise ConfigError(f"{where}: no asset {asset_id!r} that you may see to score.", field=where) from None
-    return load(service.settings.data / row.path)
 
 
-def _decoded(url: str, where: str) -> tuple[str, Any, dict[str, Any] | None]:
-    """A data URL's kind, content and embedded aigc record (None if it has none), through the formats table."""
-    from .. import formats
-
+def _data_url(url: str, where: str) -> tuple[str, bytes]:
+    """A base64 data URL's media type and bytes."""
     header, comma, payload = url.partition(",")
     if not header.startswith("data:") or not header.endswith(";base64") or not comma:
         raise ConfigError(f"{where}: data must be a base64 data URL, e.g. data:image/png;base64,...", field=where)
@@ -166,8 +190,15 @@ def _decoded(url: str, where: str) -> tuple[str, Any, dict[str, Any] | None]:
         raw = base64.b64decode(payload, validate=True)
     except binascii.Error as error:
         raise ConfigError(f"{where}: the data URL's base64 is malformed ({error}).", field=where) from None
+    return header[len("data:"):-len(";base64")], raw
+
+
+def _decoded(media_type: str, raw: bytes, where: str) -> tuple[str, Any, dict[str, Any] | None]:
+    """A data URL's kind, content and embedded aigc record (None if it has none), through the formats table."""
+    from .. import formats
+
     try:
-        fmt = formats.by_media_type(header[len("data:"):-len(";base64")])
+        fmt = formats.by_media_type(media_type)
         decoded = formats.decode(fmt, raw, where)
     except ConfigError as error:
         message = str(error) if where in str(error) else f"{where}: {error}"

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import api, seeds
 from ..errors import ConfigError
-from .jobs import BatchJob, GenerateJob, Places, RunJob, images_resolved, model_reference, recipe_text
+from .jobs import BatchJob, GenerateJob, Places, RunJob, files_resolved, model_reference, row_resolved, run_pipeline
 from .store import Store
 
 
@@ -24,8 +24,8 @@ def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, 
     from .runner import owned_image
 
     model = model_reference(request.model, places)
-    params = images_resolved(request.kind, request.backend, model, request.params,
-                             lambda asset_id: owned_image(store, store.path.parent, owner, asset_id))
+    params = files_resolved(request.kind, request.backend, model, request.params,
+                            lambda asset_id: owned_image(store, store.path.parent, owner, asset_id), places)
     prepared = api.prepare(request.kind, request.prompt, backend=request.backend, model=model, n=request.n,
                            seed=request.seed, best_of=request.best_of, min_score=request.min_score,
                            max_attempts=request.max_attempts, diverse=request.diverse, manager=manager, **params)
@@ -33,32 +33,32 @@ def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, 
 
 
 def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str | None):
-    from ..recipes import override, parse_recipe
     from ..workflows import check, planned_outputs
 
-    text, where = recipe_text(request, places)
-    # over HTTP a step's model is a reference the server resolves, never a path
-    pipeline = parse_recipe(text, where, lambda value, field: model_reference(value, places, field))
-    values = {**request.inputs, **override(pipeline, dict(request.set))}
+    pipeline, values, _ = run_pipeline(request, places)  # a step's model and file knobs: what the server resolves
     seeds.check(request.seed)
     order = check(pipeline, {**pipeline.inputs, **values})
     return request.model_dump(), None, sum(planned_outputs(pipeline, order).values())
 
 
 def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner: str | None):
-    from ..batch import Row, plan
+    from ..batch import Row, check_size, plan
     from ..batch_runner import check_batch_wide
+
+    from .runner import owned_image
 
     model = model_reference(request.model, places)
     loop = {k: v for k, v in {"best_of": request.best_of, "min_score": request.min_score,
                               "max_attempts": request.max_attempts}.items() if v is not None}
-    check_batch_wide(request.kind, request.n, request.backend, model, request.params, loop)
-    rows = [Row(i, r if isinstance(r, dict) else {"prompt": r}) for i, r in enumerate(request.rows, 1)]
-    for row in rows:
-        if row.fields and isinstance(row.fields.get("model"), str):
-            model_reference(row.fields["model"], places, field=f"rows.{row.number}.model")
+    params = files_resolved(request.kind, request.backend, model, request.params,
+                            lambda asset_id: owned_image(store, store.path.parent, owner, asset_id), places,
+                            any_backend=True)
+    check_batch_wide(request.kind, request.n, request.backend, model, params, loop)
+    check_size(request.rows, request.n, "this batch request")  # counted before any row is resolved or planned
+    rows = [Row(i, row_resolved(r, i, request.kind, request.backend, model, places) if isinstance(r, dict)
+                else {"prompt": r}) for i, r in enumerate(request.rows, 1)]
     jobs, failures = plan(rows, kind=request.kind, n=request.n, seed=request.seed, backend=request.backend,
-                          model=model, params=request.params, loop=loop)
+                          model=model, params=params, loop=loop)
     if not jobs:  # name a real row's reason: an empty object is a placeholder keeping a client file's numbering
         first = next((f for f in failures if rows[f["row"] - 1].fields), failures[0])
         raise ConfigError(f"rows.{first['row']}: {first['reason']}", field=f"rows.{first['row']}")

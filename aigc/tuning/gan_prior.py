@@ -166,22 +166,33 @@ def save_prior(prior: Prior, path: str | Path) -> Path:
 
 
 def read_prior(path: str) -> Prior:
-    """The prior in a file, checked (every value finite, std > 0), or a ConfigError naming what is wrong."""
-    file = Path(path).expanduser()
+    """The prior in a file, checked (every value finite, std > 0), or a ConfigError naming what is wrong.
+
+    Only a regular file is read, within the file_mb limit (storage.read_bytes): a FIFO would block the caller (a
+    server's worker) until something wrote into it, /dev/zero would never end."""
+    from ..storage import path_arg, regular_file
+
+    file = path_arg(path, "prior", field="prior")
     try:
-        stat = file.stat()
-    except OSError:
-        raise ConfigError(f"prior={path!r}: no such file; pass a prior made by `aigc tune image --backend gan`.",
-                          field="prior") from None
-    return _read(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+        size = regular_file(file, "the prior")
+        mtime = file.stat().st_mtime_ns
+    except (ConfigError, OSError) as error:
+        reason = str(error).removeprefix(f"cannot read the prior {file}: ").rstrip(".")
+        raise ConfigError(f"prior={path!r}: {reason[:1].lower() + reason[1:]}; pass a prior made by `aigc tune image "
+                          "--backend gan`.", field="prior") from None
+    return _read(str(file.resolve()), size, mtime)
 
 
 @functools.lru_cache(maxsize=16)
 def _read(path: str, size: int, mtime: int) -> Prior:
-    if size > 64 * 1024**2:
-        raise ConfigError(f"prior={path!r} is {size:,} bytes, far too large for a latent prior.", field="prior")
+    from ..storage import read_bytes
+
+    try:  # the size limit, and the file checked again: what was a file a moment ago is read as one or refused
+        data = read_bytes(path, "the prior")
+    except ConfigError as error:
+        raise ConfigError(f"prior={path!r}: {error}", field="prior") from None
     try:
-        mean, std, record = _load_json(path) if path.endswith(".json") else _load_safetensors(path)
+        mean, std, record = _load_json(data) if path.endswith(".json") else _load_safetensors(data)
     except Exception as error:  # noqa: BLE001 - json, numpy and safetensors each raise their own on a bad file
         raise ConfigError(f"prior={path!r} is not a readable GAN prior ({type(error).__name__}); make it again with "
                           "`aigc tune image --backend gan`.", field="prior") from None
@@ -192,17 +203,18 @@ def _read(path: str, size: int, mtime: int) -> Prior:
     return Prior(mean.astype(np.float32), std.astype(np.float32), record)
 
 
-def _load_json(path: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    value = json.loads(Path(path).read_text(encoding="utf-8"))
+def _load_json(data: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    value = json.loads(data.decode("utf-8"))
     if not isinstance(value, dict) or value.get("format") != FORMAT:
         raise ValueError("not a prior")
     record = {k: v for k, v in value.items() if k not in ("mean", "std")}
     return np.asarray(value["mean"], np.float64), np.asarray(value["std"], np.float64), record
 
 
-def _load_safetensors(path: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    from safetensors import safe_open
+def _load_safetensors(data: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from safetensors.numpy import load
 
-    with safe_open(path, framework="numpy") as handle:
-        record = json.loads((handle.metadata() or {})[FORMAT])
-        return handle.get_tensor("mean"), handle.get_tensor("std"), record
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    record = json.loads(header["__metadata__"][FORMAT])
+    tensors = load(data)
+    return tensors["mean"], tensors["std"], record
