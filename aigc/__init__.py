@@ -2,8 +2,8 @@
 
 from . import limits
 from .api import generate, interpolate, score
-from .assets import Asset, __version__, load
-from .batch_runner import batch
+from .media.assets import Asset, __version__, load
+from .orchestration.batch_runner import batch
 from .client import Client  # httpx loads when a Client is made
 from .errors import (
                      AIGCError,
@@ -14,9 +14,9 @@ from .errors import (
                      ModelLoadError,
                      StorageError,
 )
-from .recipes import run
+from .orchestration.recipes import run
 from .scoring.library import Library
-from .workflows import Pipeline, Step, chain
+from .orchestration.workflows import Pipeline, Step, chain
 
 __all__ = [
     "AIGCError", "Asset", "BackendNotFoundError", "Client", "ConfigError", "DeviceError", "GenerationError", "Library",

@@ -7,15 +7,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import checks, console, limits, models, registry
+from . import checks, console, limits
+from .runtime import models, registry
 from . import seeds as seed_rule
-from .assets import Asset
+from .media.assets import Asset
 from .errors import ConfigError
 from .progress import report as report_progress
 from .records import Progress
 
 if TYPE_CHECKING:
-    from .devices import DeviceManager
+    from .runtime.devices import DeviceManager
     from .generators.base import Generator
     from .scoring.library import Library
     from .scoring.loop import Policy
@@ -209,10 +210,10 @@ def interpolate(seed_a: int, seed_b: int, frames: int = 8, *, model: str | None 
 
 
 def _manager(manager: Any) -> DeviceManager:
-    from .devices import DeviceManager, get_manager
+    from .runtime.devices import DeviceManager, get_manager
 
     if manager is not None and not isinstance(manager, DeviceManager):
-        raise ConfigError(f"manager={manager!r:.40} must be a DeviceManager (aigc.devices.DeviceManager('cpu')) or "
+        raise ConfigError(f"manager={manager!r:.40} must be a DeviceManager (aigc.runtime.devices.DeviceManager('cpu')) or "
                           "None for the shared one.", field="manager")
     return manager or get_manager()
 

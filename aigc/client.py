@@ -15,11 +15,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
-from . import errors, formats, seeds
-from .assets import Asset
-from .batch import ROW_KEYS, Manifest, Row, Summary, read_prompts
+from . import errors, seeds
+from .media import formats
+from .media.assets import Asset
+from .orchestration.batch import ROW_KEYS, Manifest, Row, Summary, read_prompts
 from .errors import AIGCError, ConfigError, GenerationError
-from .recipes import default_out
+from .orchestration.recipes import default_out
 from .records import Progress
 from .storage import locked_dir, path_arg, read_bytes, read_text, sha256_file, writable_dir, write_atomic
 
@@ -87,7 +88,7 @@ class Client:
             sets: Mapping[str, str] | None = None, progress: Callable[[Progress], None] | None = None,
             **inputs: str) -> Path:
         """A workflow run on the server, its run directory mirrored into `out` (default: a new runs/<recipe>-<seed>,
-        as `aigc run` picks); returns its run.json, as aigc.recipes.run_to_dir does.
+        as `aigc run` picks); returns its run.json, as aigc.orchestration.recipes.run_to_dir does.
 
         `recipe` is a YAML file here (sent inline) or the name of one of the server's pipelines; `sets` are
         `aigc run --set` pairs (an input, or step.knob=VALUE). The same call with an `out` again resumes: it finds
@@ -410,7 +411,7 @@ def typed_knobs(kind: str, backend: str | None, given: Mapping[str, Any]) -> dic
     """Knob values given as text (command-line options, CSV cells) read as their Params say, without resolving the
     model (it may be on the server only): the named backend's Param, else the kind's default backend's, else any
     of the kind's. A name no backend here declares passes as it is, for the server to judge."""
-    from . import registry
+    from .runtime import registry
 
     declared = registry.knobs()
     first = registry.default_backend(kind) if kind in registry.kinds() else None
@@ -424,7 +425,7 @@ def typed_knobs(kind: str, backend: str | None, given: Mapping[str, Any]) -> dic
 
 def image_knobs(kind: str) -> set[str]:
     """The knobs of `kind` that take an image (init_image), which travel as data URLs or asset ids."""
-    from . import registry
+    from .runtime import registry
 
     return {name for name, declared in registry.knobs().items()
             if any(spec.kind == kind and param.type == "image" for spec, param in declared)}
@@ -436,7 +437,7 @@ def data_url(data: bytes, media_type: str) -> str:
 
 def _audio(thing: Any) -> Any:
     """Audio, or (samples, rate) as Audio; None for anything else."""
-    from .audio import Audio
+    from .media.audio import Audio
 
     if isinstance(thing, Audio):
         return thing

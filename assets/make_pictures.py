@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import aigc
-from aigc.sheets import contact_sheet
+from aigc.media.sheets import contact_sheet
 
 here = Path(__file__).parent
 faces = aigc.generate("image", "portrait", backend="gan", n=8, seed=1, size=128, upscale_filter="lanczos")

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 from aigc.errors import AIGCError
 
 from . import music, sd, text_cpu, workloads

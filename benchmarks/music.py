@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from aigc.audio import Audio, tidy
-from aigc.devices import DeviceManager
+from aigc.media.audio import Audio, tidy
+from aigc.runtime.devices import DeviceManager
 
 from .workloads import Workload
 
@@ -98,7 +98,7 @@ def musicgen(manager: DeviceManager, seconds: float = 10.0, batch: int = 1, tiny
     Both sides make the same number of EnCodec frames, round(seconds * 50). Stock `generate` counts decoder steps,
     and MusicGen's delay pattern spends (codebooks - 1) of them before the last codebook's first code, so the stock
     call asks for frames + 3 new tokens, as aigc's loop runs; `max_new_tokens=frames` would return 60 ms less audio
-    after 3 fewer steps. compare: aigc trims near-silent ends and scales peaks above 1 down (`aigc.audio.tidy`), so
+    after 3 fewer steps. compare: aigc trims near-silent ends and scales peaks above 1 down (`aigc.media.audio.tidy`), so
     each stock waveform gets the same `tidy` and must then have the same length and agree within 1e-4 of its peak.
     The codes themselves are not compared because neither side returns them; with random (non-zero) codebooks,
     different codes give audibly different waveforms, so matching waveforms mean matching codes.

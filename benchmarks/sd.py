@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 from .workloads import Workload
 

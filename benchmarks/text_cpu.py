@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 PROMPTS = [f"The keeper of lighthouse number {i} opened the door and" for i in range(8)]
 HELDOUT = Path(__file__).parent / "data" / "heldout.txt"  # self-written prose, 418 SmolLM2 tokens
@@ -210,7 +210,7 @@ class LlamaCpp:
                           "ggml-org/llama.cpp#20824)") from None
         from llama_cpp import _logger
 
-        from aigc.models import pack_path
+        from aigc.runtime.models import pack_path
 
         self.api, self.version = llama_cpp, llama_cpp.__version__
         _logger.set_verbose(False)  # errors only

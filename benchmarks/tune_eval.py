@@ -153,7 +153,8 @@ def gan_eval(args: argparse.Namespace, manager: Any, work: Path) -> dict[str, An
     import aigc
     from aigc.scoring.library import Library
     from aigc.scoring.vision import ImageClassifier, imagenet_labels
-    from aigc.tuning.gan_prior import fit_prior, latents_from_ratings, save_prior
+    from aigc.media.latent_prior import save_prior
+    from aigc.tuning.gan_prior import fit_prior, latents_from_ratings
 
     classes = [i for i, label in enumerate(imagenet_labels()) if SUNGLASSES in label.lower()]
     classifier = ImageClassifier(manager)
@@ -204,7 +205,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
 
     # float32 for both sides: a tuned adapter is merged into float weights, so the base must not decode packed
     # int4 with bf16 activations (what the CPU default does for the pack) or precision would differ, not tuning

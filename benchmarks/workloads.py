@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 Workload = tuple[Callable[[], Any] | None, Callable[[], Any], Callable[[Any, Any], bool] | None]
 _dirs: dict[str, str] = {}
@@ -25,7 +25,7 @@ def _gpt2_dir() -> str:
     if "gpt2" not in _dirs:
         from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-        from aigc.models import gpt2_tokenizer_dir
+        from aigc.runtime.models import gpt2_tokenizer_dir
 
         path = tempfile.mkdtemp(prefix="bench-gpt2-")
         torch.manual_seed(0)
@@ -69,8 +69,8 @@ def gpt2(manager: DeviceManager, batch: int, new_tokens: int, compile: bool = Fa
 def dcgan(manager: DeviceManager, batch: int) -> Workload:
     """The face pack's DCGAN: a plain module forward + PIL conversion vs aigc.generate, same latents."""
     import aigc
-    from aigc.generators.dcgan import build_dcgan, latent, read_state_dict
-    from aigc.models import pack_path
+    from aigc.generators.image.dcgan import build_dcgan, latent, read_state_dict
+    from aigc.runtime.models import pack_path
 
     net = build_dcgan(read_state_dict(pack_path("gan-faces")), "pack").to(manager.device, manager.dtype)
     seeds = list(range(batch))
@@ -96,8 +96,8 @@ def smollm2_load(manager: DeviceManager) -> Workload:
     """Loading the embedded text model: stock transformers reading the GGUF vs aigc's cached conversion."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from aigc.generators.text import CausalLMGenerator
-    from aigc.models import pack_path
+    from aigc.generators.text.causal_lm import CausalLMGenerator
+    from aigc.runtime.models import pack_path
 
     gguf = pack_path("smollm2")
 

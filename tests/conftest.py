@@ -45,7 +45,7 @@ def build_tiny_gpt2(path, *, seed: int = 0, with_tokenizer: bool = True, n_posit
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from aigc.models import gpt2_tokenizer_dir
+    from aigc.runtime.models import gpt2_tokenizer_dir
 
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=50257, n_positions=n_positions, n_embd=32, n_layer=2, n_head=2)
@@ -85,7 +85,7 @@ def put_in_hub_cache(repo_id: str, source) -> None:
 
 @pytest.fixture
 def manager():
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
 
     return DeviceManager("cpu")
 
@@ -94,7 +94,7 @@ def build_tiny_dcgan(path, *, nz: int = 8, widths=(32, 16, 8, 3), seed: int = 0)
     """A random DCGAN generator (4 -> 8 -> 16 -> 32 pixels) saved as a plain state dict, as people share them."""
     import torch
 
-    from aigc.generators.dcgan import DCGAN
+    from aigc.generators.image.dcgan import DCGAN
 
     torch.manual_seed(seed)
     model = DCGAN([nz, *widths])

@@ -80,7 +80,7 @@ def image_pairs(manager) -> list[Pair]:
 
 def audio_pairs(manager) -> list[Pair]:
     import aigc
-    from aigc.audio import Audio
+    from aigc.media.audio import Audio
 
     lines = ["Welcome to the studio.", "The lighthouse keeper opened the door.", "Good night, and thank you."]
     clips = [a.data for a in aigc.generate("audio", lines, seed=1, manager=manager)]
@@ -129,7 +129,7 @@ def table(tally: dict[tuple[str, str], list[int]]) -> str:
 
 
 if __name__ == "__main__":
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
     from aigc.scoring.scorer import CreativityScorer
 
     manager = DeviceManager("cpu")

@@ -54,7 +54,7 @@ def test_images_save_in_every_image_format_and_read_back(tiny_dcgan, manager, tm
     assert loaded.record() == asset.record()
     difference = np.abs(np.asarray(loaded.data, int) - np.asarray(asset.data, int))
     assert difference.max() == 0 if suffix in (".png", ".webp") else difference.mean() < 8  # JPEG is lossy
-    from aigc import formats
+    from aigc.media import formats
 
     in_memory = formats.decode(formats.for_path(tmp_path / f"x{suffix}"), asset.to_bytes(suffix.lstrip(".")))
     assert in_memory.data.size == asset.data.size and in_memory.record["seed"] == 3  # no file needed
@@ -64,7 +64,7 @@ def test_images_save_in_every_image_format_and_read_back(tiny_dcgan, manager, tm
 def test_audio_saves_in_every_audio_format_and_reads_back(tmp_path, suffix):
     import numpy as np
 
-    from aigc.audio import Audio
+    from aigc.media.audio import Audio
 
     tone = Audio((0.5 * np.sin(np.arange(11025) * 2 * np.pi * 440 / 22050)).astype(np.float32), 22050)
     asset = aigc.Asset("audio", tone, "a tone", 1, "speech", "m", params={"speed": 1.0})

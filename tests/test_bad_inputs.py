@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
 
@@ -162,7 +162,7 @@ def test_what_a_whole_batch_shares_is_refused_once_up_front(tmp_path, call, matc
     ("steps:\n  - name: a\n    kind: text\n    prompt: \"x\\u0001\"\n", "control character"),
 ])
 def test_recipes_refuse_hostile_yaml_with_the_line(tmp_path, text, match):
-    from aigc.recipes import load_recipe
+    from aigc.orchestration.recipes import load_recipe
 
     (tmp_path / "r.yaml").write_text(text)
     with pytest.raises(aigc.ConfigError, match=match):
@@ -170,7 +170,7 @@ def test_recipes_refuse_hostile_yaml_with_the_line(tmp_path, text, match):
 
 
 def test_a_replayed_run_record_cannot_write_outside_its_directory(tiny_gpt2, tmp_path):
-    from aigc.recipes import replay
+    from aigc.orchestration.recipes import replay
 
     record = {"pipeline": {"inputs": {}, "seed": 0, "steps": [
         {"name": "../../escaped", "kind": "text", "prompt": "x", "model": tiny_gpt2, "params": {}}]}}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.batch import Manifest, derive_seed, read_prompts
+from aigc.orchestration.batch import Manifest, derive_seed, read_prompts
 
 
 def manifest(directory: Path) -> list[dict]:

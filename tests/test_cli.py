@@ -146,7 +146,7 @@ def test_score_leaves_out_aigcs_own_contact_sheets_pages_and_records(tiny_dcgan,
 
 
 def test_models_shows_each_default_model_id_whole_in_a_narrow_terminal():
-    from aigc import registry
+    from aigc.runtime import registry
 
     shown = subprocess.run([AIGC, "models"], capture_output=True, text=True, timeout=300,
                            env={**os.environ, "COLUMNS": "48"}).stdout

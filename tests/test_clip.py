@@ -8,7 +8,7 @@ import torch
 from conftest import _tiny_clip_tokenizer, put_in_hub_cache
 from PIL import Image
 
-from aigc.audio import Audio
+from aigc.media.audio import Audio
 from aigc.errors import ConfigError, ModelLoadError
 from aigc.scoring.clip import ClapRelevance, ClipRelevance, resample
 

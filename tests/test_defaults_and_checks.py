@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
 
@@ -96,7 +96,7 @@ def test_diffusion_checks_run_before_loading(tiny_sd, tmp_path):
 def test_configure_replaces_the_manager_for_the_scorer_too(tmp_path):
     import torch
 
-    from aigc import devices
+    from aigc.runtime import devices
     from aigc.scoring.scorer import default_scorer
 
     old = devices.get_manager()

@@ -1,4 +1,4 @@
-"""aigc's Stable Diffusion loop (generators/denoise.py) against the stock diffusers pipeline on the tiny random
+"""aigc's Stable Diffusion loop (generators/image/denoise.py) against the stock diffusers pipeline on the tiny random
 model: the same pixels, fewer text-encoder rows, no device reads inside the loop, and switches that work."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from aigc.devices import DeviceManager
-from aigc.generators import denoise
-from aigc.generators.diffusion import SCHEDULERS, DiffusionGenerator
+from aigc.runtime.devices import DeviceManager
+from aigc.generators.image import denoise
+from aigc.generators.image.diffusion import SCHEDULERS, DiffusionGenerator
 
 # Pixels may differ from stock diffusers by 1 level of 255: the maths and the random numbers are the stock
 # pipeline's, but other kernels (channels-last convolutions, fused q/k/v matmuls) may round floats differently.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import aigc
-from aigc.devices import DeviceManager, parse_bytes, resolve_device, resolve_dtype, size_in_bytes
+from aigc.runtime.devices import DeviceManager, parse_bytes, resolve_device, resolve_dtype, size_in_bytes
 
 
 def test_auto_picks_the_best_device_and_explicit_devices_must_exist(monkeypatch):

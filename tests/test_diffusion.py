@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import SD_SIZE as SIZE
 
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError, ModelLoadError
-from aigc.generators.diffusion import SCHEDULERS, DiffusionGenerator
+from aigc.generators.image.diffusion import SCHEDULERS, DiffusionGenerator
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def sd_in_hub_cache(tiny_sd):
 
     from conftest import put_in_hub_cache
 
-    from aigc.registry import DEFAULT_DIFFUSION_MODEL
+    from aigc.runtime.registry import DEFAULT_DIFFUSION_MODEL
 
     put_in_hub_cache(DEFAULT_DIFFUSION_MODEL, tiny_sd)
     yield DEFAULT_DIFFUSION_MODEL
@@ -227,7 +227,7 @@ def test_a_pil_init_image_is_recorded_as_a_description(tiny_sd, sd_manager):
     asset = aigc.generate("image", "a castle", backend="diffusion", model=tiny_sd, seed=1, steps=2, strength=0.5,
                           init_image=Image.new("RGB", (SIZE, SIZE), "gray"), manager=sd_manager)[0]
     assert asset.params["init_image"] == "<Image 64x64>"
-    assert "Denoising strength: 0.5" in aigc.assets.a1111_parameters(asset)
+    assert "Denoising strength: 0.5" in aigc.media.assets.a1111_parameters(asset)
 
 
 def test_turbo_models_default_to_one_step_without_guidance(tiny_sd, sd_manager, tmp_path):

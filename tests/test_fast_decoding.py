@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import aigc
-from aigc.devices import DeviceManager, cpu_has_fast_bf16
-from aigc.generators import quantize
-from aigc.generators.decoding import Loaded, Settings, decode
-from aigc.generators.sampling import Sampling
+from aigc.runtime.devices import DeviceManager, cpu_has_fast_bf16
+from aigc.generators.text import quantize
+from aigc.generators.text.decoding import Loaded, Settings, decode
+from aigc.generators.text.sampling import Sampling
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason="the packed path is for CPUs with fast bf16")
 
@@ -38,7 +38,7 @@ def tiny_llama(tmp_path_factory):
     from gguf.quants import quantize as q4_1
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from aigc.models import gpt2_tokenizer_dir
+    from aigc.runtime.models import gpt2_tokenizer_dir
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -135,7 +135,7 @@ def test_packed_outputs_are_the_same_alone_or_in_a_batch_of_eight(tiny_llama, te
 
 @needs_bf16
 def test_the_kv_cache_grows_in_chunks_without_changing_a_token(tiny_llama, monkeypatch):
-    from aigc.generators import packed_llama
+    from aigc.generators.text import packed_llama
 
     lm = _packed(tiny_llama)
     prompts, seeds = ["The sea", "A lighthouse keeper finds a door in the sea and"], [3, 4]
@@ -158,7 +158,7 @@ def test_compile_on_the_packed_path_says_it_compiles_nothing_and_decodes_the_sam
 
 @needs_bf16
 def test_the_layers_run_from_torchscript_with_the_same_bits_as_in_python(tiny_llama):
-    from aigc.generators import llama_layer
+    from aigc.generators.text import llama_layer
 
     assert isinstance(llama_layer.compiled(), torch.jit.ScriptFunction)  # else the default path lost ~14% a token
     lm = _packed(tiny_llama)
@@ -190,7 +190,7 @@ def test_the_rotary_table_holds_transformers_own_angles_bit_for_bit(rope):
     from transformers import LlamaConfig, PretrainedConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from aigc.generators.packed_llama import rotary_table
+    from aigc.generators.text.packed_llama import rotary_table
 
     config = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=300,
                          rope_parameters=None if rope is None else {"rope_theta": 5000.0, **rope})
@@ -250,7 +250,7 @@ def test_a_dtype_asked_for_keeps_the_plain_path(monkeypatch):
 def test_dtype_float32_for_one_call_runs_the_plain_path_and_the_reports_say_what_runs():
     """aigc.generate(dtype="float32") (as documented) turns the packed path off for that call, and stats(),
     doctor and the asset's record say what each copy runs as, not the manager's float32 alone."""
-    from aigc.inventory import dtype_fact
+    from aigc.runtime.inventory import dtype_fact
 
     manager = DeviceManager("cpu")
     manager.pack_cpu_weights = True  # as on a CPU with fast bf16 (the int4 kernels also run, slower, on others)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.batch import Manifest
+from aigc.orchestration.batch import Manifest
 
 AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
 
@@ -190,7 +190,7 @@ def test_torn_and_malformed_library_lines_are_skipped_and_never_swallow_the_next
     library.add_vectors("text:x", np.ones((1, 4), np.float32), ["after the tear"])
     with pytest.warns(UserWarning, match="3 torn or malformed line"):
         assert len(aigc.Library(tmp_path / "lib")) == 2  # the entry after the torn line is whole
-    scorer = CreativityScorer(aigc.devices.DeviceManager("cpu"), language_model=None)
+    scorer = CreativityScorer(aigc.runtime.devices.DeviceManager("cpu"), language_model=None)
     with pytest.warns(UserWarning):
         best = aigc.generate("text", "The sea", model=tiny_gpt2, best_of=2, seed=1, max_new_tokens=4, scorer=scorer,
                              library=tmp_path / "lib", manager=scorer.manager)[0]

@@ -1,4 +1,4 @@
-"""aigc.formats: every row round-trips real files, survives hostile metadata, and refuses damaged input clearly."""
+"""aigc.media.formats: every row round-trips real files, survives hostile metadata, and refuses damaged input clearly."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import soundfile as sf
 from PIL import ExifTags, Image
 
 import aigc
-from aigc import formats
-from aigc.audio import Audio
+from aigc.media import formats
+from aigc.media.audio import Audio
 from aigc.errors import ConfigError, NoMetadataError
 
 HOSTILE = "\n\"<x>&amp;\x00😀\u2028"
@@ -352,7 +352,7 @@ def test_two_minutes_of_audio_save_and_load_in_every_audio_format(name, tmp_path
     assert signal.size > 2_600_000
     np.save(tmp_path / "signal.npy", signal)
     path = tmp_path / f"long{formats.FORMATS[name].suffix}"
-    code = ("import sys, numpy, aigc; from aigc.audio import Audio; clip = Audio(numpy.load(sys.argv[1]), 22050); "
+    code = ("import sys, numpy, aigc; from aigc.media.audio import Audio; clip = Audio(numpy.load(sys.argv[1]), 22050); "
             "aigc.Asset('audio', clip, 'a long hum', 1, 'speech', 'pack:piper-joe').save(sys.argv[2])")
     command = [sys.executable, "-X", "faulthandler", "-c", code, str(tmp_path / "signal.npy"), str(path)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -386,7 +386,7 @@ def test_suffix_rules():
 
 
 def test_the_module_imports_light():
-    code = "import sys, aigc.formats; print(sorted({'torch', 'PIL', 'soundfile'} & set(sys.modules)))"
+    code = "import sys, aigc.media.formats; print(sorted({'torch', 'PIL', 'soundfile'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 
 def pixels(asset) -> np.ndarray:

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError
 from aigc.scoring.library import Library
-from aigc.tuning.gan_prior import latents_from_ratings, read_prior
+from aigc.media.latent_prior import read_prior
+from aigc.tuning.gan_prior import latents_from_ratings
 
 AIGC = str(Path(sys.executable).with_name("aigc"))
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
 
@@ -73,14 +73,14 @@ def test_a_huge_batch_row_and_a_huge_speech_prompt_are_refused(tmp_path):
 def test_recipe_prompts_are_plain_placeholders_only(tmp_path, prompt):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"inputs: {{topic: x}}\nsteps:\n  - name: a\n    kind: text\n    prompt: '{prompt}'\n")
-    from aigc.recipes import load_recipe
+    from aigc.orchestration.recipes import load_recipe
 
     with pytest.raises(aigc.ConfigError, match=r"r.yaml:5: steps.0.prompt: .*stray or malformed brace"):
         load_recipe(recipe)
 
 
 def test_braces_can_still_be_written_and_values_are_not_parsed(tiny_gpt2, manager):
-    from aigc.templates import render
+    from aigc.orchestration.templates import render
 
     assert render("{{json}} about {topic}", {"topic": "{evil:>9}"}) == "{json} about {evil:>9}"
     produced = aigc.chain(aigc.Step("a", "text", "A {{braced}} {topic}", model=tiny_gpt2,
@@ -124,7 +124,7 @@ def test_an_empty_prompts_file_and_a_batch_where_every_row_failed_are_errors(tin
 
 
 def test_a_string_knob_stays_a_string_on_the_command_line(tiny_gpt2):
-    from aigc.generators.text import CausalLMGenerator
+    from aigc.generators.text.causal_lm import CausalLMGenerator
 
     assert CausalLMGenerator.parse_knobs({"system": "1", "stop": "1"}) == {"system": "1", "stop": "1"}
     done = cli("generate", "text", "Hi", "--model", tiny_gpt2, "-p", "stop=1", "--max-new-tokens", "2", "--json")
@@ -189,7 +189,7 @@ def test_saved_files_respect_the_umask(tiny_dcgan, tmp_path):
 
 
 def test_a_very_long_record_still_gives_files_that_read_back(tmp_path):
-    from aigc.audio import Audio
+    from aigc.media.audio import Audio
 
     tone = Audio((0.3 * np.sin(np.arange(2205) / 7)).astype(np.float32), 22050)
     prompt = "a long prompt " * 4000  # ~56k characters: this once made a WAV nobody could open
@@ -226,7 +226,7 @@ def test_score_explains_foreign_files_and_scores_them_with_a_prompt(tmp_path):
 
 
 def test_workflow_bookkeeping_grows_linearly_with_the_steps(tiny_gpt2, monkeypatch, manager):
-    from aigc import registry
+    from aigc.runtime import registry
 
     def calls_for(count: int) -> int:
         counted = [0]

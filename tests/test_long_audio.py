@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from aigc import formats
+from aigc.media import formats
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import aigc
-from aigc import registry
-from aigc.devices import DeviceManager
-from aigc.models import pack_path
+from aigc.runtime import registry
+from aigc.runtime.devices import DeviceManager
+from aigc.runtime.models import pack_path
 
 AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from aigc.audio import Audio
-from aigc.devices import DeviceManager
+from aigc.media.audio import Audio
+from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError, ModelLoadError
-from aigc.generators.music import MusicGenerator
+from aigc.generators.audio.music import MusicGenerator
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_greedy_sampling_matches_transformers_generate(music, tiny_musicgen):
     """Our loop (delay pattern, KV cache, guidance) against stock generate; top_k=1 makes sampling greedy."""
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
-    from aigc.audio import tidy
+    from aigc.media.audio import tidy
 
     ours = make(music, ["lofi beat", "drums"], [0, 1], top_k=1, guidance=3.0)
     model = MusicgenForConditionalGeneration.from_pretrained(tiny_musicgen).eval()

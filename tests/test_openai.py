@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")

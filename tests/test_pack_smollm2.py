@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 pytestmark = pytest.mark.pack
 PROMPT = "Write a two-sentence story: a lighthouse keeper finds a door in the sea."

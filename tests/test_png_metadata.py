@@ -80,7 +80,7 @@ def test_images_save_as_png_webp_or_jpeg_only(tiny_dcgan, manager, tmp_path):
 
 
 def test_contact_sheet_lays_images_in_a_grid(tiny_dcgan, manager):
-    from aigc.sheets import contact_sheet
+    from aigc.media.sheets import contact_sheet
 
     assets = aigc.generate("image", "x", backend="gan", model=tiny_dcgan, n=5, seed=1, manager=manager)
     sheet = contact_sheet([a.data for a in assets], gap=2)

@@ -18,7 +18,7 @@ import pytest
 import aigc
 from aigc import console
 from aigc.console import Console
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 from aigc.records import Progress
 
 AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import aigc
-from aigc.cli import cli
+from aigc.cli.main import cli
 from aigc.scoring.library import Library
 from aigc.scoring.ratings import FILE, Ratings, content_key
 
@@ -27,7 +27,7 @@ def _clip(seed: int, seconds: float = 0.2):
 
 @pytest.fixture(scope="module")
 def scorer():
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
     from aigc.scoring.scorer import CreativityScorer
 
     return CreativityScorer(DeviceManager("cpu"), language_model=None)
@@ -130,7 +130,7 @@ def test_bad_ratings_are_refused_in_one_line_and_nothing_is_written(tmp_path, sc
 @pytest.fixture(scope="module")
 def texts(tmp_path_factory):
     """Three aigc text assets and one plain text file, as `aigc generate --out` would leave them."""
-    from aigc.assets import Asset
+    from aigc.media.assets import Asset
 
     folder = tmp_path_factory.mktemp("texts")
     for i, words in enumerate(["The sea at dawn.", "A ledger of debts.", "Gulls over the harbour."]):
@@ -174,7 +174,7 @@ def test_aigc_rate_up_down_undo_and_prefer(texts, tmp_path):
     (["--pairs", "{t}/line-0.txt"], "not a directory"),
 ])
 def test_aigc_rate_refuses_bad_input_in_one_line(texts, tmp_path, args, message):
-    command = [sys.executable, "-m", "aigc.cli", "rate", *[a.format(t=texts) for a in args],
+    command = [sys.executable, "-m", "aigc.cli.main", "rate", *[a.format(t=texts) for a in args],
                "--library", str(tmp_path / "team")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
@@ -185,7 +185,7 @@ def test_aigc_rate_refuses_bad_input_in_one_line(texts, tmp_path, args, message)
 def test_aigc_rate_pairs_records_choices_from_a_session(texts, tmp_path):
     """A real session in a subprocess: three texts make three pairs; choose, skip, choose, then input ends."""
     library = tmp_path / "team"
-    command = [sys.executable, "-m", "aigc.cli", "rate", "--pairs", str(texts), "--user", "ann", "--library",
+    command = [sys.executable, "-m", "aigc.cli.main", "rate", "--pairs", str(texts), "--user", "ann", "--library",
                str(library), "--no-open", "--seed", "1"]
     result = subprocess.run(command, input="1\nwhat\ns\n2\n", capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr

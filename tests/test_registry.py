@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 import aigc
-from aigc import registry
+from aigc.runtime import registry
 
 PLUGIN = '''
 from aigc.generators.base import Generator, Output, Param
@@ -52,7 +52,7 @@ def test_entry_point_backends_plug_in(plugin, manager):
 
 
 def test_a_plugin_cannot_shadow_a_builtin(plugin):
-    assert registry.get("text", "lm").target == "aigc.generators.text:CausalLMGenerator"
+    assert registry.get("text", "lm").target == "aigc.generators.text.causal_lm:CausalLMGenerator"
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -66,7 +66,7 @@ def test_listing_backends_does_not_import_them():
     import subprocess
 
     code = ("import sys; from aigc import registry; registry.backends(); registry.get('text');"
-            "assert 'torch' not in sys.modules and 'aigc.generators.text' not in sys.modules")
+            "assert 'torch' not in sys.modules and 'aigc.generators.text.causal_lm' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -85,7 +85,7 @@ def _same(a, b, atol: float = 0.0) -> bool:
     """Equal text, equal pixels, or audio equal within `atol` (16-bit files round to 1/32768)."""
     import numpy as np
 
-    from aigc.audio import Audio
+    from aigc.media.audio import Audio
 
     if isinstance(a, str):
         return a == b

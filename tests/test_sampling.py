@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from aigc.generators.sampling import Sampling, gumbel, stream_keys
+from aigc.generators.text.sampling import Sampling, gumbel, stream_keys
 
 PROBS = torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03])
 

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.pack
 
 @pytest.fixture(scope="module")
 def scorer():
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
     from aigc.scoring.scorer import CreativityScorer
 
     return CreativityScorer(DeviceManager("cpu"))

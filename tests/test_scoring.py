@@ -18,7 +18,7 @@ PROMPT = "A lighthouse keeper finds a door in the sea"
 
 @pytest.fixture(scope="module")
 def scorer():
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
 
     return CreativityScorer(DeviceManager("cpu"), language_model=None)  # text parts without the LM: fast
 
@@ -94,9 +94,9 @@ def test_min_score_resamples_until_the_bar_or_the_budget(tiny_gpt2, manager, sco
 
 def test_nudges_follow_the_weakest_part():
     """The nudges each backend declares on its knobs (text temperature, diffusion guidance, GAN truncation)."""
-    from aigc.generators.diffusion import DiffusionGenerator
-    from aigc.generators.gan import GANGenerator
-    from aigc.generators.text import CausalLMGenerator
+    from aigc.generators.image.diffusion import DiffusionGenerator
+    from aigc.generators.image.gan import GANGenerator
+    from aigc.generators.text.causal_lm import CausalLMGenerator
 
     def nudge(knobs, scores):
         part = weakest(scores)

@@ -8,9 +8,9 @@ import pytest
 
 import aigc
 from aigc import seeds
-from aigc.batch import Manifest, derive_seed, variant_seed
+from aigc.orchestration.batch import Manifest, derive_seed, variant_seed
 from aigc.scoring.loop import prompt_seed, round_seeds
-from aigc.workflows import Step, step_seed
+from aigc.orchestration.workflows import Step, step_seed
 
 
 def test_derived_seeds_are_stable_and_exact_in_json():
@@ -76,7 +76,7 @@ def test_no_seed_means_a_fresh_one_for_runs_and_batches_too_and_a_resume_keeps_i
 
 
 def test_an_unfinished_run_resumes_with_the_seed_it_recorded(tiny_gpt2, tmp_path):
-    from aigc.recipes import load_recipe, recorded_seed, run_to_dir
+    from aigc.orchestration.recipes import load_recipe, recorded_seed, run_to_dir
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"

@@ -161,7 +161,7 @@ def test_a_huge_batch_is_refused_before_it_is_planned(served):
 
 
 def test_a_huge_prompts_file_is_refused_before_it_is_planned(tmp_path):
-    from aigc import registry
+    from aigc.runtime import registry
 
     registry.get("text").load()  # the backend's imports, done before the CPU time is read
     prompts = tmp_path / "prompts.txt"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError
 
 pytest.importorskip("fastapi")
@@ -43,7 +43,7 @@ def _cwd(path):
 
 def _prior(path, value: float = 2.0) -> None:
     """A valid prior written by the project's own writer (an 8-d latent, as the tiny DCGAN's)."""
-    from aigc.tuning.gan_prior import FORMAT, Prior, save_prior
+    from aigc.media.latent_prior import FORMAT, Prior, save_prior
 
     save_prior(Prior(np.full(8, value, np.float32), np.full(8, 0.5, np.float32), {"format": FORMAT}), path)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 
 pytest.importorskip("fastapi")
 pytest.importorskip("ray")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
-from aigc.generators.speech import sentences
+from aigc.runtime.devices import DeviceManager
+from aigc.generators.audio.speech import sentences
 
 pytestmark = pytest.mark.pack
 

@@ -18,13 +18,15 @@ import aigc
 PACKAGE = Path(aigc.__file__).parent
 # lowest first; a module may import its own layer and the layers below it, never one above
 LAYERS = [
-    {"errors", "records", "seeds", "audio", "storage", "limits", "templates", "checks", "progress"},
-    {"formats", "wav_tags", "assets", "registry", "devices", "models", "sheets", "inventory", "console"},
-    {"generators", "scoring", "tuning"},  # tuning: learns from ratings; the GAN reads its prior file
+    {"errors", "records", "seeds", "storage", "limits", "checks", "progress"},  # the foundation, at the top level
+    {"media", "runtime", "console"},  # what is made and read back; where models come from and run
+    {"generators"},  # the backends: handed a model and a device, they read files below them (a GAN prior: media)
+    {"scoring"},  # the scorer and the team library; its loop drives a generator
+    {"tuning"},  # learns from ratings and scores, toward what the team liked
     {"api"},
-    {"workflows", "recipes", "batch", "batch_runner", "report", "gallery"},
+    {"orchestration"},  # workflows, recipes, batches and their pages
     {"client"},  # the remote front end: the module's verbs over HTTP
-    {"cli", "cli_knobs", "cli_rate", "cli_tune", "server"},
+    {"cli", "server"},
 ]
 
 
@@ -116,7 +118,7 @@ def swatch(tmp_path, monkeypatch):
 def test_a_plugins_knob_reaches_every_front_end(swatch, tmp_path, manager):
     from PIL import Image
 
-    from aigc.recipes import load_recipe
+    from aigc.orchestration.recipes import load_recipe
 
     png = aigc.generate("image", "x", backend="swatch", model="any", hue=0.25, seed=1, manager=manager)[0]
     with Image.open(png.save(tmp_path / "s.png")) as image:
@@ -157,8 +159,8 @@ def test_a_plugins_knob_is_a_command_line_option(swatch, tmp_path):
 
 def test_every_front_end_reads_one_declaration():
     """The CLI carries no copied defaults: each knob option's help is the Param's own description."""
-    from aigc.cli_knobs import knob_options
-    from aigc.generators.text import CausalLMGenerator
+    from aigc.cli.knobs import knob_options
+    from aigc.generators.text.causal_lm import CausalLMGenerator
 
     option = next(o for o in knob_options() if o.name == "knob__temperature")
     assert CausalLMGenerator.params["temperature"].describe() in option.help
@@ -166,7 +168,7 @@ def test_every_front_end_reads_one_declaration():
 
 
 def test_contact_sheets_refuse_nothing_with_an_aigc_error():
-    from aigc.sheets import contact_sheet
+    from aigc.media.sheets import contact_sheet
 
     with pytest.raises(aigc.ConfigError, match="needs at least one image"):
         contact_sheet([])

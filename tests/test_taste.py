@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import aigc
-from aigc.cli import cli
+from aigc.cli.main import cli
 from aigc.scoring import taste as taste_module
 from aigc.scoring.library import Library
 from aigc.scoring.mean import weighted_geometric_mean
@@ -31,7 +31,7 @@ def sentences() -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def scorer():
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
     from aigc.scoring.scorer import CreativityScorer
 
     return CreativityScorer(DeviceManager("cpu"), language_model=None)

@@ -13,8 +13,8 @@ import pytest
 from scipy.stats import binomtest
 
 import aigc
-from aigc.assets import Asset
-from aigc.generators.text import CausalLMGenerator
+from aigc.media.assets import Asset
+from aigc.generators.text.causal_lm import CausalLMGenerator
 from aigc.scoring.library import Library
 from aigc.scoring.loop import Policy, round_seeds, search
 
@@ -23,7 +23,7 @@ RANK = {"sea": 2, "other": 1, "money": 0}  # the simulated team: likes the sea, 
 
 @pytest.fixture(scope="module")
 def scorer():
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
     from aigc.scoring.scorer import CreativityScorer
 
     return CreativityScorer(DeviceManager("cpu"), language_model=None)

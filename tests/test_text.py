@@ -92,7 +92,7 @@ def test_streamed_pieces_add_up_to_the_output(tiny_gpt2, manager, use_stop):
 
 
 def test_too_many_or_too_long_stop_strings_are_refused_before_loading(tiny_gpt2):
-    from aigc.devices import DeviceManager
+    from aigc.runtime.devices import DeviceManager
 
     fresh = DeviceManager("cpu")
     with pytest.raises(aigc.ConfigError, match=r"number of strings in stop is 65, over the limit of 64.*"
@@ -119,8 +119,8 @@ class CountingList(list):
 def test_stop_matching_does_not_walk_the_stop_strings_per_token(tiny_gpt2, manager):
     """Each token's text goes through one automaton built from the stops once per call: per token, nothing is
     done per stop string (it was a scan of every stop string per token: 1,000,000 of them took 24.8 s)."""
-    from aigc.generators.decoding import Settings, decode
-    from aigc.generators.sampling import Sampling
+    from aigc.generators.text.decoding import Settings, decode
+    from aigc.generators.text.sampling import Sampling
 
     gen("The sea", tiny_gpt2, manager, max_new_tokens=1)  # loaded once
     with manager.use(manager.key("causal-lm", tiny_gpt2), lambda: None) as lm:
@@ -137,7 +137,7 @@ def test_stop_matching_does_not_walk_the_stop_strings_per_token(tiny_gpt2, manag
 def test_the_stop_automaton_reads_a_character_in_bounded_work_whatever_the_stops():
     """Aho-Corasick: moves down plus moves back over a text are at most twice its characters, for any stops (here
     ones that make a naive matcher back up a lot: 'aaa...ab')."""
-    from aigc.generators.decoding import Stops
+    from aigc.generators.text.decoding import Stops
 
     class Counting(dict):
         looks = 0
@@ -178,7 +178,7 @@ def _settled(text, stops):
 def test_stop_cuts_match_a_brute_force_reference_on_random_texts():
     import random
 
-    from aigc.generators.decoding import Stops, cut_at_stop
+    from aigc.generators.text.decoding import Stops, cut_at_stop
 
     alphabet = "ab \nxé"
     for seed in range(3000):
@@ -199,8 +199,8 @@ def test_stops_found_token_by_token_match_the_reference():
 
     from transformers import AutoTokenizer
 
-    from aigc.generators.decoding import RowText, Stops
-    from aigc.models import gpt2_tokenizer_dir
+    from aigc.generators.text.decoding import RowText, Stops
+    from aigc.runtime.models import gpt2_tokenizer_dir
 
     tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir())
     alphabet = ["a", "b", " ", "\n", "é", "🙂", "the", " sea"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError, ModelLoadError
 from aigc.scoring.library import Library
 from aigc.scoring.scorer import Item
@@ -87,7 +87,7 @@ def _margin(model_ref: str, pairs) -> float:
     """Mean log-probability margin of chosen over rejected answers under a model loaded the way aigc loads it."""
     import torch
 
-    from aigc.generators.text import CausalLMGenerator
+    from aigc.generators.text.causal_lm import CausalLMGenerator
 
     loaded = CausalLMGenerator(model_ref, DeviceManager("cpu")).load()
     total = 0.0

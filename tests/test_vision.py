@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aigc.devices import DeviceManager
+from aigc.runtime.devices import DeviceManager
 from aigc.errors import ModelLoadError
 from aigc.scoring.vision import (
     EfficientNetLite0,

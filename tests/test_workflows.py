@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.devices import DeviceManager
-from aigc.recipes import load_recipe, replay, run_to_dir
-from aigc.workflows import Pipeline, Step, check, run
+from aigc.runtime.devices import DeviceManager
+from aigc.orchestration.recipes import load_recipe, replay, run_to_dir
+from aigc.orchestration.workflows import Pipeline, Step, check, run
 
 RECIPES = sorted(Path(__file__).parent.parent.joinpath("pipelines").glob("*.yaml"))
 SHORT = {"max_new_tokens": 24}  # keep the real SmolLM2 steps quick in tests

@@ -12,14 +12,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-from .. import models, progress
+from ..runtime import models
+from .. import progress
 from ..errors import ConfigError, ModelLoadError
 from ..records import Refinement
 from .knobs import Nudge, Param, describe_value
 
 if TYPE_CHECKING:
-    from ..devices import DeviceManager
-    from ..models import ModelSource
+    from ..runtime.devices import DeviceManager
+    from ..runtime.models import ModelSource
 
 __all__ = ["Generator", "Nudge", "Output", "Param"]
 
@@ -57,7 +58,7 @@ class Generator:
         self.backend = backend or self.family
         self._dtype = None
         if dtype is not None and str(dtype).strip().lower() != "auto":  # this call's own (aigc.generate(dtype=...)),
-            from ..devices import resolve_dtype  # checked before anything loads
+            from ..runtime.devices import resolve_dtype  # checked before anything loads
 
             self._dtype = resolve_dtype(dtype, manager.device)
         self.check_model()
@@ -240,7 +241,7 @@ class Generator:
 
     def _load_or_explain(self, variant: dict[str, Any]) -> Any:
         """load(), with whatever a damaged model makes a library raise turned into one ModelLoadError."""
-        from ..devices import is_out_of_memory
+        from ..runtime.devices import is_out_of_memory
         from ..errors import AIGCError
 
         try:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import models
-from ..audio import Audio
+from ..runtime import models
+from ..media.audio import Audio
 from ..errors import ConfigError, ModelLoadError
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"

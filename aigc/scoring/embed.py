@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import models
-from ..audio import Audio
+from ..runtime import models
+from ..media.audio import Audio
 
 DEFAULT_TEXT_EMBEDDER = "pack:minilm"
 

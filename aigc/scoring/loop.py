@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from .. import seeds as seed_rule
-from ..assets import Asset
+from ..media.assets import Asset
 from ..generators.knobs import WEAKNESSES
 from ..records import Round, Search
 

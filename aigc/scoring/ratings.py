@@ -173,7 +173,7 @@ def _now() -> str:
 
 def _origin(thing: Any) -> dict[str, Any] | None:
     """How an Asset was made (seed, backend, model, its scalar knobs), so a generator can be tuned from it."""
-    from ..assets import Asset
+    from ..media.assets import Asset
 
     if not isinstance(thing, Asset):
         return None

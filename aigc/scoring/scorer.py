@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..assets import Asset
-from ..audio import Audio
+from ..media.assets import Asset
+from ..media.audio import Audio
 from ..errors import ConfigError
 from ..progress import report as report_progress
 from .embed import TextEmbedder, audio_fingerprint
@@ -125,7 +125,7 @@ class CreativityScorer:
     def __init__(self, manager=None, *, weights: dict[str, float] | None = None, text_embedder: str = "pack:minilm",
                  language_model: str | None = DEFAULT_LM, clip_model: str | None = DEFAULT_CLIP,
                  clap_model: str | None = DEFAULT_CLAP) -> None:
-        from ..devices import get_manager
+        from ..runtime.devices import get_manager
 
         self.manager = manager or get_manager()
         self.weights = _check_weights(weights)
@@ -344,7 +344,7 @@ class CreativityScorer:
 
     def _language_model(self):
         from ..errors import ModelLoadError
-        from ..generators.text import CausalLMGenerator
+        from ..generators.text.causal_lm import CausalLMGenerator
 
         if not self.language_model:
             return None
@@ -411,7 +411,7 @@ _scorers_lock = threading.Lock()
 def default_scorer(manager: Any = None) -> CreativityScorer:
     """The scorer on `manager` (default: the process-wide one, which devices.configure() may replace), made once
     per manager: its caches (the language model's obvious continuations) then serve every later call."""
-    from ..devices import get_manager
+    from ..runtime.devices import get_manager
 
     manager = manager or get_manager()
     with _scorers_lock:

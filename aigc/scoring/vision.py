@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import models
+from ..runtime import models
 from ..errors import ModelLoadError
 
 FAMILY = "efficientnet-lite0"

@@ -27,7 +27,7 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
     """The app, its store under settings.data (held by this server alone while it runs), and its workers."""
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    from ..devices import get_manager
+    from ..runtime.devices import get_manager
     from .engines import executors, shut_down
     from .gallery import gallery_routes
     from .judging import judging_routes
@@ -208,8 +208,8 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
             return Response(status_code=304, headers={"ETag": etag})  # the client's copy is this one
         if format is not None:
-            from .. import formats
-            from ..assets import load
+            from ..media import formats
+            from ..media.assets import load
 
             converted, chosen = load(settings.data / row.path).to_bytes(format), formats.by_name(format)
             name = Path(row.path).stem + chosen.suffix  # a type the client chose: a download, never a page
@@ -310,7 +310,7 @@ async def _stream(store: Store, after: int, *, job: str | None = None,
 
 
 def _version() -> str:
-    from ..assets import __version__
+    from ..media.assets import __version__
 
     return __version__
 

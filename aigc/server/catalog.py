@@ -9,8 +9,8 @@ from .jobs import Places
 
 
 def catalog(places: Places) -> dict[str, Any]:
-    from .. import registry
-    from ..inventory import hub_models, pack_rows
+    from ..runtime import registry
+    from ..runtime.inventory import hub_models, pack_rows
 
     kinds: dict[str, dict[str, Any]] = {}
     for (kind, name), spec in registry.backends().items():

@@ -56,7 +56,7 @@ class GenerationActor:
     """A Ray actor: its own device manager (one GPU, or the CPU), so its models load once for all its calls."""
 
     def __init__(self) -> None:
-        from ..devices import DeviceManager
+        from ..runtime.devices import DeviceManager
 
         self.manager = DeviceManager()
 

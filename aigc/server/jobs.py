@@ -19,7 +19,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from .. import models, registry
+from ..runtime import models, registry
 from ..errors import AIGCError, ConfigError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/\w[\w.-]*$")  # org/name, as the Hub spells ids (and never "..")
@@ -192,7 +192,7 @@ def row_resolved(fields: dict[str, Any], number: int, kind: str, backend: str | 
     """A batch row (an object) with its model and its file knobs resolved as a generate job's are (its input image
     refused). A row whose backend or model is wrong is left as it is: it fails on its own when the batch is planned,
     as locally, before any of its knobs is looked at."""
-    from ..batch import ROW_KEYS
+    from ..orchestration.batch import ROW_KEYS
 
     where = f"rows.{number}"
     fields = dict(fields)
@@ -214,7 +214,7 @@ def run_pipeline(request: RunJob, places: Places) -> tuple[Any, dict[str, str], 
     """A run job's pipeline as the server runs it, its inputs, and what to call its recipe: each step's model and
     file knobs resolved as a generate job's are, those in the YAML and those a `set` gives alike (an input image
     refused: a step takes an earlier step's)."""
-    from ..recipes import override, parse_recipe
+    from ..orchestration.recipes import override, parse_recipe
 
     def files_of(step: Any, params: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -36,7 +36,7 @@ def _library(service: Service) -> Any:
 
 def rate(service: Service, principal: Principal, asset_id: str, thumb: Thumb) -> dict[str, Any]:
     """Blocking (it embeds the asset): the library's line first (it checks value and note), then the SQLite row."""
-    from ..assets import load
+    from ..media.assets import load
     from ..scoring.scorer import default_scorer
 
     row = service.readable_asset(asset_id, principal)
@@ -55,7 +55,7 @@ def ratings_of(service: Service, principal: Principal, asset_id: str) -> dict[st
 
 
 def prefer(service: Service, principal: Principal, choice: Choice) -> dict[str, Any]:
-    from ..assets import load
+    from ..media.assets import load
     from ..scoring.scorer import default_scorer
 
     better, worse = (service.readable_asset(i, principal) for i in (choice.better, choice.worse))

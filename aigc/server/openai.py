@@ -265,7 +265,7 @@ def _size_knobs(service: Service, job: dict[str, Any], size: Any) -> dict[str, i
 def _backend(service: Service, job: dict[str, Any]) -> type:
     """The generator class the job will run on (its backend, else the one its model fits, else the kind's
     default), to read the knobs it declares."""
-    from .. import registry
+    from ..runtime import registry
     from .jobs import model_reference
 
     return registry.get(job["kind"], job.get("backend"), model_reference(job["model"], service.places)).load()
@@ -292,7 +292,7 @@ def _served(service: Service, kind: str, model: Any) -> None:
 def _of_kind(service: Service, kind: str, entry: dict[str, Any]) -> bool:
     """Whether a /v1/models entry makes `kind`: 'default' does, a pack by its kind, a --models name when one of
     the kind's backends runs it (read from its files, as registry.pick reads them; nothing loads)."""
-    from .. import registry
+    from ..runtime import registry
     from ..errors import AIGCError
 
     if entry["id"] == "default":
@@ -326,7 +326,7 @@ def completion_answer(service: Service, job: Job, model: str) -> dict[str, Any]:
 
 
 def image_answer(service: Service, job: Job, response_format: str, output_format: str, base: str) -> dict[str, Any]:
-    from ..assets import load
+    from ..media.assets import load
 
     data = []
     for row in service.store.assets_of(job.id):
@@ -344,7 +344,7 @@ def image_answer(service: Service, job: Job, response_format: str, output_format
 def speech_answer(service: Service, job: Job, response_format: str) -> Response:
     import numpy as np
 
-    from ..assets import load
+    from ..media.assets import load
 
     row = service.store.assets_of(job.id)[0]
     path = service.settings.data / row.path
@@ -363,7 +363,7 @@ def speech_answer(service: Service, job: Job, response_format: str) -> Response:
 def served_models(service: Service) -> list[dict[str, Any]]:
     """What `model` may name: 'default' (each endpoint's default model), the packs installed here, and the
     models in the server's --models directory."""
-    from ..inventory import pack_rows
+    from ..runtime.inventory import pack_rows
 
     def entry(model_id: str, kind: str | None) -> dict[str, Any]:
         return {"id": model_id, "object": "model", "created": 0, "owned_by": "aigc", "aigc_kind": kind}

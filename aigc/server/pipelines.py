@@ -13,7 +13,7 @@ from .service import API, Service
 
 
 def pipeline_view(service: Service, name: str) -> dict[str, Any]:
-    from ..recipes import parse_recipe
+    from ..orchestration.recipes import parse_recipe
 
     text, where = recipe_text(RunJob(type="run", recipe=name), service.places)
     pipeline = parse_recipe(text, where, lambda value, field: model_reference(value, service.places, field))

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import formats, registry
-from ..assets import Asset
+from ..media import formats
+from ..runtime import registry
+from ..media.assets import Asset
 from ..errors import AIGCError
 from ..records import Progress
 from ..scoring.loop import prompt_seed
@@ -118,7 +119,7 @@ class Runner:
             self.store.add_assets(job, rows, progress)
 
     def _run(self, job: Job) -> None:
-        from ..recipes import run_to_dir
+        from ..orchestration.recipes import run_to_dir
 
         request = RunJob(**job.request)
         pipeline, values, where = run_pipeline(request, self.places)
@@ -138,7 +139,7 @@ class Runner:
                    source=where, on_assets=register, progress=self._reporter(job))
 
     def _batch(self, job: Job) -> None:
-        from ..batch_runner import batch
+        from ..orchestration.batch_runner import batch
         from ..storage import write_atomic
 
         request = BatchJob(**job.request)
@@ -362,7 +363,7 @@ def places_library(places: Places) -> Any:
 def owned_image(store: Store, data: Path, owner: str | None, asset_id: str) -> Any:
     """An image asset `owner` may use as an input (None: anyone's, as on a team server), opened from the server's
     own files."""
-    from ..assets import load
+    from ..media.assets import load
     from ..errors import ConfigError
 
     row = store.asset(asset_id)

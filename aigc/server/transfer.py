@@ -129,7 +129,7 @@ def score_items(service: Service, request: ScoreRequest, principal: Principal) -
     measured from its header first, and the pixels of all of them checked against the megapixels limit, before
     any is decoded (each is checked alone again as it is decoded: formats' reader)."""
     from .. import limits
-    from ..assets import load
+    from ..media.assets import load
     from ..scoring.scorer import Item
 
     sources: list[Any] = []  # per item: an asset's file, a data URL's (media type, bytes), or None for a text
@@ -195,7 +195,7 @@ def _data_url(url: str, where: str) -> tuple[str, bytes]:
 
 def _decoded(media_type: str, raw: bytes, where: str) -> tuple[str, Any, dict[str, Any] | None]:
     """A data URL's kind, content and embedded aigc record (None if it has none), through the formats table."""
-    from .. import formats
+    from ..media import formats
 
     try:
         fmt = formats.by_media_type(media_type)

@@ -33,7 +33,7 @@ def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, 
 
 
 def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str | None):
-    from ..workflows import check, planned_outputs
+    from ..orchestration.workflows import check, planned_outputs
 
     pipeline, values, _ = run_pipeline(request, places)  # a step's model and file knobs: what the server resolves
     seeds.check(request.seed)
@@ -42,8 +42,8 @@ def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str
 
 
 def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner: str | None):
-    from ..batch import Row, check_size, plan
-    from ..batch_runner import check_batch_wide
+    from ..orchestration.batch import Row, check_size, plan
+    from ..orchestration.batch_runner import check_batch_wide
 
     from .runner import owned_image
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..assets import Asset
+    from ..media.assets import Asset
     from ..scoring.ratings import Rated, Rating
 
 CROSS_PROMPT = 2  # disliked texts of other prompts each liked text is paired with
@@ -103,7 +103,7 @@ def best_vs_worst(assets: Iterable[Asset]) -> list[TextPair]:
 
 def saved_candidates(directory: str | Path) -> list[Asset]:
     """The scored text assets saved in a folder (`aigc generate text ... --best-of 8 -n 8 --out DIR`)."""
-    from ..assets import load
+    from ..media.assets import load
 
     folder = Path(directory).expanduser()
     if not folder.is_dir():

@@ -115,7 +115,7 @@ def tune_text(pairs: list[TextPair], model: str, out: str | os.PathLike, setting
 
 def _checked_base(model: str) -> str:
     """The base model reference resolved and checked as a causal LM (not an adapter), before anything loads."""
-    from .. import models, registry
+    from ..runtime import models, registry
 
     source = models.resolve(model)
     if models.adapter_of(source) is not None:
@@ -127,7 +127,7 @@ def _checked_base(model: str) -> str:
 
 def _prepare(out: Path, model: str, settings: Settings, data: dict[str, Any], fresh: bool) -> tuple[Path, Path | None]:
     """The checkpoint folder, and the checkpoint to resume from when one of this very run is there."""
-    from ..models import ADAPTER_CONFIG
+    from ..runtime.models import ADAPTER_CONFIG
     from ..storage import writable_dir
 
     if (out / ADAPTER_CONFIG).exists() and not fresh:
@@ -178,8 +178,8 @@ def _trainer(model: str, pairs: list[TextPair], settings: Settings, checkpoints:
 def _load_base(model: str) -> Any:
     """The base through the text generator's own loading (GGUF conversion cache, tokenizer pack), on the CPU in
     float32: trainable weights, never the packed 4-bit linears a CPU decodes with (quantize.py)."""
-    from ..devices import DeviceManager
-    from ..generators.text import CausalLMGenerator
+    from ..runtime.devices import DeviceManager
+    from ..generators.text.causal_lm import CausalLMGenerator
 
     generator = CausalLMGenerator(model, DeviceManager("cpu", "float32"), backend="lm")
     return generator.load()
@@ -195,7 +195,7 @@ def _has_cuda() -> bool:
 def _write_adapter(trainer: Any, out: Path, record: dict[str, Any]) -> None:
     """PEFT's files, the tokenizer and the record, moved into `out` with adapter_config.json last: a directory
     is an adapter only once all of it is there."""
-    from ..models import ADAPTER_CONFIG, ADAPTER_RECORD
+    from ..runtime.models import ADAPTER_CONFIG, ADAPTER_RECORD
 
     partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     try:

@@ -1,0 +1,1 @@
+"""Audio backends: speech (speech.py, with Piper voices in piper.py) and music (music.py)."""
