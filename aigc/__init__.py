@@ -2,25 +2,42 @@
 
 from . import limits
 from .api import generate, interpolate, score
-from .media.assets import Asset, __version__, load
-from .orchestration.batch_runner import batch
 from .client import Client  # httpx loads when a Client is made
 from .errors import (
-                     AIGCError,
-                     BackendNotFoundError,
-                     ConfigError,
-                     DeviceError,
-                     GenerationError,
-                     ModelLoadError,
-                     StorageError,
+    AIGCError,
+    BackendNotFoundError,
+    ConfigError,
+    DeviceError,
+    GenerationError,
+    ModelLoadError,
+    StorageError,
 )
+from .media.assets import Asset, __version__, load
+from .orchestration.batch_runner import batch
 from .orchestration.recipes import run
-from .scoring.library import Library
 from .orchestration.workflows import Pipeline, Step, chain
+from .scoring.library import Library
 
 __all__ = [
-    "AIGCError", "Asset", "BackendNotFoundError", "Client", "ConfigError", "DeviceError", "GenerationError", "Library",
-    "ModelLoadError", "Pipeline", "Step", "StorageError", "__version__", "batch", "chain", "generate", "interpolate",
-    "limits", "load", "run", "score",
+    "AIGCError",
+    "Asset",
+    "BackendNotFoundError",
+    "Client",
+    "ConfigError",
+    "DeviceError",
+    "GenerationError",
+    "Library",
+    "ModelLoadError",
+    "Pipeline",
+    "Step",
+    "StorageError",
+    "__version__",
+    "batch",
+    "chain",
+    "generate",
+    "interpolate",
+    "limits",
+    "load",
+    "run",
+    "score",
 ]
-

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import checks, console, limits
-from .runtime import models, registry
 from . import seeds as seed_rule
-from .media.assets import Asset
 from .errors import ConfigError
+from .media.assets import Asset
 from .progress import report as report_progress
 from .records import Progress
+from .runtime import models, registry
 
 if TYPE_CHECKING:
-    from .runtime.devices import DeviceManager
     from .generators.base import Generator
+    from .runtime.devices import DeviceManager
     from .scoring.library import Library
     from .scoring.loop import Policy
     from .scoring.scorer import CreativityScorer
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 MAX_SEED = seed_rule.MAX_SEED
 
 
-def generate(kind: str, prompt: str | Sequence[str], *, progress: Callable[[Progress], None] | bool | None = None,
-             **request: Any) -> list[Asset]:
+def generate(
+    kind: str, prompt: str | Sequence[str], *, progress: Callable[[Progress], None] | bool | None = None, **request: Any
+) -> list[Asset]:
     """Generate `n` outputs per prompt and return them as Assets, prompt by prompt.
 
     Keywords: backend, model, n (default 1), seed, best_of, min_score, max_attempts, diverse, library, scorer,
@@ -95,16 +97,20 @@ def prepare(
     n = 1 if n is None else checks.whole("n", n, least=1)
     policy = check_loop(n, seed, best_of, min_score, max_attempts, diverse)
     per_prompt = n if policy is None else policy.per_attempt
-    limits.check("outputs", len(prompts) * per_prompt, "the outputs of one call (prompts x n, or x best_of)",
-                 field="n")
+    limits.check("outputs", len(prompts) * per_prompt, "the outputs of one call (prompts x n, or x best_of)", field="n")
     planned = [p for p in prompts for _ in range(per_prompt)]
     seeds = seed_rule.expand(seed, len(planned))  # with the loop, the first round's seeds (later rounds derive)
     spec = registry.get(kind, backend, model)
     generator_class = spec.load()
     for index, text in enumerate(prompts):
         where = "the prompt" if len(prompts) == 1 else f"prompt[{index}]"
-        limits.check("prompt_chars", len(text), f"{where}'s length in characters ({kind}/{spec.name})",
-                     generator_class.limits, field="prompt")
+        limits.check(
+            "prompt_chars",
+            len(text),
+            f"{where}'s length in characters ({kind}/{spec.name})",
+            generator_class.limits,
+            field="prompt",
+        )
     checked = generator_class.check_params(params)
     model_ref = model or spec.default_model
     if not model_ref:
@@ -119,10 +125,16 @@ def prepare(
     return Request(generator, prompts, planned, seeds, checked, policy, store, scorer)
 
 
-def score(items: Sequence[Any], prompt: str | None = None, *, library: Library | str | os.PathLike | None = None,
-          weights: dict[str, float] | None = None, manager: DeviceManager | None = None,
-          taste_user: str | None = None, progress: Callable[[Progress], None] | bool | None = None
-          ) -> list[dict[str, Any]]:
+def score(
+    items: Sequence[Any],
+    prompt: str | None = None,
+    *,
+    library: Library | str | os.PathLike | None = None,
+    weights: dict[str, float] | None = None,
+    manager: DeviceManager | None = None,
+    taste_user: str | None = None,
+    progress: Callable[[Progress], None] | bool | None = None,
+) -> list[dict[str, Any]]:
     """Score Assets or raw data (str, PIL image, Audio or (samples, rate)) for a prompt: one dict per item.
 
     Each dict holds relevance, novelty and quality in [0, 1] (None where a part cannot be measured here),
@@ -156,9 +168,19 @@ def produce(generator: Generator, prompts: list[str], seeds: list[int], checked:
     timings = {"batch_s": round(elapsed, 4), "per_item_s": round(elapsed / len(prompts), 4)}
     model_hash = models.short_hash(generator.model) if cls.kind == "image" else None  # A1111's "Model hash"
     return [
-        Asset(kind=cls.kind, data=out.data, prompt=p, seed=s, backend=generator.backend, model=generator.model,
-              params=dict(recorded), timings=dict(timings), info=out.info, refinement=out.refinement,
-              a1111={**cls.a1111(checked, out.info), **({"Model hash": model_hash} if model_hash else {})})
+        Asset(
+            kind=cls.kind,
+            data=out.data,
+            prompt=p,
+            seed=s,
+            backend=generator.backend,
+            model=generator.model,
+            params=dict(recorded),
+            timings=dict(timings),
+            info=out.info,
+            refinement=out.refinement,
+            a1111={**cls.a1111(checked, out.info), **({"Model hash": model_hash} if model_hash else {})},
+        )
         for p, s, out in zip(prompts, seeds, outputs)
     ]
 
@@ -193,28 +215,54 @@ def _search(request: Request) -> list[Asset]:
             return produce(generator, [prompt] * len(seeds), seeds, knobs)
 
         base = prompt_seed(request.seeds[0], index)
-        chosen += search(make, judge, embed, policy, lambda attempt, base=base: round_seeds(base, attempt,
-                                                                                              policy.per_attempt),
-                         dict(request.params), type(generator), judged)
+        chosen += search(
+            make,
+            judge,
+            embed,
+            policy,
+            lambda attempt, base=base: round_seeds(base, attempt, policy.per_attempt),
+            dict(request.params),
+            type(generator),
+            judged,
+        )
     report_progress("search", len(request.prompts), len(request.prompts), detail=f"best of {policy.per_attempt}")
     if store is not None:
         store.add(chosen, scorer=scorer)
     return chosen
 
 
-def interpolate(seed_a: int, seed_b: int, frames: int = 8, *, model: str | None = None,
-                manager: DeviceManager | None = None, **params: Any) -> Asset:
+def interpolate(
+    seed_a: int,
+    seed_b: int,
+    frames: int = 8,
+    *,
+    model: str | None = None,
+    manager: DeviceManager | None = None,
+    **params: Any,
+) -> Asset:
     """A strip of GAN frames walking the latent from `seed_a` to `seed_b` (spherical interpolation)."""
-    return generate("image", "interpolation", backend="gan", model=model, seed=seed_a, frames=frames,
-                    to_seed=seed_b, manager=manager, **params)[0]
+    return generate(
+        "image",
+        "interpolation",
+        backend="gan",
+        model=model,
+        seed=seed_a,
+        frames=frames,
+        to_seed=seed_b,
+        manager=manager,
+        **params,
+    )[0]
 
 
 def _manager(manager: Any) -> DeviceManager:
     from .runtime.devices import DeviceManager, get_manager
 
     if manager is not None and not isinstance(manager, DeviceManager):
-        raise ConfigError(f"manager={manager!r:.40} must be a DeviceManager (aigc.runtime.devices.DeviceManager('cpu')) or "
-                          "None for the shared one.", field="manager")
+        raise ConfigError(
+            f"manager={manager!r:.40} must be a DeviceManager (aigc.runtime.devices.DeviceManager('cpu')) or "
+            "None for the shared one.",
+            field="manager",
+        )
     return manager or get_manager()
 
 
@@ -238,26 +286,31 @@ def _library(library: Any) -> Library | None:
         from .storage import path_arg
 
         return Library(path_arg(library, "library", field="library"))
-    raise ConfigError(f"library={library!r} must be a Library, a directory, True (the default library) or False.",
-                      field="library")
+    raise ConfigError(
+        f"library={library!r} must be a Library, a directory, True (the default library) or False.", field="library"
+    )
 
 
 def check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: Any, diverse: Any) -> Policy | None:
     """Validate the scorer's loop arguments (for every front end); the loop's policy, or None when it does not run."""
     if best_of is not None and (not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < n):
-        raise ConfigError(f"best_of={best_of!r} must be a whole number >= n ({n}): candidates to choose the n best "
-                          "from.", field="best_of")
+        raise ConfigError(
+            f"best_of={best_of!r} must be a whole number >= n ({n}): candidates to choose the n best from.",
+            field="best_of",
+        )
     if best_of is not None:
         limits.check("best_of", best_of, "best_of", field="best_of")
-    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
-                                  or not 0 <= min_score <= 1):
+    if min_score is not None and (
+        isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0 <= min_score <= 1
+    ):
         raise ConfigError(f"min_score={min_score!r} must be a number between 0 and 1.", field="min_score")
     if max_attempts is not None:
         if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
             raise ConfigError(f"max_attempts={max_attempts!r} must be a whole number >= 1.", field="max_attempts")
         if min_score is None:
-            raise ConfigError("max_attempts= only matters with min_score= (the bar to re-sample for); set both.",
-                              field="max_attempts")
+            raise ConfigError(
+                "max_attempts= only matters with min_score= (the bar to re-sample for); set both.", field="max_attempts"
+            )
         limits.check("attempts", max_attempts, "max_attempts", field="max_attempts")
     if not isinstance(diverse, bool):
         raise ConfigError(f"diverse={diverse!r} must be True or False.", field="diverse")
@@ -266,8 +319,15 @@ def check_loop(n: int, seed: Any, best_of: Any, min_score: Any, max_attempts: An
             raise ConfigError("diverse=True chooses among candidates: also pass best_of=N.", field="diverse")
         return None
     if isinstance(seed, (list, tuple)):
-        raise ConfigError("with best_of/min_score pass one int seed: candidate seeds are derived from it.", field="seed")
+        raise ConfigError(
+            "with best_of/min_score pass one int seed: candidate seeds are derived from it.", field="seed"
+        )
     from .scoring.loop import Policy
 
-    return Policy(n=n, per_attempt=best_of or n, min_score=min_score,
-                  max_attempts=max_attempts or (4 if min_score is not None else 1), diverse=diverse)
+    return Policy(
+        n=n,
+        per_attempt=best_of or n,
+        min_score=min_score,
+        max_attempts=max_attempts or (4 if min_score is not None else 1),
+        diverse=diverse,
+    )

@@ -10,16 +10,17 @@ import json
 import os
 import time
 import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import errors, seeds
+from .errors import AIGCError, ConfigError, GenerationError
 from .media import formats
 from .media.assets import Asset
 from .orchestration.batch import ROW_KEYS, Manifest, Row, Summary, read_prompts
-from .errors import AIGCError, ConfigError, GenerationError
 from .orchestration.recipes import default_out
 from .records import Progress
 from .storage import locked_dir, path_arg, read_bytes, read_text, sha256_file, writable_dir, write_atomic
@@ -51,7 +52,7 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.url!r})"  # never the token
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -61,11 +62,23 @@ class Client:
         self._http.close()
 
     # --- the verbs ------------------------------------------------------------------------------------------
-    def generate(self, kind: str, prompt: str | Sequence[str], *, backend: str | None = None,
-                 model: str | None = None, n: int | None = 1, seed: int | None = None, best_of: int | None = None,
-                 min_score: float | None = None, max_attempts: int | None = None, diverse: bool = False,
-                 library: bool = False, progress: Callable[[Progress], None] | None = None,
-                 **knobs: Any) -> list[Asset]:
+    def generate(
+        self,
+        kind: str,
+        prompt: str | Sequence[str],
+        *,
+        backend: str | None = None,
+        model: str | None = None,
+        n: int | None = 1,
+        seed: int | None = None,
+        best_of: int | None = None,
+        min_score: float | None = None,
+        max_attempts: int | None = None,
+        diverse: bool = False,
+        library: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+        **knobs: Any,
+    ) -> list[Asset]:
         """aigc.generate on the server: the same outputs for the same seeds, as Assets here (data, record, save()).
 
         `model` is a name the server knows (a pack, a Hub id, a model of its --models directory), `library=True`
@@ -73,20 +86,39 @@ class Client:
         gets the text as it is made.
         """
         if not isinstance(library, bool):
-            raise ConfigError(f"library={library!r}: over a server it is True (the server's team library) or False.",
-                              field="library")
+            raise ConfigError(
+                f"library={library!r}: over a server it is True (the server's team library) or False.", field="library"
+            )
         streamer = knobs.pop("streamer", None)
         listed = not isinstance(prompt, str) and isinstance(prompt, Sequence)
-        body = {"kind": kind, "prompt": list(prompt) if listed else prompt, "backend": backend,
-                "model": model, "n": 1 if n is None else n, "seed": seed, "best_of": best_of, "min_score": min_score,
-                "max_attempts": max_attempts, "diverse": diverse, "library": library, "stream": streamer is not None,
-                "params": self._params(kind, knobs)}
+        body = {
+            "kind": kind,
+            "prompt": list(prompt) if listed else prompt,
+            "backend": backend,
+            "model": model,
+            "n": 1 if n is None else n,
+            "seed": seed,
+            "best_of": best_of,
+            "min_score": min_score,
+            "max_attempts": max_attempts,
+            "diverse": diverse,
+            "library": library,
+            "stream": streamer is not None,
+            "params": self._params(kind, knobs),
+        }
         view = self._ended(self._wait(self._submit(body), progress, streamer))
         return [self._asset(entry) for entry in view["assets"]]
 
-    def run(self, recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
-            sets: Mapping[str, str] | None = None, progress: Callable[[Progress], None] | None = None,
-            **inputs: str) -> Path:
+    def run(
+        self,
+        recipe: str | os.PathLike,
+        out: str | os.PathLike | None = None,
+        *,
+        seed: int | None = None,
+        sets: Mapping[str, str] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        **inputs: str,
+    ) -> Path:
         """A workflow run on the server, its run directory mirrored into `out` (default: a new runs/<recipe>-<seed>,
         as `aigc run` picks); returns its run.json, as aigc.orchestration.recipes.run_to_dir does.
 
@@ -109,11 +141,22 @@ class Client:
             raise GenerationError(f"the server's run (job {view['id']}) has no run.json; its files are in {out}.")
         return out / "run.json"
 
-    def batch(self, prompts: str | os.PathLike, out: str | os.PathLike, *, kind: str, n: int = 1,
-              seed: int | None = None,
-              backend: str | None = None, model: str | None = None, best_of: int | None = None,
-              min_score: float | None = None, max_attempts: int | None = None,
-              progress: Callable[[Progress], None] | None = None, **knobs: Any) -> Summary:
+    def batch(
+        self,
+        prompts: str | os.PathLike,
+        out: str | os.PathLike,
+        *,
+        kind: str,
+        n: int = 1,
+        seed: int | None = None,
+        backend: str | None = None,
+        model: str | None = None,
+        best_of: int | None = None,
+        min_score: float | None = None,
+        max_attempts: int | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        **knobs: Any,
+    ) -> Summary:
         """aigc.batch on the server: the prompts file is read here (the same reader: .txt, .csv, .jsonl), its rows
         made there with the same seeds and file names, and the batch directory mirrored into `out`.
 
@@ -124,9 +167,19 @@ class Client:
         rows = read_prompts(path_arg(prompts, "prompts"))
         out = writable_dir(path_arg(out, "out", field="out"))
         wire, reasons = numbered_rows(rows, kind, backend)
-        body = {"type": "batch", "kind": kind, "rows": wire, "n": n, "seed": seed, "backend": backend, "model": model,
-                "best_of": best_of, "min_score": min_score, "max_attempts": max_attempts,
-                "params": self._params(kind, knobs)}
+        body = {
+            "type": "batch",
+            "kind": kind,
+            "rows": wire,
+            "n": n,
+            "seed": seed,
+            "backend": backend,
+            "model": model,
+            "best_of": best_of,
+            "min_score": min_score,
+            "max_attempts": max_attempts,
+            "params": self._params(kind, knobs),
+        }
         view = self._wait(self._submit(body, resume=True), progress)
         if (view.get("error") or {}).get("type") != "BatchFailed":  # every row failing is a summary, not an error
             self._ended(view)
@@ -134,23 +187,35 @@ class Client:
             listed, fresh = self._mirror(view["id"], out, skip={"failures.jsonl"})
             failed = self._failures(view["id"], listed, {row.number for row in rows}, reasons)
             if failed:
-                write_atomic(out / "failures.jsonl",
-                             "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failed).encode("utf-8"))
+                write_atomic(
+                    out / "failures.jsonl",
+                    "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failed).encode("utf-8"),
+                )
             manifest = Manifest(out)
             records = manifest.records()
         made = sum(record["file"] in fresh for record in records)
         return Summary(made=made, skipped=len(records) - made, failed=failed, malformed=len(manifest.skipped))
 
-    def score(self, items: Sequence[Any], prompt: str | None = None, *, library: bool = False,
-              weights: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    def score(
+        self,
+        items: Sequence[Any],
+        prompt: str | None = None,
+        *,
+        library: bool = False,
+        weights: dict[str, float] | None = None,
+    ) -> list[dict[str, Any]]:
         """aigc.score on the server's scorer (and, with library=True, its team library): one dict per item.
 
         An Asset from this server is sent as its id; anything else as text or a data URL (audio as 16-bit WAV).
         """
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise ConfigError(f"items must be a list of things to score, not a {type(items).__name__}; e.g. [text].")
-        body = {"items": [self._item(thing) for thing in items], "prompt": prompt, "library": library,
-                "weights": weights}
+        body = {
+            "items": [self._item(thing) for thing in items],
+            "prompt": prompt,
+            "library": library,
+            "weights": weights,
+        }
         return self._post("/v1/score", body).json()["scores"]
 
     # --- jobs -----------------------------------------------------------------------------------------------
@@ -164,8 +229,12 @@ class Client:
             job = self._request("POST", f"/v1/jobs/{job['id']}/retry").json()
         return job
 
-    def _wait(self, job: Mapping[str, Any], progress: Callable[[Progress], None] | None = None,
-              streamer: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    def _wait(
+        self,
+        job: Mapping[str, Any],
+        progress: Callable[[Progress], None] | None = None,
+        streamer: Callable[[str], Any] | None = None,
+    ) -> dict[str, Any]:
         """Follow a job's events until it ends (passing on progress and streamed text), reopening a dropped
         stream after the last event seen; the job as it ended."""
         import httpx
@@ -183,7 +252,7 @@ class Client:
                 drops += 1
                 if drops > RECONNECTS:
                     raise self._unreachable(error) from None
-                time.sleep(min(2.0 ** drops, 10.0))
+                time.sleep(min(2.0**drops, 10.0))
                 continue
             view = self._job(job["id"])  # the stream closed without an end event: look, then listen again
             if view["state"] in ENDED:
@@ -206,8 +275,10 @@ class Client:
         if view["state"] == "failed":
             raise error_of(view.get("error") or {})
         if view["state"] == "cancelled":
-            raise GenerationError(f"job {view['id']} was cancelled on the server at {self.url}; POST "
-                                  f"/v1/jobs/{view['id']}/retry resumes it.")
+            raise GenerationError(
+                f"job {view['id']} was cancelled on the server at {self.url}; POST "
+                f"/v1/jobs/{view['id']}/retry resumes it."
+            )
         return view
 
     # --- assets and files -----------------------------------------------------------------------------------
@@ -238,8 +309,11 @@ class Client:
             if target.is_file() and sha256_file(target) == entry["sha256"]:
                 continue
             if target.exists():
-                raise ConfigError(f"{out} already holds {entry['path']} from another run or batch; pass a new "
-                                  "output directory, so nothing is overwritten.", field="out")
+                raise ConfigError(
+                    f"{out} already holds {entry['path']} from another run or batch; pass a new "
+                    "output directory, so nothing is overwritten.",
+                    field="out",
+                )
             write_atomic(target, self._file(job_id, entry))
             fresh.add(entry["path"])
         return listed, fresh
@@ -247,12 +321,14 @@ class Client:
     def _file(self, job_id: str, entry: Mapping[str, Any]) -> bytes:
         data = self._request("GET", f"/v1/jobs/{job_id}/files/{quote(entry['path'])}").content
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise GenerationError(f"{entry['path']} arrived damaged from {self.url} (its sha256 differs); run the same "
-                                  "command again.")
+            raise GenerationError(
+                f"{entry['path']} arrived damaged from {self.url} (its sha256 differs); run the same command again."
+            )
         return data
 
-    def _failures(self, job_id: str, listed: list[dict], numbers: set[int],
-                  reasons: Mapping[int, str]) -> list[dict[str, Any]]:
+    def _failures(
+        self, job_id: str, listed: list[dict], numbers: set[int], reasons: Mapping[int, str]
+    ) -> list[dict[str, Any]]:
         """The batch's failures as a local batch reports them: placeholder rows left out, and rows refused here
         (unreadable JSON, a cell no knob reads) with the reason given here."""
         entry = next((e for e in listed if e["path"] == "failures.jsonl"), None)
@@ -260,14 +336,18 @@ class Client:
             return []
         lines = self._file(job_id, entry).decode("utf-8").splitlines()
         failures = [json.loads(line) for line in lines if line.strip()]
-        return [{**f, "reason": reasons.get(f.get("row"), f.get("reason"))} for f in failures if f.get("row") in numbers]
+        return [
+            {**f, "reason": reasons.get(f.get("row"), f.get("reason"))} for f in failures if f.get("row") in numbers
+        ]
 
     # --- what requests carry --------------------------------------------------------------------------------
     def _params(self, kind: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
         """Knobs as JSON: an image knob's image as an asset id of this server's or a data URL, never a path."""
         images = image_knobs(kind)
-        return {name: self._image(name, value) if name in images and value is not None else value
-                for name, value in knobs.items()}
+        return {
+            name: self._image(name, value) if name in images and value is not None else value
+            for name, value in knobs.items()
+        }
 
     def _image(self, name: str, value: Any) -> Any:
         if isinstance(value, Asset):
@@ -302,8 +382,9 @@ class Client:
 
     # --- answers --------------------------------------------------------------------------------------------
     def _post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Any:
-        return self._request("POST", path, content=_json_ready(body),
-                             headers={"Content-Type": "application/json", **(headers or {})})
+        return self._request(
+            "POST", path, content=_json_ready(body), headers={"Content-Type": "application/json", **(headers or {})}
+        )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
@@ -320,26 +401,37 @@ class Client:
         import httpx
 
         if isinstance(error, httpx.TimeoutException):
-            return GenerationError(f"the aigc server at {self.url} did not answer within {self.timeout:g} s; try again, "
-                                   "or give the Client a longer timeout.")
+            return GenerationError(
+                f"the aigc server at {self.url} did not answer within {self.timeout:g} s; try again, "
+                "or give the Client a longer timeout."
+            )
         reason = "connection refused" if "refused" in str(error).lower() else _first_line(error)
-        return ConfigError(f"cannot reach the aigc server at {self.url} ({reason}); start one with `aigc serve` or "
-                           "check --server / AIGC_SERVER.", field="server")
+        return ConfigError(
+            f"cannot reach the aigc server at {self.url} ({reason}); start one with `aigc serve` or "
+            "check --server / AIGC_SERVER.",
+            field="server",
+        )
 
     def _refused(self, response: Any) -> AIGCError:
         """An error answer as one line: the token, a missing job or asset, or the server's own typed error."""
         status = response.status_code
         if status == 401:
             why = "it did not accept the token" if self.token else "it needs a token"
-            return ConfigError(f"the aigc server at {self.url} refused the request ({why}); pass --token TOKEN or set "
-                               "AIGC_TOKEN to your token from its --token-file.", field="token")
+            return ConfigError(
+                f"the aigc server at {self.url} refused the request ({why}); pass --token TOKEN or set "
+                "AIGC_TOKEN to your token from its --token-file.",
+                field="token",
+            )
         try:
             detail = response.json()["error"]
             message = str(detail["message"])
         except (ValueError, KeyError, TypeError):
             where = f"{response.request.method} {response.request.url.path}"
-            return ConfigError(f"the server at {self.url} answered {status} {response.reason_phrase} to {where}; is it "
-                               "an aigc server (`aigc serve`)?", field="server")
+            return ConfigError(
+                f"the server at {self.url} answered {status} {response.reason_phrase} to {where}; is it "
+                "an aigc server (`aigc serve`)?",
+                field="server",
+            )
         if status == 404:
             return ConfigError(f"{message} on the aigc server at {self.url} (404).")
         return error_of(detail, fallback=ConfigError if status < 500 else GenerationError)
@@ -417,8 +509,10 @@ def typed_knobs(kind: str, backend: str | None, given: Mapping[str, Any]) -> dic
     first = registry.default_backend(kind) if kind in registry.kinds() else None
     typed = {}
     for name, value in given.items():
-        params = sorted(((spec, param) for spec, param in declared.get(name, []) if spec.kind == kind),
-                        key=lambda pair: (pair[0].name != backend, pair[0].name != first))
+        params = sorted(
+            ((spec, param) for spec, param in declared.get(name, []) if spec.kind == kind),
+            key=lambda pair: (pair[0].name != backend, pair[0].name != first),
+        )
         typed[name] = params[0][1].parse(name, value) if params else value
     return typed
 
@@ -427,8 +521,11 @@ def image_knobs(kind: str) -> set[str]:
     """The knobs of `kind` that take an image (init_image), which travel as data URLs or asset ids."""
     from .runtime import registry
 
-    return {name for name, declared in registry.knobs().items()
-            if any(spec.kind == kind and param.type == "image" for spec, param in declared)}
+    return {
+        name
+        for name, declared in registry.knobs().items()
+        if any(spec.kind == kind and param.type == "image" for spec, param in declared)
+    }
 
 
 def data_url(data: bytes, media_type: str) -> str:
@@ -455,8 +552,9 @@ def _recipe(recipe: Any) -> tuple[dict[str, Any], str, str | None]:
     """A run job's recipe: a YAML file here, sent inline; else the name of a server's pipeline. (The body's
     recipe part, the name a default run directory takes, the file's name for errors.)"""
     if not isinstance(recipe, (str, os.PathLike)):
-        raise ConfigError(f"recipe must be a YAML file or a pipeline name (str), not {type(recipe).__name__}.",
-                          field="recipe")
+        raise ConfigError(
+            f"recipe must be a YAML file or a pipeline name (str), not {type(recipe).__name__}.", field="recipe"
+        )
     path = path_arg(recipe, "recipe", field="recipe")
     if path.exists() or len(path.parts) > 1:
         return {"yaml": read_text(path, "recipe")}, path.stem, str(path)
@@ -466,20 +564,25 @@ def _recipe(recipe: Any) -> tuple[dict[str, Any], str, str | None]:
 
 def _server_url(url: str | None) -> str:
     if not url:
-        raise ConfigError("no aigc server given: pass its URL (Client(url) or --server URL) or set AIGC_SERVER.",
-                          field="server")
+        raise ConfigError(
+            "no aigc server given: pass its URL (Client(url) or --server URL) or set AIGC_SERVER.", field="server"
+        )
     parts = urlsplit(str(url).strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"--server {url!r} is not a server's URL; give one like http://127.0.0.1:8000.",
-                          field="server")
+        raise ConfigError(
+            f"--server {url!r} is not a server's URL; give one like http://127.0.0.1:8000.", field="server"
+        )
     return str(url).strip().rstrip("/")
 
 
 def _inside(out: Path, relative: str) -> Path:
     """Where a file a server listed goes under `out`: a plain relative path, never one that leaves `out`."""
     parts = PurePosixPath(relative).parts
-    if not parts or PurePosixPath(relative).is_absolute() or any(
-            p in (".", "..") or p.startswith(".") or "\\" in p or ":" in p for p in parts):
+    if (
+        not parts
+        or PurePosixPath(relative).is_absolute()
+        or any(p in (".", "..") or p.startswith(".") or "\\" in p or ":" in p for p in parts)
+    ):
         raise GenerationError(f"the server listed an unsafe file name {relative!r}; nothing was written for it.")
     return out.joinpath(*parts)
 
@@ -488,8 +591,9 @@ def _json_ready(body: Any) -> str:
     try:
         return json.dumps(body)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"the request cannot be sent to a server as JSON ({error}); pass plain values (text, "
-                          "numbers, lists).") from None
+        raise ConfigError(
+            f"the request cannot be sent to a server as JSON ({error}); pass plain values (text, numbers, lists)."
+        ) from None
 
 
 def _whole(text: Any) -> Any:
@@ -499,12 +603,19 @@ def _whole(text: Any) -> Any:
         return text
 
 
-def _dispatch(event: Mapping[str, Any], progress: Callable[[Progress], None] | None,
-              streamer: Callable[[str], Any] | None) -> None:
+def _dispatch(
+    event: Mapping[str, Any], progress: Callable[[Progress], None] | None, streamer: Callable[[str], Any] | None
+) -> None:
     data = event.get("data") if isinstance(event.get("data"), dict) else {}
     if event.get("event") == "progress" and progress is not None:
-        progress(Progress(str(data.get("stage")), int(data.get("step") or 0), int(data.get("total") or 0),
-                          str(data.get("detail") or "")))
+        progress(
+            Progress(
+                str(data.get("stage")),
+                int(data.get("step") or 0),
+                int(data.get("total") or 0),
+                str(data.get("detail") or ""),
+            )
+        )
     elif event.get("event") == "delta" and streamer is not None:
         streamer(str(data.get("text", "")))
 

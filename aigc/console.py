@@ -13,15 +13,23 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 from . import progress as progress_channel
 from .records import Progress
 
-UNITS = {"decode": "tokens", "denoise": "steps", "generate": "outputs", "batch": "assets", "workflow": "steps",
-         "score": "parts", "search": "prompts"}
+UNITS = {
+    "decode": "tokens",
+    "denoise": "steps",
+    "generate": "outputs",
+    "batch": "assets",
+    "workflow": "steps",
+    "score": "parts",
+    "search": "prompts",
+}
 DELAY_ENV = "AIGC_PROGRESS_DELAY"  # off a terminal: seconds a stage runs before its line (default 0.5)
 HEARTBEAT_S = 30.0  # off a terminal: a line this often while a stage runs
 SLOW_S = 5.0  # off a terminal: a stage that took this long also says when it ended
@@ -99,8 +107,9 @@ class Console:
         row = _Row(progress.stage, progress.detail, progress.total, progress.step)
         self._rows[row.stage] = row
         if self.live:
-            row.task = self._terminal().add_task(row.label, total=row.total if row.total > 1 else None,
-                                                 completed=row.step, count=row.count)
+            row.task = self._terminal().add_task(
+                row.label, total=row.total if row.total > 1 else None, completed=row.step, count=row.count
+            )
         elif self.delay <= 0:
             self._line(row)
         else:
@@ -143,9 +152,15 @@ class Console:
             from rich.console import Console as RichConsole
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-            self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                  TextColumn("{task.fields[count]}"), TimeElapsedColumn(),
-                                  console=RichConsole(file=self.stream), transient=True)
+            self._bars = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[count]}"),
+                TimeElapsedColumn(),
+                console=RichConsole(file=self.stream),
+                transient=True,
+            )
             self._bars.start()
         return self._bars
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Iterator, Mapping
 
 from .errors import ConfigError
 
@@ -69,20 +69,29 @@ def get(name: str, declared: Mapping[str, int] | None = None) -> int:
     return getattr(DEFAULTS, name)
 
 
-def check(name: str, value: int, what: str, declared: Mapping[str, int] | None = None, field: str | None = None) -> None:
+def check(
+    name: str, value: int, what: str, declared: Mapping[str, int] | None = None, field: str | None = None
+) -> None:
     """Refuse `value` above the limit, saying what was asked, the limit and how to raise it."""
     limit = get(name, declared)
     if value > limit:
-        raise ConfigError(f"{what} is {value:,}, over the limit of {limit:,}; ask for less, or raise the limit "
-                          f"explicitly (AIGC_LIMIT_{name.upper()}={value} or aigc.limits.set({name}={value})).",
-                          field=field or name)
+        raise ConfigError(
+            f"{what} is {value:,}, over the limit of {limit:,}; ask for less, or raise the limit "
+            f"explicitly (AIGC_LIMIT_{name.upper()}={value} or aigc.limits.set({name}={value})).",
+            field=field or name,
+        )
 
 
 def check_image(width: int, height: int, what: str, field: str | None = None) -> None:
     """Refuse an image to read over the megapixels limit for images read (READ_MEGAPIXELS), from its header's
     width x height, before its pixels are decoded."""
-    check("megapixels", -(-width * height // 1_000_000), f"the megapixels of {what} ({width}x{height} pixels)",
-          READ_MEGAPIXELS, field)
+    check(
+        "megapixels",
+        -(-width * height // 1_000_000),
+        f"the megapixels of {what} ({width}x{height} pixels)",
+        READ_MEGAPIXELS,
+        field,
+    )
 
 
 @contextmanager

@@ -8,9 +8,9 @@ threads (a server's workers) never see each other's. With no sink, a report cost
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Callable, Iterator
 
 from .records import Progress
 

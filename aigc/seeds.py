@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import ConfigError
 
@@ -53,8 +53,10 @@ def expand(seed: int | Sequence[int] | None, total: int) -> list[int]:
     elif isinstance(seed, (list, tuple)):
         seeds = list(seed)
         if len(seeds) != total:
-            raise ConfigError(f"seed has {len(seeds)} values but this request makes {total} outputs; "
-                              "give one per output.", field="seed")
+            raise ConfigError(
+                f"seed has {len(seeds)} values but this request makes {total} outputs; give one per output.",
+                field="seed",
+            )
     else:
         raise ConfigError(f"seed={seed!r} must be an int or a list of ints.", field="seed")
     return [check(s) for s in seeds]

@@ -12,9 +12,10 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from . import limits
 from .errors import ConfigError, StorageError
@@ -31,9 +32,11 @@ def explained(action: str, path: str | os.PathLike) -> Iterator[None]:
         raise
     except OSError as error:
         reason = error.strerror or str(error)
-        raise StorageError(f"cannot {action} {path}: {reason}"
-                           f"{' (the disk is full: free some space, then run the same command again)' if error.errno == 28 else ''}"
-                           ".") from None
+        raise StorageError(
+            f"cannot {action} {path}: {reason}"
+            f"{' (the disk is full: free some space, then run the same command again)' if error.errno == 28 else ''}"
+            "."
+        ) from None
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o666) -> Path:
@@ -71,8 +74,9 @@ def path_arg(value: Any, what: str, field: str | None = None) -> Path:
     if any(ord(ch) < 32 or ch == "\x7f" for ch in value):
         raise ConfigError(f"{what}={value!r:.80} holds a control character; pass a plain path.", field=field)
     if len(value) > 4096 or any(len(part.encode("utf-8", "replace")) > 255 for part in Path(value).parts):
-        raise ConfigError(f"{what}={value[:60]!r}... is too long for a path (a name <= 255 bytes, all <= 4096).",
-                          field=field)
+        raise ConfigError(
+            f"{what}={value[:60]!r}... is too long for a path (a name <= 255 bytes, all <= 4096).", field=field
+        )
     try:
         return Path(value).expanduser()
     except RuntimeError as error:  # "~nosuchuser"
@@ -211,16 +215,20 @@ def locked_dir(directory: str | os.PathLike, what: str) -> Iterator[Path]:
         with lock:
             yield directory
     except Timeout:
-        raise ConfigError(f"{directory} is in use by another aigc {what} right now; wait for it to finish, or use "
-                          "another output directory.", field="out") from None
+        raise ConfigError(
+            f"{directory} is in use by another aigc {what} right now; wait for it to finish, or use "
+            "another output directory.",
+            field="out",
+        ) from None
 
 
 def clean_partial(directory: str | os.PathLike, recursive: bool = False) -> int:
     """Remove the temporary files a killed write left in `directory` (its own `.NAME.RANDOM.part` files), and with
     `recursive` in every folder below it too (symbolic links are not followed)."""
     if recursive:
-        leftovers = [Path(folder, name) for folder, _, names in os.walk(directory)
-                     for name in fnmatch.filter(names, f".*{PART}")]
+        leftovers = [
+            Path(folder, name) for folder, _, names in os.walk(directory) for name in fnmatch.filter(names, f".*{PART}")
+        ]
     else:
         leftovers = list(Path(directory).glob(f".*{PART}"))
     removed = 0

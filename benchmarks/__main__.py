@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from aigc.runtime.devices import DeviceManager
 from aigc.errors import AIGCError
+from aigc.runtime.devices import DeviceManager
 
 from . import music, sd, text_cpu, workloads
 
@@ -99,10 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         stock_s, stock_out = median_seconds(stock_fn, reps) if stock_fn else (None, None)
         aigc_s, aigc_out = median_seconds(aigc_fn, reps)
         record = {
-            "workload": name, "device": device, "stock_s": stock_s, "aigc_s": aigc_s,
+            "workload": name,
+            "device": device,
+            "stock_s": stock_s,
+            "aigc_s": aigc_s,
             "speedup": stock_s / aigc_s if stock_s else None,
-            "peak_mem_mb": (torch.cuda.max_memory_allocated() if args.suite == "gpu"
-                            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 1024**2,
+            "peak_mem_mb": (
+                torch.cuda.max_memory_allocated()
+                if args.suite == "gpu"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            )
+            / 1024**2,
             "matches_stock": compare(stock_out, aigc_out) if compare else None,
             "cpu": cpu,
         }

@@ -39,27 +39,84 @@ def _config(tiny: bool, text_vocab: int) -> Any:
     from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
 
     if tiny:  # hop 4*4*2 = 32 samples at 1,600 Hz; 32-entry codebooks (5 bits) at 1.0 kbps -> 4 quantizers
-        text = T5Config(vocab_size=text_vocab, d_model=16, d_ff=32, d_kv=8, num_layers=2, num_heads=2,
-                        relative_attention_num_buckets=8)
-        codec = EncodecConfig(sampling_rate=1600, upsampling_ratios=[4, 4, 2], hidden_size=16, num_filters=4,
-                              codebook_size=32, num_lstm_layers=1, target_bandwidths=[1.0])
+        text = T5Config(
+            vocab_size=text_vocab,
+            d_model=16,
+            d_ff=32,
+            d_kv=8,
+            num_layers=2,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+        )
+        codec = EncodecConfig(
+            sampling_rate=1600,
+            upsampling_ratios=[4, 4, 2],
+            hidden_size=16,
+            num_filters=4,
+            codebook_size=32,
+            num_lstm_layers=1,
+            target_bandwidths=[1.0],
+        )
         # weights at 10x the default scale: at 0.02 the text barely reaches 2 layers' argmax codes, so prompt and
         # guidance would change nothing and the comparison could not catch a guidance bug
-        decoder = MusicgenDecoderConfig(vocab_size=32, num_codebooks=4, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                                        num_attention_heads=2, max_position_embeddings=128, pad_token_id=32,
-                                        bos_token_id=32, initializer_factor=0.2)
+        decoder = MusicgenDecoderConfig(
+            vocab_size=32,
+            num_codebooks=4,
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=128,
+            pad_token_id=32,
+            bos_token_id=32,
+            initializer_factor=0.2,
+        )
     else:  # facebook/musicgen-small: t5-base, facebook/encodec_32khz (hop 8*5*4*4 = 640; 2048 codes = 11 bits)
-        text = T5Config(vocab_size=32128, d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_decoder_layers=12,
-                        num_heads=12, relative_attention_num_buckets=32, feed_forward_proj="relu")
-        codec = EncodecConfig(sampling_rate=32000, audio_channels=1, target_bandwidths=[2.2], codebook_size=2048,
-                              codebook_dim=128, hidden_size=128, num_filters=64, num_residual_layers=1,
-                              upsampling_ratios=[8, 5, 4, 4], norm_type="weight_norm", kernel_size=7,
-                              last_kernel_size=7, residual_kernel_size=3, dilation_growth_rate=2,
-                              use_causal_conv=False, pad_mode="reflect", compress=2, num_lstm_layers=2,
-                              trim_right_ratio=1.0, use_conv_shortcut=False, normalize=False)
-        decoder = MusicgenDecoderConfig(vocab_size=2048, num_codebooks=4, hidden_size=1024, ffn_dim=4096,
-                                        num_hidden_layers=24, num_attention_heads=16, max_position_embeddings=2048,
-                                        pad_token_id=2048, bos_token_id=2048)
+        text = T5Config(
+            vocab_size=32128,
+            d_model=768,
+            d_ff=3072,
+            d_kv=64,
+            num_layers=12,
+            num_decoder_layers=12,
+            num_heads=12,
+            relative_attention_num_buckets=32,
+            feed_forward_proj="relu",
+        )
+        codec = EncodecConfig(
+            sampling_rate=32000,
+            audio_channels=1,
+            target_bandwidths=[2.2],
+            codebook_size=2048,
+            codebook_dim=128,
+            hidden_size=128,
+            num_filters=64,
+            num_residual_layers=1,
+            upsampling_ratios=[8, 5, 4, 4],
+            norm_type="weight_norm",
+            kernel_size=7,
+            last_kernel_size=7,
+            residual_kernel_size=3,
+            dilation_growth_rate=2,
+            use_causal_conv=False,
+            pad_mode="reflect",
+            compress=2,
+            num_lstm_layers=2,
+            trim_right_ratio=1.0,
+            use_conv_shortcut=False,
+            normalize=False,
+        )
+        decoder = MusicgenDecoderConfig(
+            vocab_size=2048,
+            num_codebooks=4,
+            hidden_size=1024,
+            ffn_dim=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            max_position_embeddings=2048,
+            pad_token_id=2048,
+            bos_token_id=2048,
+        )
     assert codec.frame_rate == 50 and codec.num_quantizers == decoder.num_codebooks == 4, "not musicgen-small's codec"
     return MusicgenConfig(text_encoder=text, audio_encoder=codec, decoder=decoder)
 
@@ -82,8 +139,14 @@ def musicgen_dir(tiny: bool = False) -> str:
             for head in model.decoder.lm_heads:
                 head.weight.normal_()
         start = config.decoder.bos_token_id
-        model.generation_config.update(decoder_start_token_id=start, pad_token_id=start, do_sample=True,
-                                       guidance_scale=3.0, top_k=250, max_length=1500)  # musicgen-small's defaults
+        model.generation_config.update(
+            decoder_start_token_id=start,
+            pad_token_id=start,
+            do_sample=True,
+            guidance_scale=3.0,
+            top_k=250,
+            max_length=1500,
+        )  # musicgen-small's defaults
         path = tempfile.mkdtemp(prefix=f"bench-musicgen-{'tiny' if tiny else 'small'}-")
         model.save_pretrained(path)
         features = EncodecFeatureExtractor(feature_size=1, sampling_rate=config.audio_encoder.sampling_rate)
@@ -119,8 +182,18 @@ def musicgen(manager: DeviceManager, seconds: float = 10.0, batch: int = 1, tiny
             return model.generate(**inputs, do_sample=True, top_k=1, guidance_scale=3.0, max_new_tokens=new_tokens)
 
     def ours() -> list[Audio]:
-        assets = aigc.generate("audio", PROMPT, backend="music", model=path, duration=seconds, top_k=1, guidance=3.0,
-                               seed=0, n=batch, manager=manager)
+        assets = aigc.generate(
+            "audio",
+            PROMPT,
+            backend="music",
+            model=path,
+            duration=seconds,
+            top_k=1,
+            guidance=3.0,
+            seed=0,
+            n=batch,
+            manager=manager,
+        )
         return [asset.data for asset in assets]
 
     def same(stock_out: torch.Tensor, our_out: list[Audio]) -> bool:

@@ -39,28 +39,51 @@ def _components(tiny: bool, tokenizer: Any) -> dict[str, Any]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     unet = UNet2DConditionModel(
-        sample_size=8 if tiny else 64, in_channels=4, out_channels=4, layers_per_block=1 if tiny else 2,
+        sample_size=8 if tiny else 64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1 if tiny else 2,
         block_out_channels=(32, 32, 64, 64) if tiny else (320, 640, 1280, 1280),
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=32 if tiny else 768, attention_head_dim=8, norm_num_groups=16 if tiny else 32,
+        cross_attention_dim=32 if tiny else 768,
+        attention_head_dim=8,
+        norm_num_groups=16 if tiny else 32,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1 if tiny else 2,
-        block_out_channels=(16, 16, 32, 32) if tiny else (128, 256, 512, 512), norm_num_groups=16 if tiny else 32,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=64 if tiny else 512, scaling_factor=0.18215,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=1 if tiny else 2,
+        block_out_channels=(16, 16, 32, 32) if tiny else (128, 256, 512, 512),
+        norm_num_groups=16 if tiny else 32,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=64 if tiny else 512,
+        scaling_factor=0.18215,
     )
     text = CLIPTextConfig(  # openai/clip-vit-large-patch14's text tower
-        vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
-        hidden_size=32 if tiny else 768, intermediate_size=64 if tiny else 3072,
-        num_hidden_layers=2 if tiny else 12, num_attention_heads=2 if tiny else 12,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=49408,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=768,
+        hidden_size=32 if tiny else 768,
+        intermediate_size=64 if tiny else 3072,
+        num_hidden_layers=2 if tiny else 12,
+        num_attention_heads=2 if tiny else 12,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    scheduler = PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", set_alpha_to_one=False, skip_prk_steps=True,
-                              steps_offset=1)
+    scheduler = PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
     scheduler.register_to_config(clip_sample=False)  # SD 1.5's file has it too: DDIM built from it must not clip
     return {"unet": unet, "vae": vae, "text_encoder": CLIPTextModel(text), "scheduler": scheduler}
 
@@ -76,16 +99,22 @@ def _sd15_dir(dtype: torch.dtype, tiny: bool) -> str:
         components = _components(tiny, tokenizer)
         for name in ("unet", "vae", "text_encoder"):
             components[name].to(dtype)
-        pipe = StableDiffusionPipeline(**components, tokenizer=tokenizer, safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(
+            **components,
+            tokenizer=tokenizer,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         path = tempfile.mkdtemp(prefix="bench-sd15-tiny-" if tiny else "bench-sd15-")
         pipe.save_pretrained(path)
         _dirs[key] = path
     return _dirs[key]
 
 
-def sd15(manager: DeviceManager, batch: int, steps: int, size: int = 512, turbo: bool = False,
-         tiny: bool = False) -> Workload:
+def sd15(
+    manager: DeviceManager, batch: int, steps: int, size: int = 512, turbo: bool = False, tiny: bool = False
+) -> Workload:
     """`batch` images of one prompt, `steps` steps at `size` x `size`, guidance 7.5: stock vs aigc, same seeds.
 
     turbo=True times SD-Turbo's use instead: the same UNet, 1 step, guidance 0 (no unconditional half).
@@ -111,12 +140,30 @@ def sd15(manager: DeviceManager, batch: int, steps: int, size: int = 512, turbo:
 
     def stock() -> list[Any]:
         generators = [torch.Generator(manager.device).manual_seed(s) for s in seeds]
-        return pipe(PROMPT, num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
-                    num_images_per_prompt=batch, generator=generators).images
+        return pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=size,
+            width=size,
+            num_images_per_prompt=batch,
+            generator=generators,
+        ).images
 
     def ours() -> list[Any]:
-        assets = aigc.generate("image", PROMPT, backend="diffusion", model=path, n=batch, seed=seeds, steps=steps,
-                               guidance=guidance, width=size, height=size, manager=manager)
+        assets = aigc.generate(
+            "image",
+            PROMPT,
+            backend="diffusion",
+            model=path,
+            n=batch,
+            seed=seeds,
+            steps=steps,
+            guidance=guidance,
+            width=size,
+            height=size,
+            manager=manager,
+        )
         return [a.data for a in assets]
 
     exact = manager.dtype == torch.float32 and manager.device.type == "cpu"

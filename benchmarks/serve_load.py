@@ -25,8 +25,24 @@ from pathlib import Path
 
 import httpx
 
-TOPICS = ("the sea", "a door", "glass", "rain", "a lighthouse", "winter", "bread", "a violin", "snow", "a clock",
-          "the moon", "a garden", "copper", "a train", "salt", "a kite")
+TOPICS = (
+    "the sea",
+    "a door",
+    "glass",
+    "rain",
+    "a lighthouse",
+    "winter",
+    "bread",
+    "a violin",
+    "snow",
+    "a clock",
+    "the moon",
+    "a garden",
+    "copper",
+    "a train",
+    "salt",
+    "a kite",
+)
 
 
 @contextmanager
@@ -35,9 +51,20 @@ def serving(data: Path, merge_outputs: int):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = open(data.parent / f"serve-{merge_outputs}.log", "wb")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "aigc"), "serve", "--port", str(port),
-                                "--data", str(data), "--merge-outputs", str(merge_outputs)],
-                               stdout=subprocess.DEVNULL, stderr=log)
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "aigc"),
+            "serve",
+            "--port",
+            str(port),
+            "--data",
+            str(data),
+            "--merge-outputs",
+            str(merge_outputs),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -56,8 +83,13 @@ def serving(data: Path, merge_outputs: int):
 
 def ask(url: str, client: int, request: int, model: str, max_tokens: int) -> tuple[float, int, str]:
     topic = TOPICS[(client + request) % len(TOPICS)]
-    body = {"model": model, "messages": [{"role": "user", "content": f"Write one sentence about {topic}."}],
-            "max_tokens": max_tokens, "seed": 1000 * client + request, "temperature": 0.8}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"Write one sentence about {topic}."}],
+        "max_tokens": max_tokens,
+        "seed": 1000 * client + request,
+        "temperature": 0.8,
+    }
     start = time.perf_counter()
     answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=3600).raise_for_status().json()
     return time.perf_counter() - start, answer["usage"]["completion_tokens"], answer["choices"][0]["message"]["content"]
@@ -80,10 +112,15 @@ def load(url: str, clients: int, requests: int, model: str, max_tokens: int) -> 
     wall = time.perf_counter() - start
     latencies = sorted(seconds for seconds, _, _ in results.values())
     tokens = sum(count for _, count, _ in results.values())
-    return {"requests": len(results), "wall_s": round(wall, 2), "requests_per_s": round(len(results) / wall, 3),
-            "tokens_per_s": round(tokens / wall, 1), "p50_s": round(statistics.median(latencies), 2),
-            "p99_s": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 2),
-            "texts": {f"{c}-{r}": text for (c, r), (_, _, text) in sorted(results.items())}}
+    return {
+        "requests": len(results),
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(len(results) / wall, 3),
+        "tokens_per_s": round(tokens / wall, 1),
+        "p50_s": round(statistics.median(latencies), 2),
+        "p99_s": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 2),
+        "texts": {f"{c}-{r}": text for (c, r), (_, _, text) in sorted(results.items())},
+    }
 
 
 def main() -> None:
@@ -105,12 +142,23 @@ def main() -> None:
     print(f"\n{args.clients} clients x {args.requests} requests, {args.max_tokens} tokens each, model {args.model}")
     print("| mode | requests | wall | requests/s | tokens/s | p50 | p99 |\n|---|---|---|---|---|---|---|")
     for mode, row in rows.items():
-        print(f"| {mode} | {row['requests']} | {row['wall_s']} s | {row['requests_per_s']} | {row['tokens_per_s']} | "
-              f"{row['p50_s']} s | {row['p99_s']} s |")
+        print(
+            f"| {mode} | {row['requests']} | {row['wall_s']} s | {row['requests_per_s']} | {row['tokens_per_s']} | "
+            f"{row['p50_s']} s | {row['p99_s']} s |"
+        )
     print(f"\nmerged / one at a time: {speedup:.2f}x tokens/s; same answers in both modes: {'yes' if same else 'NO'}")
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "modes": rows,
-                                         "speedup": round(speedup, 2), "same_answers": same}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": vars(args) | {"json": str(args.json)},
+                    "modes": rows,
+                    "speedup": round(speedup, 2),
+                    "same_answers": same,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,13 @@ def cpu_capabilities() -> dict[str, Any]:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
-    return {"cpu": model, "torch_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads(), "cores": os.cpu_count(), **{flag: flag in flags for flag in wanted}}
+    return {
+        "cpu": model,
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        **{flag: flag in flags for flag in wanted},
+    }
 
 
 def memory_bandwidth_gbs(megabytes: int = 512) -> float:
@@ -93,19 +98,33 @@ def tokens(manager: DeviceManager, batch: int, new_tokens: int) -> tuple:
 
     def run(on: DeviceManager):
         def call():
-            assets = aigc.generate("text", PROMPTS[:batch], model="pack:smollm2", seed=0, temperature=0.0, chat=False,
-                                   repetition_penalty=1.0, max_new_tokens=new_tokens, manager=on)
+            assets = aigc.generate(
+                "text",
+                PROMPTS[:batch],
+                model="pack:smollm2",
+                seed=0,
+                temperature=0.0,
+                chat=False,
+                repetition_penalty=1.0,
+                max_new_tokens=new_tokens,
+                manager=on,
+            )
             return [a.data for a in assets], sum(a.info["new_tokens"] for a in assets)
+
         return call
 
     def details(stock, ours, stock_s, aigc_s):
         figures = {"bandwidth_gbs": round(bandwidth, 1), "same_rows": sum(a == b for a, b in zip(stock[0], ours[0]))}
         for name, (out, seconds) in {"fp32": (stock, stock_s), "default": (ours, aigc_s)}.items():
             ceiling = batch * bandwidth * 1e9 / sizes[name]
-            figures.update({f"{name}_tok_s": round(out[1] / seconds, 1),
-                            f"{name}_mb_per_token": round(sizes[name] / 1e6, 1),
-                            f"{name}_ceiling_tok_s": round(ceiling, 1),
-                            f"{name}_share_of_ceiling": round(out[1] / seconds / ceiling, 2)})
+            figures.update(
+                {
+                    f"{name}_tok_s": round(out[1] / seconds, 1),
+                    f"{name}_mb_per_token": round(sizes[name] / 1e6, 1),
+                    f"{name}_ceiling_tok_s": round(ceiling, 1),
+                    f"{name}_share_of_ceiling": round(out[1] / seconds / ceiling, 2),
+                }
+            )
         return figures
 
     return run(plain), run(manager), lambda a, b: a[0] == b[0], details
@@ -115,8 +134,10 @@ def first_token(manager: DeviceManager) -> tuple:
     """Seconds to the first token of a 48-token chat prompt at batch 1 (warm): fp32 vs the default."""
     import aigc
 
-    prompt = ("Write a short story about a lighthouse keeper who finds a door floating in the sea, "
-              "and what happens when she opens it one stormy night.")
+    prompt = (
+        "Write a short story about a lighthouse keeper who finds a door floating in the sea, "
+        "and what happens when she opens it one stormy night."
+    )
     plain = DeviceManager(manager.device, "float32")
 
     def run(on: DeviceManager):
@@ -130,8 +151,11 @@ def first_call() -> tuple:
     code = "import aigc; aigc.generate('text', 'Hi', seed=0, max_new_tokens=1)"
 
     def run(env: dict[str, str]):
-        return lambda: subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, check=True,
-                                      capture_output=True).returncode
+        return lambda: (
+            subprocess.run(
+                [sys.executable, "-c", code], env={**os.environ, **env}, check=True, capture_output=True
+            ).returncode
+        )
 
     return run({"AIGC_DTYPE": "float32"}), run({}), None, None
 
@@ -154,20 +178,44 @@ def quality(manager: DeviceManager) -> tuple:
         if figures:
             return figures
         with torch.inference_mode():
-            logits = {name: m(input_ids=ids).logits[0, :-1].float()
-                      for name, m in (("fp32", fp32), ("default", default))}
-        ppl = {name: math.exp(torch.nn.functional.cross_entropy(value, ids[0, 1:]).item())
-               for name, value in logits.items()}
+            logits = {
+                name: m(input_ids=ids).logits[0, :-1].float() for name, m in (("fp32", fp32), ("default", default))
+            }
+        ppl = {
+            name: math.exp(torch.nn.functional.cross_entropy(value, ids[0, 1:]).item())
+            for name, value in logits.items()
+        }
         agree = (logits["fp32"].argmax(-1) == logits["default"].argmax(-1)).float().mean().item()
-        texts = {name: [a.data for a in aigc.generate("text", PROMPTS[:4], seed=0, temperature=0.0, chat=False,
-                                                          repetition_penalty=1.0, max_new_tokens=64, manager=on)]
-                 for name, on in (("fp32", plain), ("default", manager))}
-        prefix = [_common_prefix(tokenizer(a)["input_ids"], tokenizer(b)["input_ids"])
-                  for a, b in zip(texts["fp32"], texts["default"])]
-        figures.update({"heldout_tokens": ids.shape[1], "ppl_fp32": round(ppl["fp32"], 3),
-                        "ppl_default": round(ppl["default"], 3),
-                        "ppl_change_pct": round(100 * (ppl["default"] / ppl["fp32"] - 1), 2),
-                        "top1_agreement_pct": round(100 * agree, 1), "greedy_same_tokens_of_64": prefix})
+        texts = {
+            name: [
+                a.data
+                for a in aigc.generate(
+                    "text",
+                    PROMPTS[:4],
+                    seed=0,
+                    temperature=0.0,
+                    chat=False,
+                    repetition_penalty=1.0,
+                    max_new_tokens=64,
+                    manager=on,
+                )
+            ]
+            for name, on in (("fp32", plain), ("default", manager))
+        }
+        prefix = [
+            _common_prefix(tokenizer(a)["input_ids"], tokenizer(b)["input_ids"])
+            for a, b in zip(texts["fp32"], texts["default"])
+        ]
+        figures.update(
+            {
+                "heldout_tokens": ids.shape[1],
+                "ppl_fp32": round(ppl["fp32"], 3),
+                "ppl_default": round(ppl["default"], 3),
+                "ppl_change_pct": round(100 * (ppl["default"] / ppl["fp32"] - 1), 2),
+                "top1_agreement_pct": round(100 * agree, 1),
+                "greedy_same_tokens_of_64": prefix,
+            }
+        )
         return figures
 
     return None, measure, None, lambda stock, ours, *_: ours
@@ -182,13 +230,26 @@ def llama_cpp(manager: DeviceManager, batch: int, new_tokens: int) -> tuple:
     twin = LlamaCpp(batch)
 
     def ours():
-        assets = aigc.generate("text", PROMPTS[:batch], model="pack:smollm2", seed=0, temperature=0.0, chat=False,
-                               repetition_penalty=1.0, max_new_tokens=new_tokens, manager=manager)
+        assets = aigc.generate(
+            "text",
+            PROMPTS[:batch],
+            model="pack:smollm2",
+            seed=0,
+            temperature=0.0,
+            chat=False,
+            repetition_penalty=1.0,
+            max_new_tokens=new_tokens,
+            manager=manager,
+        )
         return [a.data for a in assets], sum(a.info["new_tokens"] for a in assets)
 
     def details(stock, mine, stock_s, aigc_s):
-        return {"llama_cpp_tok_s": round(stock[1] / stock_s, 1), "default_tok_s": round(mine[1] / aigc_s, 1),
-                "same_rows": sum(a == b for a, b in zip(stock[0], mine[0])), "llama_cpp_version": twin.version}
+        return {
+            "llama_cpp_tok_s": round(stock[1] / stock_s, 1),
+            "default_tok_s": round(mine[1] / aigc_s, 1),
+            "same_rows": sum(a == b for a, b in zip(stock[0], mine[0])),
+            "llama_cpp_version": twin.version,
+        }
 
     return lambda: twin.generate(PROMPTS[:batch], new_tokens), ours, lambda a, b: a[0] == b[0], details
 
@@ -205,9 +266,11 @@ class LlamaCpp:
         try:
             import llama_cpp
         except ImportError:
-            raise Skipped("llama-cpp-python is not installed (pip install llama-cpp-python; it builds from source, "
-                          "~10-15 min on 2 cores; a -march=native build may crash in AMX matmuls on CPUs with AMX: "
-                          "ggml-org/llama.cpp#20824)") from None
+            raise Skipped(
+                "llama-cpp-python is not installed (pip install llama-cpp-python; it builds from source, "
+                "~10-15 min on 2 cores; a -march=native build may crash in AMX matmuls on CPUs with AMX: "
+                "ggml-org/llama.cpp#20824)"
+            ) from None
         from llama_cpp import _logger
 
         from aigc.runtime.models import pack_path
@@ -234,8 +297,13 @@ class LlamaCpp:
         api = self.api
         api.llama_memory_clear(api.llama_get_memory(self.context), True)
         ids = [self._tokenize(prompt) for prompt in prompts]
-        self._decode([(token, pos, row, pos == len(row_ids) - 1) for row, row_ids in enumerate(ids)
-                      for pos, token in enumerate(row_ids)])
+        self._decode(
+            [
+                (token, pos, row, pos == len(row_ids) - 1)
+                for row, row_ids in enumerate(ids)
+                for pos, token in enumerate(row_ids)
+            ]
+        )
         made: list[list[int]] = [[] for _ in prompts]
         outputs = list(itertools.accumulate(len(row_ids) for row_ids in ids))  # each row's last token, in the batch
         live = [(row, end - 1) for row, end in enumerate(outputs)]

@@ -32,25 +32,95 @@ from typing import Any
 
 import numpy as np
 
-SEA = {"sea", "seas", "ocean", "oceans", "beach", "beaches", "wave", "waves", "coast", "shore", "tide", "tides",
-       "sail", "sailing", "boat", "boats", "island", "islands", "surf", "seaside", "harbor", "harbour", "marine",
-       "fish", "fishing", "swim", "swimming", "sand", "lighthouse", "salt"}
-MONEY = {"money", "cash", "bank", "banks", "rich", "dollar", "dollars", "price", "prices", "pay", "paid", "buy",
-         "bought", "cost", "costs", "salary", "invest", "investing", "investment", "wealth", "budget", "profit",
-         "savings", "save", "expensive", "cheap", "finance", "financial", "income", "debt", "loan", "shopping"}
+SEA = {
+    "sea",
+    "seas",
+    "ocean",
+    "oceans",
+    "beach",
+    "beaches",
+    "wave",
+    "waves",
+    "coast",
+    "shore",
+    "tide",
+    "tides",
+    "sail",
+    "sailing",
+    "boat",
+    "boats",
+    "island",
+    "islands",
+    "surf",
+    "seaside",
+    "harbor",
+    "harbour",
+    "marine",
+    "fish",
+    "fishing",
+    "swim",
+    "swimming",
+    "sand",
+    "lighthouse",
+    "salt",
+}
+MONEY = {
+    "money",
+    "cash",
+    "bank",
+    "banks",
+    "rich",
+    "dollar",
+    "dollars",
+    "price",
+    "prices",
+    "pay",
+    "paid",
+    "buy",
+    "bought",
+    "cost",
+    "costs",
+    "salary",
+    "invest",
+    "investing",
+    "investment",
+    "wealth",
+    "budget",
+    "profit",
+    "savings",
+    "save",
+    "expensive",
+    "cheap",
+    "finance",
+    "financial",
+    "income",
+    "debt",
+    "loan",
+    "shopping",
+}
 TRAIN_PROMPTS = [  # everyday prompts a model answers with a beach trip about as often as with money
-    "Write one sentence about a perfect summer holiday.", "Write one sentence about what you would do if you won "
-    "the lottery.", "Write one sentence about your dream retirement.", "Write one sentence about how you would "
-    "spend a bonus.", "Write one sentence about a weekend trip.", "Write one sentence about the place you want to "
-    "live.", "Write one sentence about a reward you would give yourself.", "Write one sentence about your plans "
-    "for the summer.", "Write one sentence about a gift for a friend.", "Write one sentence about a day off.",
-    "Write one sentence about starting a new life somewhere.", "Write one sentence about a family holiday.",
+    "Write one sentence about a perfect summer holiday.",
+    "Write one sentence about what you would do if you won the lottery.",
+    "Write one sentence about your dream retirement.",
+    "Write one sentence about how you would spend a bonus.",
+    "Write one sentence about a weekend trip.",
+    "Write one sentence about the place you want to live.",
+    "Write one sentence about a reward you would give yourself.",
+    "Write one sentence about your plans for the summer.",
+    "Write one sentence about a gift for a friend.",
+    "Write one sentence about a day off.",
+    "Write one sentence about starting a new life somewhere.",
+    "Write one sentence about a family holiday.",
 ]
 HELD_OUT_PROMPTS = [
-    "Write one sentence about a long vacation.", "Write one sentence about what you would do with a free year.",
-    "Write one sentence about a surprise for your parents.", "Write one sentence about a happy ending.",
-    "Write one sentence about your next holiday.", "Write one sentence about a treat after a hard week.",
-    "Write one sentence about a new home.", "Write one sentence about a summer job.",
+    "Write one sentence about a long vacation.",
+    "Write one sentence about what you would do with a free year.",
+    "Write one sentence about a surprise for your parents.",
+    "Write one sentence about a happy ending.",
+    "Write one sentence about your next holiday.",
+    "Write one sentence about a treat after a hard week.",
+    "Write one sentence about a new home.",
+    "Write one sentence about a summer job.",
 ]
 SUNGLASSES = "sunglass"  # ImageNet has 'sunglasses' twice (classes 836 and 837)
 
@@ -71,8 +141,9 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def distinct_n(texts: list[str], n: int = 2) -> float:
-    grams = [tuple(words[i:i + n]) for text in texts for words in [text.lower().split()]
-             for i in range(len(words) - n + 1)]
+    grams = [
+        tuple(words[i : i + n]) for text in texts for words in [text.lower().split()] for i in range(len(words) - n + 1)
+    ]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -94,40 +165,68 @@ def text_eval(args: argparse.Namespace, manager: Any, work: Path) -> dict[str, A
     pairs = found.pairs if len(found.pairs) <= args.pairs else random.Random(0).sample(found.pairs, args.pairs)
     prepared = time.perf_counter() - start
     start = time.perf_counter()
-    adapter = tune_text(pairs, "pack:smollm2", work / "adapter",
-                        Settings(epochs=args.epochs, seed=0, batch_size=4, max_length=128, save_every=1000),
-                        data={"benchmark": "tune_eval"})
+    adapter = tune_text(
+        pairs,
+        "pack:smollm2",
+        work / "adapter",
+        Settings(epochs=args.epochs, seed=0, batch_size=4, max_length=128, save_every=1000),
+        data={"benchmark": "tune_eval"},
+    )
     trained = time.perf_counter() - start
     seeds = list(range(100, 100 + args.seeds))
     rows: dict[str, dict[str, Any]] = {}
     outputs: dict[str, list[list[Any]]] = {}
     for name, model in (("base", "pack:smollm2"), ("tuned", str(adapter))):
-        outputs[name] = [aigc.generate("text", prompt, model=model, n=len(seeds), seed=seeds[0], **knobs)
-                         for prompt in HELD_OUT_PROMPTS]
-    judged = {name: [aigc.score(group, prompt, library=library, manager=manager)
-                     for group, prompt in zip(outputs[name], HELD_OUT_PROMPTS)] for name in outputs}
+        outputs[name] = [
+            aigc.generate("text", prompt, model=model, n=len(seeds), seed=seeds[0], **knobs)
+            for prompt in HELD_OUT_PROMPTS
+        ]
+    judged = {
+        name: [
+            aigc.score(group, prompt, library=library, manager=manager)
+            for group, prompt in zip(outputs[name], HELD_OUT_PROMPTS)
+        ]
+        for name in outputs
+    }
     for name in outputs:
         texts = [a.data for group in outputs[name] for a in group]
         scores = [s for group in judged[name] for s in group]
-        rows[name] = {"rule": round(float(np.mean([rule(t) for t in texts])), 3),
-                      "sea_share": round(float(np.mean([rule(t) > 0 for t in texts])), 3),
-                      "money_share": round(float(np.mean([rule(t) < 0 for t in texts])), 3),
-                      "score": round(float(np.mean([s["score"] for s in scores])), 3),
-                      "taste": _mean(s.get("taste") for s in scores),
-                      "fluency": _mean(s.get("quality") for s in scores),
-                      "distinct2": round(distinct_n(texts), 3)}
+        rows[name] = {
+            "rule": round(float(np.mean([rule(t) for t in texts])), 3),
+            "sea_share": round(float(np.mean([rule(t) > 0 for t in texts])), 3),
+            "money_share": round(float(np.mean([rule(t) < 0 for t in texts])), 3),
+            "score": round(float(np.mean([s["score"] for s in scores])), 3),
+            "taste": _mean(s.get("taste") for s in scores),
+            "fluency": _mean(s.get("quality") for s in scores),
+            "distinct2": round(distinct_n(texts), 3),
+        }
     comparisons = {"rule": [], "score": []}
-    for base_group, tuned_group, base_scores, tuned_scores in zip(outputs["base"], outputs["tuned"], judged["base"],
-                                                                  judged["tuned"]):
+    for base_group, tuned_group, base_scores, tuned_scores in zip(
+        outputs["base"], outputs["tuned"], judged["base"], judged["tuned"]
+    ):
         for b, t, bs, ts in zip(base_group, tuned_group, base_scores, tuned_scores):
             comparisons["rule"].append(_win(rule(t.data), rule(b.data)))
             comparisons["score"].append(_win(ts["score"], bs["score"]))
-    wins = {judge: {"win_rate": round(float(np.mean(v)), 3), "ci95": wilson(sum(v), len(v)), "n": len(v),
-                    "ties": int(sum(x == 0.5 for x in v))} for judge, v in comparisons.items()}
-    return {"ratings": len(library.ratings()), "pairs": len(pairs), "sources": pair_sources.Found(pairs).counts(),
-            "taste_model": _taste_model(library), "candidates_s": round(prepared, 1),
-            "train_s": round(trained, 1), "rows": rows, "wins": wins,
-            "examples": {name: [g[0].data for g in outputs[name][:3]] for name in outputs}}
+    wins = {
+        judge: {
+            "win_rate": round(float(np.mean(v)), 3),
+            "ci95": wilson(sum(v), len(v)),
+            "n": len(v),
+            "ties": int(sum(x == 0.5 for x in v)),
+        }
+        for judge, v in comparisons.items()
+    }
+    return {
+        "ratings": len(library.ratings()),
+        "pairs": len(pairs),
+        "sources": pair_sources.Found(pairs).counts(),
+        "taste_model": _taste_model(library),
+        "candidates_s": round(prepared, 1),
+        "train_s": round(trained, 1),
+        "rows": rows,
+        "wins": wins,
+        "examples": {name: [g[0].data for g in outputs[name][:3]] for name in outputs},
+    }
 
 
 def _taste_model(library: Any) -> dict[str, Any] | None:
@@ -151,9 +250,9 @@ def _mean(values) -> float | None:
 # --- gan ---------------------------------------------------------------------------------------------------
 def gan_eval(args: argparse.Namespace, manager: Any, work: Path) -> dict[str, Any]:
     import aigc
+    from aigc.media.latent_prior import save_prior
     from aigc.scoring.library import Library
     from aigc.scoring.vision import ImageClassifier, imagenet_labels
-    from aigc.media.latent_prior import save_prior
     from aigc.tuning.gan_prior import fit_prior, latents_from_ratings
 
     classes = [i for i, label in enumerate(imagenet_labels()) if SUNGLASSES in label.lower()]
@@ -175,21 +274,30 @@ def gan_eval(args: argparse.Namespace, manager: Any, work: Path) -> dict[str, An
     fitted = time.perf_counter() - start
     rows = {}
     for name, extra in (("base", {}), ("prior", {"prior": str(path)})):
-        held = aigc.generate("image", "a portrait", backend="gan", n=args.held_out_faces, seed=100_000, manager=manager,
-                             **extra)
+        held = aigc.generate(
+            "image", "a portrait", backend="gan", n=args.held_out_faces, seed=100_000, manager=manager, **extra
+        )
         glasses, features = sees_glasses(held)
         scores = aigc.score(held, "a portrait", library=library, manager=manager)
         similarity = features @ features.T
         off_diagonal = similarity[~np.eye(len(held), dtype=bool)]
-        rows[name] = {"glasses_share": round(float(glasses.mean()), 3), "ci95": wilson(glasses.sum(), len(held)),
-                      "quality": _mean(s.get("quality") for s in scores),
-                      "taste": _mean(s.get("taste") for s in scores),
-                      "diversity": round(float(np.mean(1 - off_diagonal)), 4)}
+        rows[name] = {
+            "glasses_share": round(float(glasses.mean()), 3),
+            "ci95": wilson(glasses.sum(), len(held)),
+            "quality": _mean(s.get("quality") for s in scores),
+            "taste": _mean(s.get("taste") for s in scores),
+            "diversity": round(float(np.mean(1 - off_diagonal)), 4),
+        }
     ratio = rows["prior"]["glasses_share"] / max(rows["base"]["glasses_share"], 1e-9)
-    return {"train_faces": args.train_faces, "liked": int(liked.sum()), "fit_s": round(fitted, 1),
-            "taste_model": _taste_model(library),
-            "prior": {k: prior.record[k] for k in ("accuracy", "C", "shift")}, "rows": rows,
-            "ratio": round(ratio, 2)}
+    return {
+        "train_faces": args.train_faces,
+        "liked": int(liked.sum()),
+        "fit_s": round(fitted, 1),
+        "taste_model": _taste_model(library),
+        "prior": {k: prior.record[k] for k in ("accuracy", "C", "shift")},
+        "rows": rows,
+        "ratio": round(ratio, 2),
+    }
 
 
 def main() -> None:

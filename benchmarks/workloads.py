@@ -9,7 +9,8 @@ the compute is the same as the real checkpoints'.
 from __future__ import annotations
 
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,13 +55,27 @@ def gpt2(manager: DeviceManager, batch: int, new_tokens: int, compile: bool = Fa
 
     def stock():
         with torch.inference_mode():
-            out = model.generate(**inputs, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                 pad_token_id=tokenizer.eos_token_id)
-        return [tokenizer.decode(row[inputs["input_ids"].shape[1]:], skip_special_tokens=True) for row in out]
+            out = model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=tokenizer.eos_token_id,
+            )
+        return [tokenizer.decode(row[inputs["input_ids"].shape[1] :], skip_special_tokens=True) for row in out]
 
     def ours():
-        assets = aigc.generate("text", prompts, model=path, seed=0, temperature=0.0, repetition_penalty=1.0,
-                               max_new_tokens=new_tokens, manager=manager, compile=compile)
+        assets = aigc.generate(
+            "text",
+            prompts,
+            model=path,
+            seed=0,
+            temperature=0.0,
+            repetition_penalty=1.0,
+            max_new_tokens=new_tokens,
+            manager=manager,
+            compile=compile,
+        )
         return [a.data for a in assets]
 
     return stock, ours, lambda a, b: a == b
@@ -115,8 +130,10 @@ def speech(manager: DeviceManager) -> Workload:
     """The Piper voice: seconds to speak ~7 s of audio (no stock twin: piper-tts is GPL and not used)."""
     import aigc
 
-    text = ("The lighthouse keeper opened the door, and the sea poured in. Nobody in the village believed him "
-            "when he told them what he had seen.")
+    text = (
+        "The lighthouse keeper opened the door, and the sea poured in. Nobody in the village believed him "
+        "when he told them what he had seen."
+    )
     return None, lambda: aigc.generate("audio", text, seed=0, manager=manager)[0], None
 
 

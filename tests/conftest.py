@@ -138,26 +138,58 @@ def build_tiny_sd(path, seed: int = 0):
     tokenizer = _tiny_clip_tokenizer()
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=SD_SIZE // 2, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=SD_SIZE // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
     )
     vae = AutoencoderKL(
-        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, sample_size=SD_SIZE,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(32, 64),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=SD_SIZE,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     # SD 1.5's own scheduler config, so DDIM and friends built from it see the settings they expect
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                              steps_offset=1, set_alpha_to_one=False)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        steps_offset=1,
+        set_alpha_to_one=False,
+    )
     scheduler.register_to_config(clip_sample=False)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(path)
     return path
 
@@ -179,14 +211,35 @@ def build_tiny_vits(path, seed: int = 0):
     path.mkdir(parents=True, exist_ok=True)
     vocab = {c: i for i, c in enumerate(" abcdefghijklmnopqrstuvwxyz'.,!?")}
     (path / "vocab.json").write_text(json.dumps(vocab))
-    VitsTokenizer(str(path / "vocab.json"), add_blank=True, normalize=True, pad_token=" ", unk_token=" ",
-                  phonemize=False, is_uroman=False).save_pretrained(path)
+    VitsTokenizer(
+        str(path / "vocab.json"),
+        add_blank=True,
+        normalize=True,
+        pad_token=" ",
+        unk_token=" ",
+        phonemize=False,
+        is_uroman=False,
+    ).save_pretrained(path)
     config = VitsConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32, flow_size=16,
-        spectrogram_bins=33, upsample_initial_channel=16, upsample_rates=[4, 4], upsample_kernel_sizes=[8, 8],
-        resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]], prior_encoder_num_flows=2,
-        duration_predictor_num_flows=2, posterior_encoder_num_wavenet_layers=2, prior_encoder_num_wavenet_layers=2,
-        duration_predictor_filter_channels=16, depth_separable_num_layers=2, sampling_rate=16000,
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        ffn_dim=32,
+        flow_size=16,
+        spectrogram_bins=33,
+        upsample_initial_channel=16,
+        upsample_rates=[4, 4],
+        upsample_kernel_sizes=[8, 8],
+        resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]],
+        prior_encoder_num_flows=2,
+        duration_predictor_num_flows=2,
+        posterior_encoder_num_wavenet_layers=2,
+        prior_encoder_num_wavenet_layers=2,
+        duration_predictor_filter_channels=16,
+        depth_separable_num_layers=2,
+        sampling_rate=16000,
     )
     torch.manual_seed(seed)
     VitsModel(config).save_pretrained(path)
@@ -228,15 +281,41 @@ def build_tiny_musicgen(path, seed: int = 0):
     )
 
     tokenizer = _tiny_t5_tokenizer()
-    text = T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_layers=2, num_heads=2,
-                    relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    text = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=16,
+        d_ff=32,
+        d_kv=8,
+        num_layers=2,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
     # hop 64 at 3,200 Hz = 50 frames/s as in musicgen-small; 16-entry codebooks, 0.4 kbps -> 2 quantizers
-    codec = EncodecConfig(sampling_rate=3200, upsampling_ratios=[4, 4, 4], hidden_size=16, num_filters=4,
-                          codebook_size=16, num_lstm_layers=1, target_bandwidths=[0.4])
+    codec = EncodecConfig(
+        sampling_rate=3200,
+        upsampling_ratios=[4, 4, 4],
+        hidden_size=16,
+        num_filters=4,
+        codebook_size=16,
+        num_lstm_layers=1,
+        target_bandwidths=[0.4],
+    )
     assert codec.frame_rate == 50 and codec.num_quantizers == 2
-    decoder = MusicgenDecoderConfig(vocab_size=16, num_codebooks=2, hidden_size=16, ffn_dim=32, num_hidden_layers=2,
-                                    num_attention_heads=2, max_position_embeddings=128, pad_token_id=16,
-                                    bos_token_id=16, decoder_start_token_id=16)
+    decoder = MusicgenDecoderConfig(
+        vocab_size=16,
+        num_codebooks=2,
+        hidden_size=16,
+        ffn_dim=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=16,
+        bos_token_id=16,
+        decoder_start_token_id=16,
+    )
     config = MusicgenConfig(text_encoder=text, audio_encoder=codec, decoder=decoder)  # v5: no from_sub_models_config
     torch.manual_seed(seed)
     model = MusicgenForConditionalGeneration(config).eval()

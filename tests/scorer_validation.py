@@ -47,9 +47,20 @@ def text_pairs() -> list[Pair]:
     for i, row in enumerate(json.loads(DATA.read_text())):
         prompt = row["prompt"]
         pairs.append(Pair("text", "relevance", "unrelated text", row["relevant"], row["unrelated"], prompt))
-        pairs.append(Pair("text", "quality", "words shuffled", row["relevant"], _shuffle_words(row["relevant"], i), prompt))
-        pairs.append(Pair("text", "novelty", "near-copy of a library entry", row["other"], _near_copy(row["relevant"]),
-                          prompt, library=[row["relevant"]]))
+        pairs.append(
+            Pair("text", "quality", "words shuffled", row["relevant"], _shuffle_words(row["relevant"], i), prompt)
+        )
+        pairs.append(
+            Pair(
+                "text",
+                "novelty",
+                "near-copy of a library entry",
+                row["other"],
+                _near_copy(row["relevant"]),
+                prompt,
+                library=[row["relevant"]],
+            )
+        )
     return pairs
 
 
@@ -58,22 +69,34 @@ def image_pairs(manager) -> list[Pair]:
 
     import aigc
 
-    faces = [a.data.resize((256, 256), Image.Resampling.BICUBIC)
-             for a in aigc.generate("image", "portrait", backend="gan", n=6, seed=100, manager=manager)]
+    faces = [
+        a.data.resize((256, 256), Image.Resampling.BICUBIC)
+        for a in aigc.generate("image", "portrait", backend="gan", n=6, seed=100, manager=manager)
+    ]
     rng = np.random.default_rng(0)
     pairs = []
     unrelated = ["a red sports car on a highway", "a bowl of soup", "a container ship in a harbour"]
     for i, face in enumerate(faces):
         prompt = "a portrait photo of a person"
-        pairs.append(Pair("image", "relevance", "unrelated prompt", face, face, prompt,
-                          worse_prompt=unrelated[i % len(unrelated)]))
+        pairs.append(
+            Pair(
+                "image", "relevance", "unrelated prompt", face, face, prompt, worse_prompt=unrelated[i % len(unrelated)]
+            )
+        )
         noisy = np.clip(np.asarray(face, np.float32) + rng.normal(0, 40, (256, 256, 3)), 0, 255).astype(np.uint8)
         pairs += [
             Pair("image", "quality", "blurred", face, face.filter(ImageFilter.GaussianBlur(3)), prompt),
             Pair("image", "quality", "noised", face, Image.fromarray(noisy), prompt),
             Pair("image", "quality", "blanked", face, Image.new("RGB", face.size, (128, 128, 128)), prompt),
-            Pair("image", "novelty", "near-copy of a library entry", faces[(i + 1) % len(faces)],
-                 ImageEnhance.Brightness(face).enhance(1.05), prompt, library=[face]),
+            Pair(
+                "image",
+                "novelty",
+                "near-copy of a library entry",
+                faces[(i + 1) % len(faces)],
+                ImageEnhance.Brightness(face).enhance(1.05),
+                prompt,
+                library=[face],
+            ),
         ]
     return pairs
 
@@ -89,14 +112,21 @@ def audio_pairs(manager) -> list[Pair]:
     for i, (line, clip) in enumerate(zip(lines, clips)):
         x, rate = clip.samples, clip.sample_rate
         mostly_silent = x.copy()
-        mostly_silent[len(x) // 10:] = 0
+        mostly_silent[len(x) // 10 :] = 0
         near_copy = Audio(np.clip(x + rng.normal(0, 0.002, x.shape).astype(np.float32), -1, 1), rate)
         pairs += [
             Pair("audio", "quality", "clipped", clip, Audio(np.clip(x * 8, -1, 1), rate), line),
             Pair("audio", "quality", "silent", clip, Audio(np.zeros_like(x), rate), line),
             Pair("audio", "quality", "mostly silent", clip, Audio(mostly_silent, rate), line),
-            Pair("audio", "novelty", "near-copy of a library entry", clips[(i + 1) % len(clips)], near_copy, line,
-                 library=[clip]),
+            Pair(
+                "audio",
+                "novelty",
+                "near-copy of a library entry",
+                clips[(i + 1) % len(clips)],
+                near_copy,
+                line,
+                library=[clip],
+            ),
         ]
     return pairs
 

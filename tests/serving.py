@@ -30,8 +30,12 @@ def server(data: Path, models: Path, *extra: str, port: int | None = None, env: 
     port = port or free_port()
     data.parent.mkdir(parents=True, exist_ok=True)
     log = open(data.parent / f"{data.name}-serve-{port}.log", "ab")
-    process = subprocess.Popen([AIGC, "serve", "--port", str(port), "--data", str(data), "--models", str(models),
-                                *extra], stdout=subprocess.DEVNULL, stderr=log, env=env)
+    process = subprocess.Popen(
+        [AIGC, "serve", "--port", str(port), "--data", str(data), "--models", str(models), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while True:

@@ -30,8 +30,11 @@ import aigc
         (dict(streamer="yes"), aigc.ConfigError, "streamer='yes' must be callable"),
         (dict(model="./no/such/dir"), aigc.ModelLoadError, "no such file or directory"),
         (dict(model="pack:nope"), aigc.ModelLoadError, "no such pack; known packs: pack:smollm2"),
-        (dict(model="openai-community/gpt2"), aigc.ModelLoadError,
-         r"not available offline.*HF_HUB_OFFLINE=1.*hf download openai-community/gpt2"),
+        (
+            dict(model="openai-community/gpt2"),
+            aigc.ModelLoadError,
+            r"not available offline.*HF_HUB_OFFLINE=1.*hf download openai-community/gpt2",
+        ),
         (dict(model="not a/valid/id"), aigc.ModelLoadError, "neither an existing path nor a Hub id"),
     ],
 )

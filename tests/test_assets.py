@@ -22,8 +22,15 @@ def test_save_and_load_round_trip(tiny_gpt2, manager, tmp_path):
 
     loaded = aigc.load(path)
     assert loaded.data == asset.data and loaded.record() == asset.record()
-    again = aigc.generate("text", loaded.prompt, model=loaded.model, backend=loaded.backend, seed=loaded.seed,
-                          manager=manager, **loaded.params)[0]
+    again = aigc.generate(
+        "text",
+        loaded.prompt,
+        model=loaded.model,
+        backend=loaded.backend,
+        seed=loaded.seed,
+        manager=manager,
+        **loaded.params,
+    )[0]
     assert again.data == asset.data  # the sidecar is enough to reproduce the text
 
 

@@ -23,8 +23,9 @@ def manifest(directory: Path) -> list[dict]:
 
 def test_a_batch_writes_assets_and_a_manifest_that_agree(tiny_dcgan, tmp_path):
     (tmp_path / "prompts.txt").write_text("a face\n\n# a comment\nanother face\n")
-    summary = aigc.batch(tmp_path / "prompts.txt", tmp_path / "out", kind="image", backend="gan", model=tiny_dcgan,
-                         n=3, seed=5)
+    summary = aigc.batch(
+        tmp_path / "prompts.txt", tmp_path / "out", kind="image", backend="gan", model=tiny_dcgan, n=3, seed=5
+    )
     records = manifest(tmp_path / "out")
     assert summary.made == 6 and not summary.failed
     assert sorted((r["row"], r["variant"]) for r in records) == [(1, 0), (1, 1), (1, 2), (4, 0), (4, 1), (4, 2)]
@@ -75,8 +76,14 @@ def test_rerunning_skips_finished_work_and_reports_changed_params(tiny_dcgan, tm
 
 
 def test_bad_rows_fail_alone_with_their_reason(tiny_gpt2, tmp_path):
-    rows = ['{"prompt": "The sea"}', '{"prompt": "A door", "temperature": -1}', "not json", '{"seed": 3}',
-            '{"prompt": "Night", "seed": 40, "max_new_tokens": 3}', '{"prompt": "Wrong", "backend": "gpt5"}']
+    rows = [
+        '{"prompt": "The sea"}',
+        '{"prompt": "A door", "temperature": -1}',
+        "not json",
+        '{"seed": 3}',
+        '{"prompt": "Night", "seed": 40, "max_new_tokens": 3}',
+        '{"prompt": "Wrong", "backend": "gpt5"}',
+    ]
     (tmp_path / "p.jsonl").write_text("\n".join(rows) + "\n")
     summary = aigc.batch(tmp_path / "p.jsonl", tmp_path / "out", kind="text", model=tiny_gpt2, max_new_tokens=5)
     assert summary.made == 2
@@ -92,7 +99,9 @@ def test_bad_rows_fail_alone_with_their_reason(tiny_gpt2, tmp_path):
 def test_csv_rows_carry_their_own_params(tiny_dcgan, tmp_path):
     (tmp_path / "p.csv").write_text("prompt,seed,size\nsmall,1,16\nbig,2,64\n")
     aigc.batch(tmp_path / "p.csv", tmp_path / "out", kind="image", backend="gan", model=tiny_dcgan)
-    sizes = {r["prompt"]: (aigc.load(tmp_path / "out" / r["file"]).data.size, r["seed"]) for r in manifest(tmp_path / "out")}
+    sizes = {
+        r["prompt"]: (aigc.load(tmp_path / "out" / r["file"]).data.size, r["seed"]) for r in manifest(tmp_path / "out")
+    }
     assert sizes == {"small": ((16, 16), 1), "big": ((64, 64), 2)}
     with pytest.raises(aigc.ConfigError, match="needs a header row with a 'prompt' column"):
         (tmp_path / "bad.csv").write_text("text\nhello\n")
@@ -152,8 +161,18 @@ def test_ray_and_local_engines_make_identical_assets(tiny_dcgan, tiny_gpt2, tmp_
         local = tmp_path / f"local-{kind}"
         distributed = tmp_path / f"ray-{kind}"
         aigc.batch(tmp_path / "p.txt", local, kind=kind, model=model, n=2, seed=9, batch_size=2, **knobs)
-        summary = aigc.batch(tmp_path / "p.txt", distributed, kind=kind, model=model, n=2, seed=9, batch_size=2,
-                             engine="ray", workers=2, **knobs)
+        summary = aigc.batch(
+            tmp_path / "p.txt",
+            distributed,
+            kind=kind,
+            model=model,
+            n=2,
+            seed=9,
+            batch_size=2,
+            engine="ray",
+            workers=2,
+            **knobs,
+        )
         assert summary.made == 10
         by_key = {(r["row"], r["variant"]): r for r in manifest(local)}
         for record in manifest(distributed):

@@ -60,8 +60,9 @@ def pixels(path_or_image) -> np.ndarray:
 
 
 def names(directory: Path) -> list[str]:
-    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
-                  if p.is_file() and not p.name.startswith("."))
+    return sorted(
+        p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
 
 
 def same_content(ours: Path, theirs: Path) -> None:
@@ -77,24 +78,29 @@ def same_content(ours: Path, theirs: Path) -> None:
 
 def close(ours: list[dict], theirs: list[dict]) -> bool:
     return len(ours) == len(theirs) and all(
-        a.keys() == b.keys() and all(a[k] == b[k] if a[k] is None or b[k] is None else abs(a[k] - b[k]) < 1e-6
-                                     for k in a) for a, b in zip(ours, theirs))
+        a.keys() == b.keys()
+        and all(a[k] == b[k] if a[k] is None or b[k] is None else abs(a[k] - b[k]) < 1e-6 for k in a)
+        for a, b in zip(ours, theirs)
+    )
 
 
 def test_client_generate_gives_the_assets_a_local_call_gives(url, models, manager, tmp_path):
     client = aigc.Client(url)
     seen: list[Progress] = []
-    remote = client.generate("text", ["The sea", "A door"], model="tiny-gpt2", n=2, seed=3, max_new_tokens=6,
-                             progress=seen.append)
-    local = aigc.generate("text", ["The sea", "A door"], model=str(models / "tiny-gpt2"), n=2, seed=3,
-                          max_new_tokens=6, manager=manager)
+    remote = client.generate(
+        "text", ["The sea", "A door"], model="tiny-gpt2", n=2, seed=3, max_new_tokens=6, progress=seen.append
+    )
+    local = aigc.generate(
+        "text", ["The sea", "A door"], model=str(models / "tiny-gpt2"), n=2, seed=3, max_new_tokens=6, manager=manager
+    )
     assert [a.data for a in remote] == [a.data for a in local] and [a.seed for a in remote] == [3, 4, 5, 6]
     assert [steady(a.record()) for a in remote] == [steady(a.record()) for a in local]
     assert seen and all(isinstance(p, Progress) for p in seen)
 
     faces = client.generate("image", "a face", backend="gan", model="tiny-gan.pth", n=3, seed=5)
-    twins = aigc.generate("image", "a face", backend="gan", model=str(models / "tiny-gan.pth"), n=3, seed=5,
-                          manager=manager)
+    twins = aigc.generate(
+        "image", "a face", backend="gan", model=str(models / "tiny-gan.pth"), n=3, seed=5, manager=manager
+    )
     assert all(np.array_equal(pixels(a.data), pixels(b.data)) for a, b in zip(faces, twins))
     saved = aigc.load(faces[1].save(tmp_path / "face.png"))
     assert saved.seed == 6 and np.array_equal(pixels(saved.data), pixels(twins[1].data))
@@ -110,8 +116,9 @@ def test_client_score_equals_local_score(url, models, manager):
     client = aigc.Client(url)
     texts = client.generate("text", "The sea at night", model="tiny-gpt2", n=3, seed=1, max_new_tokens=8)
     assert close(client.score(texts), aigc.score(texts))  # sent as the server's asset ids
-    faces = aigc.generate("image", "a face", backend="gan", model=str(models / "tiny-gan.pth"), n=2, seed=2,
-                          manager=manager)
+    faces = aigc.generate(
+        "image", "a face", backend="gan", model=str(models / "tiny-gan.pth"), n=2, seed=2, manager=manager
+    )
     assert close(client.score(faces), aigc.score(faces))  # made here: sent as data URLs with their prompts
     raw = ["a quiet harbour", "the sea is loud and blue"]
     assert close(client.score(raw, "the sea"), aigc.score(raw, "the sea"))
@@ -134,8 +141,10 @@ def test_generate_with_server_writes_the_files_the_local_command_writes(url, mod
         elif name.startswith("image-"):
             assert steady(aigc.load(ours / name).record()) == steady(aigc.load(theirs / name).record())
     stream = ("generate", "text", "The sea", "--seed", "9", "--max-new-tokens", "8", "--stream")
-    assert ok(*stream, "--model", "tiny-gpt2", "--server", url).stdout == \
-        ok(*stream, "--model", str(models / "tiny-gpt2")).stdout
+    assert (
+        ok(*stream, "--model", "tiny-gpt2", "--server", url).stdout
+        == ok(*stream, "--model", str(models / "tiny-gpt2")).stdout
+    )
 
 
 RECIPE = """inputs:
@@ -161,8 +170,14 @@ def test_run_and_batch_with_server_write_the_files_a_local_run_and_batch_write(u
     sets = ("--set", "story.max_new_tokens=5", "--set", "topic=a door", "--seed", "3")  # the same seed, both ways
     ok("run", str(recipe), *sets, "--server", url, "--out", str(tmp_path / "run-A"))
     ok("run", str(recipe), *sets, "--out", str(tmp_path / "run-B"), cwd=models)
-    assert names(tmp_path / "run-A") == ["face-0.png", "face-1.png", "index.html", "run.json", "story-0.json",
-                                         "story-0.txt"]
+    assert names(tmp_path / "run-A") == [
+        "face-0.png",
+        "face-1.png",
+        "index.html",
+        "run.json",
+        "story-0.json",
+        "story-0.txt",
+    ]
     same_content(tmp_path / "run-A", tmp_path / "run-B")
 
     prompts = tmp_path / "rows.csv"  # CSV rows are numbered from line 2; a gap; a bad cell fails its row alone
@@ -173,8 +188,10 @@ def test_run_and_batch_with_server_write_the_files_a_local_run_and_batch_write(u
     assert remote.stdout.replace("batch-A", "batch-B") == local.stdout
     assert "made 6, skipped 0 already done, failed 1" in remote.stdout
     same_content(tmp_path / "batch-A", tmp_path / "batch-B")
-    manifests = [[steady(json.loads(line)) for line in (tmp_path / d / "manifest.jsonl").read_text().splitlines()]
-                 for d in ("batch-A", "batch-B")]
+    manifests = [
+        [steady(json.loads(line)) for line in (tmp_path / d / "manifest.jsonl").read_text().splitlines()]
+        for d in ("batch-A", "batch-B")
+    ]
     assert sorted(manifests[0], key=str) == sorted(manifests[1], key=str)
     again = ok(*batch, "--model", "tiny-gpt2", "--server", url, "--out", str(tmp_path / "batch-A"))
     assert "made 0, skipped 6 already done, failed 1" in again.stdout  # the same job, found again: a resume
@@ -184,15 +201,26 @@ def test_unreachable_server_and_refused_token_are_one_line_each(tmp_path, models
     nobody = f"http://127.0.0.1:{free_port()}"
     done = cli("generate", "text", "x", "--server", nobody)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [f"error: cannot reach the aigc server at {nobody} (connection "
-                                                "refused); start one with `aigc serve` or check --server / AIGC_SERVER."]
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot reach the aigc server at {nobody} (connection "
+        "refused); start one with `aigc serve` or check --server / AIGC_SERVER."
+    ]
     (tmp_path / "team.tokens").write_text(f"ana {TOKEN}\nbo {BO}\n")
     rows = tmp_path / "rows.txt"
     rows.write_text("The sea\n")
     with server(tmp_path / "data", models, "--token-file", str(tmp_path / "team.tokens")) as (address, _):
         for token in ("wrong-token-0123456789", None):
-            done = cli("batch", str(rows), "--kind", "text", "--out", str(tmp_path / "b"), "--server", address,
-                       *(["--token", token] if token else []))
+            done = cli(
+                "batch",
+                str(rows),
+                "--kind",
+                "text",
+                "--out",
+                str(tmp_path / "b"),
+                "--server",
+                address,
+                *(["--token", token] if token else []),
+            )
             assert done.returncode == 1 and "Traceback" not in done.stderr
             assert len(done.stderr.strip().splitlines()) == 1 and "refused the request" in done.stderr
 

@@ -8,8 +8,8 @@ import torch
 from conftest import _tiny_clip_tokenizer, put_in_hub_cache
 from PIL import Image
 
-from aigc.media.audio import Audio
 from aigc.errors import ConfigError, ModelLoadError
+from aigc.media.audio import Audio
 from aigc.scoring.clip import ClapRelevance, ClipRelevance, resample
 
 CLAP_RATE = 8000  # the tiny CLAP's feature extractor: 1 s windows at 8 kHz, 16 mel bins
@@ -20,11 +20,20 @@ def build_tiny_clip(path, seed: int = 0):
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
     tokenizer = _tiny_clip_tokenizer()
-    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                          num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    vision = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                              num_attention_heads=2)
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = CLIPVisionConfig(
+        image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2
+    )
     torch.manual_seed(seed)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -51,17 +60,43 @@ def build_tiny_clap(path, seed: int = 0):
     from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
 
     tokenizer = _tiny_roberta_tokenizer()
-    text = ClapTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                          num_attention_heads=2, max_position_embeddings=66, projection_dim=16)
+    text = ClapTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=66,
+        projection_dim=16,
+    )
     # spec_size 64 over 16 mel bins: freq_ratio 4, so up to 256 frames fit; 1 s at hop 80 gives 101
-    audio = ClapAudioConfig(num_mel_bins=16, spec_size=64, window_size=4, patch_size=4, patch_stride=(4, 4),
-                            patch_embeds_hidden_size=16, hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2],
-                            num_hidden_layers=2, num_classes=4, projection_dim=16)
+    audio = ClapAudioConfig(
+        num_mel_bins=16,
+        spec_size=64,
+        window_size=4,
+        patch_size=4,
+        patch_stride=(4, 4),
+        patch_embeds_hidden_size=16,
+        hidden_size=32,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        num_hidden_layers=2,
+        num_classes=4,
+        projection_dim=16,
+    )
     torch.manual_seed(seed)
     ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=16)).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    ClapFeatureExtractor(feature_size=16, sampling_rate=CLAP_RATE, hop_length=80, max_length_s=1, fft_window_size=256,
-                         frequency_max=3800, truncation="rand_trunc", padding="repeatpad").save_pretrained(path)
+    ClapFeatureExtractor(
+        feature_size=16,
+        sampling_rate=CLAP_RATE,
+        hop_length=80,
+        max_length_s=1,
+        fft_window_size=256,
+        frequency_max=3800,
+        truncation="rand_trunc",
+        padding="repeatpad",
+    ).save_pretrained(path)
     return path
 
 

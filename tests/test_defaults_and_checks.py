@@ -27,8 +27,10 @@ def test_an_explicit_none_is_the_default_in_python(tiny_gpt2, manager):
         given = text(tiny_gpt2, manager, **{knob: None})
         assert given.data == default.data and given.params == default.params, knob
     assert given.params["temperature"] == 0.7  # recorded as the value that was used
-    assert aigc.generate("text", "The sea", model=tiny_gpt2, n=None, seed=4, max_new_tokens=6,
-                         manager=manager)[0].data == default.data
+    assert (
+        aigc.generate("text", "The sea", model=tiny_gpt2, n=None, seed=4, max_new_tokens=6, manager=manager)[0].data
+        == default.data
+    )
 
 
 def test_none_is_the_default_in_batch_rows_and_recipes(tiny_gpt2, tmp_path):
@@ -40,8 +42,10 @@ def test_none_is_the_default_in_batch_rows_and_recipes(tiny_gpt2, tmp_path):
         record = json.loads((tmp_path / f"out-{name}" / "manifest.jsonl").read_text())
         assert record["params"]["temperature"] == 0.7 and record["seed"] == 4
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
-                      "    seed: 4\n    params: {temperature: null, max_new_tokens: 6}\n")
+    recipe.write_text(
+        f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
+        "    seed: 4\n    params: {temperature: null, max_new_tokens: 6}\n"
+    )
     assert aigc.run(recipe)["line"][0].params["temperature"] == 0.7
 
 
@@ -53,10 +57,13 @@ def test_an_empty_value_on_the_command_line_is_the_default(tiny_gpt2):
     assert plain.stdout == empty.stdout
 
 
-@pytest.mark.parametrize("call, message", [
-    (dict(chat=True), "has no chat template; use chat=False"),
-    (dict(compile=True, streamer=print, prompt=["a", "b"]), "streamer= streams one output"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (dict(chat=True), "has no chat template; use chat=False"),
+        (dict(compile=True, streamer=print, prompt=["a", "b"]), "streamer= streams one output"),
+    ],
+)
 def test_text_checks_that_need_no_weights_run_before_loading(tiny_gpt2, call, message):
     manager = DeviceManager("cpu")
     prompt = call.pop("prompt", "The sea")
@@ -119,9 +126,19 @@ def test_stop_strings_decode_each_token_a_constant_number_of_times(tiny_gpt2, ma
         seen: list[int] = []
         lm.tokenizer.decode = lambda ids, **kw: (seen.append(len(ids)), decode(ids, **kw))[1]
         try:
-            out = aigc.generate("text", "The sea", model=tiny_gpt2, seed=1, max_new_tokens=100, top_k=0,
-                                top_p=1.0, temperature=1.5, repetition_penalty=1.0, stop=["never-there"],
-                                manager=manager)[0]
+            out = aigc.generate(
+                "text",
+                "The sea",
+                model=tiny_gpt2,
+                seed=1,
+                max_new_tokens=100,
+                top_k=0,
+                top_p=1.0,
+                temperature=1.5,
+                repetition_penalty=1.0,
+                stop=["never-there"],
+                manager=manager,
+            )[0]
         finally:
             del lm.tokenizer.decode
     tokens = out.info["new_tokens"]

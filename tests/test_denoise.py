@@ -15,9 +15,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from aigc.runtime.devices import DeviceManager
 from aigc.generators.image import denoise
 from aigc.generators.image.diffusion import SCHEDULERS, DiffusionGenerator
+from aigc.runtime.devices import DeviceManager
 
 # Pixels may differ from stock diffusers by 1 level of 255: the maths and the random numbers are the stock
 # pipeline's, but other kernels (channels-last convolutions, fused q/k/v matmuls) may round floats differently.
@@ -56,12 +56,16 @@ def stock_view(stock, scheduler: str | None = None, img2img: bool = False):
     return pipe
 
 
-def stock_images(stock, prompts, seeds, *, scheduler=None, steps=2, guidance=7.5, negative_prompt=None,
-                 init_image=None, strength=0.8):
+def stock_images(
+    stock, prompts, seeds, *, scheduler=None, steps=2, guidance=7.5, negative_prompt=None, init_image=None, strength=0.8
+):
     """What a diffusers user writes: the pipeline call with one seeded generator per image."""
     pipe = stock_view(stock, scheduler, init_image is not None)
-    kwargs = {"num_inference_steps": steps, "guidance_scale": guidance,
-              "generator": [torch.Generator().manual_seed(s) for s in seeds]}
+    kwargs = {
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "generator": [torch.Generator().manual_seed(s) for s in seeds],
+    }
     if negative_prompt is not None:
         kwargs["negative_prompt"] = [negative_prompt] * len(prompts)
     if init_image is None:
@@ -98,8 +102,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case, scheduler", [(case, None) for case in CASES] + [
-    (case, name) for name in sorted(SCHEDULERS) for case in ("guided", "image-to-image")])
+@pytest.mark.parametrize(
+    "case, scheduler",
+    [(case, None) for case in CASES]
+    + [(case, name) for name in sorted(SCHEDULERS) for case in ("guided", "image-to-image")],
+)
 def test_the_loop_gives_the_stock_pipelines_pixels(tiny_sd, sd_manager, stock, case, scheduler):
     given = {**CASES[case], "scheduler": scheduler}
     if "init_image" in given:
@@ -151,15 +158,20 @@ def test_fast_paths_off_and_on_agree_and_the_switches_change_the_modules(tiny_sd
 
 def test_loop_switches_off_give_the_same_images_with_stock_call_counts(stock):
     pipe, calls = stock_view(stock), {"unet": 0, "rows": 0}
-    hooks = [pipe.unet.register_forward_hook(lambda *_: calls.update(unet=calls["unet"] + 1)),
-             pipe.text_encoder.register_forward_hook(
-                 lambda module, args, output: calls.update(rows=calls["rows"] + len(args[0])))]
+    hooks = [
+        pipe.unet.register_forward_hook(lambda *_: calls.update(unet=calls["unet"] + 1)),
+        pipe.text_encoder.register_forward_hook(
+            lambda module, args, output: calls.update(rows=calls["rows"] + len(args[0]))
+        ),
+    ]
     try:
+
         def run(**switches):
             calls.update(unet=0, rows=0)
             generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
-            images, _ = denoise.generate(pipe, ["a castle"] * 2, generators, steps=2, guidance=7.5, width=SIZE,
-                                         height=SIZE, **switches)
+            images, _ = denoise.generate(
+                pipe, ["a castle"] * 2, generators, steps=2, guidance=7.5, width=SIZE, height=SIZE, **switches
+            )
             return images, dict(calls)
 
         fast, fast_calls = run()
@@ -176,8 +188,10 @@ def test_each_distinct_prompt_is_encoded_once(tiny_sd, sd_manager):
     generate(tiny_sd, sd_manager, ["a castle"], [1])  # load, so the hook goes on the cached model
     rows: list[int] = []
     hook = cached_pipe(sd_manager, tiny_sd).text_encoder.register_forward_hook(
-        lambda module, args, output: rows.append(args[0].shape[0]))
+        lambda module, args, output: rows.append(args[0].shape[0])
+    )
     try:
+
         def encoded(prompts, **given):
             rows.clear()
             generate(tiny_sd, sd_manager, prompts, list(range(len(prompts))), steps=1, **given)
@@ -201,9 +215,17 @@ class DeviceReads(TorchDispatchMode):
     timesteps) is device-side. `.cpu()`/`.tolist()` of a CPU tensor dispatch no op here, hence the source check.
     """
 
-    READS = {torch.ops.aten._local_scalar_dense, torch.ops.aten.is_nonzero, torch.ops.aten.item,
-             torch.ops.aten.equal, torch.ops.aten.nonzero, torch.ops.aten.masked_select, torch.ops.aten._unique2,
-             torch.ops.aten.unique_consecutive, torch.ops.aten.allclose}
+    READS = {
+        torch.ops.aten._local_scalar_dense,
+        torch.ops.aten.is_nonzero,
+        torch.ops.aten.item,
+        torch.ops.aten.equal,
+        torch.ops.aten.nonzero,
+        torch.ops.aten.masked_select,
+        torch.ops.aten._unique2,
+        torch.ops.aten.unique_consecutive,
+        torch.ops.aten.allclose,
+    }
 
     def __init__(self, host) -> None:
         super().__init__()
@@ -237,8 +259,17 @@ def test_the_loop_never_reads_a_device_value_and_the_stock_loop_does(stock, sche
     pipe = stock_view(stock, scheduler, img2img)
     with torch.inference_mode():
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        inputs = denoise.prepare(pipe, prompts, generators, steps=3, guidance=7.5, width=SIZE, height=SIZE,
-                                 init=gradient() if img2img else None, strength=0.6)
+        inputs = denoise.prepare(
+            pipe,
+            prompts,
+            generators,
+            steps=3,
+            guidance=7.5,
+            width=SIZE,
+            height=SIZE,
+            init=gradient() if img2img else None,
+            strength=0.6,
+        )
         with DeviceReads(scheduler_tables(pipe.scheduler)) as ours:
             denoise.loop(pipe.unet, pipe.scheduler, inputs)
     assert ours.reads == []
@@ -259,8 +290,14 @@ def test_the_loop_never_reads_a_device_value_and_the_stock_loop_does(stock, sche
             yield type("Bar", (), {"update": lambda self, n=1: None})()
 
     pipe.progress_bar = progress_bar
-    pipe(prompts, num_inference_steps=3, guidance_scale=7.5, width=SIZE, height=SIZE,
-         generator=[torch.Generator().manual_seed(s) for s in seeds])
+    pipe(
+        prompts,
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        width=SIZE,
+        height=SIZE,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+    )
     assert recorders[0].reads  # PNDM/DDIM: alphas_cumprod[t] and `prev_t >= 0` each step; the others: nonzero()
 
 
@@ -271,8 +308,11 @@ def test_compiled_blocks_match_eager(tiny_sd, sd_manager):
     compiled = generate(tiny_sd, sd_manager, prompts, seeds, compile=True)
     assert "compiled" in compiled[0].info["fast"]
     assert furthest([o.data for o in eager], [o.data for o in compiled]) <= TOLERANCE
-    blocks = [m for m in cached_pipe(sd_manager, tiny_sd, compile=True).unet.modules()
-              if type(m).__name__ == "BasicTransformerBlock"]
+    blocks = [
+        m
+        for m in cached_pipe(sd_manager, tiny_sd, compile=True).unet.modules()
+        if type(m).__name__ == "BasicTransformerBlock"
+    ]
     assert blocks and all(b._compiled_call_impl is not None for b in blocks)  # regional: the blocks, not the UNet
     eager_block = cached_pipe(sd_manager, tiny_sd).unet.down_blocks[1].attentions[0].transformer_blocks[0]
     assert eager_block._compiled_call_impl is None  # the default copy was never compiled
@@ -297,11 +337,18 @@ def sd_with_checker(request, tiny_sd, tmp_path_factory):
     from transformers import CLIPConfig, CLIPImageProcessor
 
     torch.manual_seed(0)
-    config = CLIPConfig(text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                                     "num_attention_heads": 2},
-                        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-                        projection_dim=8)
+    config = CLIPConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=8,
+    )
     checker = StableDiffusionSafetyChecker(config).eval()
     with torch.no_grad():  # score = cosine - threshold: below -1 flags everything, above 1 nothing
         for weights in (checker.concept_embeds_weights, checker.special_care_embeds_weights):
@@ -322,8 +369,13 @@ def test_the_safety_checker_still_works(sd_with_checker, sd_manager):
     ours = generate(model, sd_manager, prompts, seeds, safety_checker=True)
     stock = StableDiffusionPipeline.from_pretrained(model)
     stock.set_progress_bar_config(disable=True)
-    theirs = stock(prompts, num_inference_steps=2, width=SIZE, height=SIZE,
-                   generator=[torch.Generator().manual_seed(s) for s in seeds])
+    theirs = stock(
+        prompts,
+        num_inference_steps=2,
+        width=SIZE,
+        height=SIZE,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+    )
     assert [o.info["nsfw"] for o in ours] == theirs.nsfw_content_detected == [flags_all] * 2
     assert "aigc-loop" in ours[0].info["fast"]
     assert furthest([o.data for o in ours], theirs.images) <= TOLERANCE

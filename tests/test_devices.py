@@ -115,7 +115,9 @@ def test_other_errors_are_not_mistaken_for_out_of_memory(manager):
 
 def test_simulated_oom_during_real_generation_retries_with_smaller_batches(tiny_gpt2, manager):
     prompts = ["The sea", "A door", "Once upon", "Night"]
-    expected = [a.data for a in aigc.generate("text", prompts, model=tiny_gpt2, manager=manager, seed=3, max_new_tokens=6)]
+    expected = [
+        a.data for a in aigc.generate("text", prompts, model=tiny_gpt2, manager=manager, seed=3, max_new_tokens=6)
+    ]
     with manager.use(manager.key("causal-lm", tiny_gpt2), lambda: None) as lm:
         real_forward = lm.model.forward
 
@@ -135,8 +137,10 @@ def test_simulated_oom_during_real_generation_retries_with_smaller_batches(tiny_
 
 def test_two_threads_generating_at_once_get_correct_results(tiny_gpt2, manager):
     jobs = {"a": ("The sea", 1), "b": ("A lighthouse keeper", 2)}
-    expected = {k: aigc.generate("text", p, model=tiny_gpt2, manager=DeviceManager("cpu"), seed=s, max_new_tokens=8)[0].data
-                for k, (p, s) in jobs.items()}
+    expected = {
+        k: aigc.generate("text", p, model=tiny_gpt2, manager=DeviceManager("cpu"), seed=s, max_new_tokens=8)[0].data
+        for k, (p, s) in jobs.items()
+    }
     results: dict[str, list[str]] = {k: [] for k in jobs}
     errors: list[BaseException] = []
 
@@ -144,8 +148,9 @@ def test_two_threads_generating_at_once_get_correct_results(tiny_gpt2, manager):
         prompt, seed = jobs[name]
         try:
             for _ in range(3):
-                results[name].append(aigc.generate("text", prompt, model=tiny_gpt2, manager=manager, seed=seed,
-                                                   max_new_tokens=8)[0].data)
+                results[name].append(
+                    aigc.generate("text", prompt, model=tiny_gpt2, manager=manager, seed=seed, max_new_tokens=8)[0].data
+                )
         except BaseException as error:  # surfaced below: a thread's exception would otherwise vanish
             errors.append(error)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import SD_SIZE as SIZE
 
-from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError, ModelLoadError
 from aigc.generators.image.diffusion import SCHEDULERS, DiffusionGenerator
+from aigc.runtime.devices import DeviceManager
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,14 @@ def pixels(output) -> np.ndarray:
 def test_text_to_image_returns_images_of_the_requested_size(tiny_sd, sd_manager):
     outs = run(tiny_sd, sd_manager, ["a castle", "a cat"], [1, 2])
     assert [(o.data.mode, o.data.size) for o in outs] == [("RGB", (SIZE, SIZE))] * 2
-    assert outs[0].info == {"width": SIZE, "height": SIZE, "steps": 2, "guidance": 7.5,
-                            "scheduler": "PNDMScheduler", "fast": ["aigc-loop", "prompt-reuse", "batched-cfg",
-                                                                   "fused-qkv", "sdpa"]}  # no channels-last on CPU
+    assert outs[0].info == {
+        "width": SIZE,
+        "height": SIZE,
+        "steps": 2,
+        "guidance": 7.5,
+        "scheduler": "PNDMScheduler",
+        "fast": ["aigc-loop", "prompt-reuse", "batched-cfg", "fused-qkv", "sdpa"],
+    }  # no channels-last on CPU
     wide = run(tiny_sd, sd_manager, ["a castle"], [1], width=96)[0]
     assert wide.data.size == (96, SIZE)
     native = run(tiny_sd, sd_manager, ["a castle"], [1], width=None, height=None)[0]
@@ -105,25 +110,28 @@ def test_the_cached_pipeline_keeps_its_own_scheduler(tiny_sd, sd_manager):
     assert run(tiny_sd, sd_manager, ["a castle"], [1])[0].info["scheduler"] == "PNDMScheduler"
 
 
-@pytest.mark.parametrize("given, message", [
-    ({"width": 500}, r"width=500 must be a multiple of 8 \(try 496 or 504\)"),
-    ({"height": 68}, r"height=68 must be a multiple of 8 \(try 64 or 72\)"),
-    ({"width": 50}, "out of range"),
-    ({"width": 33}, "out of range"),
-    ({"steps": 0}, "out of range"),
-    ({"scheduler": "plms"}, "not allowed"),
-    ({"strength": 0}, "out of range"),
-    ({"guidance": 31.0}, "out of range"),
-    ({"init_image": "no/such/picture.png"}, "no such file"),
-    ({"init_image": 3}, "must be of type str"),
-    ({"steps": 2, "strength": 0.3, "init_image": __file__}, "leaves no denoising step"),
-    ({"sampler": "ddim"}, "unknown parameter"),
-    ({"fuse_qkv": "yes"}, r"fuse_qkv='yes' must be of type bool"),
-    ({"channels_last": 1}, r"channels_last=1 must be of type bool"),
-    ({"compile": "max-autotune"}, r"compile='max-autotune' must be of type bool"),
-    ({"vae_tiling": "auto"}, r"vae_tiling='auto' must be of type bool"),
-    ({"fast_loop": 0}, r"fast_loop=0 must be of type bool"),
-])
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ({"width": 500}, r"width=500 must be a multiple of 8 \(try 496 or 504\)"),
+        ({"height": 68}, r"height=68 must be a multiple of 8 \(try 64 or 72\)"),
+        ({"width": 50}, "out of range"),
+        ({"width": 33}, "out of range"),
+        ({"steps": 0}, "out of range"),
+        ({"scheduler": "plms"}, "not allowed"),
+        ({"strength": 0}, "out of range"),
+        ({"guidance": 31.0}, "out of range"),
+        ({"init_image": "no/such/picture.png"}, "no such file"),
+        ({"init_image": 3}, "must be of type str"),
+        ({"steps": 2, "strength": 0.3, "init_image": __file__}, "leaves no denoising step"),
+        ({"sampler": "ddim"}, "unknown parameter"),
+        ({"fuse_qkv": "yes"}, r"fuse_qkv='yes' must be of type bool"),
+        ({"channels_last": 1}, r"channels_last=1 must be of type bool"),
+        ({"compile": "max-autotune"}, r"compile='max-autotune' must be of type bool"),
+        ({"vae_tiling": "auto"}, r"vae_tiling='auto' must be of type bool"),
+        ({"fast_loop": 0}, r"fast_loop=0 must be of type bool"),
+    ],
+)
 def test_bad_parameters_fail_before_any_load(tiny_sd, given, message):
     manager = DeviceManager("cpu")
     with pytest.raises(ConfigError, match=message):
@@ -207,15 +215,33 @@ def test_png_metadata_regenerates_the_same_diffusion_image(tiny_sd, sd_manager, 
 
     import aigc
 
-    asset = aigc.generate("image", "a castle", backend="diffusion", model=tiny_sd, seed=11, steps=2, width=SIZE,
-                          height=SIZE, negative_prompt="fog", scheduler="euler", manager=sd_manager)[0]
+    asset = aigc.generate(
+        "image",
+        "a castle",
+        backend="diffusion",
+        model=tiny_sd,
+        seed=11,
+        steps=2,
+        width=SIZE,
+        height=SIZE,
+        negative_prompt="fog",
+        scheduler="euler",
+        manager=sd_manager,
+    )[0]
     path = asset.save(tmp_path / "castle.png", model_path=True)  # a record that finds this local model again
     with Image.open(path) as image:
         parameters = image.text["parameters"]
     assert parameters.startswith("a castle\nNegative prompt: fog\nSteps: 2, Sampler: euler, CFG scale: ")
     loaded = aigc.load(path)
-    again = aigc.generate("image", loaded.prompt, backend=loaded.backend, model=loaded.model, seed=loaded.seed,
-                          manager=sd_manager, **loaded.params)[0]
+    again = aigc.generate(
+        "image",
+        loaded.prompt,
+        backend=loaded.backend,
+        model=loaded.model,
+        seed=loaded.seed,
+        manager=sd_manager,
+        **loaded.params,
+    )[0]
     assert np.array_equal(pixels(again), pixels(asset))
 
 
@@ -224,8 +250,17 @@ def test_a_pil_init_image_is_recorded_as_a_description(tiny_sd, sd_manager):
 
     import aigc
 
-    asset = aigc.generate("image", "a castle", backend="diffusion", model=tiny_sd, seed=1, steps=2, strength=0.5,
-                          init_image=Image.new("RGB", (SIZE, SIZE), "gray"), manager=sd_manager)[0]
+    asset = aigc.generate(
+        "image",
+        "a castle",
+        backend="diffusion",
+        model=tiny_sd,
+        seed=1,
+        steps=2,
+        strength=0.5,
+        init_image=Image.new("RGB", (SIZE, SIZE), "gray"),
+        manager=sd_manager,
+    )[0]
     assert asset.params["init_image"] == "<Image 64x64>"
     assert "Denoising strength: 0.5" in aigc.media.assets.a1111_parameters(asset)
 

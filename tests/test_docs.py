@@ -19,7 +19,10 @@ def test_every_test_the_security_page_names_exists():
             current, _, test = ref.partition("::")
             named.append((current, test or None))
     assert len(named) > 30, "the security page names fewer tests than it should; was it rewritten?"
-    missing = [f"{file}::{test}" for file, test in named
-               if not (ROOT / "tests" / file).is_file()
-               or (test and not re.search(rf"^(async )?def {test}\(", (ROOT / "tests" / file).read_text(), re.M))]
+    missing = [
+        f"{file}::{test}"
+        for file, test in named
+        if not (ROOT / "tests" / file).is_file()
+        or (test and not re.search(rf"^(async )?def {test}\(", (ROOT / "tests" / file).read_text(), re.M))
+    ]
     assert not missing, f"docs/security.md names tests that do not exist: {missing}"

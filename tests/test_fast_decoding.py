@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import aigc
-from aigc.runtime.devices import DeviceManager, cpu_has_fast_bf16
 from aigc.generators.text import quantize
 from aigc.generators.text.decoding import Loaded, Settings, decode
 from aigc.generators.text.sampling import Sampling
+from aigc.runtime.devices import DeviceManager, cpu_has_fast_bf16
 
 needs_bf16 = pytest.mark.skipif(not cpu_has_fast_bf16(), reason="the packed path is for CPUs with fast bf16")
 
@@ -41,8 +41,15 @@ def tiny_llama(tmp_path_factory):
     from aigc.runtime.models import gpt2_tokenizer_dir
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config = LlamaConfig(
+        vocab_size=50257,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     model = LlamaForCausalLM(config).eval()
     path = tmp_path_factory.mktemp("tiny-llama")
     writer = GGUFWriter(str(path / "tiny.gguf"), "llama")
@@ -86,8 +93,12 @@ ROUTES = ["packed decoder", "transformers forward"]
 
 
 def _decode(lm, prompts, seeds, **knobs):
-    settings = Settings(knobs.get("max_new_tokens", 16), Sampling(knobs.get("temperature", 0.8), 40, 0.95),
-                        knobs.get("penalty", 1.1), [])
+    settings = Settings(
+        knobs.get("max_new_tokens", 16),
+        Sampling(knobs.get("temperature", 0.8), 40, 0.95),
+        knobs.get("penalty", 1.1),
+        [],
+    )
     items = [(lm.tokenizer(p)["input_ids"], s) for p, s in zip(prompts, seeds)]
     with torch.inference_mode():
         return [text for text, _ in decode(lm, items, settings, torch.device("cpu"), "tiny")]
@@ -124,9 +135,18 @@ def test_packed_model_computes_the_same_function_in_4_bits(tiny_llama, route):
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_packed_outputs_are_the_same_alone_or_in_a_batch_of_eight(tiny_llama, temperature, route):
     lm = _packed(tiny_llama, route)
-    prompts = ["The sea", "A lighthouse keeper finds a door in the sea and", "Once", "Rain on the tower",
-               "Two gannets", "The clock had stopped at twenty past four", "Mara", "Wind from the west", "The sea",
-               "The sea"]  # equal padding in rows 0, 8 and 9: attended in one call, apart from the rows between
+    prompts = [
+        "The sea",
+        "A lighthouse keeper finds a door in the sea and",
+        "Once",
+        "Rain on the tower",
+        "Two gannets",
+        "The clock had stopped at twenty past four",
+        "Mara",
+        "Wind from the west",
+        "The sea",
+        "The sea",
+    ]  # equal padding in rows 0, 8 and 9: attended in one call, apart from the rows between
     seeds = list(range(100, 110))
     batched = _decode(lm, prompts, seeds, temperature=temperature)
     alone = [_decode(lm, [p], [s], temperature=temperature)[0] for p, s in zip(prompts, seeds)]
@@ -183,17 +203,32 @@ def test_the_layers_run_from_torchscript_with_the_same_bits_as_in_python(tiny_ll
     assert all(torch.equal(a, b) for a, b in zip(scripted, python)) and len(scripted) == 4
 
 
-@pytest.mark.parametrize("rope", [None, {"rope_type": "linear", "factor": 2.0},
-                                  {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 64}])
+@pytest.mark.parametrize(
+    "rope",
+    [
+        None,
+        {"rope_type": "linear", "factor": 2.0},
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    ],
+)
 def test_the_rotary_table_holds_transformers_own_angles_bit_for_bit(rope):
     from transformers import LlamaConfig, PretrainedConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     from aigc.generators.text.packed_llama import rotary_table
 
-    config = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=300,
-                         rope_parameters=None if rope is None else {"rope_theta": 5000.0, **rope})
+    config = LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        max_position_embeddings=300,
+        rope_parameters=None if rope is None else {"rope_theta": 5000.0, **rope},
+    )
     cos, sin = LlamaRotaryEmbedding(config)(torch.zeros(1), torch.arange(300)[None])
     table = rotary_table(PretrainedConfig.from_dict(config.to_dict()), 300)  # the plain config load_packed reads
     assert torch.equal(table.real, cos[0, :, :8]) and torch.equal(table.imag, sin[0, :, :8])
@@ -208,9 +243,11 @@ def test_a_fresh_process_runs_the_pack_without_importing_transformers_model_code
     import sys
 
     aigc.generate("text", "Hi", max_new_tokens=1, manager=DeviceManager("cpu"))  # the converted caches exist
-    code = ("import json, sys, aigc; text = aigc.generate('text', 'Name a colour.', seed=3, max_new_tokens=6)[0].data; "
-            "print(json.dumps([text, sorted(m for m in sys.modules if m.startswith('transformers.models.llama')"
-            " or m in ('transformers.modeling_utils', 'transformers.activations'))]))")
+    code = (
+        "import json, sys, aigc; text = aigc.generate('text', 'Name a colour.', seed=3, max_new_tokens=6)[0].data; "
+        "print(json.dumps([text, sorted(m for m in sys.modules if m.startswith('transformers.models.llama')"
+        " or m in ('transformers.modeling_utils', 'transformers.activations'))]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     text, imported = json.loads(out.stdout.strip().splitlines()[-1])
     assert imported == []  # importing it costs 1.6-4.4 s of a first call
@@ -261,7 +298,9 @@ def test_dtype_float32_for_one_call_runs_the_plain_path_and_the_reports_say_what
     assert plain.data == fp32.data  # the very fp32 path, not the packed model under another name
     loaded = {model["variant"]: model["runs"] for model in manager.stats()["models"]}
     assert loaded == {"packed=True": quantize.PACKED, "": "float32"}, loaded
-    assert "run packed: int4 weights" in dtype_fact(manager) and "packed" not in dtype_fact(DeviceManager("cpu", "fp32"))
+    assert "run packed: int4 weights" in dtype_fact(manager) and "packed" not in dtype_fact(
+        DeviceManager("cpu", "fp32")
+    )
     with pytest.raises(aigc.ConfigError, match="dtype='float33' is not a dtype"):
         aigc.generate("text", "Hi", dtype="float33", manager=manager)
 
@@ -270,8 +309,16 @@ def test_dtype_float32_for_one_call_runs_the_plain_path_and_the_reports_say_what
 @needs_bf16
 def test_the_pack_runs_packed_by_default_and_a_seed_gives_one_text_in_any_batch():
     manager = DeviceManager("cpu")
-    prompts = ["Name a colour.", "Write one sentence about the sea.", "What is two plus two?", "Say hello.",
-               "Name a fruit.", "Describe a lighthouse.", "Count to three.", "Name a bird."]
+    prompts = [
+        "Name a colour.",
+        "Write one sentence about the sea.",
+        "What is two plus two?",
+        "Say hello.",
+        "Name a fruit.",
+        "Describe a lighthouse.",
+        "Count to three.",
+        "Name a bird.",
+    ]
     batched = aigc.generate("text", prompts, seed=list(range(8)), max_new_tokens=12, manager=manager)
     with manager.use(manager.key("causal-lm", "pack:smollm2", variant={"packed": True}), lambda: None) as lm:
         kinds = [type(m).__name__ for m in lm.model.modules()]

@@ -51,8 +51,23 @@ def test_a_batch_killed_at_random_points_resumes_to_exactly_the_uninterrupted_as
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt number {i}\n" for i in range(36)))
     out, clean = tmp_path / "out", tmp_path / "clean"
-    command = [AIGC, "batch", str(prompts), "--kind", "text", "--model", tiny_gpt2, "--seed", "3",
-               "--batch-size", "1", "--max-new-tokens", "12", "--out", str(out)]
+    command = [
+        AIGC,
+        "batch",
+        str(prompts),
+        "--kind",
+        "text",
+        "--model",
+        tiny_gpt2,
+        "--seed",
+        "3",
+        "--batch-size",
+        "1",
+        "--max-new-tokens",
+        "12",
+        "--out",
+        str(out),
+    ]
     rng, kills = random.Random(14), 0
     for round_ in range(12):  # each round resumes, makes a little more, and is killed mid-way again
         target = len(Manifest(out).records()) + rng.randint(1, 2)
@@ -90,12 +105,15 @@ steps:
 """
 
 
-def test_a_workflow_run_killed_at_random_points_resumes_to_exactly_the_uninterrupted_run(tiny_gpt2, tiny_dcgan,
-                                                                                       tmp_path):
+def test_a_workflow_run_killed_at_random_points_resumes_to_exactly_the_uninterrupted_run(
+    tiny_gpt2, tiny_dcgan, tmp_path
+):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE.format(lm=tiny_gpt2, gan=tiny_dcgan))
     clean = tmp_path / "clean"
-    done = subprocess.run([AIGC, "run", str(recipe), "--seed", "5", "--out", str(clean)], capture_output=True, text=True)
+    done = subprocess.run(
+        [AIGC, "run", str(recipe), "--seed", "5", "--out", str(clean)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     whole = json.loads((clean / "run.json").read_text())
     files = [a["file"] for step in whole["steps"] for a in step["assets"]]
@@ -125,8 +143,10 @@ def test_a_workflow_run_killed_at_random_points_resumes_to_exactly_the_uninterru
 
 def test_a_finished_run_is_not_run_again_and_another_run_is_refused(tiny_gpt2, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"steps:\n  - name: a\n    kind: text\n    model: {tiny_gpt2}\n    prompt: hi\n"
-                      "    params: {max_new_tokens: 2}\n")
+    recipe.write_text(
+        f"steps:\n  - name: a\n    kind: text\n    model: {tiny_gpt2}\n    prompt: hi\n"
+        "    params: {max_new_tokens: 2}\n"
+    )
     first = aigc.run(recipe, tmp_path / "run")
     stamp = first.stat().st_mtime_ns
     assert aigc.run(recipe, tmp_path / "run") == first and first.stat().st_mtime_ns == stamp
@@ -138,8 +158,13 @@ def test_a_finished_run_is_not_run_again_and_another_run_is_refused(tiny_gpt2, t
 def small_filesystem(path: Path, size: str):
     """A real tmpfs of `size` mounted at `path` (root only); skips where mounting is not allowed."""
     path.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("needs root to mount a small filesystem")
     try:
         yield path
@@ -152,8 +177,23 @@ def test_a_full_disk_stops_with_one_line_keeps_what_was_written_and_resumes(tiny
     prompts.write_text("".join(f"a story about the number {i}\n" for i in range(40)))
     with small_filesystem(tmp_path / "disk", "48k") as disk:
         out = disk / "out"
-        command = [AIGC, "batch", str(prompts), "--kind", "text", "--model", tiny_gpt2, "--seed", "1",
-                   "--max-new-tokens", "40", "--batch-size", "4", "--out", str(out)]
+        command = [
+            AIGC,
+            "batch",
+            str(prompts),
+            "--kind",
+            "text",
+            "--model",
+            tiny_gpt2,
+            "--seed",
+            "1",
+            "--max-new-tokens",
+            "40",
+            "--batch-size",
+            "4",
+            "--out",
+            str(out),
+        ]
         full = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
         errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
@@ -171,8 +211,12 @@ def test_a_full_disk_stops_with_one_line_keeps_what_was_written_and_resumes(tiny
 def test_a_read_only_output_is_refused_before_any_work(tmp_path):
     with small_filesystem(tmp_path / "ro", "1m") as disk:
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        done = subprocess.run([AIGC, "generate", "image", "x", "--backend", "gan", "--out", str(disk / "faces")],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [AIGC, "generate", "image", "x", "--backend", "gan", "--out", str(disk / "faces")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "Read-only file system" in done.stderr and "Traceback" not in done.stderr
         (tmp_path / "p.txt").write_text("x\n")
@@ -192,8 +236,17 @@ def test_torn_and_malformed_library_lines_are_skipped_and_never_swallow_the_next
         assert len(aigc.Library(tmp_path / "lib")) == 2  # the entry after the torn line is whole
     scorer = CreativityScorer(aigc.runtime.devices.DeviceManager("cpu"), language_model=None)
     with pytest.warns(UserWarning):
-        best = aigc.generate("text", "The sea", model=tiny_gpt2, best_of=2, seed=1, max_new_tokens=4, scorer=scorer,
-                             library=tmp_path / "lib", manager=scorer.manager)[0]
+        best = aigc.generate(
+            "text",
+            "The sea",
+            model=tiny_gpt2,
+            best_of=2,
+            seed=1,
+            max_new_tokens=4,
+            scorer=scorer,
+            library=tmp_path / "lib",
+            manager=scorer.manager,
+        )[0]
     assert best.search.library_size == 2
 
 

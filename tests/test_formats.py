@@ -15,11 +15,11 @@ import soundfile as sf
 from PIL import ExifTags, Image
 
 import aigc
+from aigc.errors import ConfigError, NoMetadataError
 from aigc.media import formats
 from aigc.media.audio import Audio
-from aigc.errors import ConfigError, NoMetadataError
 
-HOSTILE = "\n\"<x>&amp;\x00😀\u2028"
+HOSTILE = '\n"<x>&amp;\x00😀\u2028'
 ALL = sorted(formats.FORMATS)
 MEDIA = [name for name in ALL if formats.FORMATS[name].kind != "text"]
 AUDIO = [name for name in ALL if formats.FORMATS[name].kind == "audio"]
@@ -28,8 +28,14 @@ RTL = "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627 \u202eevil\u202c"
 
 def make_record(prompt: str = "a castle", **extra) -> dict:
     return {
-        "kind": "image", "prompt": prompt, "seed": 3, "model": "m", "backend": "diffusion", "version": "0.1.0",
-        "a1111": {"Negative prompt": "fog", "Steps": 2, "Sampler": "euler", "CFG scale": 7.5}, **extra,
+        "kind": "image",
+        "prompt": prompt,
+        "seed": 3,
+        "model": "m",
+        "backend": "diffusion",
+        "version": "0.1.0",
+        "a1111": {"Negative prompt": "fog", "Steps": 2, "Sampler": "euler", "CFG scale": 7.5},
+        **extra,
     }
 
 
@@ -245,11 +251,11 @@ def damaged_id3_chunks(raw: bytes) -> list[tuple[bytes, bool]]:
 
     return [
         (raw[:tag] + b"\xff" * (len(raw) - tag), False),  # garbage payload
-        (raw[:tag] + b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + raw[tag + 10:], True),  # claims 256 MiB; frames whole
-        (raw[:tag] + b"ID3\x02" + raw[tag + 4:], False),  # ID3v2.2, which aigc does not read
-        (raw[:at + 4] + struct.pack("<I", 2**32 - 2) + raw[tag:], False),  # the chunk claims 4 GiB
-        (raw[:at + 4] + struct.pack("<I", 10) + raw[tag:], False),  # the chunk claims 10 bytes: the rest is junk
-        (resized(raw[:tag + 40]), False),  # cut mid-frame, and the RIFF size rewritten to match
+        (raw[:tag] + b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + raw[tag + 10 :], True),  # claims 256 MiB; frames whole
+        (raw[:tag] + b"ID3\x02" + raw[tag + 4 :], False),  # ID3v2.2, which aigc does not read
+        (raw[: at + 4] + struct.pack("<I", 2**32 - 2) + raw[tag:], False),  # the chunk claims 4 GiB
+        (raw[: at + 4] + struct.pack("<I", 10) + raw[tag:], False),  # the chunk claims 10 bytes: the rest is junk
+        (resized(raw[: tag + 40]), False),  # cut mid-frame, and the RIFF size rewritten to match
         (resized(raw[:at]), False),  # no id3 chunk at all
     ]
 
@@ -270,7 +276,7 @@ def test_a_damaged_id3_chunk_loses_at_most_the_record_never_the_audio(prompt, tm
         (tmp_path / f"bad{i}.json").write_text(json.dumps(record))  # the sidecar has it
         assert aigc.load(path).prompt == prompt
     with pytest.raises(ConfigError, match=r"^cannot load bad\.wav: not a readable audio file \(it is truncated: "):
-        formats.decode("wav", raw[:raw.index(b"id3 ") + 30], "bad.wav")  # cut inside the id3 chunk
+        formats.decode("wav", raw[: raw.index(b"id3 ") + 30], "bad.wav")  # cut inside the id3 chunk
 
 
 def test_random_damage_to_the_id3_chunk_is_never_a_traceback():
@@ -282,7 +288,7 @@ def test_random_damage_to_the_id3_chunk_is_never_a_traceback():
         for _ in range(int(rng.integers(1, 4))):  # mostly the headers, where the sizes are
             bad[int(rng.integers(at, at + 60 if trial % 2 else len(raw)))] = int(rng.integers(256))
         if trial % 3 == 0:
-            bad = bad[:int(rng.integers(at, len(bad)))]
+            bad = bad[: int(rng.integers(at, len(bad)))]
             bad[4:8] = struct.pack("<I", len(bad) - 8)
         try:
             decoded = formats.decode("wav", bytes(bad), "bad.wav")
@@ -352,15 +358,17 @@ def test_two_minutes_of_audio_save_and_load_in_every_audio_format(name, tmp_path
     assert signal.size > 2_600_000
     np.save(tmp_path / "signal.npy", signal)
     path = tmp_path / f"long{formats.FORMATS[name].suffix}"
-    code = ("import sys, numpy, aigc; from aigc.media.audio import Audio; clip = Audio(numpy.load(sys.argv[1]), 22050); "
-            "aigc.Asset('audio', clip, 'a long hum', 1, 'speech', 'pack:piper-joe').save(sys.argv[2])")
+    code = (
+        "import sys, numpy, aigc; from aigc.media.audio import Audio; clip = Audio(numpy.load(sys.argv[1]), 22050); "
+        "aigc.Asset('audio', clip, 'a long hum', 1, 'speech', 'pack:piper-joe').save(sys.argv[2])"
+    )
     command = [sys.executable, "-X", "faulthandler", "-c", code, str(tmp_path / "signal.npy"), str(path)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"saving 120 s as {name} failed (return code {run.returncode}): {run.stderr[-3000:]}"
     loaded = aigc.load(path)
     assert loaded.prompt == "a long hum" and loaded.data.sample_rate == 22050
     assert_same_data(name, Audio(signal, 22050), loaded.data)  # every sample; exact to 16 bits but for Vorbis
-    error = np.sqrt(np.mean((loaded.data.samples - signal) ** 2)) / np.sqrt(np.mean(signal ** 2))
+    error = np.sqrt(np.mean((loaded.data.samples - signal) ** 2)) / np.sqrt(np.mean(signal**2))
     assert error < (0.15 if name == "ogg" else 1e-3)
 
 
@@ -398,8 +406,15 @@ def test_the_module_imports_light():
 def test_truncated_or_garbage_files_are_clear_config_errors(name):
     fmt = formats.FORMATS[name]
     raw = formats.encode(fmt, sample(fmt.kind, name == "jpeg"), make_record()).data
-    damaged = [b"", b"\x00\x01junk" * 40, raw[:12], raw[:len(raw) // 4], raw[:len(raw) // 2], raw[:-1],
-               raw[:8] + b"\xff" * (len(raw) - 8)]
+    damaged = [
+        b"",
+        b"\x00\x01junk" * 40,
+        raw[:12],
+        raw[: len(raw) // 4],
+        raw[: len(raw) // 2],
+        raw[:-1],
+        raw[:8] + b"\xff" * (len(raw) - 8),
+    ]
     for bad in damaged:
         with pytest.raises(ConfigError, match=r"^cannot load bad\.bin: not a readable (audio file|[A-Z]+) \("):
             formats.decode(fmt, bad, "bad.bin")

@@ -46,6 +46,7 @@ def test_a_seed_gives_the_same_face_alone_or_in_any_batch(faces):
 @pytest.mark.pack
 def test_truncation_pulls_faces_toward_the_average(faces):
     manager, _ = faces
+
     def spread(truncation):
         batch = aigc.generate("image", "p", backend="gan", n=16, seed=50, truncation=truncation, manager=manager)
         return np.stack([pixels(a) for a in batch]).std(axis=0).mean()
@@ -58,7 +59,7 @@ def test_interpolation_walks_from_one_seed_to_the_other(faces):
     manager, assets = faces
     strip = aigc.interpolate(1, 2, frames=5, manager=manager)
     assert strip.data.size == (64 * 5, 64) and strip.info["frames"] == 5 and strip.info["to_seed"] == 2
-    frames = [pixels(strip)[:, i * 64:(i + 1) * 64] for i in range(5)]
+    frames = [pixels(strip)[:, i * 64 : (i + 1) * 64] for i in range(5)]
     assert np.array_equal(frames[0], pixels(assets[0])) and np.array_equal(frames[-1], pixels(assets[1]))
     steps = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
     assert max(steps) < np.abs(frames[0] - frames[-1]).mean()  # each step is smaller than the whole walk
@@ -83,7 +84,9 @@ def test_safetensors_weights_load_too(tiny_dcgan, manager, tmp_path):
 
     state = torch.load(tiny_dcgan, weights_only=True)["netG_state_dict"]
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "g.safetensors")
-    from_st = aigc.generate("image", "x", backend="gan", model=str(tmp_path / "g.safetensors"), seed=4, manager=manager)[0]
+    from_st = aigc.generate(
+        "image", "x", backend="gan", model=str(tmp_path / "g.safetensors"), seed=4, manager=manager
+    )[0]
     from_pth = aigc.generate("image", "x", backend="gan", model=tiny_dcgan, seed=4, manager=manager)[0]
     assert np.array_equal(pixels(from_st), pixels(from_pth))
 
@@ -104,18 +107,26 @@ def test_mismatched_or_foreign_state_dicts_are_explained(tiny_dcgan, manager, tm
 
 def test_pickled_code_is_refused(manager, tmp_path):
     """weights_only=True: a checkpoint that needs arbitrary code to unpickle never runs it."""
-    torch.save({"netG_state_dict": {"main.0.weight": torch.ones(1)}, "payload": np.random.default_rng(0)},
-               tmp_path / "evil.pth")
+    torch.save(
+        {"netG_state_dict": {"main.0.weight": torch.ones(1)}, "payload": np.random.default_rng(0)},
+        tmp_path / "evil.pth",
+    )
     with pytest.raises(aigc.ModelLoadError, match="cannot read GAN weights"):
         aigc.generate("image", "x", backend="gan", model=str(tmp_path / "evil.pth"), manager=manager)
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(truncation=0), "truncation=0.0 is out of range"),
-    (dict(frames=1), "frames=1 is out of range"),
-    (dict(upscale_filter="box"), "upscale_filter='box' is not allowed; use 'nearest', 'bilinear', 'bicubic' or 'lanczos'"),
-    (dict(steps=10), "unknown parameter 'steps' for image generation; allowed: .*truncation"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(truncation=0), "truncation=0.0 is out of range"),
+        (dict(frames=1), "frames=1 is out of range"),
+        (
+            dict(upscale_filter="box"),
+            "upscale_filter='box' is not allowed; use 'nearest', 'bilinear', 'bicubic' or 'lanczos'",
+        ),
+        (dict(steps=10), "unknown parameter 'steps' for image generation; allowed: .*truncation"),
+    ],
+)
 def test_bad_gan_knobs_fail_before_loading(manager, params, message):
     with pytest.raises(aigc.ConfigError, match=message):
         aigc.generate("image", "x", backend="gan", manager=manager, **params)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError
-from aigc.scoring.library import Library
 from aigc.media.latent_prior import read_prior
+from aigc.runtime.devices import DeviceManager
+from aigc.scoring.library import Library
 from aigc.tuning.gan_prior import latents_from_ratings
 
 AIGC = str(Path(sys.executable).with_name("aigc"))
@@ -39,14 +39,29 @@ def bright_team(tmp_path_factory, tiny_dcgan):
     return library, float(np.median(levels))
 
 
-def test_the_prior_draws_more_of_what_the_team_liked_and_keeps_seeds_reproducible(tmp_path, bright_team,
-                                                                                  tiny_dcgan):
+def test_the_prior_draws_more_of_what_the_team_liked_and_keeps_seeds_reproducible(tmp_path, bright_team, tiny_dcgan):
     library, median = bright_team
     rated = latents_from_ratings(library.ratings(), tiny_dcgan)
     assert rated.latents.shape == (len(library.ratings()), 8) and rated.skipped == 0
     out = tmp_path / "bright.safetensors"
-    result = subprocess.run([AIGC, "tune", "image", "--backend", "gan", "--from", str(library.path), "--model",
-                             tiny_dcgan, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            AIGC,
+            "tune",
+            "image",
+            "--backend",
+            "gan",
+            "--from",
+            str(library.path),
+            "--model",
+            tiny_dcgan,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     prior = read_prior(str(out))
     ups = sum(r.value > 0 for r in library.ratings())
@@ -78,8 +93,12 @@ def test_bad_prior_files_fail_in_one_line_before_the_gan_loads(tmp_path, tiny_dc
     nan.write_text(json.dumps({"format": "aigc-gan-prior", "mean": [float("nan")] * 8, "std": [1.0] * 8}))
     negative = tmp_path / "negative.json"
     negative.write_text(json.dumps({"format": "aigc-gan-prior", "mean": [0.0] * 8, "std": [-1.0] * 8}))
-    for bad, message in ((tmp_path / "missing.json", "no such file"), (corrupt, "not a readable GAN prior"),
-                         (nan, "no valid Gaussian"), (negative, "no valid Gaussian")):
+    for bad, message in (
+        (tmp_path / "missing.json", "no such file"),
+        (corrupt, "not a readable GAN prior"),
+        (nan, "no valid Gaussian"),
+        (negative, "no valid Gaussian"),
+    ):
         with pytest.raises(ConfigError, match=message) as error:
             aigc.generate("image", "x", model=tiny_dcgan, seed=1, prior=str(bad), manager=manager)
         assert error.value.field == "prior"
@@ -88,8 +107,12 @@ def test_bad_prior_files_fail_in_one_line_before_the_gan_loads(tmp_path, tiny_dc
     wrong.write_text(json.dumps({"format": "aigc-gan-prior", "mean": [0.0] * 100, "std": [1.0] * 100}))
     with pytest.raises(ConfigError, match="100-d latent"):
         aigc.generate("image", "x", model=tiny_dcgan, seed=1, prior=str(wrong), manager=manager)
-    result = subprocess.run([AIGC, "generate", "image", "x", "--model", tiny_dcgan, "--prior", str(corrupt), "--out",
-                             str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [AIGC, "generate", "image", "x", "--model", tiny_dcgan, "--prior", str(corrupt), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1 and "prior=" in result.stderr
 
 
@@ -97,10 +120,28 @@ def test_too_few_or_unusable_ratings_are_refused_with_what_to_do(tmp_path, tiny_
     library = Library(tmp_path / "few")
     for asset in aigc.generate("image", "a face", model=tiny_dcgan, n=3, seed=1, manager=DeviceManager("cpu")):
         library.rate(asset, +1)
-    library.rate(aigc.generate("image", "a face", model=tiny_dcgan, seed=9, refine=0, frames=2,
-                               manager=DeviceManager("cpu"))[0], -1)  # a strip: not one seed's latent
-    result = subprocess.run([AIGC, "tune", "image", "--backend", "gan", "--from", str(library.path), "--model",
-                             tiny_dcgan, "--out", str(tmp_path / "p.json")], capture_output=True, text=True, timeout=300)
+    library.rate(
+        aigc.generate("image", "a face", model=tiny_dcgan, seed=9, refine=0, frames=2, manager=DeviceManager("cpu"))[0],
+        -1,
+    )  # a strip: not one seed's latent
+    result = subprocess.run(
+        [
+            AIGC,
+            "tune",
+            "image",
+            "--backend",
+            "gan",
+            "--from",
+            str(library.path),
+            "--model",
+            tiny_dcgan,
+            "--out",
+            str(tmp_path / "p.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and "at least 4 liked and 4 disliked" in result.stderr
     assert "found 3 liked and 0 disliked (1 rated images skipped" in result.stderr
     assert not (tmp_path / "p.json").exists()

@@ -20,8 +20,9 @@ AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
 
 
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([AIGC, *args], capture_output=True, text=True, timeout=300, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [AIGC, *args], capture_output=True, text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})}
+    )
 
 
 def one_line_error(done: subprocess.CompletedProcess, message: str) -> None:
@@ -45,12 +46,24 @@ def test_limits_can_be_raised_explicitly(tiny_dcgan, manager):
     with pytest.raises(aigc.ConfigError, match="best_of is 300, over the limit of 256"):
         aigc.generate("image", "x", backend="gan", model=tiny_dcgan, best_of=300, manager=manager)
     with aigc.limits.set(outputs=2000):
-        assert len(aigc.generate("image", "x", backend="gan", model=tiny_dcgan, n=1100, seed=1,
-                                 manager=manager)) == 1100
+        assert (
+            len(aigc.generate("image", "x", backend="gan", model=tiny_dcgan, n=1100, seed=1, manager=manager)) == 1100
+        )
     with pytest.raises(aigc.ConfigError, match="over the limit of 1,024"):
         aigc.generate("image", "x", backend="gan", model=tiny_dcgan, n=1100, manager=manager)  # back to the default
-    done = cli("generate", "image", "x", "--backend", "gan", "--model", tiny_dcgan, "-n", "1100", "--json",
-               env={"AIGC_LIMIT_OUTPUTS": "2000"})
+    done = cli(
+        "generate",
+        "image",
+        "x",
+        "--backend",
+        "gan",
+        "--model",
+        tiny_dcgan,
+        "-n",
+        "1100",
+        "--json",
+        env={"AIGC_LIMIT_OUTPUTS": "2000"},
+    )
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 1100
 
 
@@ -59,8 +72,11 @@ def test_a_huge_batch_row_and_a_huge_speech_prompt_are_refused(tmp_path):
     summary = aigc.batch(tmp_path / "p.csv", tmp_path / "out", kind="image", backend="gan", seed=1)
     assert summary.made == 2 and "this row's n (variants) is 100,000,000" in summary.failed[0]["reason"]
     manager = DeviceManager("cpu")
-    with pytest.raises(aigc.ConfigError, match=r"length in characters \(audio/speech\) is 100,000, over the limit "
-                                               r"of 10,000"):
+    with pytest.raises(
+        aigc.ConfigError,
+        match=r"length in characters \(audio/speech\) is 100,000, over the limit "
+        r"of 10,000",
+    ):
         aigc.generate("audio", "word " * 20_000, manager=manager)
     with pytest.raises(aigc.ConfigError, match="megapixels"):
         aigc.generate("image", "x", backend="gan", size=4096, n=64, manager=manager)
@@ -68,8 +84,9 @@ def test_a_huge_batch_row_and_a_huge_speech_prompt_are_refused(tmp_path):
 
 
 # --- templates ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("prompt", ["Hello {}", "Hello {", "Hello }", "{topic:>900000000}", "{0}", "{topic!r}",
-                                    "{a.b}"])
+@pytest.mark.parametrize(
+    "prompt", ["Hello {}", "Hello {", "Hello }", "{topic:>900000000}", "{0}", "{topic!r}", "{a.b}"]
+)
 def test_recipe_prompts_are_plain_placeholders_only(tmp_path, prompt):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"inputs: {{topic: x}}\nsteps:\n  - name: a\n    kind: text\n    prompt: '{prompt}'\n")
@@ -83,14 +100,24 @@ def test_braces_can_still_be_written_and_values_are_not_parsed(tiny_gpt2, manage
     from aigc.orchestration.templates import render
 
     assert render("{{json}} about {topic}", {"topic": "{evil:>9}"}) == "{json} about {evil:>9}"
-    produced = aigc.chain(aigc.Step("a", "text", "A {{braced}} {topic}", model=tiny_gpt2,
-                                    params={"max_new_tokens": 2}), topic="{0}", manager=manager)
+    produced = aigc.chain(
+        aigc.Step("a", "text", "A {{braced}} {topic}", model=tiny_gpt2, params={"max_new_tokens": 2}),
+        topic="{0}",
+        manager=manager,
+    )
     assert produced["a"][0].prompt == "A {braced} {0}"
 
 
 # --- values -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("knob, value", [("temperature", float("nan")), ("temperature", float("inf")),
-                                         ("top_p", float("-inf")), ("repetition_penalty", float("nan"))])
+@pytest.mark.parametrize(
+    "knob, value",
+    [
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+        ("top_p", float("-inf")),
+        ("repetition_penalty", float("nan")),
+    ],
+)
 def test_nan_and_infinities_are_refused_for_every_float_knob(knob, value):
     manager = DeviceManager("cpu")
     with pytest.raises(aigc.ConfigError, match="must be a finite number"):
@@ -105,8 +132,10 @@ def test_batch_files_keep_their_prompts_and_refuse_bad_values(tiny_gpt2, tmp_pat
     summary = aigc.batch(tmp_path / "p.csv", tmp_path / "a", kind="text", model=tiny_gpt2, max_new_tokens=2)
     records = [json.loads(line) for line in (tmp_path / "a" / "manifest.jsonl").read_text().splitlines()]
     assert summary.made == 3 and sorted(r["prompt"] for r in records) == ["1984", "null", "true"]
-    (tmp_path / "p.jsonl").write_text('{"prompt": "ok", "seed": "abc"}\n{"prompt": "ok", "seed": 1.5}\n'
-                                      '{"prompt": "a\\u0000b"}\n{"prompt": 1984}\n{"prompt": "fine"}\n')
+    (tmp_path / "p.jsonl").write_text(
+        '{"prompt": "ok", "seed": "abc"}\n{"prompt": "ok", "seed": 1.5}\n'
+        '{"prompt": "a\\u0000b"}\n{"prompt": 1984}\n{"prompt": "fine"}\n'
+    )
     summary = aigc.batch(tmp_path / "p.jsonl", tmp_path / "b", kind="text", model=tiny_gpt2, max_new_tokens=2)
     reasons = [f["reason"] for f in summary.failed]
     assert summary.made == 1 and len(reasons) == 4
@@ -119,7 +148,9 @@ def test_an_empty_prompts_file_and_a_batch_where_every_row_failed_are_errors(tin
     with pytest.raises(aigc.ConfigError, match="holds no prompts"):
         aigc.batch(tmp_path / "empty.txt", tmp_path / "o", kind="text")
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x", "temperature": -1}\n')
-    done = cli("batch", str(tmp_path / "bad.jsonl"), "--kind", "text", "--model", tiny_gpt2, "--out", str(tmp_path / "o"))
+    done = cli(
+        "batch", str(tmp_path / "bad.jsonl"), "--kind", "text", "--model", tiny_gpt2, "--out", str(tmp_path / "o")
+    )
     assert done.returncode == 1 and "made 0, skipped 0 already done, failed 1" in done.stdout
 
 
@@ -155,8 +186,10 @@ def test_pickled_weights_are_refused_in_one_line(tiny_gpt2, tiny_dcgan, tmp_path
     manager = DeviceManager("cpu")
     with pytest.raises(aigc.ModelLoadError, match=r"weights are pickles \(pytorch_model.bin\).*refuses them"):
         aigc.generate("text", "x", model=str(lm), manager=manager)
-    torch.save({"netG_state_dict": {"main.0.weight": torch.ones(1)}, "extra": np.random.default_rng(0)},
-               tmp_path / "needs-code.pth")
+    torch.save(
+        {"netG_state_dict": {"main.0.weight": torch.ones(1)}, "extra": np.random.default_rng(0)},
+        tmp_path / "needs-code.pth",
+    )
     done = cli("generate", "image", "x", "--backend", "gan", "--model", str(tmp_path / "needs-code.pth"))
     one_line_error(done, "it is a pickle that needs code to load")
     assert "weights_only=False" not in done.stderr  # never the advice to run the pickle
@@ -165,9 +198,18 @@ def test_pickled_weights_are_refused_in_one_line(tiny_gpt2, tiny_dcgan, tmp_path
 def test_a_manifest_with_hostile_lines_neither_crashes_nor_injects_markup(tiny_dcgan, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    hostile = [{"row": "x", "variant": 0, "file": "a.png"}, {"row": 1, "variant": 0, "file": "../../etc/passwd"},
-               {"row": 9, "variant": 0, "file": "javascript:alert(1)", "kind": "image", "seed": "<script>x</script>",
-                "prompt": "p"}]
+    hostile = [
+        {"row": "x", "variant": 0, "file": "a.png"},
+        {"row": 1, "variant": 0, "file": "../../etc/passwd"},
+        {
+            "row": 9,
+            "variant": 0,
+            "file": "javascript:alert(1)",
+            "kind": "image",
+            "seed": "<script>x</script>",
+            "prompt": "p",
+        },
+    ]
     (out / "manifest.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hostile) + '{"row": 2, "va')
     (out / "javascript:alert(1)").write_bytes(b"not really")
     (tmp_path / "p.txt").write_text("a face\n")
@@ -221,8 +263,10 @@ def test_score_explains_foreign_files_and_scores_them_with_a_prompt(tmp_path):
     Image.new("RGB", (32, 32), "red").save(tmp_path / "red.png")
     done = cli("score", str(tmp_path / "poem.txt"), str(tmp_path / "red.png"), "--prompt", "the sea", "--json")
     assert done.returncode == 0, done.stderr
-    assert [json.loads(line)["file"] for line in done.stdout.splitlines()] == [str(tmp_path / "poem.txt"),
-                                                                               str(tmp_path / "red.png")]
+    assert [json.loads(line)["file"] for line in done.stdout.splitlines()] == [
+        str(tmp_path / "poem.txt"),
+        str(tmp_path / "red.png"),
+    ]
 
 
 def test_workflow_bookkeeping_grows_linearly_with_the_steps(tiny_gpt2, monkeypatch, manager):
@@ -237,8 +281,12 @@ def test_workflow_bookkeeping_grows_linearly_with_the_steps(tiny_gpt2, monkeypat
             return real(*args, **kwargs)
 
         monkeypatch.setattr(registry, "get", counting)
-        steps = [aigc.Step(f"s{i}", "text", "x" if i == 0 else f"{{s{i - 1}}}", model=tiny_gpt2,
-                           params={"max_new_tokens": 1}) for i in range(count)]
+        steps = [
+            aigc.Step(
+                f"s{i}", "text", "x" if i == 0 else f"{{s{i - 1}}}", model=tiny_gpt2, params={"max_new_tokens": 1}
+            )
+            for i in range(count)
+        ]
         aigc.chain(*steps, manager=manager)
         monkeypatch.setattr(registry, "get", real)
         return counted[0]

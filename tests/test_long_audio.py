@@ -55,8 +55,9 @@ def test_a_long_text_spoken_as_ogg_comes_back_whole_and_the_server_stays_up(serv
     try:
         # At speed 1 this voice says these 1,496 characters in 80 s (1.8M samples: under the size that crashed);
         # at 0.7 in 102.5 s (2.26M samples), the size of the clip in the report.
-        spoken = client.audio.speech.create(model="default", voice="default", input=TEXT, response_format="ogg",
-                                            speed=0.7, extra_body={"seed": 1})
+        spoken = client.audio.speech.create(
+            model="default", voice="default", input=TEXT, response_format="ogg", speed=0.7, extra_body={"seed": 1}
+        )
     except openai.APIConnectionError:
         log = "".join(path.read_text(errors="replace") for path in logs.glob("*-serve-*.log"))
         pytest.fail(f"the server went down (return code {process.wait(timeout=30)}): {log[-2000:]}")
@@ -64,6 +65,6 @@ def test_a_long_text_spoken_as_ogg_comes_back_whole_and_the_server_stays_up(serv
     audio = formats.decode("ogg", spoken.content, "speech.ogg").data
     assert audio.sample_rate == 22050 and 90 <= audio.duration <= 120, audio
     assert audio.samples.size > 2_100_000  # past the size of the single write() that crashed the encoder
-    assert np.sqrt(np.mean(audio.samples ** 2)) > 0.01  # speech, not silence
+    assert np.sqrt(np.mean(audio.samples**2)) > 0.01  # speech, not silence
     assert process.poll() is None and httpx.get(f"{url}/health", timeout=10).status_code == 200
     assert seconds < 120, f"{audio.duration:.0f} s of speech took {seconds:.0f} s"

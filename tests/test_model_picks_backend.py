@@ -35,13 +35,19 @@ def sd_single_file(tmp_path_factory):
     from safetensors.torch import save_file
 
     path = tmp_path_factory.mktemp("sd-st") / "v1-5-pruned.safetensors"
-    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1),
-               "first_stage_model.decoder.conv_in.weight": torch.zeros(1)}, path)
+    save_file(
+        {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1),
+            "first_stage_model.decoder.conv_in.weight": torch.zeros(1),
+        },
+        path,
+    )
     return path
 
 
-def test_each_kind_of_model_reference_picks_its_backend(tiny_sd, tiny_dcgan, gan_safetensors, sd_single_file,
-                                                          tiny_gpt2, tiny_musicgen, tiny_vits):
+def test_each_kind_of_model_reference_picks_its_backend(
+    tiny_sd, tiny_dcgan, gan_safetensors, sd_single_file, tiny_gpt2, tiny_musicgen, tiny_vits
+):
     picks = {
         ("image", tiny_sd): "diffusion",  # a diffusers directory, though the image default here is the GAN
         ("image", tiny_dcgan): "gan",
@@ -63,9 +69,30 @@ def test_a_diffusers_directory_generates_without_naming_the_backend(tiny_sd):
     manager = DeviceManager("cpu")
     asset = aigc.generate("image", "a red fox", model=tiny_sd, steps=2, height=64, width=64, seed=1, manager=manager)[0]
     assert asset.backend == "diffusion" and asset.data.size == (64, 64)
-    done = subprocess.run([AIGC, "generate", "image", "a red fox", "--model", tiny_sd, "--steps", "2", "--width", "64",
-                           "--height", "64", "--seed", "1", "--json", "--out", str(Path(tiny_sd).parent / "cli-out")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            AIGC,
+            "generate",
+            "image",
+            "a red fox",
+            "--model",
+            tiny_sd,
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--seed",
+            "1",
+            "--json",
+            "--out",
+            str(Path(tiny_sd).parent / "cli-out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[0])["backend"] == "diffusion"
 
@@ -74,8 +101,11 @@ def test_a_model_no_backend_of_the_kind_runs_says_what_was_tried(tiny_sd, tiny_g
     manager = DeviceManager("cpu")
     with pytest.raises(aigc.ModelLoadError, match=r"fits no text backend; tried lm, gpt2: .*no config.json"):
         aigc.generate("text", "Hello", model=tiny_sd, manager=manager)
-    with pytest.raises(aigc.ModelLoadError, match=r"fits no image backend; tried gan: a GAN is one weights file.*"
-                                                  r"diffusion: .*a transformers model"):
+    with pytest.raises(
+        aigc.ModelLoadError,
+        match=r"fits no image backend; tried gan: a GAN is one weights file.*"
+        r"diffusion: .*a transformers model",
+    ):
         aigc.generate("image", "Hello", model=tiny_gpt2, manager=manager)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
     with pytest.raises(aigc.ModelLoadError, match=r"BertModel \('bert'\), not a causal language model"):

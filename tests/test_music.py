@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from aigc.media.audio import Audio
-from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError, ModelLoadError
 from aigc.generators.audio.music import MusicGenerator
+from aigc.media.audio import Audio
+from aigc.runtime.devices import DeviceManager
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,10 @@ def test_same_seed_same_audio_and_new_seed_new_audio(music):
 @pytest.mark.parametrize("guidance", [3.0, 1.0])
 def test_an_output_is_the_same_alone_or_in_a_batch(music, guidance):
     batched = make(music, ["lofi beat", "slow jazz piano drums"], [5, 6], guidance=guidance)
-    alone = [make(music, [prompt], [seed], guidance=guidance)[0] for prompt, seed in
-             [("lofi beat", 5), ("slow jazz piano drums", 6)]]
+    alone = [
+        make(music, [prompt], [seed], guidance=guidance)[0]
+        for prompt, seed in [("lofi beat", 5), ("slow jazz piano drums", 6)]
+    ]
     for in_batch, single in zip(batched, alone):
         assert in_batch.data.samples.shape == single.data.samples.shape
         np.testing.assert_allclose(in_batch.data.samples, single.data.samples, atol=1e-5)
@@ -67,8 +69,9 @@ def test_greedy_sampling_matches_transformers_generate(music, tiny_musicgen):
         np.testing.assert_allclose(out.data.samples, tidy(wave.numpy(), 3200).samples, atol=1e-5)
 
 
-@pytest.mark.parametrize("knobs", [{"duration": 0}, {"duration": 60}, {"guidance": -1}, {"temperature": 0},
-                                   {"loudness": 3}])
+@pytest.mark.parametrize(
+    "knobs", [{"duration": 0}, {"duration": 60}, {"guidance": -1}, {"temperature": 0}, {"loudness": 3}]
+)
 def test_bad_knobs_fail_before_any_load(tiny_musicgen, knobs):
     manager = DeviceManager("cpu")
     MusicGenerator(tiny_musicgen, manager, backend="music")
@@ -110,7 +113,8 @@ def test_without_weights_the_default_music_model_says_how_to_get_it():
 def test_music_through_the_public_api_saves_with_provenance(tiny_musicgen, tmp_path):
     import aigc
 
-    clip = aigc.generate("audio", "lofi beat", backend="music", model=tiny_musicgen, seed=2, duration=0.3,
-                         manager=DeviceManager("cpu"))[0]
+    clip = aigc.generate(
+        "audio", "lofi beat", backend="music", model=tiny_musicgen, seed=2, duration=0.3, manager=DeviceManager("cpu")
+    )[0]
     loaded = aigc.load(clip.save(tmp_path / "beat.flac"))
     assert loaded.params["duration"] == 0.3 and loaded.backend == "music" and loaded.data.sample_rate == 3200

@@ -49,12 +49,24 @@ def test_plain_completion_mode_skips_the_chat_template():
 def test_a_chat_continues_the_conversation_and_one_chat_per_output_matches_each_alone():
     manager = DeviceManager("cpu")
     first = [{"role": "user", "content": "Name a colour."}]
-    second = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Name a fruit."},
-              {"role": "assistant", "content": "Apple."}, {"role": "user", "content": "Another one?"}]
-    alone = [aigc.generate("text", chat[-1]["content"], messages=chat, seed=s, max_new_tokens=8, manager=manager)[0]
-             for chat, s in ((first, 1), (second, 2))]
-    together = aigc.generate("text", ["Name a colour.", "Another one?"], messages=[first, second], seed=[1, 2],
-                             max_new_tokens=8, manager=manager)
+    second = [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "Name a fruit."},
+        {"role": "assistant", "content": "Apple."},
+        {"role": "user", "content": "Another one?"},
+    ]
+    alone = [
+        aigc.generate("text", chat[-1]["content"], messages=chat, seed=s, max_new_tokens=8, manager=manager)[0]
+        for chat, s in ((first, 1), (second, 2))
+    ]
+    together = aigc.generate(
+        "text",
+        ["Name a colour.", "Another one?"],
+        messages=[first, second],
+        seed=[1, 2],
+        max_new_tokens=8,
+        manager=manager,
+    )
     assert [a.data for a in together] == [a.data for a in alone]
     assert together[1].info["messages"] == second and "messages" not in together[1].params  # each its own chat
     assert alone[1].info["prompt_tokens"] > alone[0].info["prompt_tokens"]  # the whole chat was read

@@ -118,10 +118,18 @@ def release(tmp_path_factory) -> dict:
         version = next(n for n in wheel_names if n.endswith(".dist-info/METADATA")).split("/")[0]
         wheel_meta = zf.read(f"{version}/METADATA").decode()
     prefix = top.name + "/"
-    files = {n[len(prefix):] for n in names if n.startswith(prefix) and (top / n[len(prefix):]).is_file()}
-    return {"sdist": sdist, "wheel": wheel, "top": top, "files": files, "wheel_names": wheel_names,
-            "dist_info": version, "pkg_info": (top / "PKG-INFO").read_text(encoding="utf-8"),
-            "wheel_meta": wheel_meta, "base": base}
+    files = {n[len(prefix) :] for n in names if n.startswith(prefix) and (top / n[len(prefix) :]).is_file()}
+    return {
+        "sdist": sdist,
+        "wheel": wheel,
+        "top": top,
+        "files": files,
+        "wheel_names": wheel_names,
+        "dist_info": version,
+        "pkg_info": (top / "PKG-INFO").read_text(encoding="utf-8"),
+        "wheel_meta": wheel_meta,
+        "base": base,
+    }
 
 
 def _metadata(text: str):
@@ -129,6 +137,7 @@ def _metadata(text: str):
 
 
 # ---------------------------------------------------------------------------------------------- the Makefile
+
 
 def _makefile() -> tuple[dict[str, str], dict[str, tuple[list[str], list[str]]]]:
     """Variables and rules (target -> prerequisites, recipe lines) of the Makefile, variables expanded."""
@@ -247,8 +256,11 @@ def test_sdist_and_wheel_carry_the_whole_package_with_its_studio(release):
 
 
 def test_sdist_leaves_out_caches_environments_outputs_and_pictures(release):
-    unwanted = sorted(f for f in release["files"] if Path(f).parts[0] in UNWANTED_TOP or
-                      UNWANTED_ANYWHERE & set(Path(f).parts) or f.endswith((".pyc", ".pyo")))
+    unwanted = sorted(
+        f
+        for f in release["files"]
+        if Path(f).parts[0] in UNWANTED_TOP or UNWANTED_ANYWHERE & set(Path(f).parts) or f.endswith((".pyc", ".pyo"))
+    )
     assert not unwanted, f"the sdist carries {len(unwanted)} leftover file(s): {unwanted[:12]}"
 
 
@@ -263,6 +275,7 @@ def test_wheel_carries_only_the_package(release):
 
 
 # ---------------------------------------------------------------------------------------------- metadata
+
 
 def test_metadata_has_project_urls_license_and_markdown_description(release):
     urls = PROJECT.get("urls", {})
@@ -279,8 +292,9 @@ def test_metadata_has_project_urls_license_and_markdown_description(release):
         else:
             assert meta.get("License"), f"{where} has no License line"
         license_files = meta.get_all("License-File", [])
-        assert set(PROJECT.get("license-files", ["LICENSE"])) <= set(license_files), \
+        assert set(PROJECT.get("license-files", ["LICENSE"])) <= set(license_files), (
             f"{where}: License-File lines {license_files}"
+        )
 
 
 def test_license_file_is_the_apache_license(release):
@@ -288,15 +302,24 @@ def test_license_file_is_the_apache_license(release):
     text = (release["top"] / "LICENSE").read_text(encoding="utf-8")
     head = " ".join(text.split()[:6])
     assert head == "Apache License Version 2.0, January 2004", f"LICENSE starts {head!r}"
-    sections = ["Definitions", "Grant of Copyright License", "Grant of Patent License", "Redistribution",
-                "Submission of Contributions", "Trademarks", "Disclaimer of Warranty", "Limitation of Liability",
-                "Accepting Warranty or Additional Liability"]
+    sections = [
+        "Definitions",
+        "Grant of Copyright License",
+        "Grant of Patent License",
+        "Redistribution",
+        "Submission of Contributions",
+        "Trademarks",
+        "Disclaimer of Warranty",
+        "Limitation of Liability",
+        "Accepting Warranty or Additional Liability",
+    ]
     for number, title in enumerate(sections, 1):
         assert f"{number}. {title}." in text, f"LICENSE lacks section {number}. {title}"
     assert "END OF TERMS AND CONDITIONS" in text and len(text) > 10_000, "LICENSE is not the full Apache-2.0 text"
 
 
 # ---------------------------------------------------------------------------------------------- the README on PyPI
+
 
 def _link_targets(markdown: str) -> list[str]:
     """Every inline link or image target, reference definition and HTML src/href, outside code."""
@@ -326,9 +349,14 @@ def _repository_prefixes() -> dict[str, str]:
     match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+)", source)
     assert match, f"Source {source!r} is not a https://github.com/OWNER/NAME address"
     owner, name = match.groups()
-    return {"source": source, "owner": owner.lower(), "name": name.lower(),
-            "blob": f"{source}/blob/{BRANCH}/", "tree": f"{source}/tree/{BRANCH}/",
-            "raw": f"https://raw.githubusercontent.com/{owner}/{name}/{BRANCH}/"}
+    return {
+        "source": source,
+        "owner": owner.lower(),
+        "name": name.lower(),
+        "blob": f"{source}/blob/{BRANCH}/",
+        "tree": f"{source}/tree/{BRANCH}/",
+        "raw": f"https://raw.githubusercontent.com/{owner}/{name}/{BRANCH}/",
+    }
 
 
 def test_readme_links_into_the_repository_start_with_source_and_name_its_files(release):
@@ -350,7 +378,7 @@ def test_readme_links_into_the_repository_start_with_source_and_name_its_files(r
             if not re.match(re.escape(prefixes["source"]) + r"(/issues\b.*|/?#.*|/?)$", url):
                 wrong.append(url)
             continue
-        path = re.split(r"[?#]", url[len(start):])[0].rstrip("/")
+        path = re.split(r"[?#]", url[len(start) :])[0].rstrip("/")
         if start == prefixes["tree"]:
             exists = any(f.startswith(path + "/") for f in checkout)
         else:
@@ -364,13 +392,16 @@ def test_readme_links_into_the_repository_start_with_source_and_name_its_files(r
 
 def test_twine_check_passes_on_sdist_and_wheel(release):
     pytest.importorskip("twine", reason="twine is not installed (it comes with pip install -e '.[dev]')")
-    proc = _run([sys.executable, "-m", "twine", "check", "--strict", str(release["sdist"]), str(release["wheel"])],
-                release["base"])
+    proc = _run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(release["sdist"]), str(release["wheel"])],
+        release["base"],
+    )
     assert proc.returncode == 0, f"twine check --strict failed: {_tail(proc)}"
     assert proc.stdout.count("PASSED") == 2, f"twine check did not pass both files: {_tail(proc)}"
 
 
 # ---------------------------------------------------------------------------------------------- the demo
+
 
 def test_make_accepts_the_unpacked_sdist(release):
     if shutil.which("make") is None:
@@ -397,8 +428,7 @@ def test_source_release_runs_its_own_workflow_demo(release, tmp_path):
     aigc = shutil.which("aigc", path=str(Path(sys.executable).parent)) or shutil.which("aigc")
     assert aigc, "the aigc command is not installed next to this Python"
     out = tmp_path / "run"
-    proc = _run([aigc, *args, "--out", str(out)], release["top"], timeout=600,
-                env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    proc = _run([aigc, *args, "--out", str(out)], release["top"], timeout=600, env=os.environ | {"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, f"`aigc {' '.join(args)}` failed in the unpacked sdist: {_tail(proc)}"
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     made = [a["file"] for step in run["steps"] for a in step["assets"]]

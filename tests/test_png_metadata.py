@@ -13,8 +13,9 @@ import aigc
 
 
 def test_png_round_trip_reproduces_the_image(tiny_dcgan, manager, tmp_path):
-    asset = aigc.generate("image", "a face", backend="gan", model=tiny_dcgan, seed=9, truncation=0.7, size=48,
-                          manager=manager)[0]
+    asset = aigc.generate(
+        "image", "a face", backend="gan", model=tiny_dcgan, seed=9, truncation=0.7, size=48, manager=manager
+    )[0]
     path = asset.save(tmp_path / "face.png", model_path=True)  # a record that finds this local model again
     with Image.open(path) as image:
         record = json.loads(image.text["aigc"])
@@ -27,14 +28,22 @@ def test_png_round_trip_reproduces_the_image(tiny_dcgan, manager, tmp_path):
     loaded = aigc.load(path)
     assert np.array_equal(np.asarray(loaded.data), np.asarray(asset.data))
     assert loaded.record() == asset.record()
-    again = aigc.generate("image", loaded.prompt, backend=loaded.backend, model=loaded.model, seed=loaded.seed,
-                          manager=manager, **loaded.params)[0]
+    again = aigc.generate(
+        "image",
+        loaded.prompt,
+        backend=loaded.backend,
+        model=loaded.model,
+        seed=loaded.seed,
+        manager=manager,
+        **loaded.params,
+    )[0]
     assert np.array_equal(np.asarray(again.data), np.asarray(asset.data))
     assert [p.name for p in tmp_path.iterdir()] == ["face.png"]  # atomic: no temp file left
 
 
-def test_a_shared_image_names_its_model_and_hash_and_never_the_folders_it_came_from(tiny_dcgan, tiny_sd, manager,
-                                                                                   tmp_path, monkeypatch):
+def test_a_shared_image_names_its_model_and_hash_and_never_the_folders_it_came_from(
+    tiny_dcgan, tiny_sd, manager, tmp_path, monkeypatch
+):
     """A1111 writes `Model hash: <first 10 hex of the file's SHA-256>, Model: <checkpoint name>`; image sites
     match on the hash. A local model's directories stay out of every saved file unless the user asks."""
     import hashlib
@@ -42,8 +51,9 @@ def test_a_shared_image_names_its_model_and_hash_and_never_the_folders_it_came_f
     from sd_parsers import ParserManager
 
     face = aigc.generate("image", "a face", backend="gan", model=tiny_dcgan, seed=1, manager=manager)[0]
-    castle = aigc.generate("image", "a castle", backend="diffusion", model=tiny_sd, seed=1, steps=2, width=64,
-                           height=64, manager=manager)[0]
+    castle = aigc.generate(
+        "image", "a castle", backend="diffusion", model=tiny_sd, seed=1, steps=2, width=64, height=64, manager=manager
+    )[0]
     short = hashlib.sha256(Path(tiny_dcgan).read_bytes()).hexdigest()[:10]
     for asset, name in ((face, "face"), (castle, "castle")):
         for suffix in (".png", ".webp", ".jpg"):

@@ -18,16 +18,22 @@ import pytest
 import aigc
 from aigc import console
 from aigc.console import Console
-from aigc.runtime.devices import DeviceManager
 from aigc.records import Progress
+from aigc.runtime.devices import DeviceManager
 
 AIGC = shutil.which("aigc", path=str(Path(sys.executable).parent)) or "aigc"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The command with every stage's line at once (tiny models finish stages faster than the 0.5 s default)."""
-    done = subprocess.run([AIGC, *args], capture_output=True, text=True, timeout=600, cwd=cwd,
-                          env={**os.environ, "AIGC_PROGRESS_DELAY": "0"})
+    done = subprocess.run(
+        [AIGC, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "AIGC_PROGRESS_DELAY": "0"},
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -58,9 +64,15 @@ def test_off_a_terminal_each_stage_is_one_line_and_a_long_one_says_when_it_ended
     monkeypatch.setenv("AIGC_PROGRESS_DELAY", "0")
     out = io.StringIO()
     with Console(out, live=False) as shown:
-        for event in (Progress("load", 0, 1, "pack:smollm2"), Progress("load", 1, 1, "pack:smollm2"),
-                      Progress("decode", 1, 3), Progress("decode", 2, 3), Progress("decode", 3, 3),
-                      Progress("batch", 0, 0), Progress("workflow", 0, 2, "story")):
+        for event in (
+            Progress("load", 0, 1, "pack:smollm2"),
+            Progress("load", 1, 1, "pack:smollm2"),
+            Progress("decode", 1, 3),
+            Progress("decode", 2, 3),
+            Progress("decode", 3, 3),
+            Progress("batch", 0, 0),
+            Progress("workflow", 0, 2, "story"),
+        ):
             shown(event)
     said = out.getvalue().splitlines()
     assert said[0] == "aigc: loading pack:smollm2" and said[1].startswith("aigc: loading pack:smollm2 done in ")
@@ -96,15 +108,33 @@ def test_the_command_line_says_what_it_is_doing_when_stderr_is_not_a_terminal(ti
     assert said[0] == f"aigc: loading {Path(tiny_gpt2).name}" and "aigc: decode 1/4 tokens" in said
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"steps:\n  - name: idea\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
-                      f"    params: {{max_new_tokens: 3}}\n  - name: face\n    kind: image\n    backend: gan\n"
-                      f"    model: {tiny_dcgan}\n    prompt: '{{idea}}'\n")
+    recipe.write_text(
+        f"steps:\n  - name: idea\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
+        f"    params: {{max_new_tokens: 3}}\n  - name: face\n    kind: image\n    backend: gan\n"
+        f"    model: {tiny_dcgan}\n    prompt: '{{idea}}'\n"
+    )
     said = lines(run("run", str(recipe), "--out", str(tmp_path / "run"), "--seed", "1").stderr)
     assert "aigc: workflow idea 0/2 steps" in said and "aigc: workflow face 1/2 steps" in said
 
     (tmp_path / "p.txt").write_text("a face\nanother face\n")
-    said = lines(run("batch", str(tmp_path / "p.txt"), "--kind", "text", "--model", tiny_gpt2, "--best-of", "2",
-                     "--max-new-tokens", "3", "--out", str(tmp_path / "b"), "--seed", "1").stderr)
+    said = lines(
+        run(
+            "batch",
+            str(tmp_path / "p.txt"),
+            "--kind",
+            "text",
+            "--model",
+            tiny_gpt2,
+            "--best-of",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--out",
+            str(tmp_path / "b"),
+            "--seed",
+            "1",
+        ).stderr
+    )
     assert "aigc: batch 0/2 assets" in said and any(line.startswith("aigc: search best of 2") for line in said)
     assert any(line.startswith("aigc: score 2 texts") for line in said)
 
@@ -117,9 +147,13 @@ def test_on_a_terminal_the_command_line_draws_bars_and_clears_them(tiny_gpt2):
     """stderr is a real pseudo-terminal: the rows (the model loading, the tokens) are drawn, then cleared, and
     the text still goes to stdout alone."""
     primary, secondary = pty.openpty()
-    child = subprocess.Popen([AIGC, "generate", "text", "The sea", "--model", tiny_gpt2, "--max-new-tokens", "40",
-                              "--seed", "1"], stdout=subprocess.PIPE, stderr=secondary, text=False,
-                             env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    child = subprocess.Popen(
+        [AIGC, "generate", "text", "The sea", "--model", tiny_gpt2, "--max-new-tokens", "40", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=False,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )
     os.close(secondary)
     drawn = b""
     while True:
@@ -146,9 +180,12 @@ def test_on_a_terminal_the_command_line_draws_bars_and_clears_them(tiny_gpt2):
 def test_a_first_call_explains_the_one_time_gguf_conversion(tmp_path):
     """The embedded model's first call converts its GGUF file (~25 s): the line says so, not a silent wait."""
     env = {**os.environ, "AIGC_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([AIGC, "generate", "text", "Hi", "--max-new-tokens", "2"], capture_output=True, text=True,
-                          timeout=600, env=env)
+    done = subprocess.run(
+        [AIGC, "generate", "text", "Hi", "--max-new-tokens", "2"], capture_output=True, text=True, timeout=600, env=env
+    )
     assert done.returncode == 0, done.stderr
-    assert any(line.startswith("aigc: loading pack:smollm2: converting its GGUF file once (about 25 s")
-               for line in lines(done.stderr)), done.stderr
+    assert any(
+        line.startswith("aigc: loading pack:smollm2: converting its GGUF file once (about 25 s")
+        for line in lines(done.stderr)
+    ), done.stderr
     assert "Converting and de-quantizing" not in done.stderr  # the library's own bar gives way to aigc's line

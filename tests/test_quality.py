@@ -80,8 +80,11 @@ def test_each_image_part_responds_to_its_own_failure():
 def test_image_scores_hardly_depend_on_resolution_or_mode():
     image = procedural_image(1)
     reference = image_quality(image)
-    for variant in (image.resize((512, 512), Image.LANCZOS), image.resize((1024, 768), Image.LANCZOS),
-                    image.convert("RGBA")):
+    for variant in (
+        image.resize((512, 512), Image.LANCZOS),
+        image.resize((1024, 768), Image.LANCZOS),
+        image.convert("RGBA"),
+    ):
         scores = image_quality(variant)
         assert all(abs(scores[k] - reference[k]) < 0.1 for k in reference), (variant.size, scores, reference)
     assert image_quality(image) == reference  # deterministic
@@ -98,10 +101,17 @@ def tone(dbfs: float = -18.0, seconds: float = 2.0) -> np.ndarray:
 def test_clean_audio_beats_clipped_silent_mostly_silent_and_very_quiet_audio():
     clean = tone()
     mostly_silent = clean.copy()
-    mostly_silent[len(clean) // 10:] = 0.0
-    scores = {name: audio_quality(x, SR) for name, x in {
-        "clean": clean, "clipped": np.clip(clean * 8, -1.0, 1.0), "silent": np.zeros_like(clean),
-        "mostly_silent": mostly_silent, "quiet": tone(-60.0)}.items()}
+    mostly_silent[len(clean) // 10 :] = 0.0
+    scores = {
+        name: audio_quality(x, SR)
+        for name, x in {
+            "clean": clean,
+            "clipped": np.clip(clean * 8, -1.0, 1.0),
+            "silent": np.zeros_like(clean),
+            "mostly_silent": mostly_silent,
+            "quiet": tone(-60.0),
+        }.items()
+    }
     assert all(0.0 <= v <= 1.0 for s in scores.values() for v in s.values())
     q = {name: s["quality"] for name, s in scores.items()}
     assert q["clean"] > 0.9
@@ -120,8 +130,9 @@ def test_audio_accepts_int16_and_stereo_like_float_mono():
 
 
 def test_fluent_text_is_more_distinct_than_a_loop_of_the_same_words():
-    fluent = text_repetition("The quick brown fox jumps over the lazy dog while a curious cat watches "
-                             "from the old wooden fence.")
+    fluent = text_repetition(
+        "The quick brown fox jumps over the lazy dog while a curious cat watches from the old wooden fence."
+    )
     looped = text_repetition("the quick brown fox jumps over the lazy dog " * 6)
     for n in (1, 2, 3):
         assert fluent[f"distinct_{n}"] > looped[f"distinct_{n}"]

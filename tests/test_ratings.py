@@ -100,24 +100,27 @@ def test_two_processes_rate_into_one_library_at_once(tmp_path):
     assert {r.user for r in ratings} == {"w0", "w100"}
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda lib: lib.rate("x", 2), "a rating is \\+1 \\(up\\), -1 \\(down\\) or 0"),
-    (lambda lib: lib.rate("x", True), "a rating is"),
-    (lambda lib: lib.rate("x", 1.0), "a rating is"),
-    (lambda lib: lib.rate("x", 1, user="ann/../bob"), "a user name is 1-100 letters"),
-    (lambda lib: lib.rate("x", 1, user=" "), "a user name is"),
-    (lambda lib: lib.rate("x", 1, user="a" * 101), "a user name is"),
-    (lambda lib: lib.rate("x", 1, user="ann\x00"), "a user name is"),
-    (lambda lib: lib.rate("x", 1, note="n" * 2001), "a note is text of at most 2000"),
-    (lambda lib: lib.rate("x", 1, note="bad\x07bell"), "control character"),
-    (lambda lib: lib.rate("x", 1, ref=5), "ref=5 must be text"),
-    (lambda lib: lib.rate("   ", 1), "an empty text has nothing to score"),
-    (lambda lib: lib.rate(b"bytes", 1), "cannot score a bytes"),
-    (lambda lib: lib.prefer("same", "same"), "two different items"),
-    (lambda lib: lib.prefer("a text", _clip(1)), "one kind, not a text and a audio"),
-    (lambda lib: lib.prefer("a", "b", refs="ab"), "must be a pair"),
-    (lambda lib: Library(lib.path, taste_user="x;y"), "a user name is"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda lib: lib.rate("x", 2), "a rating is \\+1 \\(up\\), -1 \\(down\\) or 0"),
+        (lambda lib: lib.rate("x", True), "a rating is"),
+        (lambda lib: lib.rate("x", 1.0), "a rating is"),
+        (lambda lib: lib.rate("x", 1, user="ann/../bob"), "a user name is 1-100 letters"),
+        (lambda lib: lib.rate("x", 1, user=" "), "a user name is"),
+        (lambda lib: lib.rate("x", 1, user="a" * 101), "a user name is"),
+        (lambda lib: lib.rate("x", 1, user="ann\x00"), "a user name is"),
+        (lambda lib: lib.rate("x", 1, note="n" * 2001), "a note is text of at most 2000"),
+        (lambda lib: lib.rate("x", 1, note="bad\x07bell"), "control character"),
+        (lambda lib: lib.rate("x", 1, ref=5), "ref=5 must be text"),
+        (lambda lib: lib.rate("   ", 1), "an empty text has nothing to score"),
+        (lambda lib: lib.rate(b"bytes", 1), "cannot score a bytes"),
+        (lambda lib: lib.prefer("same", "same"), "two different items"),
+        (lambda lib: lib.prefer("a text", _clip(1)), "one kind, not a text and a audio"),
+        (lambda lib: lib.prefer("a", "b", refs="ab"), "must be a pair"),
+        (lambda lib: Library(lib.path, taste_user="x;y"), "a user name is"),
+    ],
+)
 def test_bad_ratings_are_refused_in_one_line_and_nothing_is_written(tmp_path, scorer, call, message):
     library = Library(tmp_path)
     with pytest.raises(aigc.ConfigError, match=message) as error:
@@ -145,37 +148,68 @@ def _cli(*args: str, input: str | None = None):
 
 def test_aigc_rate_up_down_undo_and_prefer(texts, tmp_path):
     library = tmp_path / "team"
-    result = _cli("rate", str(texts / "line-0.txt"), str(texts / "plain.txt"), "--up", "--user", "ann",
-                  "--library", str(library), "--note", "good")
+    result = _cli(
+        "rate",
+        str(texts / "line-0.txt"),
+        str(texts / "plain.txt"),
+        "--up",
+        "--user",
+        "ann",
+        "--library",
+        str(library),
+        "--note",
+        "good",
+    )
     assert result.exit_code == 0, result.output
     assert "up  " in result.output and "2 ratings in" in result.output
     assert _cli("rate", str(texts / "line-1.txt"), "--down", "--user", "ann", "--library", str(library)).exit_code == 0
     assert _cli("rate", str(texts / "plain.txt"), "--undo", "--user", "ann", "--library", str(library)).exit_code == 0
-    result = _cli("rate", "--prefer", str(texts / "line-2.txt"), str(texts / "line-1.txt"), "--user", "bob",
-                  "--library", str(library))
+    result = _cli(
+        "rate",
+        "--prefer",
+        str(texts / "line-2.txt"),
+        str(texts / "line-1.txt"),
+        "--user",
+        "bob",
+        "--library",
+        str(library),
+    )
     assert result.exit_code == 0 and "over" in result.output
     ratings = Library(library).ratings()
     assert sorted((r.type, r.user, r.value, r.item.ref.rsplit("/", 1)[-1]) for r in ratings) == [
-        ("pair", "bob", 1, "line-2.txt"), ("thumb", "ann", -1, "line-1.txt"), ("thumb", "ann", 1, "line-0.txt")]
+        ("pair", "bob", 1, "line-2.txt"),
+        ("thumb", "ann", -1, "line-1.txt"),
+        ("thumb", "ann", 1, "line-0.txt"),
+    ]
     assert next(r for r in ratings if r.type == "thumb" and r.value == 1).note == "good"
     assert next(r for r in ratings if r.type == "pair").item.prompt == "a line"  # an asset's prompt comes along
 
 
-@pytest.mark.parametrize("args, message", [
-    (["x.txt"], "say one of --up, --down or --undo"),
-    (["{t}/line-0.txt", "--up", "--down"], "not --up and --down"),
-    (["--up"], "--up needs the FILES to rate"),
-    (["{t}/missing.txt", "--up"], "does not exist"),
-    (["{t}", "--up"], "is a directory"),
-    (["{t}/../texts.csv", "--up"], "aigc reads"),
-    (["--prefer", "{t}/line-0.txt", "{t}/line-0.txt"], "two different files"),
-    (["--prefer", "{t}/line-0.txt", "{t}/line-1.txt", "{t}/plain.txt"], "--prefer takes no other FILES"),
-    (["{t}/line-0.txt", "--up", "--user", "ann\tbob"], "a user name is"),
-    (["--pairs", "{t}/line-0.txt"], "not a directory"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["x.txt"], "say one of --up, --down or --undo"),
+        (["{t}/line-0.txt", "--up", "--down"], "not --up and --down"),
+        (["--up"], "--up needs the FILES to rate"),
+        (["{t}/missing.txt", "--up"], "does not exist"),
+        (["{t}", "--up"], "is a directory"),
+        (["{t}/../texts.csv", "--up"], "aigc reads"),
+        (["--prefer", "{t}/line-0.txt", "{t}/line-0.txt"], "two different files"),
+        (["--prefer", "{t}/line-0.txt", "{t}/line-1.txt", "{t}/plain.txt"], "--prefer takes no other FILES"),
+        (["{t}/line-0.txt", "--up", "--user", "ann\tbob"], "a user name is"),
+        (["--pairs", "{t}/line-0.txt"], "not a directory"),
+    ],
+)
 def test_aigc_rate_refuses_bad_input_in_one_line(texts, tmp_path, args, message):
-    command = [sys.executable, "-m", "aigc.cli.main", "rate", *[a.format(t=texts) for a in args],
-               "--library", str(tmp_path / "team")]
+    command = [
+        sys.executable,
+        "-m",
+        "aigc.cli.main",
+        "rate",
+        *[a.format(t=texts) for a in args],
+        "--library",
+        str(tmp_path / "team"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
@@ -185,22 +219,36 @@ def test_aigc_rate_refuses_bad_input_in_one_line(texts, tmp_path, args, message)
 def test_aigc_rate_pairs_records_choices_from_a_session(texts, tmp_path):
     """A real session in a subprocess: three texts make three pairs; choose, skip, choose, then input ends."""
     library = tmp_path / "team"
-    command = [sys.executable, "-m", "aigc.cli.main", "rate", "--pairs", str(texts), "--user", "ann", "--library",
-               str(library), "--no-open", "--seed", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "aigc.cli.main",
+        "rate",
+        "--pairs",
+        str(texts),
+        "--user",
+        "ann",
+        "--library",
+        str(library),
+        "--no-open",
+        "--seed",
+        "1",
+    ]
     result = subprocess.run(command, input="1\nwhat\ns\n2\n", capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("pair ") == 4 and "recorded 2 choice(s), skipped 1" in result.stdout
     assert "is not one of" in result.stdout + result.stderr  # a wrong key is asked again, not taken as a choice
     shown = [line.split("] ", 1)[1] for line in result.stdout.splitlines() if line.strip().startswith("[")]
-    pairs = [shown[i:i + 2] for i in range(0, len(shown), 2)]
+    pairs = [shown[i : i + 2] for i in range(0, len(shown), 2)]
     ratings = Library(library).ratings()
     assert [(r.item.ref, r.other.ref) for r in ratings] == [(pairs[0][0], pairs[0][1]), (pairs[2][1], pairs[2][0])]
     assert all(r.user == "ann" and r.type == "pair" for r in ratings)
 
-    again = _cli("rate", "--pairs", str(texts), "--user", "ann", "--library", str(library), "--no-open",
-                 input="s\n" * 10)
+    again = _cli(
+        "rate", "--pairs", str(texts), "--user", "ann", "--library", str(library), "--no-open", input="s\n" * 10
+    )
     assert again.exit_code == 0 and "recorded 0 choice(s), skipped 4" in again.output
     shown = [line.split("] ", 1)[1] for line in again.output.splitlines() if line.strip().startswith("[")]
-    offered = {frozenset(shown[i:i + 2]) for i in range(0, len(shown), 2)}
+    offered = {frozenset(shown[i : i + 2]) for i in range(0, len(shown), 2)}
     assert len(offered) == 4 and not offered & {frozenset(pairs[0]), frozenset(pairs[2])}
     # of the 6 pairs of four texts, the two ann chose between are not offered to her again

@@ -33,11 +33,13 @@ def plugin(tmp_path, monkeypatch):
     info = tmp_path / "aigc_mirror-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aigc-mirror\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent("""
         [aigc.generators]
         text.mirror = aigc_mirror:MirrorGenerator
         text.lm = aigc_mirror:MirrorGenerator
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
     sys.modules.pop("aigc_mirror", None)
@@ -65,8 +67,10 @@ def test_unknown_names_list_the_valid_ones():
 def test_listing_backends_does_not_import_them():
     import subprocess
 
-    code = ("import sys; from aigc import registry; registry.backends(); registry.get('text');"
-            "assert 'torch' not in sys.modules and 'aigc.generators.text.causal_lm' not in sys.modules")
+    code = (
+        "import sys; from aigc import registry; registry.backends(); registry.get('text');"
+        "assert 'torch' not in sys.modules and 'aigc.generators.text.causal_lm' not in sys.modules"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -103,8 +107,16 @@ def test_every_builtin_backend_keeps_the_contract(spec, request, manager, tmp_pa
     """Count, same seed -> same output, save/load round trip, a bad knob -> ConfigError."""
     fixture, knobs, suffix = CONTRACT[spec.name]
     model = request.getfixturevalue(fixture)
-    run = lambda: aigc.generate(spec.kind, ["one", "two"], backend=spec.name, model=model, n=2, seed=5,  # noqa: E731
-                                manager=manager, **knobs)
+    run = lambda: aigc.generate(
+        spec.kind,
+        ["one", "two"],
+        backend=spec.name,
+        model=model,
+        n=2,
+        seed=5,  # noqa: E731
+        manager=manager,
+        **knobs,
+    )
     assets = run()
     assert len(assets) == 4 and all(a.kind == spec.kind and a.backend == spec.name for a in assets)
     assert all(_same(a.data, b.data) for a, b in zip(run(), assets))

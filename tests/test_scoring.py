@@ -50,11 +50,15 @@ def test_bad_score_requests_are_explained(scorer):
 
 
 def test_the_score_is_a_weighted_geometric_mean():
-    assert combine({"relevance": 1.0, "novelty": 0.25, "quality": None}, {"relevance": 1, "novelty": 1, "quality": 1}) \
-        == pytest.approx(0.5)
-    assert combine({"relevance": 0.0, "novelty": 1.0, "quality": 1.0}, {"relevance": 1, "novelty": 1, "quality": 1}) < 0.05
-    assert combine({"relevance": 0.2, "novelty": 1.0, "quality": 1.0}, {"relevance": 0, "novelty": 1, "quality": 1}) \
-        == pytest.approx(1.0)  # a zero weight leaves a part out
+    assert combine(
+        {"relevance": 1.0, "novelty": 0.25, "quality": None}, {"relevance": 1, "novelty": 1, "quality": 1}
+    ) == pytest.approx(0.5)
+    assert (
+        combine({"relevance": 0.0, "novelty": 1.0, "quality": 1.0}, {"relevance": 1, "novelty": 1, "quality": 1}) < 0.05
+    )
+    assert combine(
+        {"relevance": 0.2, "novelty": 1.0, "quality": 1.0}, {"relevance": 0, "novelty": 1, "quality": 1}
+    ) == pytest.approx(1.0)  # a zero weight leaves a part out
 
 
 def test_vendi_diversity_counts_distinct_items():
@@ -64,10 +68,30 @@ def test_vendi_diversity_counts_distinct_items():
 
 
 def test_best_of_returns_the_top_scoring_candidates_ranked(tiny_gpt2, manager, scorer):
-    chosen = aigc.generate("text", PROMPT, model=tiny_gpt2, best_of=5, n=2, seed=3, max_new_tokens=8,
-                           manager=manager, scorer=scorer, library=False)
-    everything = aigc.generate("text", PROMPT, model=tiny_gpt2, best_of=5, n=5, seed=3, max_new_tokens=8,
-                               manager=manager, scorer=scorer, library=False)
+    chosen = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        best_of=5,
+        n=2,
+        seed=3,
+        max_new_tokens=8,
+        manager=manager,
+        scorer=scorer,
+        library=False,
+    )
+    everything = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        best_of=5,
+        n=5,
+        seed=3,
+        max_new_tokens=8,
+        manager=manager,
+        scorer=scorer,
+        library=False,
+    )
     assert [a.rank for a in everything] == [1, 2, 3, 4, 5] and all(a.candidates == 5 for a in everything)
     assert [a.score for a in everything] == sorted((a.score for a in everything), reverse=True)
     assert [a.data for a in chosen] == [a.data for a in everything[:2]]
@@ -77,18 +101,49 @@ def test_best_of_returns_the_top_scoring_candidates_ranked(tiny_gpt2, manager, s
 
 
 def test_min_score_resamples_until_the_bar_or_the_budget(tiny_gpt2, manager, scorer):
-    reachable = aigc.generate("text", PROMPT, model=tiny_gpt2, min_score=0.0, seed=1, max_new_tokens=6,
-                              manager=manager, scorer=scorer, library=False)[0]
+    reachable = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        min_score=0.0,
+        seed=1,
+        max_new_tokens=6,
+        manager=manager,
+        scorer=scorer,
+        library=False,
+    )[0]
     assert reachable.attempts == 1 and reachable.search.met_min_score
-    out_of_reach = aigc.generate("text", PROMPT, model=tiny_gpt2, min_score=0.999, max_attempts=3, best_of=2, seed=1,
-                                 max_new_tokens=6, manager=manager, scorer=scorer, library=False)[0]
+    out_of_reach = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        min_score=0.999,
+        max_attempts=3,
+        best_of=2,
+        seed=1,
+        max_new_tokens=6,
+        manager=manager,
+        scorer=scorer,
+        library=False,
+    )[0]
     path = out_of_reach.search.rounds
     assert [step.attempt for step in path] == [1, 2, 3] and out_of_reach.candidates == 6
     assert not out_of_reach.search.met_min_score
     temperatures = [step.knobs["temperature"] for step in path]
     assert temperatures[0] == 0.7 and temperatures[1] != temperatures[0]  # knobs moved between attempts
-    again = aigc.generate("text", PROMPT, model=tiny_gpt2, min_score=0.999, max_attempts=3, best_of=2, seed=1,
-                          max_new_tokens=6, manager=manager, scorer=scorer, library=False)[0]
+    again = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        min_score=0.999,
+        max_attempts=3,
+        best_of=2,
+        seed=1,
+        max_new_tokens=6,
+        manager=manager,
+        scorer=scorer,
+        library=False,
+    )[0]
     assert again.data == out_of_reach.data and again.search.rounds == path  # deterministic for a seed
 
 
@@ -125,22 +180,46 @@ def test_diverse_picks_avoid_near_duplicates():
 
 
 def test_diverse_generation_returns_a_more_varied_set(tiny_gpt2, manager, scorer):
-    plain = aigc.generate("text", PROMPT, model=tiny_gpt2, best_of=6, n=3, seed=2, max_new_tokens=8,
-                          manager=manager, scorer=scorer, library=False)
-    varied = aigc.generate("text", PROMPT, model=tiny_gpt2, best_of=6, n=3, seed=2, max_new_tokens=8,
-                           manager=manager, scorer=scorer, library=False, diverse=True)
+    plain = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        best_of=6,
+        n=3,
+        seed=2,
+        max_new_tokens=8,
+        manager=manager,
+        scorer=scorer,
+        library=False,
+    )
+    varied = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        best_of=6,
+        n=3,
+        seed=2,
+        max_new_tokens=8,
+        manager=manager,
+        scorer=scorer,
+        library=False,
+        diverse=True,
+    )
     assert scorer.diversity(varied) >= scorer.diversity(plain)
 
 
-@pytest.mark.parametrize("call, message", [
-    (dict(best_of=0), "best_of=0 must be a whole number >= n"),
-    (dict(best_of=2, n=3), "best_of=2 must be a whole number >= n"),
-    (dict(min_score=1.5), "min_score=1.5 must be a number between 0 and 1"),
-    (dict(max_attempts=3), "only matters with min_score"),
-    (dict(min_score=0.5, max_attempts=0), "max_attempts=0"),
-    (dict(diverse=True), "also pass best_of"),
-    (dict(best_of=2, seed=[1, 2]), "pass one int seed"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (dict(best_of=0), "best_of=0 must be a whole number >= n"),
+        (dict(best_of=2, n=3), "best_of=2 must be a whole number >= n"),
+        (dict(min_score=1.5), "min_score=1.5 must be a number between 0 and 1"),
+        (dict(max_attempts=3), "only matters with min_score"),
+        (dict(min_score=0.5, max_attempts=0), "max_attempts=0"),
+        (dict(diverse=True), "also pass best_of"),
+        (dict(best_of=2, seed=[1, 2]), "pass one int seed"),
+    ],
+)
 def test_bad_loop_arguments_fail_before_loading(manager, call, message):
     with pytest.raises(aigc.ConfigError, match=message):
         aigc.generate("text", PROMPT, manager=manager, **call)
@@ -149,15 +228,33 @@ def test_bad_loop_arguments_fail_before_loading(manager, call, message):
 
 def test_accepted_assets_join_the_library_and_later_ones_are_judged_against_it(tiny_gpt2, manager, scorer, tmp_path):
     library = aigc.Library(tmp_path / "lib")
-    first = aigc.generate("text", PROMPT, model=tiny_gpt2, best_of=2, seed=5, max_new_tokens=8, manager=manager,
-                          scorer=scorer, library=library)[0]
+    first = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        best_of=2,
+        seed=5,
+        max_new_tokens=8,
+        manager=manager,
+        scorer=scorer,
+        library=library,
+    )[0]
     assert len(library) == 1
     again = scorer.score([first.data], PROMPT, library=library)[0]
     assert again["novelty.library"] == pytest.approx(0.0, abs=1e-5)  # a copy of what the team already has
     reopened = aigc.Library(tmp_path / "lib")
     assert len(reopened) == 1  # persisted
-    aigc.generate("text", PROMPT, model=tiny_gpt2, best_of=2, seed=5, max_new_tokens=8, manager=manager,
-                  scorer=scorer, library=False)
+    aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        best_of=2,
+        seed=5,
+        max_new_tokens=8,
+        manager=manager,
+        scorer=scorer,
+        library=False,
+    )
     assert len(reopened) == 1  # library=False opts out
 
 
@@ -211,8 +308,19 @@ def test_a_missing_language_model_is_said_not_hidden(manager):
 
 def test_attempts_counts_the_rounds_the_search_took(tiny_gpt2, manager, scorer):
     """`attempts` is how many rounds the search ran, whichever round the chosen asset came from."""
-    chosen = aigc.generate("text", PROMPT, model=tiny_gpt2, min_score=0.999, max_attempts=3, best_of=3, n=3, seed=1,
-                           max_new_tokens=6, manager=manager, scorer=scorer)
+    chosen = aigc.generate(
+        "text",
+        PROMPT,
+        model=tiny_gpt2,
+        min_score=0.999,
+        max_attempts=3,
+        best_of=3,
+        n=3,
+        seed=1,
+        max_new_tokens=6,
+        manager=manager,
+        scorer=scorer,
+    )
     assert {a.attempts for a in chosen} == {3} and {a.search.attempts for a in chosen} == {3}
     rounds = [a.search.round for a in chosen]  # the round each one was made in is kept too
     assert set(rounds) <= {1, 2, 3} and min(rounds) < 3  # (with this seed, some came from an earlier round)

@@ -9,8 +9,8 @@ import pytest
 import aigc
 from aigc import seeds
 from aigc.orchestration.batch import Manifest, derive_seed, variant_seed
-from aigc.scoring.loop import prompt_seed, round_seeds
 from aigc.orchestration.workflows import Step, step_seed
+from aigc.scoring.loop import prompt_seed, round_seeds
 
 
 def test_derived_seeds_are_stable_and_exact_in_json():
@@ -47,7 +47,10 @@ def test_a_workflows_fan_out_pieces_do_not_share_seeds(tiny_gpt2, tiny_dcgan, ma
     produced = aigc.chain(
         aigc.Step("ideas", "text", "Ideas about {topic}", model=tiny_gpt2, n=3, params={"max_new_tokens": 4}),
         aigc.Step("faces", "image", "{ideas}", backend="gan", model=tiny_dcgan, n=2),
-        topic="the sea", seed=3, manager=manager)
+        topic="the sea",
+        seed=3,
+        manager=manager,
+    )
     faces = [a.seed for a in produced["faces"]]
     assert len(faces) == 6 and len(set(faces)) == 6
     assert not set(faces) & {a.seed for a in produced["ideas"]}
@@ -67,8 +70,10 @@ def test_no_seed_means_a_fresh_one_for_runs_and_batches_too_and_a_resume_keeps_i
     assert seeds_of[0] == {derive_seed(recorded[0], row, v) for row in (1, 2) for v in range(2)}
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
-                      "    params: {max_new_tokens: 4}\n")
+    recipe.write_text(
+        f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
+        "    params: {max_new_tokens: 4}\n"
+    )
     runs = [json.loads(aigc.run(recipe, tmp_path / name).read_text()) for name in ("r1", "r1", "r2")]
     assert runs[0] == runs[1]  # the same directory again: the finished run, its seed kept
     assert runs[0]["pipeline"]["seed"] != runs[2]["pipeline"]["seed"]
@@ -79,9 +84,11 @@ def test_an_unfinished_run_resumes_with_the_seed_it_recorded(tiny_gpt2, tmp_path
     from aigc.orchestration.recipes import load_recipe, recorded_seed, run_to_dir
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
-                      f"    params: {{max_new_tokens: 4}}\n  - name: more\n    kind: text\n    model: {tiny_gpt2}\n"
-                      "    prompt: '{line}'\n    params: {max_new_tokens: 4}\n")
+    recipe.write_text(
+        f"steps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n    prompt: The sea\n"
+        f"    params: {{max_new_tokens: 4}}\n  - name: more\n    kind: text\n    model: {tiny_gpt2}\n"
+        "    prompt: '{line}'\n    params: {max_new_tokens: 4}\n"
+    )
 
     class Stopped(Exception):
         pass

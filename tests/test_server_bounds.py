@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serving import served_models, server
 
 import aigc
 from aigc.errors import NoMetadataError
-from serving import served_models, server
 
 MB = 2**20
 JSON = {"Content-Type": "application/json"}
@@ -100,8 +100,11 @@ def test_a_huge_image_to_score_is_refused_from_its_header(served, huge_png):
 def test_a_huge_init_image_data_url_is_refused_from_its_header(served, huge_png):
     url, pid = served
     memory = rss_mb(pid)
-    answer = httpx.post(f"{url}/v1/jobs", timeout=120, json={
-        "kind": "image", "backend": "diffusion", "prompt": "x", "params": {"init_image": data_url(huge_png)}})
+    answer = httpx.post(
+        f"{url}/v1/jobs",
+        timeout=120,
+        json={"kind": "image", "backend": "diffusion", "prompt": "x", "params": {"init_image": data_url(huge_png)}},
+    )
     error = refused(answer, 422, "megapixels", "12000x12000", "AIGC_LIMIT_MEGAPIXELS")
     assert error["field"] == "init_image"
     assert rss_mb(pid) - memory < 300
@@ -111,8 +114,7 @@ def test_a_huge_init_image_data_url_is_refused_from_its_header(served, huge_png)
 def test_a_huge_image_file_is_refused_by_load_and_as_an_init_image(huge_png, tmp_path, tiny_sd):
     path = tmp_path / "black.png"
     path.write_bytes(huge_png)
-    for call in (lambda: aigc.load(path),
-                 lambda: aigc.generate("image", "x", model=tiny_sd, init_image=str(path))):
+    for call in (lambda: aigc.load(path), lambda: aigc.generate("image", "x", model=tiny_sd, init_image=str(path))):
         with pytest.raises(aigc.ConfigError) as caught:
             call()
         message = str(caught.value)
@@ -138,8 +140,9 @@ def test_stop_strings_over_the_limits_are_a_400(served):
     assert "stop_strings" in str(caught.value) and "AIGC_LIMIT_STOP_STRINGS" in str(caught.value)
     with pytest.raises(BadRequestError, match="AIGC_LIMIT_STOP_CHARS"):
         client.chat.completions.create(**chat, stop=["x" * 1001])
-    many = httpx.post(f"{url}/v1/chat/completions", timeout=120,
-                      json={**chat, "stop": [f"stop-{i}" for i in range(1_000_000)]})  # 11 MB: 24.8 s before
+    many = httpx.post(
+        f"{url}/v1/chat/completions", timeout=120, json={**chat, "stop": [f"stop-{i}" for i in range(1_000_000)]}
+    )  # 11 MB: 24.8 s before
     refused(many, 400, "1,000,000", "AIGC_LIMIT_STOP_STRINGS")
     assert client.chat.completions.create(**chat, stop=[f"s{i}" for i in range(64)]).choices[0].finish_reason
     still_up(url)
@@ -149,12 +152,16 @@ def test_stop_strings_over_the_limits_are_a_400(served):
 def test_a_huge_batch_is_refused_before_it_is_planned(served):
     url, pid = served
     cpu = cpu_s(pid)
-    answer = httpx.post(f"{url}/v1/jobs", timeout=300, json={"type": "batch", "kind": "text", "rows": ["x"] * 3_000_000})
+    answer = httpx.post(
+        f"{url}/v1/jobs", timeout=300, json={"type": "batch", "kind": "text", "rows": ["x"] * 3_000_000}
+    )
     refused(answer, 422, "rows", "3,000,000", "AIGC_LIMIT_BATCH_ASSETS")
     assert cpu_s(pid) - cpu < 4  # reading the body's JSON; planning those rows took ~10 s of CPU
 
     rows_x_n = {"type": "batch", "kind": "text", "rows": ["x"] * 60_000, "n": 2}
-    refused(httpx.post(f"{url}/v1/jobs", timeout=300, json=rows_x_n), 422, "asks for", "120,000", "AIGC_LIMIT_BATCH_ASSETS")
+    refused(
+        httpx.post(f"{url}/v1/jobs", timeout=300, json=rows_x_n), 422, "asks for", "120,000", "AIGC_LIMIT_BATCH_ASSETS"
+    )
     own_n = {"type": "batch", "kind": "text", "rows": [{"prompt": "x", "n": 1000}] * 101}
     refused(httpx.post(f"{url}/v1/jobs", timeout=300, json=own_n), 422, "asks for", "101,000")
     still_up(url)
@@ -178,8 +185,9 @@ def nested(depth: int) -> str:
     return '{"items": ' + "[" * depth + "]" * depth + "}"
 
 
-@pytest.mark.parametrize("path", ["/v1/score", "/v1/jobs", "/v1/chat/completions", "/v1/assets/zip",
-                                  "/v1/ratings/prefer"])
+@pytest.mark.parametrize(
+    "path", ["/v1/score", "/v1/jobs", "/v1/chat/completions", "/v1/assets/zip", "/v1/ratings/prefer"]
+)
 @pytest.mark.parametrize("depth", [100, 990, 1000, 5000])
 def test_json_nested_deep_is_a_4xx(served, path, depth):
     url, _ = served
@@ -199,12 +207,15 @@ def test_an_image_size_in_unicode_digits_is_a_400(served):
     still_up(url)
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"stream": True, "stream_options": [1]}, "stream_options"),
-    ({"stream": False, "stream_options": "yes"}, "stream_options"),
-    ({"stream": True, "stream_options": {"include_usage": [1]}}, "stream_options"),
-    ({"messages": [{"role": ["user"], "content": "Hi"}]}, "messages"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"stream": True, "stream_options": [1]}, "stream_options"),
+        ({"stream": False, "stream_options": "yes"}, "stream_options"),
+        ({"stream": True, "stream_options": {"include_usage": [1]}}, "stream_options"),
+        ({"messages": [{"role": ["user"], "content": "Hi"}]}, "messages"),
+    ],
+)
 def test_openai_fields_of_the_wrong_type_are_a_400(served, body, field):
     url, _ = served
     queued = httpx.get(f"{url}/v1/jobs", timeout=10).json()["total"]
@@ -215,12 +226,15 @@ def test_openai_fields_of_the_wrong_type_are_a_400(served, body, field):
     still_up(url)
 
 
-@pytest.mark.parametrize("route, body", [
-    ("/v1/audio/speech", {"model": "default", "voice": "default", "input": "Hi", "response_format": ["wav"]}),
-    ("/v1/audio/speech", {"model": "default", "voice": "default", "input": "Hi", "response_format": {"a": 1}}),
-    ("/v1/images/generations", {"model": "tiny-gan.pth", "prompt": "x", "response_format": ["url"]}),
-    ("/v1/images/generations", {"model": "tiny-gan.pth", "prompt": "x", "output_format": {"png": 1}}),
-])
+@pytest.mark.parametrize(
+    "route, body",
+    [
+        ("/v1/audio/speech", {"model": "default", "voice": "default", "input": "Hi", "response_format": ["wav"]}),
+        ("/v1/audio/speech", {"model": "default", "voice": "default", "input": "Hi", "response_format": {"a": 1}}),
+        ("/v1/images/generations", {"model": "tiny-gan.pth", "prompt": "x", "response_format": ["url"]}),
+        ("/v1/images/generations", {"model": "tiny-gan.pth", "prompt": "x", "output_format": {"png": 1}}),
+    ],
+)
 def test_openai_format_fields_of_the_wrong_type_are_a_400(served, route, body):
     url, _ = served
     answer = httpx.post(f"{url}{route}", json=body, timeout=60)
@@ -231,8 +245,11 @@ def test_openai_format_fields_of_the_wrong_type_are_a_400(served, route, body):
 @pytest.mark.parametrize("last_event_id", ["abc", "²".encode("latin-1"), "--5", "9" * 40])
 def test_a_bad_last_event_id_is_a_422_before_the_stream_begins(served, last_event_id):
     url, _ = served
-    job = httpx.post(f"{url}/v1/jobs", timeout=60, json={
-        "kind": "text", "prompt": "x", "model": "tiny-gpt2", "params": {"max_new_tokens": 1}}).json()
+    job = httpx.post(
+        f"{url}/v1/jobs",
+        timeout=60,
+        json={"kind": "text", "prompt": "x", "model": "tiny-gpt2", "params": {"max_new_tokens": 1}},
+    ).json()
     for path in ("/v1/events", f"/v1/jobs/{job['id']}/events"):
         answer = httpx.get(f"{url}{path}", headers={"Last-Event-ID": last_event_id}, timeout=30)
         refused(answer, 422, "Last-Event-ID")

@@ -22,8 +22,14 @@ from serving import TOKEN, free_port, served_models, server, wait_done  # noqa: 
 
 LISTED = "http://studio.example:3000"  # the --cors-origin of the served fixture
 EVIL = "http://evil.example"
-TEXT = {"kind": "text", "prompt": "The lighthouse keeper", "model": "tiny-gpt2", "n": 1, "seed": 1,
-        "params": {"max_new_tokens": 4}}
+TEXT = {
+    "kind": "text",
+    "prompt": "The lighthouse keeper",
+    "model": "tiny-gpt2",
+    "n": 1,
+    "seed": 1,
+    "params": {"max_new_tokens": 4},
+}
 IMAGE = {"kind": "image", "prompt": "a face", "backend": "gan", "model": "tiny-gan.pth", "n": 1, "seed": 2}
 BATCH = {"type": "batch", "kind": "text", "rows": ["a door"], "model": "tiny-gpt2", "params": {"max_new_tokens": 4}}
 CHAT = {"model": "tiny-gpt2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "seed": 1}
@@ -35,22 +41,34 @@ def served(tmp_path_factory, tiny_gpt2, tiny_dcgan):
     root = tmp_path_factory.mktemp("cross-site")
     models = served_models(root / "models", tiny_gpt2, tiny_dcgan)
     with server(root / "data", models, "--cors-origin", LISTED) as (url, _):
-        views = {name: wait_done(url, httpx.post(f"{url}/v1/jobs", json=body).json()["id"])
-                 for name, body in (("text", TEXT), ("image", IMAGE), ("batch", BATCH))}
+        views = {
+            name: wait_done(url, httpx.post(f"{url}/v1/jobs", json=body).json()["id"])
+            for name, body in (("text", TEXT), ("image", IMAGE), ("batch", BATCH))
+        }
         assert all(view["state"] == "done" for view in views.values()), views
-        yield url, {"text": views["text"]["assets"][0]["id"], "image": views["image"]["assets"][0]["id"],
-                    "batch": views["batch"]["id"]}  # two assets' ids, and a job's with files
+        yield (
+            url,
+            {
+                "text": views["text"]["assets"][0]["id"],
+                "image": views["image"]["assets"][0]["id"],
+                "batch": views["batch"]["id"],
+            },
+        )  # two assets' ids, and a job's with files
 
 
 def writes(ids: dict[str, str]) -> list[tuple[str, str, dict]]:
     """(method, path, JSON body): a write on every family of routes that changes something."""
-    return [("POST", "/v1/jobs", TEXT), ("POST", "/v1/chat/completions", CHAT),
-            ("POST", "/v1/completions", {"model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 3}),
-            ("POST", "/v1/images/generations", {"model": "tiny-gan.pth", "prompt": "a face", "n": 1}),
-            ("PUT", f"/v1/assets/{ids['text']}/rating", {"value": 1, "note": "forged"}),
-            ("POST", "/v1/ratings/prefer", {"better": ids["text"], "worse": ids["text"], "note": "forged"}),
-            ("POST", "/v1/assets/zip", {"ids": [ids["text"]]}), ("POST", "/v1/score", {"items": [{"text": "x"}]}),
-            ("POST", f"/v1/jobs/{ids['batch']}/retry", {})]
+    return [
+        ("POST", "/v1/jobs", TEXT),
+        ("POST", "/v1/chat/completions", CHAT),
+        ("POST", "/v1/completions", {"model": "tiny-gpt2", "prompt": "Hi", "max_tokens": 3}),
+        ("POST", "/v1/images/generations", {"model": "tiny-gan.pth", "prompt": "a face", "n": 1}),
+        ("PUT", f"/v1/assets/{ids['text']}/rating", {"value": 1, "note": "forged"}),
+        ("POST", "/v1/ratings/prefer", {"better": ids["text"], "worse": ids["text"], "note": "forged"}),
+        ("POST", "/v1/assets/zip", {"ids": [ids["text"]]}),
+        ("POST", "/v1/score", {"items": [{"text": "x"}]}),
+        ("POST", f"/v1/jobs/{ids['batch']}/retry", {}),
+    ]
 
 
 def state(url: str, ids: dict[str, str]) -> tuple[int, dict]:
@@ -71,8 +89,9 @@ def test_a_body_not_declared_json_is_415_and_changes_nothing(served, content_typ
     before = state(url, ids)
     for method, path, body in writes(ids):
         headers = {"Content-Type": content_type} if content_type else {}
-        answer = httpx.request(method, f"{url}{path}", content=json.dumps(body),
-                               headers=headers)  # the body is JSON; only its declared type is wrong (or missing)
+        answer = httpx.request(
+            method, f"{url}{path}", content=json.dumps(body), headers=headers
+        )  # the body is JSON; only its declared type is wrong (or missing)
         assert_error(answer, 415, "Content-Type: application/json", content_type or "no Content-Type")
         assert answer.json()["error"]["type"] == "invalid_request_error"
     assert state(url, ids) == before
@@ -85,8 +104,9 @@ def test_a_write_from_a_page_of_another_origin_is_403_and_changes_nothing(served
     for origin in (EVIL, f"http://127.0.0.1:{free_port()}", f"https://127.0.0.1:{port}", "null"):
         for method, path, body in writes(ids) + [("POST", f"/v1/jobs/{ids['batch']}/cancel", None)]:
             for content_type in ("application/json", "text/plain"):  # fetch with mode "no-cors" sends text/plain
-                answer = httpx.request(method, f"{url}{path}", json=body, headers={"Origin": origin,
-                                                                                   "Content-Type": content_type})
+                answer = httpx.request(
+                    method, f"{url}{path}", json=body, headers={"Origin": origin, "Content-Type": content_type}
+                )
                 assert_error(answer, 403, f"a page of {origin}", f"--cors-origin {origin}")
                 assert answer.json()["error"]["type"] == "permission_error"
     assert state(url, ids) == before
@@ -101,8 +121,9 @@ def test_the_servers_own_pages_a_listed_origin_and_clients_without_one_may_write
     if origin == "own-localhost":
         headers["Host"] = f"localhost:{port}"  # the page at http://localhost:PORT: its requests name that host
     jobs = httpx.get(f"{url}/v1/jobs").json()["total"]
-    posted = httpx.post(f"{url}/v1/jobs", json=TEXT,
-                        headers={**headers, "Content-Type": "application/json; charset=utf-8"})
+    posted = httpx.post(
+        f"{url}/v1/jobs", json=TEXT, headers={**headers, "Content-Type": "application/json; charset=utf-8"}
+    )
     assert posted.status_code == 202, posted.text
     assert wait_done(url, posted.json()["id"])["state"] == "done"
     assert httpx.get(f"{url}/v1/jobs").json()["total"] == jobs + 1
@@ -134,9 +155,14 @@ def test_the_openai_package_and_aigc_client_still_work(served):
 def test_the_cors_preflight_for_a_listed_origin_still_works(served):
     url, _ = served
     for method in ("POST", "PUT"):
-        preflight = httpx.options(f"{url}/v1/jobs", headers={
-            "Origin": LISTED, "Access-Control-Request-Method": method,
-            "Access-Control-Request-Headers": "authorization, content-type"})
+        preflight = httpx.options(
+            f"{url}/v1/jobs",
+            headers={
+                "Origin": LISTED,
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
         assert preflight.status_code == 200, preflight.text
         assert preflight.headers["access-control-allow-origin"] == LISTED
         assert method in preflight.headers["access-control-allow-methods"]
@@ -148,7 +174,9 @@ def test_the_schema_follows_the_token_rule_and_no_swagger_page_is_served(served,
     url, _ = served
     assert httpx.get(f"{url}/openapi.json").json()["paths"]  # a tokenless loopback server: open, as every route
     with server(tmp_path / "data", served_models(tmp_path / "models", tiny_gpt2), env=_env(AIGC_TOKEN=TOKEN)) as (
-            guarded, _):
+        guarded,
+        _,
+    ):
         assert_error(httpx.get(f"{guarded}/openapi.json"), 401, "bearer token")
         schema = httpx.get(f"{guarded}/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
         assert schema.status_code == 200 and "/v1/jobs" in schema.json()["paths"]
@@ -163,16 +191,24 @@ def test_every_answer_says_nosniff(served):
     url, ids = served
     files = httpx.get(f"{url}/v1/jobs/{ids['batch']}/files").json()["files"]
     assert files
-    answers = [httpx.get(f"{url}/v1/assets/{ids['text']}"), httpx.get(f"{url}/v1/assets/{ids['text']}?format=md"),
-               httpx.get(f"{url}/v1/assets/{ids['image']}"), httpx.get(f"{url}/v1/assets/{ids['image']}/thumbnail"),
-               *(httpx.get(f"{url}/v1/jobs/{ids['batch']}/files/{file['path']}") for file in files),
-               httpx.get(f"{url}/v1/assets/nope"), httpx.post(f"{url}/v1/jobs", content="x"),
-               httpx.post(f"{url}/v1/jobs", json=TEXT, headers={"Origin": EVIL}), httpx.get(f"{url}/health"),
-               httpx.get(f"{url}/metrics"), httpx.get(f"{url}/v1/jobs"), httpx.get(f"{url}/openapi.json"),
-               httpx.get(f"{url}/"), httpx.get(url, headers={"Host": "elsewhere.example"})]
+    answers = [
+        httpx.get(f"{url}/v1/assets/{ids['text']}"),
+        httpx.get(f"{url}/v1/assets/{ids['text']}?format=md"),
+        httpx.get(f"{url}/v1/assets/{ids['image']}"),
+        httpx.get(f"{url}/v1/assets/{ids['image']}/thumbnail"),
+        *(httpx.get(f"{url}/v1/jobs/{ids['batch']}/files/{file['path']}") for file in files),
+        httpx.get(f"{url}/v1/assets/nope"),
+        httpx.post(f"{url}/v1/jobs", content="x"),
+        httpx.post(f"{url}/v1/jobs", json=TEXT, headers={"Origin": EVIL}),
+        httpx.get(f"{url}/health"),
+        httpx.get(f"{url}/metrics"),
+        httpx.get(f"{url}/v1/jobs"),
+        httpx.get(f"{url}/openapi.json"),
+        httpx.get(f"{url}/"),
+        httpx.get(url, headers={"Host": "elsewhere.example"}),
+    ]
     for answer in answers:
-        assert answer.headers.get_list("x-content-type-options") == ["nosniff"], (answer.request.url,
-                                                                                  answer.headers)
+        assert answer.headers.get_list("x-content-type-options") == ["nosniff"], (answer.request.url, answer.headers)
     assert {answer.status_code for answer in answers} >= {200, 400, 403, 404, 415}
 
 
@@ -214,7 +250,8 @@ Promise.allSettled([
 }});
 </script>""")
     page_server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path)))
+        ("127.0.0.1", 0), lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))
+    )
     threading.Thread(target=page_server.serve_forever, daemon=True).start()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium

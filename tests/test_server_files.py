@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError
+from aigc.runtime.devices import DeviceManager
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -55,9 +55,17 @@ def _lora(path, base: str) -> None:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
-        r=4, lora_alpha=64, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False,
-        task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(
+            r=4,
+            lora_alpha=64,
+            target_modules=["c_attn"],
+            fan_in_fan_out=True,
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+        ),
+    )
     model.save_pretrained(str(path), safe_serialization=True)
     (path / "aigc-adapter.json").write_text(json.dumps({"base_model": base}))
 
@@ -102,8 +110,15 @@ def refused(answer: httpx.Response, field: str, value: str) -> str:
 
 
 def gan(params: dict | None = None, **job) -> dict:
-    return {"kind": "image", "prompt": "a face", "backend": "gan", "model": "tiny-gan.pth", "seed": 3,
-            "params": params or {}, **job}
+    return {
+        "kind": "image",
+        "prompt": "a face",
+        "backend": "gan",
+        "model": "tiny-gan.pth",
+        "seed": 3,
+        "params": params or {},
+        **job,
+    }
 
 
 def png_data_url() -> str:
@@ -123,8 +138,9 @@ def test_a_prior_that_is_a_fifo_a_device_or_a_directory_fails_at_once_locally(tm
 
         def generate() -> None:
             try:
-                aigc.generate("image", "x", model=tiny_dcgan, backend="gan", seed=1, prior=str(bad),
-                              manager=DeviceManager("cpu"))
+                aigc.generate(
+                    "image", "x", model=tiny_dcgan, backend="gan", seed=1, prior=str(bad), manager=DeviceManager("cpu")
+                )
             except Exception as error:  # noqa: BLE001 - what it raised is the assertion below
                 outcome.append(error)
 
@@ -155,8 +171,17 @@ def test_a_fifo_prior_over_http_is_a_422_and_the_server_keeps_answering(url, pla
 
 # --- finding 2: knobs that take paths ---------------------------------------------------------------------------
 def test_a_prior_path_is_refused_in_the_same_words_whether_it_exists_or_not(url, place):
-    values = ["/etc/shadow", "/etc/nonexistent", "../x", "~/x", "..\\x", str(place["outside"] / "pipe.json"),
-              str(place["outside"] / "valid.safetensors"), f"{place['models']}/{PRIOR}", "not-in-models.json"]
+    values = [
+        "/etc/shadow",
+        "/etc/nonexistent",
+        "../x",
+        "~/x",
+        "..\\x",
+        str(place["outside"] / "pipe.json"),
+        str(place["outside"] / "valid.safetensors"),
+        f"{place['models']}/{PRIOR}",
+        "not-in-models.json",
+    ]
     messages = {refused(post(url, gan({"prior": value})), "prior", value) for value in values}
     assert len(messages) == 1, messages  # no existence oracle
     assert "--models" in messages.pop()
@@ -197,10 +222,25 @@ def test_a_batch_takes_no_input_image_path_in_its_params_or_its_rows(url):
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "rows.1.prior", answer.text
     answer = post(url, {"type": "batch", "kind": "image", "rows": ["a face"], "params": {"prior": "/etc/passwd"}})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "prior", answer.text
-    images = post(url, {**batch, "params": {"steps": 2, "strength": 0.5, "init_image": png_data_url()},
-                        "rows": ["a castle", {"prompt": "a castle at night", "seed": 5}]})
-    priors = post(url, {"type": "batch", "kind": "image", "backend": "gan", "model": "tiny-gan.pth",
-                        "rows": [{"prompt": "a face", "prior": PRIOR}], "params": {"truncation": 0.5}})
+    images = post(
+        url,
+        {
+            **batch,
+            "params": {"steps": 2, "strength": 0.5, "init_image": png_data_url()},
+            "rows": ["a castle", {"prompt": "a castle at night", "seed": 5}],
+        },
+    )
+    priors = post(
+        url,
+        {
+            "type": "batch",
+            "kind": "image",
+            "backend": "gan",
+            "model": "tiny-gan.pth",
+            "rows": [{"prompt": "a face", "prior": PRIOR}],
+            "params": {"truncation": 0.5},
+        },
+    )
     for made in (images, priors):  # what a batch may name: inline data or an asset in its params, names in --models
         assert made.status_code == 202, made.text
         job = wait_done(url, made.json()["id"])
@@ -208,15 +248,19 @@ def test_a_batch_takes_no_input_image_path_in_its_params_or_its_rows(url):
 
 
 def test_a_run_job_takes_no_path_in_a_steps_params_or_in_set(url):
-    recipe = ("steps:\n  - name: face\n    kind: image\n    backend: gan\n    model: tiny-gan.pth\n"
-              "    prompt: a face\n    params: {prior: %s}\n")
+    recipe = (
+        "steps:\n  - name: face\n    kind: image\n    backend: gan\n    model: tiny-gan.pth\n"
+        "    prompt: a face\n    params: {prior: %s}\n"
+    )
     answer = post(url, {"type": "run", "yaml": recipe % "/etc/passwd"})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "prior", answer.text
     assert ":7:" in answer.json()["error"]["message"]  # the recipe's line of the knob
     answer = post(url, {"type": "run", "yaml": recipe % PRIOR, "set": {"face.prior": "/etc/passwd"}})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "set", answer.text
-    image = ("steps:\n  - name: castle\n    kind: image\n    model: tiny-sd\n    prompt: a castle\n"
-             "    params: {init_image: /etc/hosts, steps: 2}\n")
+    image = (
+        "steps:\n  - name: castle\n    kind: image\n    model: tiny-sd\n    prompt: a castle\n"
+        "    params: {init_image: /etc/hosts, steps: 2}\n"
+    )
     answer = post(url, {"type": "run", "yaml": image})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "init_image", answer.text
     done = wait_done(url, post(url, {"type": "run", "yaml": recipe % PRIOR, "set": {"face.prior": PRIOR}}).json()["id"])
@@ -232,8 +276,9 @@ def test_an_openai_request_with_a_path_knob_is_a_400(url):
     with pytest.raises(openai.BadRequestError) as error:
         client.completions.create(model="tiny-gpt2", prompt="x", max_tokens=2, extra_body={"adapter": "/etc"})
     assert error.value.body["param"] == "adapter"
-    answer = client.images.generate(model="tiny-gan.pth", prompt="a face", response_format="b64_json",
-                                    extra_body={"prior": PRIOR, "seed": 1})
+    answer = client.images.generate(
+        model="tiny-gan.pth", prompt="a face", response_format="b64_json", extra_body={"prior": PRIOR, "seed": 1}
+    )
     assert len(answer.data) == 1
 
 
@@ -252,7 +297,8 @@ def test_a_hub_shaped_model_is_looked_up_on_the_hub_never_in_the_servers_working
         messages.add(answer.json()["error"]["message"].replace(model, "VALUE"))
         row = post(url, {"type": "batch", "kind": "text", "rows": [{"prompt": "x", "model": model}]})
         assert row.status_code == 422 and "not available offline" in row.json()["error"]["message"], row.text
-        step = post(url, {"type": "run", "yaml": f"steps:\n  - name: a\n    kind: text\n    model: {model}\n"
-                                                 "    prompt: x\n"})
+        step = post(
+            url, {"type": "run", "yaml": f"steps:\n  - name: a\n    kind: text\n    model: {model}\n    prompt: x\n"}
+        )
         assert step.status_code == 422 and "not available offline" in step.json()["error"]["message"], step.text
     assert len(messages) == 1, messages  # the file in the working directory was never looked at

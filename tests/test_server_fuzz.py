@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-schemathesis = pytest.importorskip("schemathesis", reason="the fuzzing pass needs schemathesis (pip install -e '.[dev]')")
+schemathesis = pytest.importorskip(
+    "schemathesis", reason="the fuzzing pass needs schemathesis (pip install -e '.[dev]')"
+)
 from hypothesis import HealthCheck, given, settings  # noqa: E402  (schemathesis brings Hypothesis)
 from hypothesis.errors import Unsatisfiable  # noqa: E402
-
 from serving import served_models, server  # noqa: E402
 
 EXAMPLES = 25  # per operation and generation mode: 27 operations x 2 modes -> some 1,300 requests, ~1 min
@@ -46,14 +47,27 @@ def test_no_request_is_answered_with_a_server_error(served, mode):
     operations = _operations(served)
     assert len(operations) >= 20, [op.label for op in operations]  # the schema lists the API, not a stub of it
     with_bodies = {op.path for op in operations if len(op.body)}  # so the bodies are fuzzed, not only parameters
-    assert with_bodies >= {"/v1/jobs", "/v1/score", "/v1/chat/completions", "/v1/completions", "/v1/images/generations",
-                           "/v1/audio/speech", "/v1/assets/zip", "/v1/ratings/prefer"}, with_bodies
+    assert with_bodies >= {
+        "/v1/jobs",
+        "/v1/score",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/images/generations",
+        "/v1/audio/speech",
+        "/v1/assets/zip",
+        "/v1/ratings/prefer",
+    }, with_bodies
     for operation in operations:
         strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
 
         @given(case=strategy)
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def fuzz(case) -> None:
             _answered(case, served)
 

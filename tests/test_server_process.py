@@ -28,9 +28,17 @@ def assets_of(url: str, job_id: str, headers: dict | None = None) -> list[bytes]
     return [httpx.get(f"{url}{a['url']}", headers=headers).content for a in job["assets"]]
 
 
-JOBS = [{"kind": "text", "prompt": ["The sea", "A lighthouse"], "n": 20, "seed": 11, "model": "tiny-gpt2",
-         "params": {"max_new_tokens": 24}},
-        {"kind": "image", "prompt": "a face", "backend": "gan", "model": "tiny-gan.pth", "n": 30, "seed": 5}]
+JOBS = [
+    {
+        "kind": "text",
+        "prompt": ["The sea", "A lighthouse"],
+        "n": 20,
+        "seed": 11,
+        "model": "tiny-gpt2",
+        "params": {"max_new_tokens": 24},
+    },
+    {"kind": "image", "prompt": "a face", "backend": "gan", "model": "tiny-gan.pth", "n": 30, "seed": 5},
+]
 
 
 def test_kill_9_at_several_points_then_restart_ends_every_job_with_exactly_its_assets(tmp_path, models):
@@ -58,8 +66,9 @@ def test_kill_9_at_several_points_then_restart_ends_every_job_with_exactly_its_a
             job = wait_done(url, job_id)
             assert job["state"] == "done" and len(job["assets"]) == job["expected"] == len(twin)
             assert sorted(a["position"] for a in job["assets"]) == list(range(len(twin)))  # none lost, none twice
-            assert assets_of(url, job_id) == twin or job["kind"] == "image" and _same_pixels(assets_of(url, job_id),
-                                                                                             twin)
+            assert (
+                assets_of(url, job_id) == twin or job["kind"] == "image" and _same_pixels(assets_of(url, job_id), twin)
+            )
 
 
 def _same_pixels(ours: list[bytes], theirs: list[bytes]) -> bool:
@@ -69,13 +78,19 @@ def _same_pixels(ours: list[bytes], theirs: list[bytes]) -> bool:
     import numpy as np
     from PIL import Image
 
-    return all(np.array_equal(np.asarray(Image.open(io.BytesIO(a))), np.asarray(Image.open(io.BytesIO(b))))
-               for a, b in zip(ours, theirs))
+    return all(
+        np.array_equal(np.asarray(Image.open(io.BytesIO(a))), np.asarray(Image.open(io.BytesIO(b))))
+        for a, b in zip(ours, theirs)
+    )
 
 
 def test_a_public_bind_needs_tokens_and_tokens_are_required_then(tmp_path, models):
-    refused = subprocess.run([AIGC, "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data",
-                              str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [AIGC, "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 1 and "without a token" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
     (tmp_path / "team.tokens").write_text(f"ana {TOKEN} admin\n")
@@ -84,8 +99,12 @@ def test_a_public_bind_needs_tokens_and_tokens_are_required_then(tmp_path, model
         assert httpx.get(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert httpx.get(f"{url}/health").status_code == 200
         assert httpx.get(f"{url}/health", headers={"Host": "evil.example"}).status_code == 400  # host checked
-        second = subprocess.run([AIGC, "serve", "--port", str(free_port()), "--data", str(tmp_path / "d")],
-                                capture_output=True, text=True, timeout=60)  # one server per queue
+        second = subprocess.run(
+            [AIGC, "serve", "--port", str(free_port()), "--data", str(tmp_path / "d")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # one server per queue
         assert second.returncode == 1 and "served by another aigc serve" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
 
@@ -99,8 +118,9 @@ def test_an_event_stream_reconnects_with_last_event_id_and_misses_nothing(tmp_pa
                 seen.append(event)
                 if len(seen) == 4:
                     break  # the client goes away (a laptop lid closes)
-        with httpx.stream("GET", f"{url}{job['events']}", headers={"Last-Event-ID": seen[-1]["id"]},
-                          timeout=120) as stream:
+        with httpx.stream(
+            "GET", f"{url}{job['events']}", headers={"Last-Event-ID": seen[-1]["id"]}, timeout=120
+        ) as stream:
             seen += list(_events(stream.iter_lines()))
         with httpx.stream("GET", f"{url}{job['events']}", timeout=60) as stream:
             everything = list(_events(stream.iter_lines()))
@@ -120,19 +140,26 @@ def _events(lines):
             current[key] = value
 
 
-BAD = [{"kind": "text", "prompt": "x", "params": {"temperature": float("nan")}},
-       {"kind": "image", "prompt": "x", "n": 10**9}, {"kind": "audio", "prompt": "word " * 30_000},
-       {"kind": "text", "prompt": "x", "seed": -1}, {"kind": "text", "prompt": "\ud800"},
-       {"type": "run", "yaml": "a: &x [1]\nsteps: *x\n"}, {"type": "run", "recipe": "nope"},
-       {"type": "batch", "kind": "text", "rows": ["x"], "n": 10**8}, {"kind": "text", "prompt": "x", "model": "~root/x"},
-       {"kind": "image", "prompt": "x", "backend": "gan", "params": {"size": 10**9}}]
+BAD = [
+    {"kind": "text", "prompt": "x", "params": {"temperature": float("nan")}},
+    {"kind": "image", "prompt": "x", "n": 10**9},
+    {"kind": "audio", "prompt": "word " * 30_000},
+    {"kind": "text", "prompt": "x", "seed": -1},
+    {"kind": "text", "prompt": "\ud800"},
+    {"type": "run", "yaml": "a: &x [1]\nsteps: *x\n"},
+    {"type": "run", "recipe": "nope"},
+    {"type": "batch", "kind": "text", "rows": ["x"], "n": 10**8},
+    {"kind": "text", "prompt": "x", "model": "~root/x"},
+    {"kind": "image", "prompt": "x", "backend": "gan", "params": {"size": 10**9}},
+]
 
 
 def test_every_bad_request_over_http_is_a_clear_4xx(tmp_path, models):
     with server(tmp_path / "d", models) as (url, _):
         for body in BAD:
-            answer = httpx.post(f"{url}/v1/jobs", content=json.dumps(body, allow_nan=True),
-                                headers={"Content-Type": "application/json"})
+            answer = httpx.post(
+                f"{url}/v1/jobs", content=json.dumps(body, allow_nan=True), headers={"Content-Type": "application/json"}
+            )
             assert 400 <= answer.status_code < 500, (body, answer.status_code, answer.text)
             assert answer.json()["error"]["message"], body
         assert httpx.get(f"{url}/v1/jobs").json()["total"] == 0

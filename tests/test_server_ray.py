@@ -26,11 +26,19 @@ def test_two_ray_workers_make_what_the_local_engine_makes(tmp_path, models, tiny
 
     from PIL import Image
 
-    jobs = [{"kind": "text", "prompt": ["The sea", "A door"], "n": 2, "seed": 3, "model": "tiny-gpt2",
-             "params": {"max_new_tokens": 6}},
-            {"kind": "image", "prompt": "a face", "n": 3, "seed": 8, "model": "tiny-gan.pth"},
-            {"kind": "text", "prompt": "Rain", "seed": 1, "model": "tiny-gpt2", "params": {"max_new_tokens": 9}},
-            {"kind": "image", "prompt": "a face", "n": 2, "seed": 80, "model": "tiny-gan.pth", "params": {"size": 96}}]
+    jobs = [
+        {
+            "kind": "text",
+            "prompt": ["The sea", "A door"],
+            "n": 2,
+            "seed": 3,
+            "model": "tiny-gpt2",
+            "params": {"max_new_tokens": 6},
+        },
+        {"kind": "image", "prompt": "a face", "n": 3, "seed": 8, "model": "tiny-gan.pth"},
+        {"kind": "text", "prompt": "Rain", "seed": 1, "model": "tiny-gpt2", "params": {"max_new_tokens": 9}},
+        {"kind": "image", "prompt": "a face", "n": 2, "seed": 80, "model": "tiny-gan.pth", "params": {"size": 96}},
+    ]
     with server(tmp_path / "data", models, "--engine", "ray", "--workers", "2") as (url, _):
         ids = [httpx.post(f"{url}/v1/jobs", json=job).json()["id"] for job in jobs]
         done = [wait_done(url, job_id) for job_id in ids]
@@ -40,10 +48,18 @@ def test_two_ray_workers_make_what_the_local_engine_makes(tmp_path, models, tiny
     manager = DeviceManager("cpu")
     for job, files in zip(jobs, contents):
         model = tiny_gpt2 if job["kind"] == "text" else tiny_dcgan
-        local = aigc.generate(job["kind"], job["prompt"], n=job["n"] if "n" in job else 1, seed=job["seed"],
-                              model=model, manager=manager, **job.get("params", {}))
+        local = aigc.generate(
+            job["kind"],
+            job["prompt"],
+            n=job["n"] if "n" in job else 1,
+            seed=job["seed"],
+            model=model,
+            manager=manager,
+            **job.get("params", {}),
+        )
         if job["kind"] == "text":
             assert [f.decode() for f in files] == [a.data for a in local]
         else:
-            assert all(np.array_equal(np.asarray(Image.open(io.BytesIO(f))), np.asarray(a.data))
-                       for f, a in zip(files, local))
+            assert all(
+                np.array_equal(np.asarray(Image.open(io.BytesIO(f))), np.asarray(a.data)) for f, a in zip(files, local)
+            )

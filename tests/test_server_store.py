@@ -43,8 +43,11 @@ def tokens(tmp_path) -> Path:
 
 def hold_the_worker(url: str, headers: dict | None = None) -> str:
     """A long job, running, that keeps the one worker busy while a test queues the jobs it wants waiting."""
-    job = httpx.post(f"{url}/v1/jobs", headers=headers, json={"kind": "text", "prompt": "x", "model": "tiny-gpt2",
-                                                               "n": 1000, "params": {"max_new_tokens": 100}}).json()
+    job = httpx.post(
+        f"{url}/v1/jobs",
+        headers=headers,
+        json={"kind": "text", "prompt": "x", "model": "tiny-gpt2", "n": 1000, "params": {"max_new_tokens": 100}},
+    ).json()
     deadline = time.time() + 120
     while httpx.get(f"{url}/v1/jobs/{job['id']}", headers=headers).json()["state"] == "pending":
         assert time.time() < deadline, "the worker never took the long job"
@@ -84,14 +87,27 @@ def test_the_queue_limit_holds_for_thirty_concurrent_posts(tmp_path, models, tok
 def test_a_private_server_names_no_one_elses_job_in_a_list_a_view_an_answer_or_an_event(tmp_path, models, tokens):
     with server(tmp_path / "data", models, "--token-file", str(tokens), "--private") as (url, _):
         blocker = hold_the_worker(url, AS_ROOT)
-        bobs = [httpx.post(f"{url}/v1/jobs", json={**FACE, "prompt": "bob's face", "seed": 1},
-                           headers=AS_BOB).json()["id"]]
+        bobs = [
+            httpx.post(f"{url}/v1/jobs", json={**FACE, "prompt": "bob's face", "seed": 1}, headers=AS_BOB).json()["id"]
+        ]
         cys = httpx.post(f"{url}/v1/jobs", json={**FACE, "prompt": "cy's face", "seed": 9}, headers=AS_CY).json()["id"]
         answers = []  # bob's second job through the OpenAI route: its answer says whom it was batched with
-        image = threading.Thread(target=lambda: answers.append(httpx.post(
-            f"{url}/v1/images/generations", headers=AS_BOB, timeout=120, json={
-                "model": "tiny-gan.pth", "backend": "gan", "prompt": "bob's other face", "seed": 2,
-                "response_format": "b64_json"})))
+        image = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(
+                    f"{url}/v1/images/generations",
+                    headers=AS_BOB,
+                    timeout=120,
+                    json={
+                        "model": "tiny-gan.pth",
+                        "backend": "gan",
+                        "prompt": "bob's other face",
+                        "seed": 2,
+                        "response_format": "b64_json",
+                    },
+                )
+            )
+        )
         image.start()
         while httpx.get(f"{url}/v1/jobs", headers=AS_BOB).json()["total"] < 2:
             time.sleep(0.05)
@@ -143,8 +159,10 @@ def test_an_idempotency_key_used_for_another_request_is_a_409(tmp_path, models):
         assert error["type"] == "conflict_error" and error["code"] == "idempotency_key_reused"
         assert "order-42" in error["message"] and "another request" in error["message"]
         assert httpx.get(f"{url}/v1/jobs").json()["total"] == 1  # no new job
-        assert httpx.post(f"{url}/v1/jobs", json={**FACE, "seed": 2}, headers={"Idempotency-Key": "order-43"}
-                          ).status_code == 202
+        assert (
+            httpx.post(f"{url}/v1/jobs", json={**FACE, "seed": 2}, headers={"Idempotency-Key": "order-43"}).status_code
+            == 202
+        )
 
 
 def _damaged_database(path: Path) -> None:
@@ -154,12 +172,15 @@ def _damaged_database(path: Path) -> None:
 
     Store(path).close()
     db = sqlite3.connect(path)
-    db.execute("INSERT INTO jobs (id, owner, type, kind, request, state, created, expected, seq) VALUES "
-               "('j1', 'local', 'generate', 'image', '{}', 'done', 1, 4000, 1)")
-    db.executemany("INSERT INTO assets (id, job, position, kind, path, media_type, size, etag, record, created, owner,"
-                   " prompt, score) VALUES (?, 'j1', ?, 'image', 'x.png', 'image/png', 1, 'e', ?, ?, 'local', ?, ?)",
-                   [(f"{i:08x}", i, json.dumps({"prompt": f"face {i}"}), 1000 + i, f"face {i}", i / 4000)
-                    for i in range(4000)])
+    db.execute(
+        "INSERT INTO jobs (id, owner, type, kind, request, state, created, expected, seq) VALUES "
+        "('j1', 'local', 'generate', 'image', '{}', 'done', 1, 4000, 1)"
+    )
+    db.executemany(
+        "INSERT INTO assets (id, job, position, kind, path, media_type, size, etag, record, created, owner,"
+        " prompt, score) VALUES (?, 'j1', ?, 'image', 'x.png', 'image/png', 1, 'e', ?, ?, 'local', ?, ?)",
+        [(f"{i:08x}", i, json.dumps({"prompt": f"face {i}"}), 1000 + i, f"face {i}", i / 4000) for i in range(4000)],
+    )
     db.commit()
     db.close()
     size = path.stat().st_size
@@ -173,8 +194,12 @@ def test_a_damaged_database_is_refused_at_start_with_one_line(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     _damaged_database(data / "aigc.db")
-    started = subprocess.Popen([AIGC, "serve", "--port", str(free_port()), "--data", str(data)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = subprocess.Popen(
+        [AIGC, "serve", "--port", str(free_port()), "--data", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _, stderr = started.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -184,8 +209,9 @@ def test_a_damaged_database_is_refused_at_start_with_one_line(tmp_path):
     assert len(stderr.strip().splitlines()) == 1 and str(data / "aigc.db") in stderr, stderr
     assert "damaged" in stderr and "restore it from a backup, or move it away" in stderr
     (data / "aigc.db").write_bytes(os.urandom(8192))  # not a database at all: the same line
-    refused = subprocess.run([AIGC, "serve", "--port", str(free_port()), "--data", str(data)], capture_output=True,
-                             text=True, timeout=120)
+    refused = subprocess.run(
+        [AIGC, "serve", "--port", str(free_port()), "--data", str(data)], capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "damaged" in refused.stderr and "backup" in refused.stderr
 
@@ -229,7 +255,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
                 return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     return False
 
@@ -242,20 +268,24 @@ def test_slow_clients_are_cut_off_and_one_gone_mid_body_is_one_log_line(tmp_path
         half.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and then nothing
         silent = socket.create_connection(("127.0.0.1", port))  # connects and says nothing at all
         trickle = socket.create_connection(("127.0.0.1", port))
-        trickle.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: 100000\r\n\r\n{\"kind\": ")  # a body that never comes
+        trickle.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100000\r\n\r\n{"kind": '
+        )  # a body that never comes
         for sock in (half, silent, trickle):
             with sock:
                 assert _closed_within(sock, 30), "the server held a slow client's connection"
         before = log.read_text()
         gone = socket.create_connection(("127.0.0.1", port))
-        gone.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100000\r\n\r\n{\"kind\": \"")  # 10 bytes of 100,000, then away
+        gone.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100000\r\n\r\n{"kind": "'
+        )  # 10 bytes of 100,000, then away
         gone.close()
         assert httpx.get(f"{url}/health").status_code == 200
         time.sleep(1)
         assert httpx.get(f"{url}/health").status_code == 200  # the server goes on
-        added = log.read_text()[len(before):]
+        added = log.read_text()[len(before) :]
         assert "Traceback" not in added and len(added.strip().splitlines()) <= 1, added
         assert httpx.post(f"{url}/v1/jobs", json={**FACE, "prompt": "x" * 10_000}).status_code == 202  # whole: fine
     assert "Traceback" not in log.read_text()
@@ -266,14 +296,22 @@ def test_temporary_files_a_kill_left_are_removed_at_start_and_nothing_else(tmp_p
     with server(data, models) as (url, _):
         job = wait_done(url, httpx.post(f"{url}/v1/jobs", json={**FACE, "n": 2}).json()["id"])
         files = {a["id"]: httpx.get(f"{url}{a['url']}").content for a in job["assets"]}
-        left = [data / "assets" / job["id"] / ".000001.png.abc123.part", data / "jobs" / "j1" / "run" / ".x.txt.q.part",
-                data / "thumbnails" / ".a-256.webp.zz.part", data / ".url-secret.r4nd.part"]
+        left = [
+            data / "assets" / job["id"] / ".000001.png.abc123.part",
+            data / "jobs" / "j1" / "run" / ".x.txt.q.part",
+            data / "thumbnails" / ".a-256.webp.zz.part",
+            data / ".url-secret.r4nd.part",
+        ]
         kept = [data / "assets" / job["id"] / ".keep", data / "jobs" / "j1" / "run" / "notes.part"]
         for path in left + kept:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"half an image")
-        second = subprocess.run([AIGC, "serve", "--port", str(free_port()), "--data", str(data)], capture_output=True,
-                                text=True, timeout=120)
+        second = subprocess.run(
+            [AIGC, "serve", "--port", str(free_port()), "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 1 and "served by another aigc serve" in second.stderr
         assert all(path.exists() for path in left)  # a second server touches nothing of the first's
     with server(data, models) as (url, _):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.runtime.devices import DeviceManager
 from aigc.generators.audio.speech import sentences
+from aigc.runtime.devices import DeviceManager
 
 pytestmark = pytest.mark.pack
 
@@ -33,7 +33,7 @@ def test_the_default_voice_speaks_offline(voice_manager):
     rms = np.sqrt(np.mean(audio.samples**2))
     assert rms > 0.02  # not silent
     edge = int(0.02 * audio.sample_rate)  # trimmed: the clip starts and ends near the sound, not in long silence
-    assert np.abs(audio.samples[: edge * 5]).max() > 0.01 and np.abs(audio.samples[-edge * 5:]).max() > 0.01
+    assert np.abs(audio.samples[: edge * 5]).max() > 0.01 and np.abs(audio.samples[-edge * 5 :]).max() > 0.01
 
 
 def test_voiced_speech_has_a_human_pitch(voice_manager):
@@ -41,10 +41,10 @@ def test_voiced_speech_has_a_human_pitch(voice_manager):
     audio = say("Hello, how are you today?", voice_manager, seed=3)[0].data
     rate, x = audio.sample_rate, audio.samples
     frame = int(0.04 * rate)
-    energies = [np.sum(x[i:i + frame] ** 2) for i in range(0, len(x) - frame, frame // 2)]
+    energies = [np.sum(x[i : i + frame] ** 2) for i in range(0, len(x) - frame, frame // 2)]
     start = int(np.argmax(energies)) * (frame // 2)
-    seg = x[start:start + frame] - x[start:start + frame].mean()
-    corr = np.correlate(seg, seg, mode="full")[frame - 1:]
+    seg = x[start : start + frame] - x[start : start + frame].mean()
+    corr = np.correlate(seg, seg, mode="full")[frame - 1 :]
     low, high = rate // 300, rate // 70
     pitch = rate / (low + int(np.argmax(corr[low:high])))
     assert 70 <= pitch <= 300
@@ -83,11 +83,14 @@ def test_unspeakable_text_is_refused_before_loading(text):
     assert manager.stats()["loads"] == 0
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(speed=0), "speed=0.0 is out of range"),
-    (dict(variation=-1), "variation=-1.0 is out of range"),
-    (dict(duration=3.0), "unknown parameter 'duration' for audio generation; allowed: pause, speed, variation"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(speed=0), "speed=0.0 is out of range"),
+        (dict(variation=-1), "variation=-1.0 is out of range"),
+        (dict(duration=3.0), "unknown parameter 'duration' for audio generation; allowed: pause, speed, variation"),
+    ],
+)
 def test_bad_speech_knobs_fail_before_loading(params, message):
     manager = DeviceManager("cpu")
     with pytest.raises(aigc.ConfigError, match=message):
@@ -120,16 +123,23 @@ def test_audio_saves_as_wav_flac_or_ogg_only(voice_manager, tmp_path):
 
 def test_transformers_vits_models_run_through_the_same_backend(tiny_vits):
     manager = DeviceManager("cpu")
-    clips = aigc.generate("audio", ["hello there.", "a much longer sentence to say. and another one."],
-                          model=tiny_vits, seed=[3, 4], manager=manager)
+    clips = aigc.generate(
+        "audio",
+        ["hello there.", "a much longer sentence to say. and another one."],
+        model=tiny_vits,
+        seed=[3, 4],
+        manager=manager,
+    )
     assert all(c.data.sample_rate == 16000 and c.info["engine"] == "vits" for c in clips)
     assert clips[1].info["sentences"] == 2
     alone = aigc.generate("audio", "hello there.", model=tiny_vits, seed=3, manager=manager)[0]
     assert np.array_equal(alone.data.samples, clips[0].data.samples)
-    slower = aigc.generate("audio", "hello there.", model=tiny_vits, seed=3, speed=0.5, variation=0.0,
-                           manager=manager)[0]
-    faster = aigc.generate("audio", "hello there.", model=tiny_vits, seed=3, speed=2.0, variation=0.0,
-                           manager=manager)[0]
+    slower = aigc.generate("audio", "hello there.", model=tiny_vits, seed=3, speed=0.5, variation=0.0, manager=manager)[
+        0
+    ]
+    faster = aigc.generate("audio", "hello there.", model=tiny_vits, seed=3, speed=2.0, variation=0.0, manager=manager)[
+        0
+    ]
     assert len(faster.data.samples) < len(slower.data.samples)
 
 

@@ -50,8 +50,12 @@ def _imports() -> dict[str, set[str]]:
                     continue
                 for alias in node.names:  # `from . import registry` imports a module; `from .x import y` a name
                     candidate = f"{base}.{alias.name}"
-                    found.add(candidate if (PACKAGE.parent / Path(*candidate.split("."))).with_suffix(".py").exists()
-                              or (PACKAGE.parent / Path(*candidate.split("."))).is_dir() else base)
+                    found.add(
+                        candidate
+                        if (PACKAGE.parent / Path(*candidate.split("."))).with_suffix(".py").exists()
+                        or (PACKAGE.parent / Path(*candidate.split("."))).is_dir()
+                        else base
+                    )
     return {m: {i for i in imports if i != m} for m, imports in graph.items()}
 
 
@@ -69,8 +73,9 @@ def test_no_module_imports_in_a_cycle():
 
 
 def test_every_import_goes_down_the_layers():
-    upward = [(m, i) for m, deps in _imports().items() if m != "aigc" for i in deps
-              if i != "aigc" and _layer(i) > _layer(m)]
+    upward = [
+        (m, i) for m, deps in _imports().items() if m != "aigc" for i in deps if i != "aigc" and _layer(i) > _layer(m)
+    ]
     assert not upward, f"imports that go up a layer: {upward}"
     assert "aigc" not in set().union(*(deps for m, deps in _imports().items() if m != "aigc"))
 
@@ -127,8 +132,10 @@ def test_a_plugins_knob_reaches_every_front_end(swatch, tmp_path, manager):
         aigc.generate("image", "x", backend="swatch", model="any", hue=3, manager=manager)
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("steps:\n  - name: chip\n    kind: image\n    backend: swatch\n    model: any\n"
-                      "    prompt: a chip\n    params:\n      hue: 0.75\n")
+    recipe.write_text(
+        "steps:\n  - name: chip\n    kind: image\n    backend: swatch\n    model: any\n"
+        "    prompt: a chip\n    params:\n      hue: 0.75\n"
+    )
     assert aigc.run(recipe)["chip"][0].params["hue"] == 0.75
     recipe.write_text(recipe.read_text().replace("hue: 0.75", "hue: 7"))
     with pytest.raises(aigc.ConfigError, match=r"r.yaml:8: steps.0.params.hue: hue=7.0 is out of range"):
@@ -148,8 +155,24 @@ def test_a_plugins_knob_is_a_command_line_option(swatch, tmp_path):
 
     help_text = run("generate", "--help").stdout
     assert "--hue NUMBER" in help_text and "image (swatch): the swatch's hue" in help_text
-    made = run("generate", "image", "x", "--backend", "swatch", "--model", "any", "--hue", "0.5", "--side", "8",
-               "--seed", "2", "--json", "--out", str(tmp_path / "out"))
+    made = run(
+        "generate",
+        "image",
+        "x",
+        "--backend",
+        "swatch",
+        "--model",
+        "any",
+        "--hue",
+        "0.5",
+        "--side",
+        "8",
+        "--seed",
+        "2",
+        "--json",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["params"] == {"hue": 0.5, "side": 8}
     bad = run("generate", "image", "x", "--backend", "swatch", "--model", "any", "--hue", "9")
@@ -176,8 +199,10 @@ def test_contact_sheets_refuse_nothing_with_an_aigc_error():
 
 def test_help_for_every_knob_imports_no_torch():
     """`aigc generate --help` imports every backend to list its knobs, so backend modules keep torch lazy."""
-    code = ("import sys; from aigc.cli import cli; cli.main(['generate', '--help'], standalone_mode=False);"
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from aigc.cli import cli; cli.main(['generate', '--help'], standalone_mode=False);"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--truncation" in done.stdout and "--steps" in done.stdout

@@ -21,11 +21,24 @@ from serving import served_models, server, wait_done  # noqa: E402
 
 ANA, BOB, CY = "ana-token-0123456789abcdef", "bob-token-0123456789abcdef", "cy-token-0123456789abcdefgh"
 AS_ANA, AS_BOB, AS_CY = ({"Authorization": f"Bearer {token}"} for token in (ANA, BOB, CY))
-TEXT = {"kind": "text", "prompt": "The lighthouse keeper", "model": "tiny-gpt2", "n": 3, "seed": 1,
-        "params": {"max_new_tokens": 12}}
+TEXT = {
+    "kind": "text",
+    "prompt": "The lighthouse keeper",
+    "model": "tiny-gpt2",
+    "n": 3,
+    "seed": 1,
+    "params": {"max_new_tokens": 12},
+}
 IMAGE = {"kind": "image", "prompt": "a face in the fog", "backend": "gan", "model": "tiny-gan.pth", "n": 4, "seed": 2}
-BEST = {"kind": "image", "prompt": "a person wearing sunglasses", "backend": "gan", "model": "tiny-gan.pth", "n": 2,
-        "best_of": 3, "seed": 5}
+BEST = {
+    "kind": "image",
+    "prompt": "a person wearing sunglasses",
+    "backend": "gan",
+    "model": "tiny-gan.pth",
+    "n": 2,
+    "best_of": 3,
+    "seed": 5,
+}
 
 
 def finished(url: str, job_id: str, headers: dict) -> dict:
@@ -41,10 +54,13 @@ def served(tmp_path_factory, tiny_gpt2, tiny_dcgan):
 
     env = {**os.environ, "AIGC_LIMIT_ZIP_ASSETS": "5"}
     with server(root / "data", models, "--token-file", str(root / "team.tokens"), env=env) as (url, _):
-        jobs = {name: httpx.post(f"{url}/v1/jobs", json=body, headers=AS_BOB).json()["id"]
-                for name, body in (("text", TEXT), ("image", IMAGE), ("best", BEST))}
-        jobs["ana"] = httpx.post(f"{url}/v1/jobs", json={**IMAGE, "n": 2, "prompt": "ana's own"},
-                                 headers=AS_ANA).json()["id"]
+        jobs = {
+            name: httpx.post(f"{url}/v1/jobs", json=body, headers=AS_BOB).json()["id"]
+            for name, body in (("text", TEXT), ("image", IMAGE), ("best", BEST))
+        }
+        jobs["ana"] = httpx.post(
+            f"{url}/v1/jobs", json={**IMAGE, "n": 2, "prompt": "ana's own"}, headers=AS_ANA
+        ).json()["id"]
         views = {name: finished(url, job_id, AS_ANA) for name, job_id in jobs.items()}
         assert all(view["state"] == "done" for view in views.values()), views
         yield url, root / "data", views
@@ -68,8 +84,9 @@ def test_the_studio_page_is_served_with_a_policy_that_forbids_inline_scripts(ser
     for name in re.findall(r'from "\./([a-z]+\.js)"', httpx.get(f"{url}/studio/studio.js").text) + ["studio.js"]:
         script = httpx.get(f"{url}/studio/{name}")
         assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
-        assert not re.search(r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write|\beval\(|new Function",
-                             script.text), name  # data goes in as text nodes only
+        assert not re.search(
+            r"\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write|\beval\(|new Function", script.text
+        ), name  # data goes in as text nodes only
     head = httpx.head(f"{url}/")  # as GET, without the body
     assert head.status_code == 200 and head.content == b"" and head.headers["content-security-policy"] == policy
     assert int(head.headers["content-length"]) == len(page.content)
@@ -115,11 +132,21 @@ def test_the_listing_filters_by_kind_words_job_owner_and_pages_with_a_cursor(ser
     assert listing(url, AS_BOB, until="2000-01-01")["total"] == 0
 
 
-@pytest.mark.parametrize("params, field", [({"limit": "0"}, "limit"), ({"limit": "100000"}, "limit"),
-                                           ({"sort": "random"}, "sort"), ({"kind": "video"}, "kind"),
-                                           ({"min_score": "nan"}, "min_score"), ({"since": "yesterday"}, "since"),
-                                           ({"cursor": "garbage"}, "cursor"), ({"job": "../x"}, "job"),
-                                           ({"q": "w " * 20}, "q"), ({"colour": "red"}, "colour")])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "100000"}, "limit"),
+        ({"sort": "random"}, "sort"),
+        ({"kind": "video"}, "kind"),
+        ({"min_score": "nan"}, "min_score"),
+        ({"since": "yesterday"}, "since"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"job": "../x"}, "job"),
+        ({"q": "w " * 20}, "q"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_a_bad_listing_parameter_is_one_line_naming_it(served, params, field):
     url, _, _ = served
     answer = httpx.get(f"{url}/v1/assets", params=params, headers=AS_BOB)
@@ -158,8 +185,9 @@ def test_ratings_are_kept_per_user_by_the_server_and_in_the_team_library(served)
 
     url, data, views = served
     asset = views["text"]["assets"][0]["id"]
-    mine = httpx.put(f"{url}/v1/assets/{asset}/rating", json={"value": 1, "note": "<b>lovely</b> cadence"},
-                     headers=AS_BOB)
+    mine = httpx.put(
+        f"{url}/v1/assets/{asset}/rating", json={"value": 1, "note": "<b>lovely</b> cadence"}, headers=AS_BOB
+    )
     assert mine.status_code == 200, mine.text
     assert mine.json()["mine"]["value"] == 1 and mine.json()["mine"]["note"] == "<b>lovely</b> cadence"
     assert httpx.put(f"{url}/v1/assets/{asset}/rating", json={"value": -1}, headers=AS_ANA).status_code == 200
@@ -182,9 +210,16 @@ def test_ratings_are_kept_per_user_by_the_server_and_in_the_team_library(served)
     assert [(p.item.ref, p.other.ref) for p in pairs] == [(asset, other)]
 
 
-@pytest.mark.parametrize("body, status, field", [({"value": 2}, 422, "value"), ({"value": True}, 422, "value"),
-                                                 ({"value": 1, "note": "x" * 5000}, 422, "note"),
-                                                 ({"value": 1, "stars": 5}, 422, "stars"), ([1], 422, None)])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"value": 2}, 422, "value"),
+        ({"value": True}, 422, "value"),
+        ({"value": 1, "note": "x" * 5000}, 422, "note"),
+        ({"value": 1, "stars": 5}, 422, "stars"),
+        ([1], 422, None),
+    ],
+)
 def test_a_bad_rating_is_refused_and_nothing_is_stored(served, body, status, field):
     url, data, views = served
     asset = views["image"]["assets"][0]["id"]
@@ -201,8 +236,10 @@ def test_a_teammates_assets_are_seen_and_rated_as_oneself_but_their_jobs_change_
     anas = views["ana"]["assets"][0]["id"]
     meta = httpx.get(f"{url}/v1/assets/{anas}/meta", headers=AS_BOB)
     assert meta.status_code == 200 and meta.json()["owner"] == "ana"
-    assert httpx.get(f"{url}/v1/assets/{anas}", headers=AS_BOB).content == \
-        httpx.get(f"{url}/v1/assets/{anas}", headers=AS_ANA).content
+    assert (
+        httpx.get(f"{url}/v1/assets/{anas}", headers=AS_BOB).content
+        == httpx.get(f"{url}/v1/assets/{anas}", headers=AS_ANA).content
+    )
     assert httpx.get(f"{url}/v1/assets/{anas}/thumbnail", headers=AS_BOB).status_code == 200
     assert httpx.get(f"{url}/v1/jobs/{anas_job}", headers=AS_BOB).json()["owner"] == "ana"
     with httpx.stream("GET", f"{url}/v1/jobs/{anas_job}/events", headers=AS_BOB, timeout=60) as events:
@@ -226,8 +263,10 @@ def private(tmp_path_factory, tiny_dcgan):
     models = served_models(root / "models", tiny_dcgan=tiny_dcgan)
     (root / "team.tokens").write_text(f"ana {ANA} admin\nbob {BOB}\ncy {CY}\n")
     with server(root / "data", models, "--token-file", str(root / "team.tokens"), "--private") as (url, _):
-        jobs = {who: httpx.post(f"{url}/v1/jobs", json={**IMAGE, "n": 1}, headers=headers).json()["id"]
-                for who, headers in (("bob", AS_BOB), ("cy", AS_CY))}
+        jobs = {
+            who: httpx.post(f"{url}/v1/jobs", json={**IMAGE, "n": 1}, headers=headers).json()["id"]
+            for who, headers in (("bob", AS_BOB), ("cy", AS_CY))
+        }
         yield url, {who: finished(url, job_id, AS_ANA) for who, job_id in jobs.items()}
 
 
@@ -238,8 +277,14 @@ def test_a_private_server_shows_each_user_only_their_own(private):
     assert {a["owner"] for a in listing(url, AS_ANA)["assets"]} == {"bob", "cy"}  # an admin sees all
     refused = httpx.get(f"{url}/v1/assets", params={"owner": "cy"}, headers=AS_BOB)
     assert refused.status_code == 403 and "--private" in refused.json()["error"]["message"]
-    for path in (f"/v1/assets/{cys}", f"/v1/assets/{cys}/meta", f"/v1/assets/{cys}/thumbnail",
-                 f"/v1/assets/{cys}/rating", f"/v1/jobs/{cys_job}", f"/v1/jobs/{cys_job}/events"):
+    for path in (
+        f"/v1/assets/{cys}",
+        f"/v1/assets/{cys}/meta",
+        f"/v1/assets/{cys}/thumbnail",
+        f"/v1/assets/{cys}/rating",
+        f"/v1/jobs/{cys_job}",
+        f"/v1/jobs/{cys_job}/events",
+    ):
         assert httpx.get(f"{url}{path}", headers=AS_BOB).status_code == 404, path  # not even said to exist
     assert httpx.put(f"{url}/v1/assets/{cys}/rating", json={"value": 1}, headers=AS_BOB).status_code == 404
     assert httpx.post(f"{url}/v1/assets/zip", json={"ids": [cys]}, headers=AS_BOB).status_code == 404
@@ -263,8 +308,11 @@ def test_a_selection_downloads_as_a_zip_with_its_manifest(served):
     for line in manifest:
         assert archive.read(line["file"]) == httpx.get(f"{url}/v1/assets/{line['id']}", headers=AS_BOB).content
         assert line["seed"] is not None and line["prompt"]
-    too_many = httpx.post(f"{url}/v1/assets/zip", json={"ids": [a["id"] for a in views["image"]["assets"]] +
-                                                        [a["id"] for a in views["text"]["assets"]]}, headers=AS_BOB)
+    too_many = httpx.post(
+        f"{url}/v1/assets/zip",
+        json={"ids": [a["id"] for a in views["image"]["assets"]] + [a["id"] for a in views["text"]["assets"]]},
+        headers=AS_BOB,
+    )
     assert too_many.status_code == 422 and "AIGC_LIMIT_ZIP_ASSETS" in too_many.json()["error"]["message"]
     for body in ({"ids": []}, {"ids": "abc"}, {}):
         assert httpx.post(f"{url}/v1/assets/zip", json=body, headers=AS_BOB).json()["error"]["field"] == "ids"
@@ -285,8 +333,9 @@ def test_a_client_that_read_the_jobs_streams_from_their_last_event_and_misses_no
     snapshot = httpx.get(f"{url}/v1/jobs", headers=AS_BOB).json()
     job = httpx.post(f"{url}/v1/jobs", json={**IMAGE, "n": 2, "seed": 9}, headers=AS_BOB).json()
     seen = []
-    with httpx.stream("GET", f"{url}/v1/events", headers={**AS_BOB, "Last-Event-ID": str(snapshot["last_event"])},
-                      timeout=120) as events:
+    with httpx.stream(
+        "GET", f"{url}/v1/events", headers={**AS_BOB, "Last-Event-ID": str(snapshot["last_event"])}, timeout=120
+    ) as events:
         for line in events.iter_lines():
             if line.startswith("id: "):
                 seen.append(int(line[4:]))
@@ -311,11 +360,17 @@ def test_an_old_database_gains_the_gallery_columns_and_ten_thousand_assets_page_
         CREATE TABLE assets (id TEXT PRIMARY KEY, job TEXT NOT NULL, position INTEGER NOT NULL, kind TEXT NOT NULL,
             path TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, record TEXT NOT NULL,
             created REAL NOT NULL, UNIQUE(job, position));""")
-    old.execute("INSERT INTO jobs VALUES ('j1', 'cleo', 'generate', 'image', '{}', 'done', 1, 1, 2, 10000, '{}', "
-                "NULL, 0, NULL, 1)")
-    old.executemany("INSERT INTO assets VALUES (?, 'j1', ?, 'image', 'x.png', 'image/png', 1, 'e', ?, ?)",
-                    [(f"{i:08x}", i, json.dumps({"prompt": f"face {i % 7}", "score": (i % 100) / 100}), 1000 + i // 3)
-                     for i in range(10_000)])
+    old.execute(
+        "INSERT INTO jobs VALUES ('j1', 'cleo', 'generate', 'image', '{}', 'done', 1, 1, 2, 10000, '{}', "
+        "NULL, 0, NULL, 1)"
+    )
+    old.executemany(
+        "INSERT INTO assets VALUES (?, 'j1', ?, 'image', 'x.png', 'image/png', 1, 'e', ?, ?)",
+        [
+            (f"{i:08x}", i, json.dumps({"prompt": f"face {i % 7}", "score": (i % 100) / 100}), 1000 + i // 3)
+            for i in range(10_000)
+        ],
+    )
     old.commit()
     old.close()
     store = Store(path)
@@ -334,6 +389,7 @@ def test_an_old_database_gains_the_gallery_columns_and_ten_thousand_assets_page_
                 if len(rows) <= 500:
                     break
                 from aigc.server.gallery import _encode_cursor
+
                 cursor = _encode_cursor(query, rows[499]["sort_key"], rows[499]["id"])
             assert len(seen) == 10_000 and seen == sorted(seen, reverse=True), params  # each once, in order
             plan = " ".join(str(tuple(r)) for r in store.query(f"EXPLAIN QUERY PLAN {sql}", args))

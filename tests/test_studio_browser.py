@@ -22,9 +22,11 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip(f"the studio's browser tests need Debian's chromium and chromium-driver (apt-get install chromium "
-                f"chromium-driver); missing: {'chromium' if CHROMIUM is None else 'chromedriver'}",
-                allow_module_level=True)
+    pytest.skip(
+        f"the studio's browser tests need Debian's chromium and chromium-driver (apt-get install chromium "
+        f"chromium-driver); missing: {'chromium' if CHROMIUM is None else 'chromedriver'}",
+        allow_module_level=True,
+    )
 webdriver = pytest.importorskip("selenium.webdriver")
 httpx = pytest.importorskip("httpx")
 
@@ -67,12 +69,20 @@ def studio(tmp_path_factory, tiny_gpt2, tiny_dcgan):
     pipelines = root / "pipelines"
     pipelines.mkdir()
     (pipelines / "short_story.yaml").write_text(RECIPE)
-    with server(root / "data", models, "--token-file", str(root / "team.tokens"), "--pipelines",
-                str(pipelines)) as (url, _):
+    with server(root / "data", models, "--token-file", str(root / "team.tokens"), "--pipelines", str(pipelines)) as (
+        url,
+        _,
+    ):
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
-        for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                         f"--window-size={LAPTOP[0]},{LAPTOP[1]}", "--force-prefers-reduced-motion"):
+        for argument in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+            "--force-prefers-reduced-motion",
+        ):
             options.add_argument(argument)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, to see failed loads
         driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
@@ -85,8 +95,9 @@ def studio(tmp_path_factory, tiny_gpt2, tiny_dcgan):
 
 def wait(driver, condition, timeout: float = 240):
     """Until condition(driver) is truthy; an element re-rendered under our feet is simply looked up again."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.1,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(d))
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda d: condition(d))
 
 
 def shown(driver, css: str):
@@ -106,9 +117,20 @@ def open_view(driver, url: str, hash_: str) -> None:
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "main#view > *") and not shown(d, "#token-dialog"))
 
 
-def make(driver, url: str, *, kind: str, prompt: str, backend: str | None = None, model: str | None = None,
-         n: int | None = None, seed: int | None = None, best_of: int | None = None, knobs: dict | None = None,
-         keyboard: bool = False) -> str:
+def make(
+    driver,
+    url: str,
+    *,
+    kind: str,
+    prompt: str,
+    backend: str | None = None,
+    model: str | None = None,
+    n: int | None = None,
+    seed: int | None = None,
+    best_of: int | None = None,
+    knobs: dict | None = None,
+    keyboard: bool = False,
+) -> str:
     """Fill the Make form and submit it; the new job's id (from the page's own notice)."""
     open_view(driver, url, "#/make")
     wait(driver, lambda d: shown(d, "#make-prompt"))
@@ -134,8 +156,11 @@ def make(driver, url: str, *, kind: str, prompt: str, backend: str | None = None
 
 
 def state_of(driver, job_id: str) -> str | None:
-    return driver.execute_script("const li = document.querySelector(`#queue-list li[data-job='${arguments[0]}']`);"
-                                 "return li ? li.dataset.state : null", job_id)
+    return driver.execute_script(
+        "const li = document.querySelector(`#queue-list li[data-job='${arguments[0]}']`);"
+        "return li ? li.dataset.state : null",
+        job_id,
+    )
 
 
 def until_done(driver, job_id: str, timeout: float = 300) -> None:
@@ -150,8 +175,9 @@ def screenshot(driver, name: str, scroll_to: str | None = None, dark: bool = Fal
         return
     SHOTS.mkdir(parents=True, exist_ok=True)
     if dark:
-        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme",
-                                                                             "value": "dark"}]})
+        driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+        )
         time.sleep(0.3)
         driver.save_screenshot(str(SHOTS / f"{name}-dark-laptop.png"))
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
@@ -170,10 +196,20 @@ def made(studio):
     """The jobs every test below looks at, made from the form: a text, an image and an audio job."""
     url, driver = studio
     jobs = {
-        "text": make(driver, url, kind="text", prompt="A two-line poem about a lighthouse keeper", model=TEXT_MODEL,
-                     n=2, seed=3, knobs={"max_new_tokens": TOKENS}, keyboard=True),
-        "image": make(driver, url, kind="image", backend="gan", model=IMAGE_MODEL, prompt="a face in the fog",
-                      n=4, seed=1),
+        "text": make(
+            driver,
+            url,
+            kind="text",
+            prompt="A two-line poem about a lighthouse keeper",
+            model=TEXT_MODEL,
+            n=2,
+            seed=3,
+            knobs={"max_new_tokens": TOKENS},
+            keyboard=True,
+        ),
+        "image": make(
+            driver, url, kind="image", backend="gan", model=IMAGE_MODEL, prompt="a face in the fog", n=4, seed=1
+        ),
         "audio": make(driver, url, kind="audio", backend="speech", prompt="Welcome to the studio.", seed=2),
     }
     for job_id in jobs.values():
@@ -194,8 +230,10 @@ def test_the_page_asks_for_a_token_and_keeps_it_for_this_tab_only(studio):
     wait(driver, lambda d: shown(d, "#make-prompt"))
     assert driver.execute_script("return sessionStorage.getItem('aigc.token')") == TOKEN
     assert driver.execute_script("return localStorage.length") == 0 and TOKEN not in driver.get_cookies().__str__()
-    icon = driver.execute_script("const link = document.querySelector('link[rel=icon]');"
-                                 "return fetch(link.href).then(r => [r.status, r.headers.get('content-type')])")
+    icon = driver.execute_script(
+        "const link = document.querySelector('link[rel=icon]');"
+        "return fetch(link.href).then(r => [r.status, r.headers.get('content-type')])"
+    )
     assert icon == [200, "image/svg+xml"]
     missing = [entry["message"] for entry in driver.get_log("browser") if "404" in entry["message"]]
     assert not missing  # nothing the page loads is missing (the wrong token's 401 is expected)
@@ -204,35 +242,61 @@ def test_the_page_asks_for_a_token_and_keeps_it_for_this_tab_only(studio):
 def test_text_image_and_audio_jobs_made_from_the_form_land_in_the_gallery(studio, made):
     url, driver = studio
     for kind, job_id in made.items():
-        assert driver.execute_script("return document.querySelector(arguments[0]).value",
-                                     f'#queue-list li[data-job="{job_id}"] progress') == 1
+        assert (
+            driver.execute_script(
+                "return document.querySelector(arguments[0]).value", f'#queue-list li[data-job="{job_id}"] progress'
+            )
+            == 1
+        )
     open_view(driver, url, "#/gallery")
     wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery-grid .card")) >= 7)
     cards = driver.find_elements(By.CSS_SELECTOR, "#gallery-grid .card")
     kinds = [card.get_attribute("data-kind") for card in cards]
     assert kinds.count("text") == 2 and kinds.count("image") == 4 and kinds.count("audio") == 1
-    wait(driver, lambda d: d.execute_script(
-        "return [...document.querySelectorAll('.card.image img')].every(i => i.complete && i.naturalWidth > 0)"))
-    wait(driver, lambda d: d.execute_script(
-        "const a = document.querySelector('.card.audio audio'); return a && a.readyState >= 1 && a.duration > 0"))
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('.card.image img')].every(i => i.complete && i.naturalWidth > 0)"
+        ),
+    )
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            "const a = document.querySelector('.card.audio audio'); return a && a.readyState >= 1 && a.duration > 0"
+        ),
+    )
     texts = [c.find_element(By.CSS_SELECTOR, ".excerpt").text for c in cards if c.get_attribute("data-kind") == "text"]
     assert all(texts)
     screenshot(driver, "gallery", dark=True)
     Select(driver.find_element(By.ID, "filter-kind")).select_by_value("image")
-    wait(driver, lambda d: {c.get_attribute("data-kind") for c in d.find_elements(By.CSS_SELECTOR, "#gallery-grid .card")}
-         == {"image"})
+    wait(
+        driver,
+        lambda d: (
+            {c.get_attribute("data-kind") for c in d.find_elements(By.CSS_SELECTOR, "#gallery-grid .card")} == {"image"}
+        ),
+    )
     assert "kind=image" in driver.current_url
 
 
 def test_a_reload_mid_job_reattaches_to_its_progress(studio, made):
     url, driver = studio
-    job_id = make(driver, url, kind="text", prompt="A long night at sea", model="tiny-gpt2", n=16, seed=4,
-                  knobs={"max_new_tokens": 48})
+    job_id = make(
+        driver,
+        url,
+        kind="text",
+        prompt="A long night at sea",
+        model="tiny-gpt2",
+        n=16,
+        seed=4,
+        knobs={"max_new_tokens": 48},
+    )
     bar = f'#queue-list li[data-job="{job_id}"] progress'
 
     def fraction(d):
-        value = d.execute_script("const bar = document.querySelector(arguments[0]);"
-                                 "return bar && bar.hasAttribute('value') ? bar.value : 0", bar)
+        value = d.execute_script(
+            "const bar = document.querySelector(arguments[0]);return bar && bar.hasAttribute('value') ? bar.value : 0",
+            bar,
+        )
         return float(value)
 
     wait(driver, lambda d: 0 < fraction(d) < 1 and state_of(d, job_id) == "running")
@@ -306,8 +370,17 @@ def test_a_hostile_prompt_renders_as_text_and_runs_nothing(studio):
 
 def test_a_best_of_asset_shows_its_score_parts_their_meanings_and_every_candidate(studio):
     url, driver = studio
-    job_id = make(driver, url, kind="image", backend="gan", model=IMAGE_MODEL, prompt="a person wearing sunglasses",
-                  n=2, best_of=4, seed=7)
+    job_id = make(
+        driver,
+        url,
+        kind="image",
+        backend="gan",
+        model=IMAGE_MODEL,
+        prompt="a person wearing sunglasses",
+        n=2,
+        best_of=4,
+        seed=7,
+    )
     until_done(driver, job_id)
     job = httpx.get(f"{url}/v1/jobs/{job_id}", headers=AUTH).json()
     best = min(job["assets"], key=lambda a: a["position"])
@@ -359,8 +432,13 @@ def test_a_chain_runs_from_its_inputs_form_and_shows_each_step_with_its_assets(s
     driver.find_element(By.CSS_SELECTOR, "#chain-form button[type=submit]").click()
     wait(driver, lambda d: "#/chain/" in d.current_url)
     job_id = driver.current_url.rsplit("/", 1)[1]
-    wait(driver, lambda d: "· done" in d.find_element(By.CSS_SELECTOR, "main p.hint").text
-         and len(d.find_elements(By.CSS_SELECTOR, ".chain-step[data-step=poster] .card")) == 2)
+    wait(
+        driver,
+        lambda d: (
+            "· done" in d.find_element(By.CSS_SELECTOR, "main p.hint").text
+            and len(d.find_elements(By.CSS_SELECTOR, ".chain-step[data-step=poster] .card")) == 2
+        ),
+    )
     page = driver.execute_script("""  // one look at the page (it re-renders as events arrive)
         const q = (css) => [...document.querySelectorAll(css)];
         return {steps: q('.chain-step').map(s => s.dataset.step),
@@ -379,15 +457,18 @@ def test_a_chain_runs_from_its_inputs_form_and_shows_each_step_with_its_assets(s
 def test_a_focused_cancel_button_stays_focused_as_its_job_updates_and_retry_takes_over(studio):
     """(Last, so the gallery's counts above never see this job.)"""
     url, driver = studio
-    job_id = make(driver, url, kind="text", prompt="A slow tide", model="tiny-gpt2", n=24, seed=6,
-                  knobs={"max_new_tokens": 64})
+    job_id = make(
+        driver, url, kind="text", prompt="A slow tide", model="tiny-gpt2", n=24, seed=6, knobs={"max_new_tokens": 64}
+    )
     row = f'#queue-list li[data-job="{job_id}"]'
     wait(driver, lambda d: state_of(d, job_id) == "running" and shown(d, f"{row} [data-action=cancel]"))
     driver.execute_script("document.querySelector(arguments[0]).focus()", f"{row} [data-action=cancel]")
 
     def focused(d):
-        return d.execute_script("const el = document.activeElement, li = el.closest('li[data-job]');"
-                                "return li ? [li.dataset.job, el.dataset.action] : null")
+        return d.execute_script(
+            "const el = document.activeElement, li = el.closest('li[data-job]');"
+            "return li ? [li.dataset.job, el.dataset.action] : null"
+        )
 
     stage = driver.find_element(By.CSS_SELECTOR, f"{row} .stage").text
     wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} .stage").text != stage)  # its row was rebuilt

@@ -24,8 +24,9 @@ PROMPT = "Write one sentence."
 
 
 def sentences() -> dict[str, list[str]]:
-    rows = [line.split("\t") for line in (Path(__file__).parent / "data" / "taste_sentences.tsv").read_text()
-            .splitlines()]
+    rows = [
+        line.split("\t") for line in (Path(__file__).parent / "data" / "taste_sentences.tsv").read_text().splitlines()
+    ]
     return {topic: [text for t, text in rows if t == topic] for topic in ("sea", "money", "other")}
 
 
@@ -58,8 +59,9 @@ def test_no_model_before_twenty_ratings_and_one_at_twenty(tmp_path, scorer):
     assert library.taste(SPACE) is None  # nothing rated: no taste part at all
     assert "taste" not in scorer.score([texts["sea"][30]], PROMPT, library=library)[0]
     for i in range(MIN_RATINGS - 1):
-        library.rate(texts["sea"][i // 2] if i % 2 == 0 else texts["money"][i // 2], 1 if i % 2 == 0 else -1,
-                     scorer=scorer)
+        library.rate(
+            texts["sea"][i // 2] if i % 2 == 0 else texts["money"][i // 2], 1 if i % 2 == 0 else -1, scorer=scorer
+        )
     young = library.taste(SPACE)
     assert not young.used and young.reason == "too few ratings: 19 of the 20 a model needs"
     result = scorer.score([texts["sea"][30]], PROMPT, library=library)[0]
@@ -146,8 +148,17 @@ def test_one_users_taste(team, scorer):
 
 def test_best_of_records_the_taste_it_chose_by(team, tmp_path, tiny_gpt2, manager, scorer):
     library = Library(shutil.copytree(team, tmp_path / "team"))
-    chosen = aigc.generate("text", "The sea", model=tiny_gpt2, best_of=3, seed=2, max_new_tokens=8, manager=manager,
-                           scorer=scorer, library=library)[0]
+    chosen = aigc.generate(
+        "text",
+        "The sea",
+        model=tiny_gpt2,
+        best_of=3,
+        seed=2,
+        max_new_tokens=8,
+        manager=manager,
+        scorer=scorer,
+        library=library,
+    )[0]
     assert 0 <= chosen.scores["taste"] <= 1 and chosen.scores["taste_ratings"] == 60
     assert chosen.scores["taste_accuracy"] == pytest.approx(library.taste(SPACE).accuracy, abs=1e-4)
     assert chosen.search.library == str(library.path)

@@ -13,8 +13,8 @@ import pytest
 from scipy.stats import binomtest
 
 import aigc
-from aigc.media.assets import Asset
 from aigc.generators.text.causal_lm import CausalLMGenerator
+from aigc.media.assets import Asset
 from aigc.scoring.library import Library
 from aigc.scoring.loop import Policy, round_seeds, search
 
@@ -30,8 +30,10 @@ def scorer():
 
 
 def _split() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    rows = [tuple(line.split("\t")) for line in (Path(__file__).parent / "data" / "taste_sentences.tsv")
-            .read_text().splitlines()]
+    rows = [
+        tuple(line.split("\t"))
+        for line in (Path(__file__).parent / "data" / "taste_sentences.tsv").read_text().splitlines()
+    ]
     random.Random(7).shuffle(rows)
     train = [r for topic in RANK for r in [x for x in rows if x[0] == topic][:20]]
     return train, [r for r in rows if r not in train]
@@ -54,21 +56,26 @@ def test_a_team_that_likes_the_sea_and_not_money(tmp_path, scorer):
     for _ in range(30):
         (a_topic, a), (b_topic, b) = rng.sample([r for r in train], 2)
         if a_topic != b_topic:
-            library.prefer(a, b, user="sim", scorer=scorer) if RANK[a_topic] > RANK[b_topic] else \
-                library.prefer(b, a, user="sim", scorer=scorer)
+            library.prefer(a, b, user="sim", scorer=scorer) if RANK[a_topic] > RANK[b_topic] else library.prefer(
+                b, a, user="sim", scorer=scorer
+            )
     model = library.taste("text:pack:minilm")
     assert model.used and model.held_out.accuracy >= 0.8
 
     vectors = np.stack([v for _, v in scorer.embed([text for _, text in held_out])])
     right, total = _ordered(model.score(vectors), [RANK[topic] for topic, _ in held_out])
-    print(f"\ntext taste: held-out pairs ordered by the rule {right}/{total} = {right / total:.1%}; cross-validated "
-          f"on {model.ratings} ratings {model.held_out.accuracy:.1%}")
+    print(
+        f"\ntext taste: held-out pairs ordered by the rule {right}/{total} = {right / total:.1%}; cross-validated "
+        f"on {model.ratings} ratings {model.held_out.accuracy:.1%}"
+    )
     assert right / total >= 0.8
 
     with_taste, without = _best_of_picks(held_out, library, scorer)
     both = sum(a and not b for a, b in zip(with_taste, without)), sum(b and not a for a, b in zip(with_taste, without))
-    print(f"best_of 5, {len(with_taste)} rounds: picks the team likes {sum(with_taste)} with taste, {sum(without)} "
-          f"without (rounds only one side got right: {both})")
+    print(
+        f"best_of 5, {len(with_taste)} rounds: picks the team likes {sum(with_taste)} with taste, {sum(without)} "
+        f"without (rounds only one side got right: {both})"
+    )
     assert sum(with_taste) >= sum(without) + 0.25 * len(with_taste)
     assert binomtest(both[0], sum(both), 0.5, alternative="greater").pvalue < 0.01  # a sign test over the rounds
 
@@ -85,16 +92,25 @@ def _best_of_picks(pool: list[tuple[str, str]], library: Library, scorer) -> tup
         drawn = random.Random(round_index).sample(pool, 5)
 
         def produce(seeds: list[int], knobs: dict, drawn: list = drawn) -> list[Asset]:
-            return [Asset("text", text, "Write one sentence.", seed, "lm", "pool") for seed, (_, text) in
-                    zip(seeds, drawn)]
+            return [
+                Asset("text", text, "Write one sentence.", seed, "lm", "pool") for seed, (_, text) in zip(seeds, drawn)
+            ]
 
         for name, judge_with in (("with", scorer), ("without", blind)):
+
             def judge(assets: list[Asset], judge_with=judge_with) -> None:
                 for asset, result in zip(assets, judge_with.score(assets, library=library)):
                     asset.score, asset.scores = result.pop("score"), result
 
-            chosen = search(produce, judge, lambda assets: None, Policy(1, 5, None, 1, False),
-                            lambda attempt, base=round_index: round_seeds(base, attempt, 5), {}, CausalLMGenerator)
+            chosen = search(
+                produce,
+                judge,
+                lambda assets: None,
+                Policy(1, 5, None, 1, False),
+                lambda attempt, base=round_index: round_seeds(base, attempt, 5),
+                {},
+                CausalLMGenerator,
+            )
             picks[name].append(topic_of[chosen[0].data] == "sea")
     return picks["with"], picks["without"]
 
@@ -116,6 +132,8 @@ def test_faces_the_classifier_sees_in_sunglasses(tmp_path, scorer):
 
     liked = list(rule[held_out] > float(np.median(rule[held_out])))
     right, total = _ordered(model.score(features[held_out]), [float(x) for x in liked])
-    print(f"\nface taste: held-out liked-vs-not pairs ordered by the rule {right}/{total} = {right / total:.1%}; "
-          f"cross-validated on {model.ratings} thumbs {model.held_out.accuracy:.1%}")
+    print(
+        f"\nface taste: held-out liked-vs-not pairs ordered by the rule {right}/{total} = {right / total:.1%}; "
+        f"cross-validated on {model.ratings} thumbs {model.held_out.accuracy:.1%}"
+    )
     assert right / total >= 0.8

@@ -13,7 +13,9 @@ PROMPTS = ["The sea", "A lighthouse keeper finds a door in the sea and", "Once"]
 
 
 def gen(prompt, model, manager, **kw):
-    return aigc.generate("text", prompt, model=model, manager=manager, max_new_tokens=kw.pop("max_new_tokens", 12), **kw)
+    return aigc.generate(
+        "text", prompt, model=model, manager=manager, max_new_tokens=kw.pop("max_new_tokens", 12), **kw
+    )
 
 
 def test_same_seed_same_text_and_new_seed_new_text(tiny_gpt2, manager):
@@ -44,9 +46,15 @@ def _hf_greedy(model_dir, prompt, max_new_tokens, **kw):
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ids = tok(prompt, return_tensors="pt")
-    out = model.generate(**ids, do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                         pad_token_id=tok.eos_token_id, **kw)
-    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    out = model.generate(
+        **ids,
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens,
+        pad_token_id=tok.eos_token_id,
+        **kw,
+    )
+    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 @pytest.mark.parametrize("penalty", [1.0, 1.3])
@@ -95,8 +103,11 @@ def test_too_many_or_too_long_stop_strings_are_refused_before_loading(tiny_gpt2)
     from aigc.runtime.devices import DeviceManager
 
     fresh = DeviceManager("cpu")
-    with pytest.raises(aigc.ConfigError, match=r"number of strings in stop is 65, over the limit of 64.*"
-                                               r"AIGC_LIMIT_STOP_STRINGS=65"):
+    with pytest.raises(
+        aigc.ConfigError,
+        match=r"number of strings in stop is 65, over the limit of 64.*"
+        r"AIGC_LIMIT_STOP_STRINGS=65",
+    ):
         gen("The sea", tiny_gpt2, fresh, stop=[f"stop {i}" for i in range(65)])
     with pytest.raises(aigc.ConfigError, match=r"stop's length in characters is 1,001.*AIGC_LIMIT_STOP_CHARS"):
         gen("The sea", tiny_gpt2, fresh, stop=["x" * 1001])
@@ -172,7 +183,7 @@ def _settled(text, stops):
     if cut is not None:
         return text[:cut]
     held = max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
-    return text[:len(text) - held]
+    return text[: len(text) - held]
 
 
 def test_stop_cuts_match_a_brute_force_reference_on_random_texts():
@@ -221,8 +232,9 @@ def test_stops_found_token_by_token_match_the_reference():
 
 
 def test_gpt2_checkpoint_without_tokenizer_uses_the_gpt2_tokenizer_pack(tiny_gpt2_bare, manager):
-    asset = aigc.generate("text", "Hello world", backend="gpt2", model=tiny_gpt2_bare, seed=1, max_new_tokens=5,
-                          manager=manager)[0]
+    asset = aigc.generate(
+        "text", "Hello world", backend="gpt2", model=tiny_gpt2_bare, seed=1, max_new_tokens=5, manager=manager
+    )[0]
     assert asset.backend == "gpt2" and asset.info["prompt_tokens"] == 2  # "Hello world" -> [15496, 995]
 
 
@@ -249,8 +261,9 @@ def test_a_hub_id_loads_offline_from_the_hub_cache(tiny_gpt2, manager):
     from conftest import put_in_hub_cache
 
     put_in_hub_cache("tiny-org/tiny-gpt2", tiny_gpt2)
-    by_id = aigc.generate("text", "The sea", backend="gpt2", model="tiny-org/tiny-gpt2", seed=3, manager=manager,
-                          max_new_tokens=6)[0]
+    by_id = aigc.generate(
+        "text", "The sea", backend="gpt2", model="tiny-org/tiny-gpt2", seed=3, manager=manager, max_new_tokens=6
+    )[0]
     by_dir = gen("The sea", tiny_gpt2, manager, seed=3, max_new_tokens=6)[0]
     assert by_id.data == by_dir.data and by_id.model == "tiny-org/tiny-gpt2"
 
@@ -278,28 +291,38 @@ def test_compile_gives_the_same_tokens_as_eager_decoding(tiny_gpt2, manager):
 def test_compile_without_a_cpu_compiler_fails_before_any_load(tiny_gpt2, manager):
     from torch._inductor import config as inductor
 
-    with inductor.patch({"cpp.cxx": ("no-such-c++",)}), pytest.raises(aigc.ConfigError, match=r"needs a C\+\+ compiler"):
+    with (
+        inductor.patch({"cpp.cxx": ("no-such-c++",)}),
+        pytest.raises(aigc.ConfigError, match=r"needs a C\+\+ compiler"),
+    ):
         gen("The sea", tiny_gpt2, manager, compile=True)
     assert manager.stats()["loads"] == 0
 
 
 def test_a_chat_for_a_model_without_a_template_is_read_as_a_transcript(tiny_gpt2, manager):
-    chat = [{"role": "user", "content": "The sea"}, {"role": "assistant", "content": "is wide."},
-            {"role": "user", "content": "And the sky?"}]
+    chat = [
+        {"role": "user", "content": "The sea"},
+        {"role": "assistant", "content": "is wide."},
+        {"role": "user", "content": "And the sky?"},
+    ]
     asset = gen("And the sky?", tiny_gpt2, manager, seed=3, messages=chat)[0]
-    transcript = gen("User: The sea\nAssistant: is wide.\nUser: And the sky?\nAssistant:", tiny_gpt2, manager,
-                     seed=3)[0]
+    transcript = gen("User: The sea\nAssistant: is wide.\nUser: And the sky?\nAssistant:", tiny_gpt2, manager, seed=3)[
+        0
+    ]
     assert asset.data == transcript.data and asset.info["messages"] == chat
 
 
-@pytest.mark.parametrize("messages, says", [
-    ([], "non-empty list"),
-    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "end with the user's turn"),
-    ([{"role": "tool", "content": "x"}], "role"),
-    ([{"role": "user", "content": 3}], "content"),
-    ([{"role": "user", "content": "a\x00b"}], "control character"),
-    ("Hi", "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "messages, says",
+    [
+        ([], "non-empty list"),
+        ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "end with the user's turn"),
+        ([{"role": "tool", "content": "x"}], "role"),
+        ([{"role": "user", "content": 3}], "content"),
+        ([{"role": "user", "content": "a\x00b"}], "control character"),
+        ("Hi", "non-empty list"),
+    ],
+)
 def test_a_malformed_chat_is_refused_before_loading(tiny_gpt2, manager, messages, says):
     with pytest.raises(aigc.ConfigError, match=says):
         gen("Hi", tiny_gpt2, manager, messages=messages)

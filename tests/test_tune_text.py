@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import aigc
-from aigc.runtime.devices import DeviceManager
 from aigc.errors import ConfigError, ModelLoadError
+from aigc.runtime.devices import DeviceManager
 from aigc.scoring.library import Library
 from aigc.scoring.scorer import Item
 from aigc.tuning import pairs as pair_sources
@@ -51,8 +51,9 @@ def test_pairs_come_from_choices_thumbs_of_one_prompt_and_of_any(rated_library):
     assert counts == {"choice": 1, "thumbs": 3, "thumbs-any": 6}
     assert all(p.chosen in SEA and p.rejected in MONEY for p in found.pairs)
     same = [p for p in found.pairs if p.source == "thumbs"]
-    assert {(p.prompt, p.chosen, p.rejected) for p in same} == {(f"Write line {i}", s, m)
-                                                               for i, (s, m) in enumerate(zip(SEA, MONEY))}
+    assert {(p.prompt, p.chosen, p.rejected) for p in same} == {
+        (f"Write line {i}", s, m) for i, (s, m) in enumerate(zip(SEA, MONEY))
+    }
     assert pair_sources.from_ratings(Library(rated_library).ratings(), seed=0).pairs == found.pairs  # seeded
     assert pair_sources.from_ratings(Library(rated_library).ratings(user="ana")).pairs == [found.pairs[0]]
 
@@ -72,8 +73,9 @@ def test_ratings_made_before_texts_were_kept_are_counted_not_guessed(tmp_path, r
 
 
 def test_best_of_candidates_pair_best_against_worst(tmp_path, tiny_gpt2):
-    assets = aigc.generate("text", "The harbour", model=tiny_gpt2, seed=3, n=4, max_new_tokens=6,
-                           manager=DeviceManager("cpu"))
+    assets = aigc.generate(
+        "text", "The harbour", model=tiny_gpt2, seed=3, n=4, max_new_tokens=6, manager=DeviceManager("cpu")
+    )
     for i, (asset, score) in enumerate(zip(assets, (0.4, 0.7, 0.2, 0.5))):
         asset.score = score  # as the scorer's loop leaves each candidate (scoring itself is tested elsewhere)
         asset.save(tmp_path / f"candidate-{i}.txt")
@@ -96,16 +98,33 @@ def _margin(model_ref: str, pairs) -> float:
         for answer, sign in ((pair.chosen, 1.0), (pair.rejected, -1.0)):
             ids = torch.tensor([prompt + loaded.tokenizer(" " + answer)["input_ids"]])
             with torch.no_grad():
-                logits = loaded.model(ids).logits.log_softmax(-1)[0, len(prompt) - 1:-1]
-            total += sign * float(logits.gather(1, ids[0, len(prompt):, None]).sum())
+                logits = loaded.model(ids).logits.log_softmax(-1)[0, len(prompt) - 1 : -1]
+            total += sign * float(logits.gather(1, ids[0, len(prompt) :, None]).sum())
     return total / len(pairs)
 
 
-def test_dpo_training_resumes_after_a_kill_and_moves_the_model_toward_the_liked_texts(tmp_path, rated_library,
-                                                                                     tiny_gpt2):
+def test_dpo_training_resumes_after_a_kill_and_moves_the_model_toward_the_liked_texts(
+    tmp_path, rated_library, tiny_gpt2
+):
     out = tmp_path / "sea-adapter"
-    args = ["tune", "text", "--from", str(rated_library), "--model", tiny_gpt2, "--out", str(out), "--steps", "12",
-            "--save-every", "2", "--learning-rate", "5e-3", "--seed", "1"]
+    args = [
+        "tune",
+        "text",
+        "--from",
+        str(rated_library),
+        "--model",
+        tiny_gpt2,
+        "--out",
+        str(out),
+        "--steps",
+        "12",
+        "--save-every",
+        "2",
+        "--learning-rate",
+        "5e-3",
+        "--seed",
+        "1",
+    ]
     process = subprocess.Popen([AIGC, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not list((out / "checkpoints").glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
@@ -123,7 +142,8 @@ def test_dpo_training_resumes_after_a_kill_and_moves_the_model_toward_the_liked_
     assert record["base_model"] == tiny_gpt2 and record["data"]["pairs"] == 10
     assert record["data"]["sources"] == {"choice": 1, "thumbs": 3, "thumbs-any": 6}
     assert record["data"]["fingerprint"] == pair_sources.fingerprint(
-        pair_sources.from_ratings(Library(rated_library).ratings(), seed=1).pairs)
+        pair_sources.from_ratings(Library(rated_library).ratings(), seed=1).pairs
+    )
     assert not (out / "checkpoints").exists()
     assert {"adapter_model.safetensors", "adapter_config.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth")]  # safetensors only
@@ -135,12 +155,14 @@ def test_dpo_training_resumes_after_a_kill_and_moves_the_model_toward_the_liked_
     assert _margin(str(out), pairs) > _margin(tiny_gpt2, pairs) + 0.5
 
 
-def test_an_adapter_loads_as_model_or_adapter_in_python_cli_and_batch_rows(tmp_path, tiny_gpt2, tiny_gpt2_other,
-                                                                           trained_adapter):
+def test_an_adapter_loads_as_model_or_adapter_in_python_cli_and_batch_rows(
+    tmp_path, tiny_gpt2, tiny_gpt2_other, trained_adapter
+):
     manager = DeviceManager("cpu")
     by_model = aigc.generate("text", "The sea", model=trained_adapter, seed=4, max_new_tokens=6, manager=manager)[0]
-    by_knob = aigc.generate("text", "The sea", model=tiny_gpt2, adapter=trained_adapter, seed=4, max_new_tokens=6,
-                            manager=manager)[0]
+    by_knob = aigc.generate(
+        "text", "The sea", model=tiny_gpt2, adapter=trained_adapter, seed=4, max_new_tokens=6, manager=manager
+    )[0]
     base = aigc.generate("text", "The sea", model=tiny_gpt2, seed=4, max_new_tokens=6, manager=manager)[0]
     assert by_model.data == by_knob.data and by_model.backend == "lm" and by_model.model == trained_adapter
     assert by_knob.params["adapter"] == trained_adapter
@@ -193,9 +215,19 @@ def test_bad_tune_requests_fail_in_one_line(tmp_path, rated_library, tiny_gpt2, 
         result = run("tune", "text", *args, ok=False)
         assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
-    blocked = subprocess.run([sys.executable, "-c", "import sys; sys.modules['peft'] = None; "
-                              "from aigc.cli import main; sys.argv = ['aigc', 'tune', 'text', '--from', '.', "
-                              "'--out', 'x']; main()"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    blocked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['peft'] = None; "
+            "from aigc.cli import main; sys.argv = ['aigc', 'tune', 'text', '--from', '.', "
+            "'--out', 'x']; main()",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert blocked.returncode == 1 and "pip install 'aigc[tune]'" in blocked.stderr
     assert len(blocked.stderr.strip().splitlines()) == 1
 
@@ -213,12 +245,30 @@ def trained_adapter(tmp_path_factory, rated_library, tiny_gpt2) -> str:
 @pytest.mark.pack
 def test_the_smollm2_pack_tunes_end_to_end_and_generates_with_its_adapter(tmp_path, rated_library):
     out = tmp_path / "smol"
-    run("tune", "text", "--from", str(rated_library), "--out", str(out), "--steps", "3", "--batch-size", "2",
-        "--max-length", "96")
+    run(
+        "tune",
+        "text",
+        "--from",
+        str(rated_library),
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "96",
+    )
     record = json.loads((out / "aigc-adapter.json").read_text())
     assert record["base_model"] == "pack:smollm2" and record["steps_trained"] == 3
-    tuned = aigc.generate("text", "Write one line about your weekend.", model=str(out), seed=5, max_new_tokens=20,
-                          manager=DeviceManager("cpu"))[0]
+    tuned = aigc.generate(
+        "text",
+        "Write one line about your weekend.",
+        model=str(out),
+        seed=5,
+        max_new_tokens=20,
+        manager=DeviceManager("cpu"),
+    )[0]
     words = tuned.data.split()
     assert len(words) >= 5 and sum(w.isalpha() for w in words) / len(words) > 0.5  # still prose
     assert tuned.info["prompt_tokens"] > 15  # the chat template still wraps the prompt

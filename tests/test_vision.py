@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from aigc.runtime.devices import DeviceManager
 from aigc.errors import ModelLoadError
+from aigc.runtime.devices import DeviceManager
 from aigc.scoring.vision import (
     EfficientNetLite0,
     ImageClassifier,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import aigc
-from aigc.runtime.devices import DeviceManager
 from aigc.orchestration.recipes import load_recipe, replay, run_to_dir
 from aigc.orchestration.workflows import Pipeline, Step, check, run
+from aigc.runtime.devices import DeviceManager
 
 RECIPES = sorted(Path(__file__).parent.parent.joinpath("pipelines").glob("*.yaml"))
 SHORT = {"max_new_tokens": 24}  # keep the real SmolLM2 steps quick in tests
@@ -49,8 +49,13 @@ def test_replay_reproduces_text_bytes_and_image_pixels(tmp_path):
     from PIL import Image
 
     manager = DeviceManager("cpu")
-    first = run_to_dir(shortened(RECIPES[[r.stem for r in RECIPES].index("prompt_expansion")]), {"prompt": "a harbour"},
-                       tmp_path / "a", seed=4, manager=manager)
+    first = run_to_dir(
+        shortened(RECIPES[[r.stem for r in RECIPES].index("prompt_expansion")]),
+        {"prompt": "a harbour"},
+        tmp_path / "a",
+        seed=4,
+        manager=manager,
+    )
     again = replay(first, tmp_path / "b", manager=manager)
     texts = sorted((tmp_path / "a").glob("*.txt"))
     images = sorted((tmp_path / "a").glob("*.png"))
@@ -66,7 +71,9 @@ def test_fan_out_provenance_and_release_of_finished_models(tiny_gpt2, tiny_dcgan
     produced = aigc.chain(
         Step("ideas", "text", "Ideas about {topic}", model=tiny_gpt2, n=2, params={"max_new_tokens": 5}),
         Step("pictures", "image", "{ideas}", backend="gan", model=tiny_dcgan, n=2),
-        topic="the sea", seed=3, manager=manager,
+        topic="the sea",
+        seed=3,
+        manager=manager,
     )
     assert len(produced["ideas"]) == 2 and len(produced["pictures"]) == 4  # 2 per idea
     parents = [a.workflow.parents for a in produced["pictures"]]
@@ -78,27 +85,48 @@ def test_fan_out_provenance_and_release_of_finished_models(tiny_gpt2, tiny_dcgan
 def test_image_to_image_takes_an_earlier_image(tiny_sd):
     manager = DeviceManager("cpu")
     base = {"steps": 2, "width": 64, "height": 64}
-    produced = run(Pipeline([
-        Step("sketch", "image", "a castle", backend="diffusion", model=tiny_sd, params=base),
-        Step("painting", "image", "a castle, oil painting", backend="diffusion", model=tiny_sd, input="sketch",
-             params={"steps": 4, "strength": 0.5}),
-    ]), seed=1, manager=manager)
+    produced = run(
+        Pipeline(
+            [
+                Step("sketch", "image", "a castle", backend="diffusion", model=tiny_sd, params=base),
+                Step(
+                    "painting",
+                    "image",
+                    "a castle, oil painting",
+                    backend="diffusion",
+                    model=tiny_sd,
+                    input="sketch",
+                    params={"steps": 4, "strength": 0.5},
+                ),
+            ]
+        ),
+        seed=1,
+        manager=manager,
+    )
     assert produced["painting"][0].data.size == (64, 64)
     assert produced["painting"][0].workflow.parents == ["sketch-0"]
 
 
-@pytest.mark.parametrize("steps, message", [
-    ([Step("a", "text", "about {nothing}")], r"unknown placeholder \{nothing\}"),
-    ([Step("a", "text", "{b}"), Step("b", "text", "{a}")], "cycle"),
-    ([Step("pic", "image", "x", backend="gan"), Step("t", "text", "describe {pic}")], "is an image step"),
-    ([Step("pic", "image", "x", backend="gan"), Step("t", "text", "x", input="pic")], "passes an image to an image step"),
-    ([Step("pic", "image", "x", backend="gan"), Step("p2", "image", "x", backend="gan", input="pic")],
-     "takes no input image; use backend: diffusion"),
-    ([Step("a", "text", "x", params={"temprature": 1})], "unknown parameter 'temprature'"),
-    ([Step("a", "video", "x")], "kind='video' is not supported"),
-    ([Step("a", "text", "x"), Step("a", "text", "y")], "share a name"),
-    ([Step("a", "text", "x", join=True)], "join only applies to audio"),
-])
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([Step("a", "text", "about {nothing}")], r"unknown placeholder \{nothing\}"),
+        ([Step("a", "text", "{b}"), Step("b", "text", "{a}")], "cycle"),
+        ([Step("pic", "image", "x", backend="gan"), Step("t", "text", "describe {pic}")], "is an image step"),
+        (
+            [Step("pic", "image", "x", backend="gan"), Step("t", "text", "x", input="pic")],
+            "passes an image to an image step",
+        ),
+        (
+            [Step("pic", "image", "x", backend="gan"), Step("p2", "image", "x", backend="gan", input="pic")],
+            "takes no input image; use backend: diffusion",
+        ),
+        ([Step("a", "text", "x", params={"temprature": 1})], "unknown parameter 'temprature'"),
+        ([Step("a", "video", "x")], "kind='video' is not supported"),
+        ([Step("a", "text", "x"), Step("a", "text", "y")], "share a name"),
+        ([Step("a", "text", "x", join=True)], "join only applies to audio"),
+    ],
+)
 def test_bad_pipelines_fail_before_any_model_loads(steps, message):
     manager = DeviceManager("cpu")
     with pytest.raises(aigc.ConfigError, match=message):
@@ -111,14 +139,22 @@ def test_unknown_inputs_are_refused():
         check(Pipeline([Step("a", "text", "{topic}")], {"topic": "x"}), {"topik": "y"})
 
 
-@pytest.mark.parametrize("text, message", [
-    ("steps:\n  - name: a\n    kind: video\n    prompt: x\n", r":3: steps\.0\.kind: Input should be 'text', 'image' or 'audio'"),
-    ("inputs: {t: x}\nsteps:\n  - name: a\n    kind: text\n    prompt: x\n    colour: red\n",
-     r":6: steps\.0\.colour: Extra inputs are not permitted"),
-    ("steps:\n  - name: a\n    kind: text\n    prompt: x\n    n: 0\n", r":5: steps\.0\.n: Input should be greater"),
-    ("steps: [\n", r":2: not valid YAML"),
-    ("inputs: {}\n", r":1: steps: Field required"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "steps:\n  - name: a\n    kind: video\n    prompt: x\n",
+            r":3: steps\.0\.kind: Input should be 'text', 'image' or 'audio'",
+        ),
+        (
+            "inputs: {t: x}\nsteps:\n  - name: a\n    kind: text\n    prompt: x\n    colour: red\n",
+            r":6: steps\.0\.colour: Extra inputs are not permitted",
+        ),
+        ("steps:\n  - name: a\n    kind: text\n    prompt: x\n    n: 0\n", r":5: steps\.0\.n: Input should be greater"),
+        ("steps: [\n", r":2: not valid YAML"),
+        ("inputs: {}\n", r":1: steps: Field required"),
+    ],
+)
 def test_recipe_errors_name_the_line_and_field(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -128,11 +164,26 @@ def test_recipe_errors_name_the_line_and_field(tmp_path, text, message):
 
 def test_aigc_run_on_the_command_line(tiny_gpt2, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"inputs: {{topic: the sea}}\nsteps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n"
-                      "    prompt: 'A line about {topic}'\n    params: {max_new_tokens: 4}\n")
+    recipe.write_text(
+        f"inputs: {{topic: the sea}}\nsteps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n"
+        "    prompt: 'A line about {topic}'\n    params: {max_new_tokens: 4}\n"
+    )
     aigc_bin = str(Path(sys.executable).parent / "aigc")
-    done = subprocess.run([aigc_bin, "run", str(recipe), "--set", "topic=glass", "--set", "line.max_new_tokens=6",
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            aigc_bin,
+            "run",
+            str(recipe),
+            "--set",
+            "topic=glass",
+            "--set",
+            "line.max_new_tokens=6",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     asset = record["steps"][0]["assets"][0]
@@ -152,8 +203,10 @@ def test_a_run_never_overwrites_an_earlier_run(tiny_gpt2, tmp_path):
 
 def test_aigc_run_from_python(tiny_gpt2, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"inputs: {{topic: the sea}}\nsteps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n"
-                      "    prompt: 'A line about {topic}'\n    params: {max_new_tokens: 4}\n")
+    recipe.write_text(
+        f"inputs: {{topic: the sea}}\nsteps:\n  - name: line\n    kind: text\n    model: {tiny_gpt2}\n"
+        "    prompt: 'A line about {topic}'\n    params: {max_new_tokens: 4}\n"
+    )
     produced = aigc.run(recipe, topic="glass", seed=4)
     assert produced["line"][0].prompt == "A line about glass"
     run_json = aigc.run(recipe, tmp_path / "run", topic="glass", seed=4)

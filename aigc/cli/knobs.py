@@ -8,9 +8,36 @@ from typing import Any
 import click
 
 PREFIX = "knob__"  # the options' destination names, kept apart from the commands' own arguments
-RESERVED = {"seed", "model", "backend", "n", "out", "json", "stream", "play", "device", "dtype", "format", "kind",
-            "best_of", "min_score", "max_attempts", "diverse", "library", "no_library", "param", "engine", "workers",
-            "ray_address", "help", "version", "prompt", "prompts", "set", "replay"}
+RESERVED = {
+    "seed",
+    "model",
+    "backend",
+    "n",
+    "out",
+    "json",
+    "stream",
+    "play",
+    "device",
+    "dtype",
+    "format",
+    "kind",
+    "best_of",
+    "min_score",
+    "max_attempts",
+    "diverse",
+    "library",
+    "no_library",
+    "param",
+    "engine",
+    "workers",
+    "ray_address",
+    "help",
+    "version",
+    "prompt",
+    "prompts",
+    "set",
+    "replay",
+}
 
 
 class KnobCommand(click.Command):
@@ -40,15 +67,25 @@ def knob_options() -> list[click.Option]:
         for spec, param in declared:
             if param.on_command_line:
                 helps.setdefault(param.describe(), {}).setdefault(spec.kind, []).append(spec.name)
-        text = " | ".join(", ".join(f"{kind} ({', '.join(names)})" for kind, names in where.items()) + f": {what}"
-                          for what, where in helps.items())
+        text = " | ".join(
+            ", ".join(f"{kind} ({', '.join(names)})" for kind, names in where.items()) + f": {what}"
+            for what, where in helps.items()
+        )
         first = params[0]
         if first.type == "bool":
-            options.append(click.Option([f"{flag}/--no-{name.replace('_', '-')}", PREFIX + name], default=None,
-                                        help=text))
+            options.append(
+                click.Option([f"{flag}/--no-{name.replace('_', '-')}", PREFIX + name], default=None, help=text)
+            )
         else:
-            options.append(click.Option([flag, PREFIX + name], multiple=first.type == "strings", default=None,
-                                        help=text, metavar=_metavar(first)))
+            options.append(
+                click.Option(
+                    [flag, PREFIX + name],
+                    multiple=first.type == "strings",
+                    default=None,
+                    help=text,
+                    metavar=_metavar(first),
+                )
+            )
     return options
 
 
@@ -57,7 +94,7 @@ def given_knobs(arguments: dict[str, Any]) -> dict[str, Any]:
     knobs = {}
     for key, value in arguments.items():
         if key.startswith(PREFIX) and value is not None and value != ():
-            knobs[key[len(PREFIX):]] = list(value) if isinstance(value, tuple) else value
+            knobs[key[len(PREFIX) :]] = list(value) if isinstance(value, tuple) else value
     return knobs
 
 

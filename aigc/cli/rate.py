@@ -43,8 +43,8 @@ def _user(user: str | None) -> str:
 
 def _item(path: Path) -> Any:
     """An aigc asset as an Asset (its prompt and origin come along); any other text, image or audio file as data."""
-    from ..media.assets import load, read_media
     from ..errors import NoMetadataError
+    from ..media.assets import load, read_media
 
     if path.is_dir():
         raise ConfigError(f"{path} is a directory; rate files (or use --pairs {path}).")
@@ -59,30 +59,67 @@ def _item(path: Path) -> Any:
 @click.option("--up", is_flag=True, help="Thumbs up on FILES.")
 @click.option("--down", is_flag=True, help="Thumbs down on FILES.")
 @click.option("--undo", is_flag=True, help="Take your thumb on FILES back.")
-@click.option("--prefer", nargs=2, type=click.Path(path_type=Path), metavar="BETTER WORSE",
-              help="Record that BETTER was chosen over WORSE (two files of one kind).")
-@click.option("--pairs", "pairs_dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="Choose between pairs of a batch or run directory, one pair at a time (keys 1, 2, s, q).")
+@click.option(
+    "--prefer",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    metavar="BETTER WORSE",
+    help="Record that BETTER was chosen over WORSE (two files of one kind).",
+)
+@click.option(
+    "--pairs",
+    "pairs_dir",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Choose between pairs of a batch or run directory, one pair at a time (keys 1, 2, s, q).",
+)
 @click.option("--rounds", type=click.IntRange(1, 10_000), help="With --pairs: stop after this many pairs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="With --pairs: the order pairs come in.")
 @click.option("--no-open", is_flag=True, help="With --pairs: print image and audio paths instead of opening them.")
 @click.option("--note", help="A note kept with the rating (why).")
 @click.option("--user", help="Whose rating this is (default: $AIGC_USER, else your login name).")
-@click.option("--library", "library_path", type=click.Path(path_type=Path),
-              help="The team library the ratings go to (default: $AIGC_LIBRARY or the user data dir).")
-def rate(files: tuple[Path, ...], up: bool, down: bool, undo: bool, prefer: tuple[Path, Path] | None,
-         pairs_dir: Path | None, rounds: int | None, seed: int, no_open: bool, note: str | None, user: str | None,
-         library_path: Path | None) -> None:
+@click.option(
+    "--library",
+    "library_path",
+    type=click.Path(path_type=Path),
+    help="The team library the ratings go to (default: $AIGC_LIBRARY or the user data dir).",
+)
+def rate(
+    files: tuple[Path, ...],
+    up: bool,
+    down: bool,
+    undo: bool,
+    prefer: tuple[Path, Path] | None,
+    pairs_dir: Path | None,
+    rounds: int | None,
+    seed: int,
+    no_open: bool,
+    note: str | None,
+    user: str | None,
+    library_path: Path | None,
+) -> None:
     """Rate assets for the team's taste: thumbs up or down, or which of two is better.
 
     Ratings are kept with the team library (ratings.jsonl beside library.jsonl) and teach the taste model
     the scorer adds as its fourth part once there are enough of them (see `aigc taste`).
     """
-    modes = [name for name, on in (("--up", up), ("--down", down), ("--undo", undo), ("--prefer", bool(prefer)),
-                                   ("--pairs", pairs_dir is not None)) if on]
+    modes = [
+        name
+        for name, on in (
+            ("--up", up),
+            ("--down", down),
+            ("--undo", undo),
+            ("--prefer", bool(prefer)),
+            ("--pairs", pairs_dir is not None),
+        )
+        if on
+    ]
     if len(modes) != 1:
-        raise ConfigError("say one of --up, --down or --undo (with FILES), --prefer BETTER WORSE or --pairs DIR"
-                          + (f", not {' and '.join(modes)}" if modes else "") + ".")
+        raise ConfigError(
+            "say one of --up, --down or --undo (with FILES), --prefer BETTER WORSE or --pairs DIR"
+            + (f", not {' and '.join(modes)}" if modes else "")
+            + "."
+        )
     if files and modes[0] in ("--prefer", "--pairs"):
         raise ConfigError(f"{modes[0]} takes no other FILES ({files[0]}...); rate them with --up or --down.")
     if not files and modes[0] in ("--up", "--down", "--undo"):
@@ -121,9 +158,9 @@ def _count(library: Any) -> str:
 # --- aigc rate --pairs: an interactive session ------------------------------------------------------------
 def _pair_files(directory: Path) -> list[Path]:
     """The assets of a batch (manifest.jsonl), a run (run.json) or, failing both, every media file in DIR."""
-    from ..orchestration.batch import Manifest
     from ..media.formats import for_path
     from ..media.sheets import is_contact_sheet
+    from ..orchestration.batch import Manifest
 
     if not directory.is_dir():
         raise ConfigError(f"--pairs {directory}: not a directory; pass a batch or run directory.", field="pairs")
@@ -139,8 +176,13 @@ def _pair_files(directory: Path) -> list[Path]:
     else:
         for path in sorted(directory.iterdir()):
             try:
-                if (path.is_file() and not path.name.startswith(".") and path.suffix != ".json" and for_path(path)
-                        and not is_contact_sheet(path)):  # `aigc generate -n` leaves a sheet beside its images
+                if (
+                    path.is_file()
+                    and not path.name.startswith(".")
+                    and path.suffix != ".json"
+                    and for_path(path)
+                    and not is_contact_sheet(path)
+                ):  # `aigc generate -n` leaves a sheet beside its images
                     names.append(path.name)
             except ConfigError:
                 continue
@@ -157,8 +199,9 @@ def _pairs_by_kind(paths: list[Path]) -> list[list[Path]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
-def _next_pair(groups: list[list[Path]], shown: dict[Path, int], done: set[frozenset], rng: random.Random
-               ) -> tuple[Path, Path] | None:
+def _next_pair(
+    groups: list[list[Path]], shown: dict[Path, int], done: set[frozenset], rng: random.Random
+) -> tuple[Path, Path] | None:
     """The least-shown file, against the least-shown file of its kind it has not met yet (random among ties):
     every file gets compared before any file is compared twice, and no pair comes twice."""
     options = []
@@ -175,8 +218,9 @@ def _next_pair(groups: list[list[Path]], shown: dict[Path, int], done: set[froze
     return (first, second) if rng.random() < 0.5 else (second, first)
 
 
-def _pair_session(library: Any, directory: Path, user: str, note: str | None, rounds: int | None, seed: int,
-                  open_files: bool) -> None:
+def _pair_session(
+    library: Any, directory: Path, user: str, note: str | None, rounds: int | None, seed: int, open_files: bool
+) -> None:
     from ..scoring.ratings import content_key
     from ..scoring.scorer import as_item
 
@@ -190,8 +234,9 @@ def _pair_session(library: Any, directory: Path, user: str, note: str | None, ro
     items: dict[Path, Any] = {}
     rng = random.Random(seed)
     recorded = skipped = 0
-    click.echo(f"Which is better? Type 1 or 2 (then Enter), s to skip, q to quit. Choices go to {library.path} "
-               f"as {user}.")
+    click.echo(
+        f"Which is better? Type 1 or 2 (then Enter), s to skip, q to quit. Choices go to {library.path} as {user}."
+    )
     while rounds is None or recorded + skipped < rounds:
         pair = _next_pair(groups, shown, done, rng)
         if pair is None:
@@ -214,12 +259,15 @@ def _pair_session(library: Any, directory: Path, user: str, note: str | None, ro
             skipped += 1
             continue
         better, worse = pair if answer == "1" else pair[::-1]
-        library.prefer(items[better], items[worse], user=user, note=note, refs=(str(better), str(worse)),
-                       scorer=_scorer())
+        library.prefer(
+            items[better], items[worse], user=user, note=note, refs=(str(better), str(worse)), scorer=_scorer()
+        )
         earlier.add(frozenset((keys[better], keys[worse])))
         recorded += 1
-    click.echo(f"recorded {recorded} choice(s), skipped {skipped}; {_count(library)}. `aigc taste --library "
-               f"{library.path}` shows what the team's taste model learned.")
+    click.echo(
+        f"recorded {recorded} choice(s), skipped {skipped}; {_count(library)}. `aigc taste --library "
+        f"{library.path}` shows what the team's taste model learned."
+    )
 
 
 def _ask(pair: tuple[Path, Path], items: dict[Path, Any], number: int, open_files: bool) -> str:
@@ -252,8 +300,12 @@ def _opened(path: Path) -> str:
 
 # --- aigc taste --------------------------------------------------------------------------------------------
 @click.command()
-@click.option("--library", "library_path", type=click.Path(path_type=Path),
-              help="The team library (default: $AIGC_LIBRARY or the user data dir).")
+@click.option(
+    "--library",
+    "library_path",
+    type=click.Path(path_type=Path),
+    help="The team library (default: $AIGC_LIBRARY or the user data dir).",
+)
 @click.option("--user", help="One person's taste (default: the whole team's).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def taste(library_path: Path | None, user: str | None, as_json: bool) -> None:
@@ -273,25 +325,39 @@ def taste(library_path: Path | None, user: str | None, as_json: bool) -> None:
     library = _library(library_path, user)
     ratings = library.ratings(library.taste_user)
     thumbs = [r for r in ratings if r.type == "thumb"]
-    summary = {"library": str(library.path), "user": library.taste_user, "ratings": len(ratings),
-               "thumbs_up": sum(r.value > 0 for r in thumbs), "thumbs_down": sum(r.value < 0 for r in thumbs),
-               "choices": len(ratings) - len(thumbs), "users": len({r.user for r in ratings}),
-               "min_ratings": MIN_RATINGS}
+    summary = {
+        "library": str(library.path),
+        "user": library.taste_user,
+        "ratings": len(ratings),
+        "thumbs_up": sum(r.value > 0 for r in thumbs),
+        "thumbs_down": sum(r.value < 0 for r in thumbs),
+        "choices": len(ratings) - len(thumbs),
+        "users": len({r.user for r in ratings}),
+        "min_ratings": MIN_RATINGS,
+    }
     models = library.tastes()
     if as_json:
         spaces = [{k: v for k, v in asdict(m).items() if k not in ("mean", "scale", "coef")} for m in models]
         click.echo(json.dumps({**summary, "spaces": spaces}))
         return
     whose = f"{user}'s" if user else "the team's"
-    click.echo(f"{library.path}: {summary['ratings']} ratings for {whose} taste ({summary['thumbs_up']} up, "
-               f"{summary['thumbs_down']} down, {summary['choices']} choices; {summary['users']} user(s))")
+    click.echo(
+        f"{library.path}: {summary['ratings']} ratings for {whose} taste ({summary['thumbs_up']} up, "
+        f"{summary['thumbs_down']} down, {summary['choices']} choices; {summary['users']} user(s))"
+    )
     if not models:
-        click.echo(f"  nothing rated yet: `aigc rate FILE --up` or `aigc rate --pairs DIR` (a model needs "
-                   f"{MIN_RATINGS} ratings of one kind)")
+        click.echo(
+            f"  nothing rated yet: `aigc rate FILE --up` or `aigc rate --pairs DIR` (a model needs "
+            f"{MIN_RATINGS} ratings of one kind)"
+        )
     for model in models:
-        click.echo(f"  {model.space}: {'USED' if model.used else 'not used'}, {model.thumbs} thumbs + "
-                   f"{model.pairs} choices; {model.reason}")
+        click.echo(
+            f"  {model.space}: {'USED' if model.used else 'not used'}, {model.thumbs} thumbs + "
+            f"{model.pairs} choices; {model.reason}"
+        )
         if model.held_out:
             h = model.held_out
-            click.echo(f"      held-out accuracy {h.accuracy:.0%} (95% CI {h.low:.0%}-{h.high:.0%}, {h.correct}/{h.n}; "
-                       f"chance {h.chance:.0%}, p = {h.p_value:.2g})" + (f", C = {model.c:g}" if model.c else ""))
+            click.echo(
+                f"      held-out accuracy {h.accuracy:.0%} (95% CI {h.low:.0%}-{h.high:.0%}, {h.correct}/{h.n}; "
+                f"chance {h.chance:.0%}, p = {h.p_value:.2g})" + (f", C = {model.c:g}" if model.c else "")
+            )

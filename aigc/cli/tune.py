@@ -29,30 +29,67 @@ def tune() -> None:
 
 
 @tune.command(epilog=TUNE_EXAMPLES)
-@click.option("--from", "library_path", required=True, type=click.Path(path_type=Path),
-              help="The team library whose ratings to learn from (the folder of `aigc rate`).")
-@click.option("--model", "-m", help="The base text model to tune (Hub id, local dir, .gguf or pack:NAME). Default: "
-                                    "the text backend's default, the SmolLM2 pack.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
-              help="Adapter folder to write; re-running the same command resumes from its checkpoints.")
-@click.option("--candidates", multiple=True, type=click.Path(path_type=Path),
-              help="Also pair best against worst of saved best_of candidates (a folder of `aigc generate text "
-                   "... --best-of 8 -n 8 --out DIR`); repeatable.")
+@click.option(
+    "--from",
+    "library_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The team library whose ratings to learn from (the folder of `aigc rate`).",
+)
+@click.option(
+    "--model",
+    "-m",
+    help="The base text model to tune (Hub id, local dir, .gguf or pack:NAME). Default: "
+    "the text backend's default, the SmolLM2 pack.",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Adapter folder to write; re-running the same command resumes from its checkpoints.",
+)
+@click.option(
+    "--candidates",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Also pair best against worst of saved best_of candidates (a folder of `aigc generate text "
+    "... --best-of 8 -n 8 --out DIR`); repeatable.",
+)
 @click.option("--user", help="Only this user's ratings (default: everyone's, the team's taste).")
 @click.option("--steps", type=int, help="Training steps (default: --epochs over the pairs).")
 @click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the pairs, without --steps.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the adapter's init and the data order.")
 @click.option("--learning-rate", type=float, default=5e-4, show_default=True, help="AdamW learning rate.")
-@click.option("--beta", type=float, default=0.1, show_default=True,
-              help="DPO's beta: higher keeps the tuned model closer to the base.")
+@click.option(
+    "--beta",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="DPO's beta: higher keeps the tuned model closer to the base.",
+)
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank (adapter size).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Pairs per step.")
 @click.option("--max-length", type=int, default=256, show_default=True, help="Tokens of prompt + answer kept.")
 @click.option("--save-every", type=int, default=10, show_default=True, help="Steps between checkpoints.")
 @click.option("--fresh", is_flag=True, help="Ignore checkpoints (and a finished adapter) in --out; start over.")
-def text(library_path: Path, model: str, out: Path, candidates: tuple[Path, ...], user: str | None,
-         steps: int | None, epochs: float, seed: int, learning_rate: float, beta: float, rank: int, batch_size: int,
-         max_length: int, save_every: int, fresh: bool) -> None:
+def text(
+    library_path: Path,
+    model: str,
+    out: Path,
+    candidates: tuple[Path, ...],
+    user: str | None,
+    steps: int | None,
+    epochs: float,
+    seed: int,
+    learning_rate: float,
+    beta: float,
+    rank: int,
+    batch_size: int,
+    max_length: int,
+    save_every: int,
+    fresh: bool,
+) -> None:
     """Fine-tune a text model on the team's ratings with DPO, as a LoRA adapter (TRL + PEFT).
 
     Pairs come from "A over B" choices, liked vs disliked texts (same prompt first, then any), and best vs
@@ -69,25 +106,47 @@ def text(library_path: Path, model: str, out: Path, candidates: tuple[Path, ...]
     for folder in candidates:
         found.pairs += pair_sources.best_vs_worst(pair_sources.saved_candidates(folder))
     counts = found.counts()
-    click.echo(f"{len(found.pairs)} preference pairs ({', '.join(f'{n} {k}' for k, n in counts.items()) or 'none'})"
-               + _skipped(found), err=True)
-    data = {"library": str(library.path), "user": user, "sources": counts,
-            "candidates": [str(c) for c in candidates]}
+    click.echo(
+        f"{len(found.pairs)} preference pairs ({', '.join(f'{n} {k}' for k, n in counts.items()) or 'none'})"
+        + _skipped(found),
+        err=True,
+    )
+    data = {"library": str(library.path), "user": user, "sources": counts, "candidates": [str(c) for c in candidates]}
     adapter = tune_text(found.pairs, model or _default_model("text", "lm"), out, settings, data=data, fresh=fresh)
     click.echo(f"adapter written to {adapter}; use it with --model {adapter} (or --adapter {adapter})")
 
 
 @tune.command(epilog=TUNE_EXAMPLES)
-@click.option("--backend", "-b", type=click.Choice(["gan"]), required=True,
-              help="The image generator to tune; the GAN's latent prior is what can be learned offline.")
-@click.option("--from", "library_path", required=True, type=click.Path(path_type=Path),
-              help="The team library whose ratings of GAN images to learn from.")
+@click.option(
+    "--backend",
+    "-b",
+    type=click.Choice(["gan"]),
+    required=True,
+    help="The image generator to tune; the GAN's latent prior is what can be learned offline.",
+)
+@click.option(
+    "--from",
+    "library_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The team library whose ratings of GAN images to learn from.",
+)
 @click.option("--model", "-m", help="The GAN the images came from. Default: the gan backend's, the face pack.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
-              help="The prior file to write: .safetensors or .json.")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The prior file to write: .safetensors or .json.",
+)
 @click.option("--user", help="Only this user's ratings (default: everyone's).")
-@click.option("--strength", type=float, default=1.0, show_default=True,
-              help="How far to lean toward the liked latents (0 = the plain GAN, 2 = twice as far).")
+@click.option(
+    "--strength",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="How far to lean toward the liked latents (0 = the plain GAN, 2 = twice as far).",
+)
 def image(backend: str, library_path: Path, model: str, out: Path, user: str | None, strength: float) -> None:
     """Fit a latent prior for the GAN from rated GAN images (their seeds give their latents).
 
@@ -101,8 +160,10 @@ def image(backend: str, library_path: Path, model: str, out: Path, user: str | N
     prior = fit_prior(rated, strength=strength, data={"library": str(library.path), "user": user})
     path = save_prior(prior, out)
     record = prior.record
-    click.echo(f"prior written to {path}: {record['liked']} liked and {record['disliked']} disliked latents, "
-               f"held-out accuracy {record['accuracy']:.2f}, shift {record['shift']:.2f}; use it with --prior {path}")
+    click.echo(
+        f"prior written to {path}: {record['liked']} liked and {record['disliked']} disliked latents, "
+        f"held-out accuracy {record['accuracy']:.2f}, shift {record['shift']:.2f}; use it with --prior {path}"
+    )
 
 
 def _default_model(kind: str, backend: str) -> str:

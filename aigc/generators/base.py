@@ -8,14 +8,15 @@ halve on out-of-memory) is written once, here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..runtime import models
 from .. import progress
 from ..errors import ConfigError, ModelLoadError
 from ..records import Refinement
+from ..runtime import models
 from .knobs import Nudge, Param, describe_value
 
 if TYPE_CHECKING:
@@ -69,8 +70,11 @@ class Generator:
         """Every knob with its value: given ones validated, the rest (and any given as None) at their defaults."""
         unknown = sorted(set(given) - set(cls.params))
         if unknown:
-            raise ConfigError(f"unknown parameter {unknown[0]!r} for {cls.kind} generation; "
-                              f"allowed: {', '.join(sorted(cls.params))}.", field=unknown[0])
+            raise ConfigError(
+                f"unknown parameter {unknown[0]!r} for {cls.kind} generation; "
+                f"allowed: {', '.join(sorted(cls.params))}.",
+                field=unknown[0],
+            )
         checked = {name: param.check(name, given.get(name)) for name, param in cls.params.items()}
         cls.check_knobs(checked)
         return checked
@@ -83,8 +87,9 @@ class Generator:
     def parse_knobs(cls, given: dict[str, Any]) -> dict[str, Any]:
         """Knob values given as text (command line, CSV cells, `--set`) read as their Params say; unknown names
         are passed through for check_params to refuse with the list of allowed ones."""
-        return {name: cls.params[name].parse(name, value) if name in cls.params else value
-                for name, value in given.items()}
+        return {
+            name: cls.params[name].parse(name, value) if name in cls.params else value for name, value in given.items()
+        }
 
     @classmethod
     def image_input(cls) -> str | None:
@@ -173,8 +178,13 @@ class Generator:
         from .. import limits
 
         megapixels = -(-images * width * height // 1_000_000)
-        limits.check("megapixels", megapixels, f"{images:,} image(s) of {width}x{height} pixels, in megapixels",
-                     cls.limits, field="n")
+        limits.check(
+            "megapixels",
+            megapixels,
+            f"{images:,} image(s) of {width}x{height} pixels, in megapixels",
+            cls.limits,
+            field="n",
+        )
 
     def needs_objective(self, params: dict[str, Any]) -> bool:
         """Whether these knobs climb an objective none was given for (aigc.generate then hands in the scorer's)."""
@@ -241,8 +251,8 @@ class Generator:
 
     def _load_or_explain(self, variant: dict[str, Any]) -> Any:
         """load(), with whatever a damaged model makes a library raise turned into one ModelLoadError."""
-        from ..runtime.devices import is_out_of_memory
         from ..errors import AIGCError
+        from ..runtime.devices import is_out_of_memory
 
         try:
             return self.load(**variant)
@@ -252,5 +262,7 @@ class Generator:
             if is_out_of_memory(error):
                 raise
             summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-            raise ModelLoadError(f"model={self.model!r} could not be loaded ({type(error).__name__}: {summary}); "
-                                 "is it complete and undamaged?") from error
+            raise ModelLoadError(
+                f"model={self.model!r} could not be loaded ({type(error).__name__}: {summary}); "
+                "is it complete and undamaged?"
+            ) from error

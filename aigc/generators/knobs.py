@@ -114,8 +114,9 @@ class Param:
         chars = "prompt_chars"
         if self.type == "strings":
             count, chars = self.bounds
-            limits.check(count, 1 if isinstance(value, str) else len(value), f"the number of strings in {name}",
-                         field=name)
+            limits.check(
+                count, 1 if isinstance(value, str) else len(value), f"the number of strings in {name}", field=name
+            )
             value = [value] if isinstance(value, str) else list(value)
             if not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(f"{name}={value!r} must be a non-empty string or a list of them.", field=name)
@@ -168,13 +169,22 @@ class Param:
         """The knob as JSON Schema (what the server's /v1/backends and the studio's forms read); None for a callable."""
         if self.type == "callable":
             return None
-        kinds = {"float": "number", "int": "integer", "bool": "boolean", "str": "string", "image": "string",
-                 "path": "string"}
+        kinds = {
+            "float": "number",
+            "int": "integer",
+            "bool": "boolean",
+            "str": "string",
+            "image": "string",
+            "path": "string",
+        }
         schema: dict[str, Any] = {"description": self.help}
         if self.type == "messages":
             schema["type"] = "array"
-            schema["items"] = {"type": "object", "required": ["role", "content"],
-                               "properties": {"role": {"enum": list(ROLES)}, "content": {"type": "string"}}}
+            schema["items"] = {
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {"role": {"enum": list(ROLES)}, "content": {"type": "string"}},
+            }
         elif self.type == "strings":
             schema["type"] = "array"
             schema["items"] = {"type": "string", "minLength": 1}
@@ -249,14 +259,21 @@ def _chat(name: str, value: Any, field: str) -> list[dict[str, str]]:
         raise ConfigError(f"{name} must be a non-empty list of {{'role', 'content'}} messages.", field=field)
     messages = []
     for index, message in enumerate(value):
-        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
-            raise ConfigError(f"{name}[{index}] must be {{'role': one of {', '.join(ROLES)}, 'content': text}}.",
-                              field=field)
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+        ):
+            raise ConfigError(
+                f"{name}[{index}] must be {{'role': one of {', '.join(ROLES)}, 'content': text}}.", field=field
+            )
         plain_text(f"{name}[{index}]", message["content"], field=field)
         messages.append({"role": message["role"], "content": message["content"]})
     if messages[-1]["role"] != "user":
         raise ConfigError(f"{name} must end with the user's turn: that is what the model answers.", field=field)
-    limits.check("prompt_chars", sum(len(m["content"]) for m in messages), f"{name}'s length in characters", field=field)
+    limits.check(
+        "prompt_chars", sum(len(m["content"]) for m in messages), f"{name}'s length in characters", field=field
+    )
     return messages
 
 

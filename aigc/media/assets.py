@@ -11,11 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import formats
 from ..errors import ConfigError, NoMetadataError
-from ..runtime.models import public_name
 from ..records import Refinement, Search, WorkflowLink, from_dict, to_dict
+from ..runtime.models import public_name
 from ..storage import path_arg, read_bytes, write_atomic, write_json
+from . import formats
 
 __version__ = "0.1.0"
 _TYPED = {"workflow": WorkflowLink, "search": Search, "refinement": Refinement}
@@ -87,10 +87,12 @@ class Asset:
 
     def _check_format(self, fmt: formats.Format) -> None:
         if fmt.kind != self.kind:
-            raise ConfigError(f"a {self.kind} asset cannot be {fmt.name}; use {', '.join(formats.suffixes(self.kind))}.")
+            raise ConfigError(
+                f"a {self.kind} asset cannot be {fmt.name}; use {', '.join(formats.suffixes(self.kind))}."
+            )
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "Asset":
+    def from_file(cls, path: str | os.PathLike) -> Asset:
         """Read a saved asset back: its data, and its record from the sidecar or from inside the file."""
         path = path_arg(path, "path")
         fmt, data = _read(path)
@@ -105,7 +107,7 @@ class Asset:
             raise ConfigError(f"cannot load {path}: its aigc record is malformed ({error}).") from None
 
     @classmethod
-    def from_record(cls, data: Any, record: dict[str, Any]) -> "Asset":
+    def from_record(cls, data: Any, record: dict[str, Any]) -> Asset:
         """An Asset from its data and a record written by record() (keys it does not know are ignored)."""
         known = {f.name for f in fields(cls) if f.name != "data"}
         values = {k: v for k, v in record.items() if k in known}
@@ -127,8 +129,18 @@ def _read(path: Path) -> tuple[formats.Format, formats.Decoded]:
     return fmt, formats.decode(fmt, read_bytes(path, "asset", "asset_mb"), str(path))
 
 
-_RECORD_TYPES = {"prompt": str, "backend": str, "model": str, "params": dict, "scores": dict, "timings": dict,
-                 "info": dict, "a1111": dict, "version": str, "created": str}
+_RECORD_TYPES = {
+    "prompt": str,
+    "backend": str,
+    "model": str,
+    "params": dict,
+    "scores": dict,
+    "timings": dict,
+    "info": dict,
+    "a1111": dict,
+    "version": str,
+    "created": str,
+}
 
 
 def _checked_record(record: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -143,8 +155,12 @@ def _checked_record(record: dict[str, Any], kind: str) -> dict[str, Any]:
         raise ValueError(f"seed={seed!r:.40} is not a whole number")
     for name in ("score", "rank", "candidates", "attempts"):
         value = record.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or value != value or value in (float("inf"), float("-inf"))):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value != value
+            or value in (float("inf"), float("-inf"))
+        ):
             raise ValueError(f"{name}={value!r} is not a finite number")
     missing = [name for name in ("prompt", "backend", "model") if not isinstance(record.get(name), str)]
     if missing:

@@ -37,7 +37,7 @@ def tidy(samples: np.ndarray, sample_rate: int, *, threshold: float = 1e-3, marg
     loud = np.flatnonzero(np.abs(samples) > threshold)
     if loud.size:
         margin = int(margin_s * sample_rate)
-        samples = samples[max(loud[0] - margin, 0): loud[-1] + margin + 1]
+        samples = samples[max(loud[0] - margin, 0) : loud[-1] + margin + 1]
     return Audio(np.ascontiguousarray(samples, dtype=np.float32), int(sample_rate))
 
 

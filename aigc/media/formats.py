@@ -9,10 +9,11 @@ import io
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, one_of
 
@@ -153,10 +154,15 @@ def a1111_text(record: dict[str, Any], width: int, height: int) -> str:
         lines.append(f"Negative prompt: {negative}")
     backend = record.get("backend")
     model = record.get("model")  # by its name, as A1111 writes it: never the directories of a local path
-    pairs = [*settings.items(), ("Seed", record.get("seed")), ("Size", f"{width}x{height}"),
-             ("Model hash", model_hash), ("Model", public_name(model) if isinstance(model, str) else None),
-             ("Backend", None if backend is None else f"aigc {backend}"),
-             ("Version", record.get("version"))]
+    pairs = [
+        *settings.items(),
+        ("Seed", record.get("seed")),
+        ("Size", f"{width}x{height}"),
+        ("Model hash", model_hash),
+        ("Model", public_name(model) if isinstance(model, str) else None),
+        ("Backend", None if backend is None else f"aigc {backend}"),
+        ("Version", record.get("version")),
+    ]
     lines.append(", ".join(f"{key}: {value}" for key, value in pairs if value is not None))
     return "\n".join(lines)
 
@@ -316,7 +322,7 @@ def _xmp_packet(record_json: str) -> bytes:
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         f'<rdf:Description rdf:about="" xmlns:aigc="{_XMP_NS}"><aigc:record>{escape(record_json)}</aigc:record>'
         '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="r"?>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def _record_from_xmp(xmp: bytes | str | None) -> dict[str, Any] | None:
@@ -336,8 +342,9 @@ def _record_from_xmp(xmp: bytes | str | None) -> dict[str, Any] | None:
 # --- audio ---------------------------------------------------------------------------------------------------
 
 
-def _encode_audio(audio: Any, record: dict[str, Any], *, container: str, subtype: str, tag_limit: int,
-                  max_rate: int | None = None) -> Encoded:
+def _encode_audio(
+    audio: Any, record: dict[str, Any], *, container: str, subtype: str, tag_limit: int, max_rate: int | None = None
+) -> Encoded:
     """Mono audio with tags: title (the prompt), software, and the record as the comment when it fits."""
     import soundfile as sf
 
@@ -352,7 +359,7 @@ def _encode_audio(audio: Any, record: dict[str, Any], *, container: str, subtype
             if embedded:
                 handle.comment = comment
             for start in range(0, samples.size, _WRITE_FRAMES):
-                handle.write(samples[start:start + _WRITE_FRAMES])
+                handle.write(samples[start : start + _WRITE_FRAMES])
     except RuntimeError as error:  # soundfile.LibsndfileError, e.g. a sample rate FLAC cannot store
         raise ConfigError(f"cannot save the audio as {container} ({_sf_reason(error)}).") from None
     return Encoded(buffer.getvalue(), embedded)
@@ -428,8 +435,8 @@ def _truncation(raw: bytes) -> str | None:
     if raw[:4] != b"OggS":
         return None
     pos = flags = 0
-    while pos + 27 <= len(raw) and raw[pos:pos + 4] == b"OggS":  # walk the pages: 27-byte header, lacing table
-        flags, table = raw[pos + 5], raw[pos + 27: pos + 27 + raw[pos + 26]]
+    while pos + 27 <= len(raw) and raw[pos : pos + 4] == b"OggS":  # walk the pages: 27-byte header, lacing table
+        flags, table = raw[pos + 5], raw[pos + 27 : pos + 27 + raw[pos + 26]]
         pos += 27 + raw[pos + 26] + sum(table)
     if pos > len(raw) or not flags & 0x04:  # the last page must be whole and carry the end-of-stream flag
         return "it is truncated: its last Ogg page does not end the stream"
@@ -452,8 +459,9 @@ def _encode_wav(audio: Any, record: dict[str, Any]) -> Encoded:
     encoded = _encode_audio(audio, record, container="WAV", subtype="PCM_16", tag_limit=_WAV_TAG_LIMIT)
     comment = _record_json(record)
     fits = len(comment.encode("utf-8")) <= _ID3_LIMIT
-    return Encoded(with_id3(encoded.data, _title(record), _software(record), comment if fits else ""),
-                   encoded.embedded or fits)
+    return Encoded(
+        with_id3(encoded.data, _title(record), _software(record), comment if fits else ""), encoded.embedded or fits
+    )
 
 
 def _decode_wav(raw: bytes, name: str) -> Decoded:
@@ -469,22 +477,50 @@ def _decode_wav(raw: bytes, name: str) -> Decoded:
 
 # --- the table: adding a format is one row -------------------------------------------------------------------
 
-FORMATS: dict[str, Format] = {fmt.name: fmt for fmt in (
-    Format("txt", "text", (".txt",), "text/plain", True, _encode_text, _decode_text),
-    Format("md", "text", (".md",), "text/markdown", True, _encode_text, _decode_text),
-    Format("png", "image", (".png",), "image/png", False, _encode_png, _decode_png),
-    Format("webp", "image", (".webp",), "image/webp", False,  # lossless: pixels come back exactly
-           partial(_encode_tagged, pil="WEBP", limit=_WEBP_LIMIT, lossless=True),
-           partial(_decode_tagged, pil="WEBP")),
-    Format("jpeg", "image", (".jpg", ".jpeg"), "image/jpeg", False,  # lossy: pixels come back close, not exact
-           partial(_encode_tagged, pil="JPEG", limit=_JPEG_LIMIT, quality=95),
-           partial(_decode_tagged, pil="JPEG")),
-    Format("wav", "audio", (".wav",), "audio/wav", True, _encode_wav, _decode_wav),  # INFO and ID3 tags
-    Format("flac", "audio", (".flac",), "audio/flac", True,
-           partial(_encode_audio, container="FLAC", subtype="PCM_16", tag_limit=_FLAC_TAG_LIMIT),
-           partial(_decode_audio, containers=("FLAC",))),
-    Format("ogg", "audio", (".ogg",), "audio/ogg", True,  # Ogg Vorbis: lossy
-           partial(_encode_audio, container="OGG", subtype="VORBIS", tag_limit=_OGG_TAG_LIMIT,
-                   max_rate=_VORBIS_MAX_RATE),
-           partial(_decode_audio, containers=("OGG",))),
-)}
+FORMATS: dict[str, Format] = {
+    fmt.name: fmt
+    for fmt in (
+        Format("txt", "text", (".txt",), "text/plain", True, _encode_text, _decode_text),
+        Format("md", "text", (".md",), "text/markdown", True, _encode_text, _decode_text),
+        Format("png", "image", (".png",), "image/png", False, _encode_png, _decode_png),
+        Format(
+            "webp",
+            "image",
+            (".webp",),
+            "image/webp",
+            False,  # lossless: pixels come back exactly
+            partial(_encode_tagged, pil="WEBP", limit=_WEBP_LIMIT, lossless=True),
+            partial(_decode_tagged, pil="WEBP"),
+        ),
+        Format(
+            "jpeg",
+            "image",
+            (".jpg", ".jpeg"),
+            "image/jpeg",
+            False,  # lossy: pixels come back close, not exact
+            partial(_encode_tagged, pil="JPEG", limit=_JPEG_LIMIT, quality=95),
+            partial(_decode_tagged, pil="JPEG"),
+        ),
+        Format("wav", "audio", (".wav",), "audio/wav", True, _encode_wav, _decode_wav),  # INFO and ID3 tags
+        Format(
+            "flac",
+            "audio",
+            (".flac",),
+            "audio/flac",
+            True,
+            partial(_encode_audio, container="FLAC", subtype="PCM_16", tag_limit=_FLAC_TAG_LIMIT),
+            partial(_decode_audio, containers=("FLAC",)),
+        ),
+        Format(
+            "ogg",
+            "audio",
+            (".ogg",),
+            "audio/ogg",
+            True,  # Ogg Vorbis: lossy
+            partial(
+                _encode_audio, container="OGG", subtype="VORBIS", tag_limit=_OGG_TAG_LIMIT, max_rate=_VORBIS_MAX_RATE
+            ),
+            partial(_decode_audio, containers=("OGG",)),
+        ),
+    )
+}

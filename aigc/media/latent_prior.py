@@ -70,8 +70,10 @@ def read_prior(path: str) -> Prior:
         mtime = file.stat().st_mtime_ns
     except (ConfigError, OSError) as error:
         reason = str(error).removeprefix(f"cannot read the prior {file}: ").rstrip(".")
-        raise ConfigError(f"prior={path!r}: {reason[:1].lower() + reason[1:]}; pass a prior made by `aigc tune image "
-                          "--backend gan`.", field="prior") from None
+        raise ConfigError(
+            f"prior={path!r}: {reason[:1].lower() + reason[1:]}; pass a prior made by `aigc tune image --backend gan`.",
+            field="prior",
+        ) from None
     return _read(str(file.resolve()), size, mtime)
 
 
@@ -86,12 +88,24 @@ def _read(path: str, size: int, mtime: int) -> Prior:
     try:
         mean, std, record = _load_json(data) if path.endswith(".json") else _load_safetensors(data)
     except Exception as error:  # noqa: BLE001 - json, numpy and safetensors each raise their own on a bad file
-        raise ConfigError(f"prior={path!r} is not a readable GAN prior ({type(error).__name__}); make it again with "
-                          "`aigc tune image --backend gan`.", field="prior") from None
-    if (mean.ndim != 1 or mean.shape != std.shape or not 0 < mean.size <= MAX_DIMS or not np.all(np.isfinite(mean))
-            or not np.all(np.isfinite(std)) or not np.all(std > 0)):
-        raise ConfigError(f"prior={path!r} holds no valid Gaussian (mean and std: equal-length finite vectors, std "
-                          "> 0); make it again with `aigc tune image --backend gan`.", field="prior")
+        raise ConfigError(
+            f"prior={path!r} is not a readable GAN prior ({type(error).__name__}); make it again with "
+            "`aigc tune image --backend gan`.",
+            field="prior",
+        ) from None
+    if (
+        mean.ndim != 1
+        or mean.shape != std.shape
+        or not 0 < mean.size <= MAX_DIMS
+        or not np.all(np.isfinite(mean))
+        or not np.all(np.isfinite(std))
+        or not np.all(std > 0)
+    ):
+        raise ConfigError(
+            f"prior={path!r} holds no valid Gaussian (mean and std: equal-length finite vectors, std "
+            "> 0); make it again with `aigc tune image --backend gan`.",
+            field="prior",
+        )
     return Prior(mean.astype(np.float32), std.astype(np.float32), record)
 
 
@@ -106,7 +120,7 @@ def _load_json(data: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 def _load_safetensors(data: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     from safetensors.numpy import load
 
-    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     record = json.loads(header["__metadata__"][FORMAT])
     tensors = load(data)
     return tensors["mean"], tensors["std"], record

@@ -38,9 +38,9 @@ def _riff_chunk(raw: bytes, chunk_ids: tuple[bytes, ...]) -> bytes | None:
         return None
     pos = 12
     while pos + 8 <= len(raw):
-        size = struct.unpack("<I", raw[pos + 4:pos + 8])[0]
-        if raw[pos:pos + 4] in chunk_ids:
-            return raw[pos + 8:pos + 8 + size] if pos + 8 + size <= len(raw) else None
+        size = struct.unpack("<I", raw[pos + 4 : pos + 8])[0]
+        if raw[pos : pos + 4] in chunk_ids:
+            return raw[pos + 8 : pos + 8 + size] if pos + 8 + size <= len(raw) else None
         pos += 8 + size + size % 2
     return None
 
@@ -65,11 +65,15 @@ def _id3_tag(title: str, software: str, comment: str) -> bytes:
     """An ID3v2.4 tag, all text UTF-8 (encoding byte 3): TIT2 the title, TSSE the software, COMM (language
     'eng', empty description) the record. Empty values get no frame."""
     utf8 = b"\x03"
-    frames = b"".join(_id3_frame(frame_id, body) for frame_id, body, value in (
-        (b"TIT2", utf8 + title.encode("utf-8"), title),
-        (b"TSSE", utf8 + software.encode("utf-8"), software),
-        (b"COMM", utf8 + b"eng\x00" + comment.encode("utf-8"), comment),
-    ) if value)
+    frames = b"".join(
+        _id3_frame(frame_id, body)
+        for frame_id, body, value in (
+            (b"TIT2", utf8 + title.encode("utf-8"), title),
+            (b"TSSE", utf8 + software.encode("utf-8"), software),
+            (b"COMM", utf8 + b"eng\x00" + comment.encode("utf-8"), comment),
+        )
+        if value
+    )
     return b"ID3\x04\x00\x00" + _syncsafe(len(frames)) + frames  # version 2.4.0, no flags
 
 
@@ -83,12 +87,12 @@ def _id3_frames(tag: bytes) -> list[tuple[bytes, bytes]]:
         pos += _unsyncsafe(tag[10:14]) if v24 else 4 + int.from_bytes(tag[10:14], "big")
     frames = []
     while pos + 10 <= end and tag[pos] != 0:  # NULs are padding: the frames have ended
-        raw_size = tag[pos + 4:pos + 8]
+        raw_size = tag[pos + 4 : pos + 8]
         size = _unsyncsafe(raw_size) if v24 else int.from_bytes(raw_size, "big")
         if pos + 10 + size > end:
             break
         if tag[pos + 9] == 0:
-            frames.append((tag[pos:pos + 4], tag[pos + 10:pos + 10 + size]))
+            frames.append((tag[pos : pos + 4], tag[pos + 10 : pos + 10 + size]))
         pos += 10 + size
     return frames
 
@@ -105,6 +109,6 @@ def _id3_comment(body: bytes) -> str | None:
     if cut < 0:
         return None
     try:
-        return rest[cut + len(nul):].decode(codecs[body[0]]).rstrip("\x00")
+        return rest[cut + len(nul) :].decode(codecs[body[0]]).rstrip("\x00")
     except UnicodeDecodeError:
         return None

@@ -12,16 +12,17 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .. import checks, limits
-from ..media import formats
-from ..runtime import registry
 from .. import seeds as seed_rule
-from ..media.assets import Asset
 from ..errors import AIGCError, ConfigError
+from ..media import formats
+from ..media.assets import Asset
+from ..runtime import registry
 from ..storage import append_jsonl, read_jsonl, read_text, slug
 
 ROW_KEYS = ("prompt", "seed", "backend", "model", "n")  # the rest of a row's fields are generator knobs
@@ -89,8 +90,10 @@ def read_prompts(path: str | Path) -> list[Row]:
         raise ConfigError(f"{path}: prompts come as .txt (one per line), .csv (a 'prompt' column) or .jsonl.")
     rows = _rows(path, suffix, read_text(path, "prompts file"))  # refuses more rows than batch_assets, unbuilt
     if not rows:
-        raise ConfigError(f"{path} holds no prompts; write one per line (.txt), one per row under a 'prompt' "
-                          "header (.csv), or one JSON object per line (.jsonl).")
+        raise ConfigError(
+            f"{path} holds no prompts; write one per line (.txt), one per row under a 'prompt' "
+            "header (.csv), or one JSON object per line (.jsonl)."
+        )
     return rows
 
 
@@ -136,8 +139,17 @@ def _csv_rows(path: Path, text: str) -> list[Row]:
         raise ConfigError(f"{path}:{reader.line_num}: not valid CSV ({error}).") from None
 
 
-def plan(rows: Iterable[Row], *, kind: str, n: int, seed: int, backend: str | None, model: str | None,
-         params: dict[str, Any], loop: dict[str, Any]) -> tuple[list[Job], list[dict[str, Any]]]:
+def plan(
+    rows: Iterable[Row],
+    *,
+    kind: str,
+    n: int,
+    seed: int,
+    backend: str | None,
+    model: str | None,
+    params: dict[str, Any],
+    loop: dict[str, Any],
+) -> tuple[list[Job], list[dict[str, Any]]]:
     """Jobs for the good rows, and a failure record (row, reason) for each bad one. Loads nothing.
 
     A row's own value wins over the batch's; a value of None (JSONL null, an empty CSV cell) means the default.
@@ -187,8 +199,17 @@ def _asked(row: Row | str | dict[str, Any], n: int, most_n: int) -> int:
     return asked if asked <= most_n else 0
 
 
-def _plan_row(row: Row, *, kind: str, n: int, seed: int, backend: str | None, model: str | None,
-              params: dict[str, Any], loop: dict[str, Any]) -> list[Job]:
+def _plan_row(
+    row: Row,
+    *,
+    kind: str,
+    n: int,
+    seed: int,
+    backend: str | None,
+    model: str | None,
+    params: dict[str, Any],
+    loop: dict[str, Any],
+) -> list[Job]:
     if row.problem:
         raise ConfigError(row.problem)
     fields = {k: v for k, v in (row.fields or {}).items() if v is not None}
@@ -196,8 +217,11 @@ def _plan_row(row: Row, *, kind: str, n: int, seed: int, backend: str | None, mo
         raise ConfigError("the row has no prompt")
     prompt = checks.prompts(fields["prompt"])[0] if isinstance(fields["prompt"], str) else None
     if prompt is None:
-        raise ConfigError(f"the row's prompt must be text, not {type(fields['prompt']).__name__} "
-                          f"({fields['prompt']!r:.40}); quote it in JSON", field="prompt")
+        raise ConfigError(
+            f"the row's prompt must be text, not {type(fields['prompt']).__name__} "
+            f"({fields['prompt']!r:.40}); quote it in JSON",
+            field="prompt",
+        )
     row_model = fields.get("model", model)
     spec = registry.get(kind, fields.get("backend", backend), row_model)
     cls = spec.load()
@@ -211,10 +235,20 @@ def _plan_row(row: Row, *, kind: str, n: int, seed: int, backend: str | None, mo
     row_seed = fields.get("seed")
     if row_seed is not None:
         row_seed = seed_rule.check(_whole(row_seed, "seed", row.textual, least=0))
-    return [Job(row.number, variant, prompt.strip(),
-                variant_seed(row_seed, variant) if row_seed is not None else derive_seed(seed, row.number, variant),
-                kind, spec.name, row_model, knobs, dict(loop))
-            for variant in range(row_n)]
+    return [
+        Job(
+            row.number,
+            variant,
+            prompt.strip(),
+            variant_seed(row_seed, variant) if row_seed is not None else derive_seed(seed, row.number, variant),
+            kind,
+            spec.name,
+            row_model,
+            knobs,
+            dict(loop),
+        )
+        for variant in range(row_n)
+    ]
 
 
 def _whole(value: Any, name: str, textual: bool, least: int) -> int:
@@ -281,9 +315,21 @@ class Summary:
 
 
 def record_of(job: Job, asset: Asset, file: str) -> dict[str, Any]:
-    return {"prompt": job.prompt, "row": job.row, "variant": job.variant, "seed": asset.seed, "file": file,
-            "kind": job.kind, "backend": job.backend, "model": asset.model, "params": asset.params,
-            "scores": asset.scores, "score": asset.score, "timings": asset.timings, "fingerprint": job.fingerprint}
+    return {
+        "prompt": job.prompt,
+        "row": job.row,
+        "variant": job.variant,
+        "seed": asset.seed,
+        "file": file,
+        "kind": job.kind,
+        "backend": job.backend,
+        "model": asset.model,
+        "params": asset.params,
+        "scores": asset.scores,
+        "score": asset.score,
+        "timings": asset.timings,
+        "fingerprint": job.fingerprint,
+    }
 
 
 def make(jobs: list[Job], manager=None) -> list[tuple[Job, Asset | None, str | None]]:
@@ -293,11 +339,29 @@ def make(jobs: list[Job], manager=None) -> list[tuple[Job, Asset | None, str | N
     first = jobs[0]
     try:
         if first.loop:
-            assets = [generate(j.kind, j.prompt, backend=j.backend, model=j.model, seed=j.seed, manager=manager,
-                               **j.loop, **j.params)[0] for j in jobs]
+            assets = [
+                generate(
+                    j.kind,
+                    j.prompt,
+                    backend=j.backend,
+                    model=j.model,
+                    seed=j.seed,
+                    manager=manager,
+                    **j.loop,
+                    **j.params,
+                )[0]
+                for j in jobs
+            ]
         else:
-            assets = generate(first.kind, [j.prompt for j in jobs], backend=first.backend, model=first.model,
-                              seed=[j.seed for j in jobs], manager=manager, **first.params)
+            assets = generate(
+                first.kind,
+                [j.prompt for j in jobs],
+                backend=first.backend,
+                model=first.model,
+                seed=[j.seed for j in jobs],
+                manager=manager,
+                **first.params,
+            )
         return [(j, a, None) for j, a in zip(jobs, assets)]
     except Exception as error:  # noqa: BLE001 - a failure of one group must not stop the batch
         if len(jobs) == 1:
@@ -314,4 +378,4 @@ def chunks(jobs: list[Job], size: int) -> list[list[Job]]:
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         groups.setdefault(job.group, []).append(job)
-    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]

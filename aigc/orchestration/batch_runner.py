@@ -7,29 +7,44 @@ resume rule: files and manifest lines are written here, in the driver, as each r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import checks, console
 from .. import seeds as seed_rule
-from ..media.assets import Asset, load
-from .batch import Job, Manifest, Summary, chunks, make, plan, read_prompts, record_of
 from ..errors import ConfigError
+from ..media.assets import Asset, load
 from ..progress import report as report_progress
 from ..records import Progress
 from ..storage import clean_partial, locked_dir, path_arg, write_atomic, write_json
+from .batch import Job, Manifest, Summary, chunks, make, plan, read_prompts, record_of
 
 ENGINES = ("local", "ray")
 SEED_FILE = "batch.json"  # the batch's seed, so the same command without --seed resumes with it
 
 
-def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: int | None = None,
-          backend: str | None = None,
-          model: str | None = None, best_of: int | None = None, min_score: float | None = None,
-          max_attempts: int | None = None, engine: str = "local", workers: int | None = None,
-          ray_address: str | None = None, batch_size: int = 8, manager=None,
-          on_asset: Callable[[Job, Asset, Path], None] | None = None,
-          progress: Callable[[Progress], None] | bool | None = None, **params: Any) -> Summary:
+def batch(
+    prompts: str | Path,
+    out: str | Path,
+    *,
+    kind: str,
+    n: int = 1,
+    seed: int | None = None,
+    backend: str | None = None,
+    model: str | None = None,
+    best_of: int | None = None,
+    min_score: float | None = None,
+    max_attempts: int | None = None,
+    engine: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    batch_size: int = 8,
+    manager=None,
+    on_asset: Callable[[Job, Asset, Path], None] | None = None,
+    progress: Callable[[Progress], None] | bool | None = None,
+    **params: Any,
+) -> Summary:
     """Make `n` variants of every prompt in a .txt/.csv/.jsonl file into `out`, resuming what is done.
 
     One batch writes a directory at a time (a second one on the same `out` is refused while the first runs);
@@ -44,8 +59,11 @@ def batch(prompts: str | Path, out: str | Path, *, kind: str, n: int = 1, seed: 
         checks.whole("workers", workers, least=1)
     out = path_arg(out, "out", field="out")
     seed = seed_rule.chosen(recorded_seed(out) if seed is None else seed)
-    loop = {k: v for k, v in {"best_of": best_of, "min_score": min_score, "max_attempts": max_attempts}.items()
-            if v is not None}
+    loop = {
+        k: v
+        for k, v in {"best_of": best_of, "min_score": min_score, "max_attempts": max_attempts}.items()
+        if v is not None
+    }
     check_batch_wide(kind, n, backend, model, params, loop)  # what every row shares fails once, up front
     rows = read_prompts(path_arg(prompts, "prompts"))
     jobs, failures = plan(rows, kind=kind, n=n, seed=seed, backend=backend, model=model, params=params, loop=loop)
@@ -82,12 +100,13 @@ def recorded_seed(out: Path) -> int | None:
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
-def check_batch_wide(kind: str, n: int, backend: str | None, model: str | None, params: dict[str, Any],
-                      loop: dict[str, Any]) -> None:
+def check_batch_wide(
+    kind: str, n: int, backend: str | None, model: str | None, params: dict[str, Any], loop: dict[str, Any]
+) -> None:
     """The batch's own kind, n, backend, knobs and scorer settings, checked once (rows may override them)."""
     from .. import limits
-    from ..runtime import registry
     from ..api import check_loop
+    from ..runtime import registry
 
     checks.whole("n", n, least=1)
     limits.check("outputs", n, "n (variants per prompt)", field="n")
@@ -99,8 +118,13 @@ def check_batch_wide(kind: str, n: int, backend: str | None, model: str | None, 
     check_loop(1, None, loop.get("best_of"), loop.get("min_score"), loop.get("max_attempts"), False)
 
 
-def _todo(jobs: list[Job], manifest: Manifest, out: Path, summary: Summary,
-          on_asset: Callable[[Job, Asset, Path], None] | None) -> list[Job]:
+def _todo(
+    jobs: list[Job],
+    manifest: Manifest,
+    out: Path,
+    summary: Summary,
+    on_asset: Callable[[Job, Asset, Path], None] | None,
+) -> list[Job]:
     """The jobs the manifest does not record as finished (with their file on disk); the rest are skipped (and
     handed to `on_asset` again, for a caller that must be sure it saw them)."""
     done = {f"{r['row']}:{r['variant']}": r for r in manifest.records() if (out / r["file"]).exists()}
@@ -118,8 +142,14 @@ def _todo(jobs: list[Job], manifest: Manifest, out: Path, summary: Summary,
     return todo
 
 
-def _collect(results, total: int, out: Path, manifest: Manifest, summary: Summary,
-             on_asset: Callable[[Job, Asset, Path], None] | None) -> None:
+def _collect(
+    results,
+    total: int,
+    out: Path,
+    manifest: Manifest,
+    summary: Summary,
+    on_asset: Callable[[Job, Asset, Path], None] | None,
+) -> None:
     """Write each result as it comes back: the asset's file first, then its manifest line."""
     report_progress("batch", 0, total)
     for done, (job, asset, error) in enumerate(results, 1):

@@ -6,8 +6,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .report import media_html
 from ..storage import write_atomic
+from .report import media_html
 
 PAGE = """<!doctype html><meta charset=utf-8><title>aigc batch</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}#q{{font-size:1em;padding:.3em;width:24em}}
@@ -31,9 +31,11 @@ def _card(record: dict[str, Any], directory: Path) -> str:
     shown = f" · score {score:.3f}" if score is not None else ""
     prompt, seed = str(record.get("prompt", "")), html.escape(str(record.get("seed")))
     search = html.escape(f"{prompt} seed {record.get('seed')}{shown}".lower(), quote=True)
-    return (f'<div class=card data-text="{search}" data-score="{score if score is not None else 1}">{body}'
-            f'<div><b>{html.escape(prompt)}</b></div><div class=meta>row {int(record["row"])} · variant '
-            f'{int(record["variant"])} · seed {seed}{shown}</div></div>')  # media_html links the file, once
+    return (
+        f'<div class=card data-text="{search}" data-score="{score if score is not None else 1}">{body}'
+        f"<div><b>{html.escape(prompt)}</b></div><div class=meta>row {int(record['row'])} · variant "
+        f"{int(record['variant'])} · seed {seed}{shown}</div></div>"
+    )  # media_html links the file, once
 
 
 def write_gallery(directory: Path, records: list[dict[str, Any]]) -> None:

@@ -13,8 +13,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -30,12 +31,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..media import formats
-from ..runtime import registry
 from .. import seeds as seed_rule
-from ..media.assets import Asset, __version__, load
 from ..checks import plain_text
 from ..errors import AIGCError, ConfigError, one_of
+from ..media import formats
+from ..media.assets import Asset, __version__, load
+from ..runtime import registry
 from ..seeds import MAX_SEED
 from ..storage import append_jsonl, clean_partial, locked_dir, path_arg, read_jsonl, read_text, unique_path, write_json
 from .templates import placeholders
@@ -80,8 +81,9 @@ class _RecipeLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's own signature
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
-            raise yaml.constructor.ConstructorError(None, None, "aliases (*name) are not allowed in a recipe; "
-                                                    "write the value out", mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases (*name) are not allowed in a recipe; write the value out", mark
+            )
         return super().compose_node(parent, index)
 
 
@@ -91,9 +93,12 @@ def load_recipe(path: str | Path) -> Pipeline:
     return parse_recipe(read_text(path, "recipe"), str(path))
 
 
-def parse_recipe(text: str, where: str = "recipe",
-                 model_reference: Callable[[str | None, str], str | None] | None = None,
-                 file_reference: Callable[[Step], dict[str, Any]] | None = None) -> Pipeline:
+def parse_recipe(
+    text: str,
+    where: str = "recipe",
+    model_reference: Callable[[str | None, str], str | None] | None = None,
+    file_reference: Callable[[Step], dict[str, Any]] | None = None,
+) -> Pipeline:
     """Parse and validate a recipe's YAML text (a server's inline recipe); errors name `where`, line and field.
 
     `model_reference(model, field)` turns each step's model into the reference to use (a server maps the names
@@ -127,15 +132,18 @@ def parse_recipe(text: str, where: str = "recipe",
                 step.model = model_reference(step.model, f"steps.{index}.model")
             except ConfigError as error:
                 loc = ("steps", index, "model")
-                raise ConfigError(f"{path}:{_line(tree, loc)}: steps.{index}.model: {error}", field=error.field) from None
+                raise ConfigError(
+                    f"{path}:{_line(tree, loc)}: steps.{index}.model: {error}", field=error.field
+                ) from None
         if file_reference is not None:
             step.params = _files(path, tree, index, step, file_reference)
         _check_step(path, tree, index, step)
     return Pipeline(steps, dict(recipe.inputs))
 
 
-def _files(path: str, tree: Any, index: int, step: Step, file_reference: Callable[[Step], dict[str, Any]]
-           ) -> dict[str, Any]:
+def _files(
+    path: str, tree: Any, index: int, step: Step, file_reference: Callable[[Step], dict[str, Any]]
+) -> dict[str, Any]:
     """The step's params with its file knobs as `file_reference` resolves them; an error names the knob's line."""
     try:
         return file_reference(step)
@@ -147,6 +155,7 @@ def _files(path: str, tree: Any, index: int, step: Step, file_reference: Callabl
 def _check_step(path: str, tree: Any, index: int, step: Step) -> None:
     """A step's prompt template, backend and knobs (against the backend's own declarations), each error at its
     line."""
+
     def fail(loc: tuple, error: Exception) -> ConfigError:
         return ConfigError(f"{path}:{_line(tree, loc)}: {'.'.join(map(str, loc))}: {error}")
 
@@ -204,8 +213,9 @@ def _line(node: Any, loc: tuple) -> int:
     return line
 
 
-def run(recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
-        **inputs: str) -> Any:
+def run(
+    recipe: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None, **inputs: str
+) -> Any:
     """Run a YAML recipe (`aigc.run("pipelines/story_to_poster.yaml", topic="a city of glass")`).
 
     Returns step name -> its assets; with `out`, also writes the run directory (assets, run.json, index.html)
@@ -223,10 +233,18 @@ def default_out(stem: str, seed: int) -> Path:
     return unique_path(Path("runs"), f"{stem}-{seed}")
 
 
-def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, seed: int | None = None, manager=None,
-               source: str | None = None, on_start: Callable[[Path], None] | None = None,
-               on_assets: Callable[[list[Asset], Path], None] | None = None,
-               progress: Callable[[Any], None] | None = None) -> Path:
+def run_to_dir(
+    pipeline: Pipeline,
+    values: dict[str, str],
+    out: str | Path,
+    *,
+    seed: int | None = None,
+    manager=None,
+    source: str | None = None,
+    on_start: Callable[[Path], None] | None = None,
+    on_assets: Callable[[list[Asset], Path], None] | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> Path:
     """Run a pipeline into a run directory, saving each asset as it finishes; returns the path of run.json.
 
     The same command on the same directory resumes a killed run: calls already made are read back from their
@@ -249,11 +267,17 @@ def run_to_dir(pipeline: Pipeline, values: dict[str, str], out: str | Path, *, s
         start = time.perf_counter()
         journal = RunJournal(out, fingerprint, seed, on_assets)
         produced = run_pipeline(pipeline, values, seed=seed, manager=manager, journal=journal, progress=progress)
-        steps = [{"name": name, "assets": [_asset_record(asset) for asset in assets]}
-                 for name, assets in produced.items()]
+        steps = [
+            {"name": name, "assets": [_asset_record(asset) for asset in assets]} for name, assets in produced.items()
+        ]
         run_record = {
-            "aigc": __version__, "python": platform.python_version(), "source": source, "fingerprint": fingerprint,
-            "pipeline": resolved_run, "seconds": round(time.perf_counter() - start, 2), "steps": steps,
+            "aigc": __version__,
+            "python": platform.python_version(),
+            "source": source,
+            "fingerprint": fingerprint,
+            "pipeline": resolved_run,
+            "seconds": round(time.perf_counter() - start, 2),
+            "steps": steps,
         }
         run_json = write_json(out / "run.json", run_record)
         write_report(run_record, out / "index.html")
@@ -305,18 +329,25 @@ class RunJournal:
 
     FILE = "progress.jsonl"
 
-    def __init__(self, out: Path, fingerprint: str, seed: int,
-                 on_assets: Callable[[list[Asset], Path], None] | None = None) -> None:
+    def __init__(
+        self, out: Path, fingerprint: str, seed: int, on_assets: Callable[[list[Asset], Path], None] | None = None
+    ) -> None:
         self.out, self.path, self.on_assets = out, out / self.FILE, on_assets
         lines = list(read_jsonl(self.path))
         if lines and lines[0].get("fingerprint") != fingerprint:
-            raise ConfigError(f"{out} holds another, unfinished run (progress.jsonl); resume it with the same recipe, "
-                              "inputs and seed, or pass a new output directory.")
+            raise ConfigError(
+                f"{out} holds another, unfinished run (progress.jsonl); resume it with the same recipe, "
+                "inputs and seed, or pass a new output directory."
+            )
         if not lines:
             append_jsonl(self.path, [{"fingerprint": fingerprint, "seed": seed}])  # the seed a resume keeps
-        self.done = {(line["step"], line["call"]): line["files"] for line in lines[1:]
-                     if isinstance(line.get("step"), str) and isinstance(line.get("call"), int)
-                     and isinstance(line.get("files"), list)}
+        self.done = {
+            (line["step"], line["call"]): line["files"]
+            for line in lines[1:]
+            if isinstance(line.get("step"), str)
+            and isinstance(line.get("call"), int)
+            and isinstance(line.get("files"), list)
+        }
 
     def recall(self, step: str, call: int) -> list[Asset] | None:
         files = self.done.get((step, call))
@@ -337,8 +368,9 @@ class RunJournal:
             self.on_assets(assets, self.out)
 
 
-def replay(run_json: str | Path, out: str | Path, *, manager=None, progress: Callable[[Any], None] | None = None
-           ) -> Path:
+def replay(
+    run_json: str | Path, out: str | Path, *, manager=None, progress: Callable[[Any], None] | None = None
+) -> Path:
     """Run again exactly what a run.json recorded (same inputs, steps and seeds)."""
     try:
         record = json.loads(read_text(path_arg(run_json, "run record"), "run record"))

@@ -34,16 +34,22 @@ def _asset_html(record: dict[str, Any]) -> str:
     body = media_html(record["kind"], record["file"], record.get("text", ""))
     score = f" · score {record['score']:.3f}" if isinstance(record.get("score"), (int, float)) else ""
     parents = ", ".join(p for p in (record.get("workflow") or {}).get("parents", []) if p)
-    return (f'<div class="asset">{body}<div class="meta">{html.escape(record["workflow"]["id"])} · seed '
-            f'{html.escape(str(record["seed"]))}{score}{" · from " + html.escape(parents) if parents else ""}</div>'
-            f'<details><summary>prompt</summary><pre>{html.escape(record["prompt"])}</pre></details></div>')
+    return (
+        f'<div class="asset">{body}<div class="meta">{html.escape(record["workflow"]["id"])} · seed '
+        f"{html.escape(str(record['seed']))}{score}{' · from ' + html.escape(parents) if parents else ''}</div>"
+        f"<details><summary>prompt</summary><pre>{html.escape(record['prompt'])}</pre></details></div>"
+    )
 
 
 def write_report(run: dict[str, Any], path: Path) -> None:
-    parts = [f"<!doctype html><meta charset=utf-8><title>aigc run</title><style>{STYLE}</style>",
-             f"<h1>aigc run</h1><p class=meta>inputs: {html.escape(str(run['pipeline']['inputs']))} · seed "
-             f"{run['pipeline']['seed']} · {run['seconds']} s · aigc {run['aigc']}</p>"]
+    parts = [
+        f"<!doctype html><meta charset=utf-8><title>aigc run</title><style>{STYLE}</style>",
+        f"<h1>aigc run</h1><p class=meta>inputs: {html.escape(str(run['pipeline']['inputs']))} · seed "
+        f"{run['pipeline']['seed']} · {run['seconds']} s · aigc {run['aigc']}</p>",
+    ]
     for step in run["steps"]:
         cards = [_asset_html(record) for record in step["assets"]]
-        parts.append(f'<div class="step"><h2>{html.escape(step["name"])}</h2><div class="assets">{"".join(cards)}</div></div>')
+        parts.append(
+            f'<div class="step"><h2>{html.escape(step["name"])}</h2><div class="assets">{"".join(cards)}</div></div>'
+        )
     write_atomic(path, "\n".join(parts).encode("utf-8"))

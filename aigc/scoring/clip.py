@@ -12,16 +12,17 @@ and half precision would move scores that callers compare with thresholds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..runtime import models
-from ..media.audio import Audio
 from ..errors import ConfigError, ModelLoadError
+from ..media.audio import Audio
+from ..runtime import models
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_CLAP = "laion/clap-htsat-unfused"
@@ -108,8 +109,9 @@ class _Relevance:
         if not things:
             return np.zeros(0, np.float32)
         with self.manager.use(self.cache_key, self.load) as loaded:
-            rows = self.manager.run_batched(lambda chunk: self._score(loaded, chunk), list(zip(things, texts)),
-                                            self.batch_size)
+            rows = self.manager.run_batched(
+                lambda chunk: self._score(loaded, chunk), list(zip(things, texts)), self.batch_size
+            )
         return to_relevance(np.asarray(rows, dtype=np.float32))
 
     def _tokens(self, tokenizer: Any, texts: Sequence[str], limit: int | None) -> dict[str, torch.Tensor]:
@@ -184,20 +186,25 @@ class ClapRelevance(_Relevance):
         rate = extractor.sampling_rate
         # Cut long clips to the model's window ourselves (the middle part): the extractor would crop at
         # random, and the same clip must always get the same score.
-        waves = [_middle(resample(audio.samples, audio.sample_rate, rate), extractor.nb_max_samples)
-                 for audio, _ in pairs]
+        waves = [
+            _middle(resample(audio.samples, audio.sample_rate, rate), extractor.nb_max_samples) for audio, _ in pairs
+        ]
         # an unfused model reads one mel channel; a "fusion" extractor config would hand it four
         fused = getattr(clap.model.config.audio_config, "enable_fusion", False)
         truncation = None if fused or extractor.truncation != "fusion" else "rand_trunc"
         inputs = extractor(waves, sampling_rate=rate, truncation=truncation, return_tensors="pt")
         # nothing is longer than the window now; the extractor may still flag one clip at random for fusion
         is_longer = torch.zeros((len(waves), 1), dtype=torch.bool, device=self.manager.device)
-        audio_features = _pooled(clap.model.get_audio_features(
-            input_features=inputs["input_features"].to(self.manager.device, torch.float32), is_longer=is_longer))
+        audio_features = _pooled(
+            clap.model.get_audio_features(
+                input_features=inputs["input_features"].to(self.manager.device, torch.float32), is_longer=is_longer
+            )
+        )
         limit = clap.model.config.text_config.max_position_embeddings - 2  # RoBERTa positions start after padding
         limit = min(limit, clap.tokenizer.model_max_length)
-        text_features = _pooled(clap.model.get_text_features(**self._tokens(clap.tokenizer, [t for _, t in pairs],
-                                                                            limit)))
+        text_features = _pooled(
+            clap.model.get_text_features(**self._tokens(clap.tokenizer, [t for _, t in pairs], limit))
+        )
         return F.cosine_similarity(audio_features.float(), text_features.float(), dim=-1).cpu().tolist()
 
 
@@ -219,7 +226,7 @@ def _middle(samples: np.ndarray, length: int) -> np.ndarray:
     if samples.size <= length:
         return samples if samples.size else np.zeros(1, np.float32)
     start = (samples.size - length) // 2
-    return samples[start: start + length]
+    return samples[start : start + length]
 
 
 def _check_pairs(things: Sequence[Any], texts: Sequence[str], name: str) -> None:
@@ -251,7 +258,7 @@ def _clip_input(pixels: torch.Tensor, clip: Loaded) -> torch.Tensor:
     if (new_h, new_w) != (height, width):
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
     top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
-    x = x[..., top: top + crop_h, left: left + crop_w]
+    x = x[..., top : top + crop_h, left : left + crop_w]
     mean = torch.tensor(processor.image_mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std

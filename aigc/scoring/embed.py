@@ -6,13 +6,14 @@ All embeddings are L2-normalised rows, so a dot product is a cosine similarity.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..runtime import models
 from ..media.audio import Audio
+from ..runtime import models
 
 DEFAULT_TEXT_EMBEDDER = "pack:minilm"
 
@@ -36,7 +37,9 @@ class TextEmbedder:
         from transformers import AutoModel, AutoTokenizer
 
         target = self.source.load_target
-        return _LoadedEmbedder(AutoModel.from_pretrained(target, use_safetensors=True).eval(), AutoTokenizer.from_pretrained(target))
+        return _LoadedEmbedder(
+            AutoModel.from_pretrained(target, use_safetensors=True).eval(), AutoTokenizer.from_pretrained(target)
+        )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text; repeated texts (prompts, library labels) are embedded once per embedder."""

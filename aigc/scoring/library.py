@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import os
 import warnings
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,8 +43,9 @@ class Library:
     def __init__(self, path: str | os.PathLike | None = None, *, taste_user: str | None = None) -> None:
         self.path = path_arg(path, "library", field="library") if path is not None else default_library_path()
         if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"Library({str(self.path)!r}) is a file; a library is a directory (it holds {FILE}).",
-                              field="library")
+            raise ConfigError(
+                f"Library({str(self.path)!r}) is a file; a library is a directory (it holds {FILE}).", field="library"
+            )
         self._file = self.path / FILE
         self._cache: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
         self.skipped = 0  # lines that were torn or malformed: skipped (and reported once), never fatal
@@ -62,24 +64,42 @@ class Library:
         scorer = scorer or default_scorer()
         rows = []
         for item, (space, vector) in zip(items := list(items), scorer.embed(items)):
-            rows.append({
-                "space": space,
-                "vector": base64.b64encode(np.asarray(vector, np.float32).tobytes()).decode("ascii"),
-                "prompt": getattr(item, "prompt", prompt),
-                "seed": getattr(item, "seed", None),
-                "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
+            rows.append(
+                {
+                    "space": space,
+                    "vector": base64.b64encode(np.asarray(vector, np.float32).tobytes()).decode("ascii"),
+                    "prompt": getattr(item, "prompt", prompt),
+                    "seed": getattr(item, "seed", None),
+                    "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
         self._append(rows)
         return len(rows)
 
     # --- people's ratings (scoring/ratings.py keeps them beside the library) ----------------------------
-    def rate(self, item: Any, value: int, *, user: str | None = None, note: str | None = None,
-             ref: str | None = None, scorer: CreativityScorer | None = None) -> Rating:
+    def rate(
+        self,
+        item: Any,
+        value: int,
+        *,
+        user: str | None = None,
+        note: str | None = None,
+        ref: str | None = None,
+        scorer: CreativityScorer | None = None,
+    ) -> Rating:
         """Thumbs up (+1) or down (-1) on an Asset (or raw data); 0 takes it back. The latest one counts."""
         return self._ratings().thumb(item, value, user=user, note=note, ref=ref, scorer=scorer)
 
-    def prefer(self, better: Any, worse: Any, *, user: str | None = None, note: str | None = None,
-               refs: tuple[str | None, str | None] = (None, None), scorer: CreativityScorer | None = None) -> Rating:
+    def prefer(
+        self,
+        better: Any,
+        worse: Any,
+        *,
+        user: str | None = None,
+        note: str | None = None,
+        refs: tuple[str | None, str | None] = (None, None),
+        scorer: CreativityScorer | None = None,
+    ) -> Rating:
         """Record a choice: `better` over `worse`."""
         return self._ratings().prefer(better, worse, user=user, note=note, refs=refs, scorer=scorer)
 
@@ -108,8 +128,17 @@ class Library:
     def add_vectors(self, space: str, vectors: np.ndarray, prompts: list[str | None]) -> None:
         """Store vectors the scorer already computed (what `generate` does with accepted assets)."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self._append([{"space": space, "vector": base64.b64encode(np.asarray(v, np.float32).tobytes()).decode("ascii"),
-                       "prompt": p, "added": now} for v, p in zip(vectors, prompts)])
+        self._append(
+            [
+                {
+                    "space": space,
+                    "vector": base64.b64encode(np.asarray(v, np.float32).tobytes()).decode("ascii"),
+                    "prompt": p,
+                    "added": now,
+                }
+                for v, p in zip(vectors, prompts)
+            ]
+        )
 
     def vectors(self, space: str) -> np.ndarray:
         """Every stored vector of one embedding space, as rows (of the width most of them have)."""
@@ -133,8 +162,10 @@ class Library:
             entries = [e for e in map(_decoded, read_jsonl(self._file, skipped)) if e is not None]
             bad = len(skipped) + sum(1 for _ in read_jsonl(self._file)) - len(entries)
             if bad and bad != self.skipped:
-                warnings.warn(f"aigc library {self._file}: {bad} torn or malformed line(s) skipped; the rest is used.",
-                              stacklevel=3)
+                warnings.warn(
+                    f"aigc library {self._file}: {bad} torn or malformed line(s) skipped; the rest is used.",
+                    stacklevel=3,
+                )
             self.skipped = bad
             self._cache = (stamp, entries)
         return self._cache[1]

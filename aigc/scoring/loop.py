@@ -8,14 +8,15 @@ novelty -> more temperature, less guidance; low relevance -> less temperature, m
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import seeds as seed_rule
-from ..media.assets import Asset
 from ..generators.knobs import WEAKNESSES
+from ..media.assets import Asset
 from ..records import Round, Search
 
 if TYPE_CHECKING:
@@ -57,9 +58,16 @@ def round_seeds(base: int, attempt: int, count: int) -> list[int]:
     return [start + i for i in range(count)]
 
 
-def search(produce: Callable[[list[int], dict[str, Any]], list[Asset]], judge: Callable[[list[Asset]], None],
-           embed: Callable[[list[Asset]], np.ndarray], policy: Policy, seeds: Callable[[int], list[int]],
-           knobs: dict[str, Any], backend: type[Generator], judged: Judged = Judged()) -> list[Asset]:
+def search(
+    produce: Callable[[list[int], dict[str, Any]], list[Asset]],
+    judge: Callable[[list[Asset]], None],
+    embed: Callable[[list[Asset]], np.ndarray],
+    policy: Policy,
+    seeds: Callable[[int], list[int]],
+    knobs: dict[str, Any],
+    backend: type[Generator],
+    judged: Judged = Judged(),
+) -> list[Asset]:
     """Run the loop for one prompt and return the `n` chosen assets, best first.
 
     `seeds(attempt)` gives a round's candidate seeds; the backend's own nudges move its knobs between rounds.
@@ -81,8 +89,13 @@ def search(produce: Callable[[list[int], dict[str, Any]], list[Asset]], judge: C
     return _choose(pool, rounds, policy, embed, judged)
 
 
-def _choose(pool: list[tuple[int, Asset]], rounds: list[Round], policy: Policy,
-            embed: Callable[[list[Asset]], np.ndarray], judged: Judged) -> list[Asset]:
+def _choose(
+    pool: list[tuple[int, Asset]],
+    rounds: list[Round],
+    policy: Policy,
+    embed: Callable[[list[Asset]], np.ndarray],
+    judged: Judged,
+) -> list[Asset]:
     """The n best of every round's candidates (those that cleared the bar first), with the search recorded."""
     made_in = {id(asset): attempt for attempt, asset in pool}
     ranked = sorted((a for _, a in pool), key=lambda a: a.score or 0.0, reverse=True)
@@ -101,6 +114,7 @@ def select_diverse(ranked: Sequence[Asset], vectors: np.ndarray, n: int, trade_o
     chosen: list[int] = []
     remaining = list(range(len(ranked)))
     while remaining and len(chosen) < n:
+
         def gain(i: int) -> float:
             similarity = max((float(vectors[i] @ vectors[j]) for j in chosen), default=0.0)
             return trade_off * (ranked[i].score or 0.0) - (1 - trade_off) * similarity

@@ -96,9 +96,17 @@ def _luminance(image: Image.Image) -> np.ndarray:
 def _noise_sigma(grey: np.ndarray) -> float:
     """Noise sigma from the MAD of Immerkaer's residual (blind to flat areas, ramps and, via the median, edges)."""
     g = grey
-    residual = (g[:-2, :-2] - 2 * g[:-2, 1:-1] + g[:-2, 2:]
-                - 2 * g[1:-1, :-2] + 4 * g[1:-1, 1:-1] - 2 * g[1:-1, 2:]
-                + g[2:, :-2] - 2 * g[2:, 1:-1] + g[2:, 2:])
+    residual = (
+        g[:-2, :-2]
+        - 2 * g[:-2, 1:-1]
+        + g[:-2, 2:]
+        - 2 * g[1:-1, :-2]
+        + 4 * g[1:-1, 1:-1]
+        - 2 * g[1:-1, 2:]
+        + g[2:, :-2]
+        - 2 * g[2:, 1:-1]
+        + g[2:, 2:]
+    )
     return float(np.median(np.abs(residual))) / (0.6745 * 6.0)
 
 
@@ -120,8 +128,12 @@ def image_quality(image: Image.Image) -> dict[str, float]:
     exposure = _plateau(mean, 0.3, 0.7, 0.0, 1.0) * _unit(1.0 - (clipped - 0.05) / 0.45)
     low, high = np.percentile(grey, [2, 98])
     contrast = 1.0 - math.exp(-float(high - low) / 0.2)
-    parts = {"sharpness": _unit(sharpness), "exposure": _unit(exposure), "noise": _unit(noise),
-             "contrast": _unit(contrast)}
+    parts = {
+        "sharpness": _unit(sharpness),
+        "exposure": _unit(exposure),
+        "noise": _unit(noise),
+        "contrast": _unit(contrast),
+    }
     return {**parts, "quality": weighted_geometric_mean(parts, _IMAGE_WEIGHTS)}
 
 
@@ -173,7 +185,7 @@ def audio_quality(samples: np.ndarray, sample_rate: int) -> dict[str, float]:
 def _distinct(tokens: list[str], n: int) -> float:
     if len(tokens) < n:
         return 1.0
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams)
 
 

@@ -85,8 +85,16 @@ class Ratings:
     def __init__(self, directory: Path) -> None:
         self.file = Path(directory) / FILE
 
-    def thumb(self, item: Any, value: int, *, user: str | None = None, note: str | None = None,
-              ref: str | None = None, scorer: CreativityScorer | None = None) -> Rating:
+    def thumb(
+        self,
+        item: Any,
+        value: int,
+        *,
+        user: str | None = None,
+        note: str | None = None,
+        ref: str | None = None,
+        scorer: CreativityScorer | None = None,
+    ) -> Rating:
         """Rate `item` (an Asset, or raw data with its prompt in an Item) up (+1) or down (-1); 0 takes a
         user's rating of it back. The latest rating of an item by a user is the one that counts."""
         if isinstance(value, bool) or not isinstance(value, int) or value not in (-1, 0, 1):
@@ -95,12 +103,21 @@ class Ratings:
         rated = self._rated([item], [ref], scorer)[0]
         return self._append(Rating("thumb", user, value, rated, note=note, rated=_now()))
 
-    def prefer(self, better: Any, worse: Any, *, user: str | None = None, note: str | None = None,
-               refs: tuple[str | None, str | None] = (None, None), scorer: CreativityScorer | None = None) -> Rating:
+    def prefer(
+        self,
+        better: Any,
+        worse: Any,
+        *,
+        user: str | None = None,
+        note: str | None = None,
+        refs: tuple[str | None, str | None] = (None, None),
+        scorer: CreativityScorer | None = None,
+    ) -> Rating:
         """Record that `better` was chosen over `worse` (two items of one kind)."""
         if not isinstance(refs, (tuple, list)) or len(refs) != 2:
-            raise ConfigError(f"refs={refs!r:.60} must be a pair: (where the better came from, the worse).",
-                              field="refs")
+            raise ConfigError(
+                f"refs={refs!r:.60} must be a pair: (where the better came from, the worse).", field="refs"
+            )
         user, note, refs = checked_user(user), _note(note), tuple(_ref(r) for r in refs)
         first, second = self._rated([better, worse], list(refs), scorer)
         if first.kind != second.kind:
@@ -129,13 +146,29 @@ class Ratings:
 
         checked = checked_items(items)
         embedded = (scorer or default_scorer()).embed(checked)
-        return [Rated(content_key(item.kind, item.data), item.kind, item.prompt, space, np.asarray(vector, np.float32),
-                      ref, item.data if item.kind == "text" else None, _origin(thing))
-                for thing, item, (space, vector), ref in zip(items, checked, embedded, refs)]
+        return [
+            Rated(
+                content_key(item.kind, item.data),
+                item.kind,
+                item.prompt,
+                space,
+                np.asarray(vector, np.float32),
+                ref,
+                item.data if item.kind == "text" else None,
+                _origin(thing),
+            )
+            for thing, item, (space, vector), ref in zip(items, checked, embedded, refs)
+        ]
 
     def _append(self, rating: Rating) -> Rating:
-        line = {"type": rating.type, "user": rating.user, "value": rating.value, "item": _encoded(rating.item),
-                "note": rating.note, "rated": rating.rated}
+        line = {
+            "type": rating.type,
+            "user": rating.user,
+            "value": rating.value,
+            "item": _encoded(rating.item),
+            "note": rating.note,
+            "rated": rating.rated,
+        }
         if rating.other is not None:
             line["other"] = _encoded(rating.other)
         append_jsonl(self.file, [line], lock=True)
@@ -147,8 +180,9 @@ def checked_user(user: str | None) -> str:
     that user's taste file)."""
     user = default_user() if user is None else user
     if not isinstance(user, str) or len(user) > 100 or not USER.fullmatch(user):
-        raise ConfigError(f"user={user!r:.120}: a user name is 1-100 letters, digits, inner spaces and . _ @ + -.",
-                          field="user")
+        raise ConfigError(
+            f"user={user!r:.120}: a user name is 1-100 letters, digits, inner spaces and . _ @ + -.", field="user"
+        )
     return user
 
 
@@ -162,8 +196,9 @@ def _note(note: str | None) -> str | None:
 
 def _ref(ref: str | None) -> str | None:
     if ref is not None and (not isinstance(ref, str) or len(ref) > REF_CHARS):
-        raise ConfigError(f"ref={ref!r:.60} must be text of at most {REF_CHARS} characters (a path, an asset id).",
-                          field="ref")
+        raise ConfigError(
+            f"ref={ref!r:.60} must be text of at most {REF_CHARS} characters (a path, an asset id).", field="ref"
+        )
     return ref if ref is None else plain_text("ref", ref, field="ref")
 
 
@@ -182,9 +217,16 @@ def _origin(thing: Any) -> dict[str, Any] | None:
 
 
 def _encoded(item: Rated) -> dict[str, Any]:
-    return {"key": item.key, "kind": item.kind, "prompt": item.prompt, "space": item.space, "ref": item.ref,
-            "vector": base64.b64encode(item.vector.astype(np.float32).tobytes()).decode("ascii"),
-            "text": item.text, "origin": item.origin}
+    return {
+        "key": item.key,
+        "kind": item.kind,
+        "prompt": item.prompt,
+        "space": item.space,
+        "ref": item.ref,
+        "vector": base64.b64encode(item.vector.astype(np.float32).tobytes()).decode("ascii"),
+        "text": item.text,
+        "origin": item.origin,
+    }
 
 
 def _decoded(line: dict[str, Any]) -> Rating | None:
@@ -206,5 +248,6 @@ def _item(raw: dict[str, Any]) -> Rated:
         raise ValueError("bad vector")
     origin = raw.get("origin") if isinstance(raw.get("origin"), dict) else None
     text = raw.get("text") if isinstance(raw.get("text"), str) else None
-    return Rated(str(raw["key"]), str(raw["kind"]), raw.get("prompt"), str(raw["space"]), vector, raw.get("ref"),
-                 text, origin)
+    return Rated(
+        str(raw["key"]), str(raw["kind"]), raw.get("prompt"), str(raw["space"]), vector, raw.get("ref"), text, origin
+    )

@@ -17,14 +17,15 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..media.assets import Asset
 from ..media.audio import Audio
-from ..errors import ConfigError
 from ..progress import report as report_progress
 from .embed import TextEmbedder, audio_fingerprint
 from .mean import weighted_geometric_mean
@@ -102,8 +103,9 @@ def vendi(vectors: np.ndarray) -> float:
 
 def combine(parts: dict[str, float | None], weights: dict[str, float]) -> float:
     """The score: the weighted geometric mean of the measured parts (scoring/mean.py)."""
-    return weighted_geometric_mean({name: parts.get(name) for name in PARTS},
-                                   {name: weights.get(name, 1.0) for name in PARTS})
+    return weighted_geometric_mean(
+        {name: parts.get(name) for name in PARTS}, {name: weights.get(name, 1.0) for name in PARTS}
+    )
 
 
 def _check_weights(weights: Any) -> dict[str, float]:
@@ -111,20 +113,32 @@ def _check_weights(weights: Any) -> dict[str, float]:
     if weights is not None and not isinstance(weights, dict):
         raise ConfigError(f"weights={weights!r:.60} must be a dict of part -> weight, e.g. {{'novelty': 2}}.")
     merged = {name: 1.0 for name in PARTS} | dict(weights or {})
-    bad = [k for k, w in merged.items() if k not in PARTS or isinstance(w, bool) or not isinstance(w, (int, float))
-           or not math.isfinite(w) or w < 0]
+    bad = [
+        k
+        for k, w in merged.items()
+        if k not in PARTS or isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0
+    ]
     if bad or not any(merged[name] for name in PARTS if name != "taste"):
-        raise ConfigError(f"weights={weights!r}: use finite numbers >= 0 for {', '.join(PARTS)}, at least one > 0 "
-                          "besides taste (taste is there only with enough ratings).")
+        raise ConfigError(
+            f"weights={weights!r}: use finite numbers >= 0 for {', '.join(PARTS)}, at least one > 0 "
+            "besides taste (taste is there only with enough ratings)."
+        )
     return {k: float(w) for k, w in merged.items()}
 
 
 class CreativityScorer:
     """Judges outputs for a prompt; its models load through the shared device manager like generators do."""
 
-    def __init__(self, manager=None, *, weights: dict[str, float] | None = None, text_embedder: str = "pack:minilm",
-                 language_model: str | None = DEFAULT_LM, clip_model: str | None = DEFAULT_CLIP,
-                 clap_model: str | None = DEFAULT_CLAP) -> None:
+    def __init__(
+        self,
+        manager=None,
+        *,
+        weights: dict[str, float] | None = None,
+        text_embedder: str = "pack:minilm",
+        language_model: str | None = DEFAULT_LM,
+        clip_model: str | None = DEFAULT_CLIP,
+        clap_model: str | None = DEFAULT_CLAP,
+    ) -> None:
         from ..runtime.devices import get_manager
 
         self.manager = manager or get_manager()
@@ -195,8 +209,11 @@ class CreativityScorer:
         np.fill_diagonal(sims, -1)
         stored = library.vectors(space) if library is not None and len(library) else np.zeros((0, 0))
         if stored.size and stored.shape[1] != vectors.shape[1]:  # written by another embedder under this name
-            warnings.warn(f"aigc library: its {space} vectors are {stored.shape[1]}-d, not {vectors.shape[1]}-d; "
-                          "they are left out of novelty.", stacklevel=3)
+            warnings.warn(
+                f"aigc library: its {space} vectors are {stored.shape[1]}-d, not {vectors.shape[1]}-d; "
+                "they are left out of novelty.",
+                stacklevel=3,
+            )
             stored = np.zeros((0, 0))
         for i, r in enumerate(results):
             if len(vectors) > 1:
@@ -215,8 +232,11 @@ class CreativityScorer:
             return
         usable = model.used and model.dims == vectors.shape[1]
         if model.used and not usable:
-            warnings.warn(f"aigc taste: the {space} model is {model.dims}-d, these vectors {vectors.shape[1]}-d; "
-                          "taste is left out.", stacklevel=3)
+            warnings.warn(
+                f"aigc taste: the {space} model is {model.dims}-d, these vectors {vectors.shape[1]}-d; "
+                "taste is left out.",
+                stacklevel=3,
+            )
         values = model.score(vectors) if usable else [None] * len(results)
         for r, value in zip(results, values):
             r["taste"] = None if value is None else float(value)
@@ -231,7 +251,9 @@ class CreativityScorer:
         obvious = self._obvious_vectors(prompts)
         for i, r in enumerate(results):
             distinct = text_repetition(items[i].data)
-            r["quality.distinct"] = float(np.mean([distinct["distinct_1"], distinct["distinct_2"], distinct["distinct_3"]]))
+            r["quality.distinct"] = float(
+                np.mean([distinct["distinct_1"], distinct["distinct_2"], distinct["distinct_3"]])
+            )
             if fluency is not None:
                 r["quality.fluency"] = fluency[i]
             r["quality"] = float(np.mean([v for k, v in r.items() if k.startswith("quality.")]))
@@ -278,8 +300,9 @@ class CreativityScorer:
 
         clip = self._clip()
         if clip is not None:
+
             def clip_objective(pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-                return torch.cat([clip.image_text_score(pixels[i:i + 1], p) for i, p in enumerate(prompts)])
+                return torch.cat([clip.image_text_score(pixels[i : i + 1], p) for i, p in enumerate(prompts)])
 
             return clip_objective
         classifier = self._classifier()
@@ -352,8 +375,11 @@ class CreativityScorer:
             return CausalLMGenerator(self.language_model, self.manager, backend="lm")
         except ModelLoadError as error:
             if not self._warned_no_lm:  # say once that two text parts go unmeasured, rather than hide it
-                warnings.warn(f"aigc scorer: no language model ({error}); text fluency and obvious-continuation "
-                              "novelty are not measured. Pass language_model= or install the pack.", stacklevel=3)
+                warnings.warn(
+                    f"aigc scorer: no language model ({error}); text fluency and obvious-continuation "
+                    "novelty are not measured. Pass language_model= or install the pack.",
+                    stacklevel=3,
+                )
                 self._warned_no_lm = True
             return None
 

@@ -105,20 +105,35 @@ def fit(ratings: list[Rating], space: str, user: str | None = None) -> TasteMode
     if len(rows) < MIN_RATINGS:
         return refused(f"too few ratings: {len(rows)} of the {MIN_RATINGS} a model needs")
     if not pairs and len({r.value for r in rows}) < 2:
-        return refused("every thumb points the same way, so there is nothing to tell apart; rate both ways "
-                       "or choose between pairs")
+        return refused(
+            "every thumb points the same way, so there is nothing to tell apart; rate both ways or choose between pairs"
+        )
     flips = np.random.default_rng(0).choice([-1, 1], size=len(rows))  # choices shown both ways round
     held_out, decisions, labels = _cross_validate(rows, flips)
     if held_out.p_value >= ALPHA:
-        return refused(f"no better than chance: {held_out.correct}/{held_out.n} held-out ratings right "
-                       f"(chance {held_out.chance:.0%}, p = {held_out.p_value:.2g})", held_out)
+        return refused(
+            f"no better than chance: {held_out.correct}/{held_out.n} held-out ratings right "
+            f"(chance {held_out.chance:.0%}, p = {held_out.p_value:.2g})",
+            held_out,
+        )
     slope = _calibration(decisions, labels)
     mean, scale = _standardiser(rows)
     weights, c = _fit_weights(_design(rows, flips, mean, scale))
     coef, intercept = weights[:-1] * slope, float(weights[-1] * slope) if thumbs else 0.0
-    return TasteModel(space, user, thumbs, pairs, True,
-                      f"beats chance: {held_out.correct}/{held_out.n} held-out ratings right", held_out, c,
-                      mean.tolist(), scale.tolist(), coef.tolist(), intercept)
+    return TasteModel(
+        space,
+        user,
+        thumbs,
+        pairs,
+        True,
+        f"beats chance: {held_out.correct}/{held_out.n} held-out ratings right",
+        held_out,
+        c,
+        mean.tolist(),
+        scale.tolist(),
+        coef.tolist(),
+        intercept,
+    )
 
 
 def _of_space(ratings: list[Rating], space: str) -> list[Rating]:
@@ -137,8 +152,9 @@ def _standardiser(rows: list[Rating]) -> tuple[np.ndarray, np.ndarray]:
     return vectors.mean(axis=0), np.where(scale > 1e-8, scale, 1.0)
 
 
-def _design(rows: list[Rating], flips: np.ndarray, mean: np.ndarray, scale: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _design(
+    rows: list[Rating], flips: np.ndarray, mean: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """One row per rating: a thumb is [x, 1] labelled up; a choice is [+-(a - b), 0] labelled by which way round
     it was shown. The last column is the thumbs' intercept, so choices have none (Bradley-Terry)."""
     features, labels = [], []
@@ -168,9 +184,14 @@ def _fit_weights(design: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, flo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on tiny folds; the held-out accuracy is what counts
         if counts.min() >= 3:
-            model = LogisticRegressionCV(Cs=list(CS), cv=StratifiedKFold(3, shuffle=True, random_state=0),
-                                         fit_intercept=False, scoring="neg_log_loss", tol=1e-3,
-                                         max_iter=500).fit(features, labels)
+            model = LogisticRegressionCV(
+                Cs=list(CS),
+                cv=StratifiedKFold(3, shuffle=True, random_state=0),
+                fit_intercept=False,
+                scoring="neg_log_loss",
+                tol=1e-3,
+                max_iter=500,
+            ).fit(features, labels)
             c = float(np.ravel(model.C_)[0])
         else:
             c = 0.1
@@ -196,8 +217,15 @@ def _cross_validate(rows: list[Rating], flips: np.ndarray) -> tuple[HeldOut, np.
     chance = (majority + 0.5 * (len(rows) - len(thumbs))) / len(rows)
     test = binomtest(correct, len(rows), chance, alternative="greater")
     interval = binomtest(correct, len(rows)).proportion_ci(0.95, method="wilson")
-    held_out = HeldOut(len(rows), correct, correct / len(rows), float(interval.low), float(interval.high),
-                       round(chance, 4), float(test.pvalue))
+    held_out = HeldOut(
+        len(rows),
+        correct,
+        correct / len(rows),
+        float(interval.low),
+        float(interval.high),
+        round(chance, 4),
+        float(test.pvalue),
+    )
     return held_out, decisions, labels
 
 
@@ -213,8 +241,9 @@ def _calibration(decisions: np.ndarray, labels: np.ndarray) -> float:
     targets = np.where(labels == 1, (ups + 1) / (ups + 2), 1 / (downs + 2))
     features = np.concatenate([decisions, decisions]).reshape(-1, 1)
     answers = np.concatenate([np.ones(len(labels), int), np.zeros(len(labels), int)])
-    model = LogisticRegression(C=1e4, fit_intercept=False).fit(features, answers,
-                                                               sample_weight=np.concatenate([targets, 1 - targets]))
+    model = LogisticRegression(C=1e4, fit_intercept=False).fit(
+        features, answers, sample_weight=np.concatenate([targets, 1 - targets])
+    )
     return max(float(model.coef_[0, 0]), 1e-6)
 
 
@@ -281,14 +310,21 @@ def _fingerprint(directory: Path) -> dict[str, Any] | None:
         stat = (directory / RATINGS_FILE).stat()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "min_ratings": MIN_RATINGS, "max_ratings": MAX_RATINGS,
-            "alpha": ALPHA, "format": FORMAT}
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "min_ratings": MIN_RATINGS,
+        "max_ratings": MAX_RATINGS,
+        "alpha": ALPHA,
+        "format": FORMAT,
+    }
 
 
 def _store(directory: Path, model: TasteModel, stamp: dict[str, Any]) -> None:
     try:
-        write_json(model_path(directory, model.space, model.user), {"format": FORMAT, "fingerprint": stamp,
-                                                                    **asdict(model)})
+        write_json(
+            model_path(directory, model.space, model.user), {"format": FORMAT, "fingerprint": stamp, **asdict(model)}
+        )
     except StorageError as error:  # a read-only library still scores with the model fitted in memory
         warnings.warn(f"aigc taste: the model is used but not stored ({error})", stacklevel=4)
 
@@ -307,6 +343,9 @@ def _stored(directory: Path, space: str, user: str | None, stamp: dict[str, Any]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     numbers = [*model.mean, *model.scale, *model.coef, model.intercept]
-    whole = len(model.mean) == len(model.scale) == len(model.coef) and all(
-        isinstance(x, (int, float)) and math.isfinite(x) for x in numbers) and all(s > 0 for s in model.scale)
+    whole = (
+        len(model.mean) == len(model.scale) == len(model.coef)
+        and all(isinstance(x, (int, float)) and math.isfinite(x) for x in numbers)
+        and all(s > 0 for s in model.scale)
+    )
     return model if whole and (not model.used or model.coef) else None

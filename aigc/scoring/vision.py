@@ -10,16 +10,17 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import models
 from ..errors import ModelLoadError
+from ..runtime import models
 
 FAMILY = "efficientnet-lite0"
 SIZE = 224
@@ -39,8 +40,13 @@ class Block(NamedTuple):
 def lite0_blocks() -> list[Block]:
     """The EfficientNet-B0 stage layout, which Lite0 keeps unscaled: 16 inverted-residual blocks."""
     stages = [  # repeats, kernel, stride, expand ratio, output channels
-        (1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-        (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320),
+        (1, 3, 1, 1, 16),
+        (2, 3, 2, 6, 24),
+        (2, 5, 2, 6, 40),
+        (3, 3, 2, 6, 80),
+        (3, 5, 1, 6, 112),
+        (4, 5, 2, 6, 192),
+        (1, 3, 1, 6, 320),
     ]
     blocks, cin = [], 32
     for repeats, kernel, stride, expand, cout in stages:

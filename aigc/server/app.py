@@ -4,9 +4,10 @@ one worker) and aigc's own checks; every front end's rules apply unchanged over 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,13 +16,14 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from .. import errors
 from .auth import Principal, Signer
-from .body import BodyLimit, NoSniff, SameOriginWrites
 from .bodies import json_body
+from .body import BodyLimit, NoSniff, SameOriginWrites
 from .jobs import JobRequest, Places
 from .service import API, Service, Settings, error_response, read_json
 from .store import ACTIVE, Busy, Store
 
 __all__ = ["Settings", "create_app"]
+
 
 def create_app(settings: Settings, manager: Any = None) -> FastAPI:
     """The app, its store under settings.data (held by this server alone while it runs), and its workers."""
@@ -50,12 +52,23 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = executors(settings.engine, manager, settings.workers, settings.ray_address) if settings.run_worker \
-            else []
-        service.runners[:] = [Runner(store, settings.data, manager, places, executor=executor, name=f"worker-{i}",
-                                     merge_outputs=settings.merge_outputs, on_seconds=metrics.observe,
-                                     private=settings.private)
-                              for i, executor in enumerate(pool)]
+        pool = (
+            executors(settings.engine, manager, settings.workers, settings.ray_address) if settings.run_worker else []
+        )
+        service.runners[:] = [
+            Runner(
+                store,
+                settings.data,
+                manager,
+                places,
+                executor=executor,
+                name=f"worker-{i}",
+                merge_outputs=settings.merge_outputs,
+                on_seconds=metrics.observe,
+                private=settings.private,
+            )
+            for i, executor in enumerate(pool)
+        ]
         for runner in service.runners:
             runner.start()
         yield
@@ -78,9 +91,12 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST", "PUT"],
-                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body)
     app.add_middleware(NoSniff)
     _handlers(app)
@@ -102,8 +118,9 @@ def _hold(data: Path) -> Any:
     try:
         lock.acquire()
     except Timeout:
-        raise errors.ConfigError(f"{data} is served by another aigc serve right now; stop it, or give this one "
-                                 "another --data directory.") from None
+        raise errors.ConfigError(
+            f"{data} is served by another aigc serve right now; stop it, or give this one another --data directory."
+        ) from None
     return lock
 
 
@@ -142,9 +159,16 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         # a Refusal (service.py) says its code, field and names; a plain HTTPException is named by its status
-        return error_response(request, error.status_code, getattr(error, "aigc_type", None), str(error.detail),
-                              getattr(error, "field", None), getattr(error, "headers", None),
-                              code=getattr(error, "code", None), openai_type=getattr(error, "openai_type", None))
+        return error_response(
+            request,
+            error.status_code,
+            getattr(error, "aigc_type", None),
+            str(error.detail),
+            getattr(error, "field", None),
+            getattr(error, "headers", None),
+            code=getattr(error, "code", None),
+            openai_type=getattr(error, "openai_type", None),
+        )
 
 
 def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
@@ -156,25 +180,39 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         return {"status": "ok", "version": _version(), "queue": counts["pending"] + counts["running"]}
 
     @app.post(f"{API}/jobs", status_code=202, openapi_extra=json_body(JobRequest))
-    async def post_job(request: Request, principal: Principal = Depends(who),
-                       idempotency_key: str | None = Header(default=None)) -> JSONResponse:
+    async def post_job(
+        request: Request, principal: Principal = Depends(who), idempotency_key: str | None = Header(default=None)
+    ) -> JSONResponse:
         job_request = service.parse(await read_json(request))
         job, created = await asyncio.to_thread(service.submit, principal, job_request, idempotency_key)
         return JSONResponse(service.view(job, brief=True), status_code=202 if created else 200)
 
     @app.get(f"{API}/jobs")
-    def list_jobs(principal: Principal = Depends(who), state: str | None = None, kind: str | None = None,
-                  owner: str | None = None, limit: int = Query(50, ge=1, le=500),
-                  offset: int = Query(0, ge=0)) -> dict[str, Any]:
+    def list_jobs(
+        principal: Principal = Depends(who),
+        state: str | None = None,
+        kind: str | None = None,
+        owner: str | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
         if owner is None and not principal.admin:
             owner = principal.name  # a user's queue: their own jobs, unless they ask for a teammate's
         elif not service.sees_all(principal) and owner != principal.name:
-            raise HTTPException(403, f"owner={owner}: this server is private (aigc serve --private): you see your own "
-                                     "jobs; an admin sees everyone's.")
+            raise HTTPException(
+                403,
+                f"owner={owner}: this server is private (aigc serve --private): you see your own "
+                "jobs; an admin sees everyone's.",
+            )
         last_event = store.last_event(owner)  # read before the jobs: a stream from here misses nothing after them
         jobs, total = store.list(owner=owner, state=state, kind=kind, limit=limit, offset=offset)
-        return {"jobs": [service.view(job, brief=True) for job in jobs], "total": total, "limit": limit,
-                "offset": offset, "last_event": last_event}
+        return {
+            "jobs": [service.view(job, brief=True) for job in jobs],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "last_event": last_event,
+        }
 
     @app.get(f"{API}/jobs/{{job_id}}")
     def get_job(job_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
@@ -194,9 +232,14 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         return service.view(job)
 
     @app.get(f"{API}/assets/{{asset_id}}")
-    def get_asset(asset_id: str, authorization: str | None = Header(default=None),
-                  if_none_match: str | None = Header(default=None), format: str | None = Query(None, max_length=8),
-                  expires: int | None = None, signature: str | None = Query(None, max_length=64)) -> Response:
+    def get_asset(
+        asset_id: str,
+        authorization: str | None = Header(default=None),
+        if_none_match: str | None = Header(default=None),
+        format: str | None = Query(None, max_length=8),
+        expires: int | None = None,
+        signature: str | None = Query(None, max_length=64),
+    ) -> Response:
         """An asset's file (one the bearer may see, or any with a signed link), or it converted: ?format=webp."""
         if service.signer.valid(asset_id, expires, signature):
             row = store.asset(asset_id)
@@ -213,25 +256,46 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
 
             converted, chosen = load(settings.data / row.path).to_bytes(format), formats.by_name(format)
             name = Path(row.path).stem + chosen.suffix  # a type the client chose: a download, never a page
-            return Response(converted, media_type=chosen.media_type,
-                            headers={"ETag": etag, "Content-Disposition": f'attachment; filename="{name}"'})
-        return FileResponse(settings.data / row.path, media_type=row.media_type, headers={"ETag": etag},
-                            filename=Path(row.path).name, content_disposition_type=_disposition(row.media_type))
+            return Response(
+                converted,
+                media_type=chosen.media_type,
+                headers={"ETag": etag, "Content-Disposition": f'attachment; filename="{name}"'},
+            )
+        return FileResponse(
+            settings.data / row.path,
+            media_type=row.media_type,
+            headers={"ETag": etag},
+            filename=Path(row.path).name,
+            content_disposition_type=_disposition(row.media_type),
+        )
 
     @app.get(f"{API}/assets/{{asset_id}}/meta")
     def asset_meta(asset_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
         row = service.readable_asset(asset_id, principal)
         signed = service.signer.query(row.id)
-        return {"id": row.id, "job": row.job, "position": row.position, "kind": row.kind,
-                "media_type": row.media_type, "size": row.size, "etag": row.etag, "record": row.record,
-                "owner": store.get(row.job).owner, "src": f"{API}/assets/{row.id}?{signed}",
-                "thumbnail": f"{API}/assets/{row.id}/thumbnail?{signed}" if row.kind == "image" else None,
-                "ratings": store.ratings([row.id])[row.id]}
+        return {
+            "id": row.id,
+            "job": row.job,
+            "position": row.position,
+            "kind": row.kind,
+            "media_type": row.media_type,
+            "size": row.size,
+            "etag": row.etag,
+            "record": row.record,
+            "owner": store.get(row.job).owner,
+            "src": f"{API}/assets/{row.id}?{signed}",
+            "thumbnail": f"{API}/assets/{row.id}/thumbnail?{signed}" if row.kind == "image" else None,
+            "ratings": store.ratings([row.id])[row.id],
+        }
 
     @app.get(f"{API}/assets/{{asset_id}}/thumbnail")
-    def thumbnail(asset_id: str, authorization: str | None = Header(default=None),
-                  size: int = Query(256, ge=16, le=1024), expires: int | None = None,
-                  signature: str | None = Query(None, max_length=64)) -> Response:
+    def thumbnail(
+        asset_id: str,
+        authorization: str | None = Header(default=None),
+        size: int = Query(256, ge=16, le=1024),
+        expires: int | None = None,
+        signature: str | None = Query(None, max_length=64),
+    ) -> Response:
         """An image's thumbnail, of an image the bearer may see or any with a signed link (an <img> sends no token)."""
         from .thumbnails import thumbnail_of
 
@@ -291,8 +355,9 @@ def _after(last_event_id: str | None = Header(default=None), after: int | None =
     return min(max(0, after or 0), LAST_EVENT)
 
 
-async def _stream(store: Store, after: int, *, job: str | None = None,
-                  owner: str | None = None) -> AsyncIterator[ServerSentEvent]:
+async def _stream(
+    store: Store, after: int, *, job: str | None = None, owner: str | None = None
+) -> AsyncIterator[ServerSentEvent]:
     """Every event after `after`, as it happens; a job's stream ends once the job has ended. (FastAPI's SSE
     response sends its own keep-alive comments on an idle stream.)"""
     while True:
@@ -313,4 +378,3 @@ def _version() -> str:
     from ..media.assets import __version__
 
     return __version__
-

@@ -28,7 +28,7 @@ class Tokens:
     entries: tuple[tuple[str, str, bool], ...] = ()
 
     @classmethod
-    def load(cls, token_file: Path | None) -> "Tokens":
+    def load(cls, token_file: Path | None) -> Tokens:
         entries: list[tuple[str, str, bool]] = []
         if token_file is not None:
             try:
@@ -40,12 +40,16 @@ class Tokens:
                 if not parts:
                     continue
                 if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "admin") or len(parts[1]) < 16:
-                    raise ConfigError(f"{token_file}:{number}: write `name token` or `name token admin`, with a token "
-                                      "of at least 16 characters (e.g. from `python -c 'import secrets; "
-                                      "print(secrets.token_urlsafe())'`).")
+                    raise ConfigError(
+                        f"{token_file}:{number}: write `name token` or `name token admin`, with a token "
+                        "of at least 16 characters (e.g. from `python -c 'import secrets; "
+                        "print(secrets.token_urlsafe())'`)."
+                    )
                 if not USER.fullmatch(parts[0]) or len(parts[0]) > 100:
-                    raise ConfigError(f"{token_file}:{number}: a user name is 1-100 letters, digits and . _ @ + - "
-                                      "(it names the user's jobs, ratings and taste).")
+                    raise ConfigError(
+                        f"{token_file}:{number}: a user name is 1-100 letters, digits and . _ @ + - "
+                        "(it names the user's jobs, ratings and taste)."
+                    )
                 entries.append((parts[0], parts[1], len(parts) == 3))
         env = os.environ.get("AIGC_TOKEN")
         if env:
@@ -90,8 +94,10 @@ def check_bind(host: str, tokens: Tokens, insecure: bool) -> str | None:
         return None
     if insecure:
         return "warning"
-    raise ConfigError(f"--host {host} would let anyone on the network use this server without a token; give "
-                      "--token-file FILE (lines `name token [admin]`) or AIGC_TOKEN, or pass --insecure if you mean it.")
+    raise ConfigError(
+        f"--host {host} would let anyone on the network use this server without a token; give "
+        "--token-file FILE (lines `name token [admin]`) or AIGC_TOKEN, or pass --insecure if you mean it."
+    )
 
 
 class Signer:

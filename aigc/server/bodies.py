@@ -46,36 +46,66 @@ def _object(required: tuple[str, ...], **fields: dict[str, Any]) -> dict[str, An
 
 _TEXT = {"type": "string"}
 _COUNT = {"type": "integer", "minimum": 1}
-_SHARED = {"model": {"type": "string", "description": "an id from /v1/models, or 'default'"},
-           "seed": {"type": "integer"}, "n": _COUNT, "backend": _TEXT, "best_of": _COUNT,
-           "min_score": {"type": "number"}, "max_attempts": _COUNT}
-_SAMPLING = {"max_tokens": _COUNT, "max_completion_tokens": _COUNT, "temperature": {"type": "number", "minimum": 0},
-             "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}, "stream": {"type": "boolean"},
-             "stop": {"anyOf": [_TEXT, {"type": "array", "items": _TEXT}]},
-             "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}}}
+_SHARED = {
+    "model": {"type": "string", "description": "an id from /v1/models, or 'default'"},
+    "seed": {"type": "integer"},
+    "n": _COUNT,
+    "backend": _TEXT,
+    "best_of": _COUNT,
+    "min_score": {"type": "number"},
+    "max_attempts": _COUNT,
+}
+_SAMPLING = {
+    "max_tokens": _COUNT,
+    "max_completion_tokens": _COUNT,
+    "temperature": {"type": "number", "minimum": 0},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "stream": {"type": "boolean"},
+    "stop": {"anyOf": [_TEXT, {"type": "array", "items": _TEXT}]},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+}
 
 
 def chat(roles: Any) -> dict[str, Any]:
-    turn = _object(("role", "content"), role={"enum": list(roles)},
-                   content={"anyOf": [_TEXT, {"type": "array", "items": _object(("type", "text"), type={"const": "text"},
-                                                                                  text=_TEXT)}]})
-    return _object(("model", "messages"), messages={"type": "array", "minItems": 1, "items": turn}, **_SHARED,
-                   **_SAMPLING)
+    turn = _object(
+        ("role", "content"),
+        role={"enum": list(roles)},
+        content={
+            "anyOf": [_TEXT, {"type": "array", "items": _object(("type", "text"), type={"const": "text"}, text=_TEXT)}]
+        },
+    )
+    return _object(
+        ("model", "messages"), messages={"type": "array", "minItems": 1, "items": turn}, **_SHARED, **_SAMPLING
+    )
 
 
 def completion() -> dict[str, Any]:
-    return _object(("model", "prompt"), prompt={"anyOf": [_TEXT, {"type": "array", "items": _TEXT}]}, **_SHARED,
-                   **_SAMPLING)
+    return _object(
+        ("model", "prompt"), prompt={"anyOf": [_TEXT, {"type": "array", "items": _TEXT}]}, **_SHARED, **_SAMPLING
+    )
 
 
 def image(formats: Any) -> dict[str, Any]:
-    return _object(("model", "prompt"), prompt=_TEXT, size={"type": "string", "description": "WxH (64x64) or auto"},
-                   response_format={"enum": ["url", "b64_json"]}, output_format={"enum": list(formats)}, **_SHARED)
+    return _object(
+        ("model", "prompt"),
+        prompt=_TEXT,
+        size={"type": "string", "description": "WxH (64x64) or auto"},
+        response_format={"enum": ["url", "b64_json"]},
+        output_format={"enum": list(formats)},
+        **_SHARED,
+    )
 
 
 def speech(formats: Any) -> dict[str, Any]:
-    return _object(("model", "input"), input=_TEXT, voice=_TEXT, speed={"type": "number", "exclusiveMinimum": 0},
-                   response_format={"enum": list(formats)}, stream_format={"enum": ["audio"]}, **_SHARED)
+    return _object(
+        ("model", "input"),
+        input=_TEXT,
+        voice=_TEXT,
+        speed={"type": "number", "exclusiveMinimum": 0},
+        response_format={"enum": list(formats)},
+        stream_format={"enum": ["audio"]},
+        **_SHARED,
+    )
 
 
 ZIP = _object(("ids",), ids={"type": "array", "minItems": 1, "items": _TEXT})

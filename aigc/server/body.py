@@ -56,13 +56,19 @@ class BodyLimit:
             if not started:
                 await self._refuse(send)
         except ClientDisconnect:  # gone mid-body, or too slow (serve.py's --request-timeout): a line, not a traceback
-            log.warning("aigc serve: %s %r: the client went away (or ran past --request-timeout) after %s of %s bytes "
-                        "of its body; nothing was done",
-                        scope.get("method"), scope.get("path", "")[:200], f"{seen:,}",
-                        f"{int(declared):,}" if declared else "an undeclared number of")
+            log.warning(
+                "aigc serve: %s %r: the client went away (or ran past --request-timeout) after %s of %s bytes "
+                "of its body; nothing was done",
+                scope.get("method"),
+                scope.get("path", "")[:200],
+                f"{seen:,}",
+                f"{int(declared):,}" if declared else "an undeclared number of",
+            )
 
     async def _refuse(self, send: Any) -> None:
-        message = f"the request body is over {self.max_bytes:,} bytes; send less (the server's --max-body-mb raises it)."
+        message = (
+            f"the request body is over {self.max_bytes:,} bytes; send less (the server's --max-body-mb raises it)."
+        )
         await refuse(send, 413, "TooLarge", message)
 
 
@@ -83,15 +89,24 @@ class SameOriginWrites:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers") or []}
         origin = headers.get("origin")
         if origin is not None and not self.allowed(origin, scope["scheme"], headers.get("host", "")):
-            return await refuse(send, 403, None, f"a page of {origin} may not change anything on this server (its "
-                                                 "own pages and the --cors-origin origins may); start aigc serve "
-                                                 f"with --cors-origin {origin} to allow it.")
+            return await refuse(
+                send,
+                403,
+                None,
+                f"a page of {origin} may not change anything on this server (its "
+                "own pages and the --cors-origin origins may); start aigc serve "
+                f"with --cors-origin {origin} to allow it.",
+            )
         has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
         if has_body and not is_json(headers.get("content-type")):
             sent = headers.get("content-type") or "no Content-Type"
-            return await refuse(send, 415, "UnsupportedMediaType",
-                                f"the body is sent as {sent}; send it as JSON with the header Content-Type: "
-                                "application/json (curl: -H 'Content-Type: application/json').")
+            return await refuse(
+                send,
+                415,
+                "UnsupportedMediaType",
+                f"the body is sent as {sent}; send it as JSON with the header Content-Type: "
+                "application/json (curl: -H 'Content-Type: application/json').",
+            )
         await self.app(scope, receive, send)
 
     def allowed(self, origin: str, scheme: str, host: str) -> bool:
@@ -153,6 +168,11 @@ async def refuse(send: Any, status: int, aigc_type: str | None, message: str) ->
     from .service import error_body
 
     body = json.dumps({"error": error_body(status, aigc_type, message)}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

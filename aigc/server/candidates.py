@@ -24,9 +24,14 @@ class CandidateRecorder:
         items = list(items)
         results = self._scorer.score(items, prompt, **kwargs)
         for item, result in zip(items, results):
-            self._pending.append({"seed": getattr(item, "seed", None), "prompt": getattr(item, "prompt", prompt),
-                                  "score": result.get("score"),
-                                  "scores": {k: v for k, v in result.items() if k != "score"}})
+            self._pending.append(
+                {
+                    "seed": getattr(item, "seed", None),
+                    "prompt": getattr(item, "prompt", prompt),
+                    "score": result.get("score"),
+                    "scores": {k: v for k, v in result.items() if k != "score"},
+                }
+            )
         return results
 
     def close_call(self, chosen: list[Any], positions: list[int]) -> list[dict[str, Any]]:

@@ -15,10 +15,12 @@ def catalog(places: Places) -> dict[str, Any]:
     kinds: dict[str, dict[str, Any]] = {}
     for (kind, name), spec in registry.backends().items():
         generator = spec.load()
-        knobs = {knob: schema for knob, param in generator.params.items()
-                 if (schema := param.json_schema()) is not None}
+        knobs = {
+            knob: schema for knob, param in generator.params.items() if (schema := param.json_schema()) is not None
+        }
         kinds.setdefault(kind, {"default": registry.default_backend(kind), "backends": {}})["backends"][name] = {
-            "summary": spec.summary, "default_model": spec.default_model,
+            "summary": spec.summary,
+            "default_model": spec.default_model,
             "image_input": generator.image_input(),
             "knobs": {"type": "object", "properties": knobs, "additionalProperties": False},
         }
@@ -26,8 +28,13 @@ def catalog(places: Places) -> dict[str, Any]:
     pipelines = sorted(p.stem for p in places.pipelines.glob("*.yaml")) if places.pipelines else []
     return {
         "kinds": kinds,
-        "models": {"local": local, "hub_cache": hub_models()["repos"],
-                   "packs": [{"model": ref, "kind": kind, "installed": installed == "yes", "summary": summary}
-                             for ref, kind, installed, _, summary, _ in pack_rows()]},
+        "models": {
+            "local": local,
+            "hub_cache": hub_models()["repos"],
+            "packs": [
+                {"model": ref, "kind": kind, "installed": installed == "yes", "summary": summary}
+                for ref, kind, installed, _, summary, _ in pack_rows()
+            ],
+        },
         "pipelines": pipelines,
     }

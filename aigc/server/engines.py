@@ -8,7 +8,8 @@ go (journals, manifests), so they run in the server process on its device manage
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import api
 from ..errors import ConfigError
@@ -69,8 +70,10 @@ def check(engine: str, workers: int | None = None, address: str | None = None) -
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine!r}; use local or ray.")
     if engine == "local" and (workers is not None or address is not None):
-        raise ConfigError("--workers and --ray-address are for --engine ray; the local engine runs one job at a time "
-                          "on this process's device.")
+        raise ConfigError(
+            "--workers and --ray-address are for --engine ray; the local engine runs one job at a time "
+            "on this process's device."
+        )
     if workers is not None and not 1 <= workers <= 256:
         raise ConfigError(f"--workers {workers}: use 1-256 Ray actors.")
     if engine == "ray":

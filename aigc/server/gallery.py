@@ -51,7 +51,9 @@ def parse_query(params: dict[str, str]) -> Query:
     known = {"kind", "q", "owner", "job", "since", "until", "min_score", "sort", "order", "limit", "cursor"}
     unknown = sorted(set(params) - known)
     if unknown:
-        raise ConfigError(f"{unknown[0]}: not a filter of /v1/assets; use {', '.join(sorted(known))}.", field=unknown[0])
+        raise ConfigError(
+            f"{unknown[0]}: not a filter of /v1/assets; use {', '.join(sorted(known))}.", field=unknown[0]
+        )
     query = Query()
     if params.get("kind"):
         query.kind = _choice("kind", params["kind"], KINDS)
@@ -91,8 +93,9 @@ def _name(field: str, value: str) -> str:
 
 def _hex(field: str, value: str) -> str:
     if not _ID.match(value):
-        raise ConfigError(f"{field}={value[:40]!r}: an id (hex digits), as /v1/jobs and /v1/assets give them.",
-                          field=field)
+        raise ConfigError(
+            f"{field}={value[:40]!r}: an id (hex digits), as /v1/jobs and /v1/assets give them.", field=field
+        )
     return value
 
 
@@ -112,8 +115,10 @@ def _time(field: str, value: str) -> float:
     try:
         return float(value) if re.fullmatch(r"\d{1,12}(\.\d+)?", value) else _iso(value)
     except ValueError:
-        raise ConfigError(f"{field}={value[:40]!r}: a date like 2026-12-01, an ISO time like 2026-12-01T09:30, or "
-                          "Unix seconds.", field=field) from None
+        raise ConfigError(
+            f"{field}={value[:40]!r}: a date like 2026-12-01, an ISO time like 2026-12-01T09:30, or Unix seconds.",
+            field=field,
+        ) from None
 
 
 def _iso(value: str) -> float:
@@ -129,8 +134,9 @@ def _cursor(text: str, query: Query) -> tuple[float, str]:
             raise ValueError
         return float(key), last
     except (ValueError, TypeError, UnicodeDecodeError):
-        raise ConfigError("cursor: pass back the next_cursor of the previous page, with the same sort and order.",
-                          field="cursor") from None
+        raise ConfigError(
+            "cursor: pass back the next_cursor of the previous page, with the same sort and order.", field="cursor"
+        ) from None
 
 
 def _encode_cursor(query: Query, key: float, last: str) -> str:
@@ -160,8 +166,10 @@ def listing_sql(query: Query) -> tuple[str, list[Any], str, list[Any]]:
     compare, direction = ("<", "DESC") if query.order == "desc" else (">", "ASC")
     if query.cursor is not None:
         page.append(f"({key}, id) {compare} (?, ?)")
-    sql = (f"SELECT *, {key} AS sort_key FROM assets WHERE {' AND '.join(page)} ORDER BY {key} {direction}, "
-           f"id {direction} LIMIT ?")
+    sql = (
+        f"SELECT *, {key} AS sort_key FROM assets WHERE {' AND '.join(page)} ORDER BY {key} {direction}, "
+        f"id {direction} LIMIT ?"
+    )
     page_args = [*args, *(query.cursor or ()), query.limit + 1]
     return sql, page_args, f"SELECT COUNT(*) FROM assets WHERE {filters}", args
 
@@ -170,13 +178,16 @@ def list_assets(service: Service, principal: Principal, params: dict[str, str]) 
     query = parse_query(params)
     if not service.sees_all(principal):  # --private
         if query.owner not in (None, principal.name):
-            raise HTTPException(403, f"owner={query.owner}: this server is private (aigc serve --private): you see "
-                                     "your own assets; an admin sees everyone's.")
+            raise HTTPException(
+                403,
+                f"owner={query.owner}: this server is private (aigc serve --private): you see "
+                "your own assets; an admin sees everyone's.",
+            )
         query.owner = principal.name
     sql, args, count_sql, count_args = listing_sql(query)
     rows = service.store.query(sql, args)
     more = len(rows) > query.limit
-    rows = rows[:query.limit]
+    rows = rows[: query.limit]
     total = service.store.query(count_sql, count_args)[0][0]
     ratings = service.store.ratings([r["id"] for r in rows])
     assets = [asset_view(service, r, ratings[r["id"]], principal) for r in rows]
@@ -190,15 +201,30 @@ def asset_view(service: Service, row: Any, ratings: list[dict[str, Any]], princi
     record = json.loads(row["record"])
     signed = service.signer.query(row["id"])
     view = {
-        "id": row["id"], "job": row["job"], "position": row["position"], "kind": row["kind"], "owner": row["owner"],
-        "media_type": row["media_type"], "size": row["size"], "created": row["created"], "prompt": row["prompt"],
-        "score": row["score"], "seed": record.get("seed"), "backend": record.get("backend"),
-        "model": record.get("model"), "rank": record.get("rank"), "workflow": record.get("workflow"),
-        "url": f"{API}/assets/{row['id']}", "meta": f"{API}/assets/{row['id']}/meta",
+        "id": row["id"],
+        "job": row["job"],
+        "position": row["position"],
+        "kind": row["kind"],
+        "owner": row["owner"],
+        "media_type": row["media_type"],
+        "size": row["size"],
+        "created": row["created"],
+        "prompt": row["prompt"],
+        "score": row["score"],
+        "seed": record.get("seed"),
+        "backend": record.get("backend"),
+        "model": record.get("model"),
+        "rank": record.get("rank"),
+        "workflow": record.get("workflow"),
+        "url": f"{API}/assets/{row['id']}",
+        "meta": f"{API}/assets/{row['id']}/meta",
         "src": f"{API}/assets/{row['id']}?{signed}",
         "thumbnail": f"{API}/assets/{row['id']}/thumbnail?{signed}" if row["kind"] == "image" else None,
-        "ratings": {"up": sum(r["value"] > 0 for r in ratings), "down": sum(r["value"] < 0 for r in ratings),
-                    "mine": next((r for r in ratings if r["user"] == principal.name), None)},
+        "ratings": {
+            "up": sum(r["value"] > 0 for r in ratings),
+            "down": sum(r["value"] < 0 for r in ratings),
+            "mine": next((r for r in ratings if r["user"] == principal.name), None),
+        },
     }
     if row["kind"] == "text":
         view["excerpt"] = _excerpt(service, row)
@@ -235,7 +261,7 @@ def zip_of(service: Service, principal: Principal, body: Any) -> Any:
 
 def _suffix(path: str) -> str:
     name = path.rsplit("/", 1)[-1]
-    return name[name.rfind("."):] if "." in name else ""
+    return name[name.rfind(".") :] if "." in name else ""
 
 
 def gallery_routes(app: FastAPI, service: Service) -> None:
@@ -253,5 +279,8 @@ def gallery_routes(app: FastAPI, service: Service) -> None:
                 while block := spool.read(2**20):
                     yield block
 
-        return StreamingResponse(chunks(), media_type="application/zip",
-                                 headers={"Content-Disposition": 'attachment; filename="aigc-assets.zip"'})
+        return StreamingResponse(
+            chunks(),
+            media_type="application/zip",
+            headers={"Content-Disposition": 'attachment; filename="aigc-assets.zip"'},
+        )

@@ -13,14 +13,15 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from ..runtime import models, registry
 from ..errors import AIGCError, ConfigError
+from ..runtime import models, registry
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/\w[\w.-]*$")  # org/name, as the Hub spells ids (and never "..")
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,127}$")
@@ -32,7 +33,7 @@ class GenerateJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["generate"] = "generate"
     kind: StrictStr
-    prompt: Union[StrictStr, list[StrictStr]]
+    prompt: StrictStr | list[StrictStr]
     backend: StrictStr | None = None
     model: StrictStr | None = None
     n: StrictInt = 1
@@ -64,7 +65,7 @@ class BatchJob(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["batch"]
     kind: StrictStr
-    rows: list[Union[StrictStr, dict[str, Any]]] = Field(min_length=1)
+    rows: list[StrictStr | dict[str, Any]] = Field(min_length=1)
     n: StrictInt = 1
     seed: StrictInt | None = None  # None: one is drawn when the job is posted (and kept on resume)
     backend: StrictStr | None = None
@@ -75,7 +76,7 @@ class BatchJob(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-JobRequest = Annotated[Union[GenerateJob, RunJob, BatchJob], Field(discriminator="type")]
+JobRequest = Annotated[GenerateJob | RunJob | BatchJob, Field(discriminator="type")]
 
 
 @dataclass
@@ -96,17 +97,19 @@ def model_reference(value: str | None, places: Places, field: str = "model") -> 
     named = _named(value, places)
     if named is not None:
         return named
-    raise ConfigError(f"{field}={value!r}: over HTTP a model is 'pack:NAME', a Hub id like 'org/name', or the name of "
-                      "a model in the server's --models directory" + (f" ({_listing(places.models)})" if places.models
-                                                                       else " (the server has none)") + "; never a path.",
-                      field=field)
+    raise ConfigError(
+        f"{field}={value!r}: over HTTP a model is 'pack:NAME', a Hub id like 'org/name', or the name of "
+        "a model in the server's --models directory"
+        + (f" ({_listing(places.models)})" if places.models else " (the server has none)")
+        + "; never a path.",
+        field=field,
+    )
 
 
 def _named(value: Any, places: Places) -> str | None:
     """The path of `value` in the server's --models directory when it is the plain name of something there, else
     None (a path, `..`, `~`, a backslash or a name that is not there alike: nothing outside is looked at)."""
-    if isinstance(value, str) and _NAME.match(value) and places.models is not None \
-            and (places.models / value).exists():
+    if isinstance(value, str) and _NAME.match(value) and places.models is not None and (places.models / value).exists():
         return str(places.models / value)
     return None
 
@@ -114,8 +117,9 @@ def _named(value: Any, places: Places) -> str | None:
 def recipe_text(job: RunJob, places: Places) -> tuple[str, str]:
     """The YAML of a run job and what to call it in errors: inline, or a pipeline of the server's by name."""
     if (job.recipe is None) == (job.yaml is None):
-        raise ConfigError("a run job names one recipe: 'recipe' (a pipeline of the server's) or 'yaml' (inline).",
-                          field="recipe")
+        raise ConfigError(
+            "a run job names one recipe: 'recipe' (a pipeline of the server's) or 'yaml' (inline).", field="recipe"
+        )
     if job.yaml is not None:
         return job.yaml, "the inline recipe"
     name = job.recipe.removesuffix(".yaml")
@@ -131,16 +135,27 @@ def recipe_text(job: RunJob, places: Places) -> tuple[str, str]:
 ImageSource = Union[Callable[[str], Any], str]  # image_of(asset_id), or why this part of a request takes no image
 
 
-def files_resolved(kind: str, backend: str | None, model: str | None, params: dict[str, Any], image_of: ImageSource,
-                   places: Places, *, any_backend: bool = False) -> dict[str, Any]:
+def files_resolved(
+    kind: str,
+    backend: str | None,
+    model: str | None,
+    params: dict[str, Any],
+    image_of: ImageSource,
+    places: Places,
+    *,
+    any_backend: bool = False,
+) -> dict[str, Any]:
     """The request's knobs with each knob that reads files (`Param.reads_files`) turned into what the backend reads:
     an input image from `{"asset": id}` (`image_of(asset_id)` returns the owner's image asset or raises) or a data
     URL into a PIL image; any other (a GAN prior, an adapter) from a name in the server's --models into its path.
     Anything else, a path above all, is refused in the same words whether or not it exists. Unknown knobs are left
     for the backend's own check to name. `any_backend`: the knobs may go to any backend of the kind (a batch's
     params with neither backend nor model, which each row may choose), so every backend's Params are read."""
-    declared = _file_knobs(kind) if any_backend and backend is None and model is None else \
-        registry.get(kind, backend, model).load().params
+    declared = (
+        _file_knobs(kind)
+        if any_backend and backend is None and model is None
+        else registry.get(kind, backend, model).load().params
+    )
     resolved = dict(params)
     for name, value in params.items():
         param = declared.get(name)
@@ -167,28 +182,39 @@ def _image(knob: str, value: Any, image_of: ImageSource) -> Any:
         return image_of(value["asset"])
     if isinstance(value, str) and value.startswith("data:image/"):
         return _decode_data_url(knob, value)
-    raise ConfigError(f"{knob}: over HTTP an input image is {{\"asset\": \"<id of an earlier image>\"}} or a data URL "
-                      "(data:image/png;base64,...); never a path.", field=knob)
+    raise ConfigError(
+        f'{knob}: over HTTP an input image is {{"asset": "<id of an earlier image>"}} or a data URL '
+        "(data:image/png;base64,...); never a path.",
+        field=knob,
+    )
 
 
 def _file(knob: str, value: Any, places: Places) -> str:
     path = _named(value, places)
     if path is None:
-        raise ConfigError(f"{knob}={value!r:.80}: over HTTP a knob that reads a file takes the name of one in the "
-                          "server's --models directory"
-                          + (f" ({_listing(places.models)})" if places.models else " (the server has none)")
-                          + "; never a path.", field=knob)
+        raise ConfigError(
+            f"{knob}={value!r:.80}: over HTTP a knob that reads a file takes the name of one in the "
+            "server's --models directory"
+            + (f" ({_listing(places.models)})" if places.models else " (the server has none)")
+            + "; never a path.",
+            field=knob,
+        )
     return path
 
 
-ROW_IMAGE = ("over HTTP a batch row takes no input image of its own; put it in the batch's params ({\"asset\": id} or "
-             "a data URL), where every row shares it, or send a generate job.")
-STEP_IMAGE = ("over HTTP a recipe step takes its input image from an earlier image step (input: STEP), never a file; "
-              "to start from an image you have, send a generate job with {\"asset\": id} or a data URL.")
+ROW_IMAGE = (
+    'over HTTP a batch row takes no input image of its own; put it in the batch\'s params ({"asset": id} or '
+    "a data URL), where every row shares it, or send a generate job."
+)
+STEP_IMAGE = (
+    "over HTTP a recipe step takes its input image from an earlier image step (input: STEP), never a file; "
+    'to start from an image you have, send a generate job with {"asset": id} or a data URL.'
+)
 
 
-def row_resolved(fields: dict[str, Any], number: int, kind: str, backend: str | None, model: str | None,
-                 places: Places) -> dict[str, Any]:
+def row_resolved(
+    fields: dict[str, Any], number: int, kind: str, backend: str | None, model: str | None, places: Places
+) -> dict[str, Any]:
     """A batch row (an object) with its model and its file knobs resolved as a generate job's are (its input image
     refused). A row whose backend or model is wrong is left as it is: it fails on its own when the batch is planned,
     as locally, before any of its knobs is looked at."""
@@ -203,8 +229,14 @@ def row_resolved(fields: dict[str, Any], number: int, kind: str, backend: str | 
     except AIGCError:
         return fields
     try:
-        knobs = files_resolved(kind, fields.get("backend", backend), fields.get("model", model),
-                               {k: v for k, v in fields.items() if k not in ROW_KEYS}, ROW_IMAGE, places)
+        knobs = files_resolved(
+            kind,
+            fields.get("backend", backend),
+            fields.get("model", model),
+            {k: v for k, v in fields.items() if k not in ROW_KEYS},
+            ROW_IMAGE,
+            places,
+        )
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}", field=f"{where}.{error.field}" if error.field else where) from None
     return {**fields, **knobs}
@@ -224,8 +256,12 @@ def run_pipeline(request: RunJob, places: Places) -> tuple[Any, dict[str, str], 
         return files_resolved(step.kind, step.backend, step.model, params, STEP_IMAGE, places)
 
     text, where = recipe_text(request, places)
-    pipeline = parse_recipe(text, where, lambda value, field: model_reference(value, places, field),
-                            lambda step: files_of(step, step.params))
+    pipeline = parse_recipe(
+        text,
+        where,
+        lambda value, field: model_reference(value, places, field),
+        lambda step: files_of(step, step.params),
+    )
     values = {**request.inputs, **override(pipeline, dict(request.set))}
     steps = {step.name: step for step in pipeline.steps}
     for key in request.set:
@@ -263,6 +299,9 @@ def _decode_data_url(knob: str, url: str) -> Any:
 
 
 def _listing(directory: Path | None, suffix: str = "") -> str:
-    names = sorted(p.name.removesuffix(suffix) for p in directory.iterdir()
-                   if not suffix or p.name.endswith(suffix)) if directory and directory.is_dir() else []
+    names = (
+        sorted(p.name.removesuffix(suffix) for p in directory.iterdir() if not suffix or p.name.endswith(suffix))
+        if directory and directory.is_dir()
+        else []
+    )
     return ", ".join(names[:20]) or "none"

@@ -41,8 +41,9 @@ def rate(service: Service, principal: Principal, asset_id: str, thumb: Thumb) ->
 
     row = service.readable_asset(asset_id, principal)
     asset = load(service.settings.data / row.path)
-    rating = _library(service).rate(asset, thumb.value, user=principal.name, note=thumb.note, ref=asset_id,
-                                    scorer=default_scorer(service.manager))
+    rating = _library(service).rate(
+        asset, thumb.value, user=principal.name, note=thumb.note, ref=asset_id, scorer=default_scorer(service.manager)
+    )
     service.store.rate(asset_id, principal.name, thumb.value, rating.note)
     return ratings_of(service, principal, asset_id)
 
@@ -50,8 +51,13 @@ def rate(service: Service, principal: Principal, asset_id: str, thumb: Thumb) ->
 def ratings_of(service: Service, principal: Principal, asset_id: str) -> dict[str, Any]:
     service.readable_asset(asset_id, principal)
     every = service.store.ratings([asset_id])[asset_id]
-    return {"asset": asset_id, "mine": next((r for r in every if r["user"] == principal.name), None),
-            "up": sum(r["value"] > 0 for r in every), "down": sum(r["value"] < 0 for r in every), "all": every}
+    return {
+        "asset": asset_id,
+        "mine": next((r for r in every if r["user"] == principal.name), None),
+        "up": sum(r["value"] > 0 for r in every),
+        "down": sum(r["value"] < 0 for r in every),
+        "all": every,
+    }
 
 
 def prefer(service: Service, principal: Principal, choice: Choice) -> dict[str, Any]:
@@ -60,8 +66,13 @@ def prefer(service: Service, principal: Principal, choice: Choice) -> dict[str, 
 
     better, worse = (service.readable_asset(i, principal) for i in (choice.better, choice.worse))
     items = [load(service.settings.data / row.path) for row in (better, worse)]
-    rating = _library(service).prefer(*items, user=principal.name, note=choice.note,
-                                      refs=(better.id, worse.id), scorer=default_scorer(service.manager))
+    rating = _library(service).prefer(
+        *items,
+        user=principal.name,
+        note=choice.note,
+        refs=(better.id, worse.id),
+        scorer=default_scorer(service.manager),
+    )
     return {"better": better.id, "worse": worse.id, "user": rating.user, "note": rating.note, "rated": rating.rated}
 
 

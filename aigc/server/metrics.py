@@ -12,8 +12,13 @@ from prometheus_client.core import GaugeMetricFamily
 class Metrics:
     def __init__(self, store: Any, manager: Any) -> None:
         self.registry = CollectorRegistry()
-        self.seconds = Histogram("aigc_job_seconds", "Seconds a job took to run, by type", ["type"],
-                                 registry=self.registry, buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, float("inf")))
+        self.seconds = Histogram(
+            "aigc_job_seconds",
+            "Seconds a job took to run, by type",
+            ["type"],
+            registry=self.registry,
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, float("inf")),
+        )
         self.registry.register(_Collector(store, manager))
 
     def observe(self, job_type: str, seconds: float) -> None:

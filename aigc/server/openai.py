@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -22,26 +23,60 @@ from .service import API, Refusal, Service, error_body, error_response, json_bod
 from .store import Job
 
 OWN_FIELDS = ("backend", "best_of", "min_score", "max_attempts", "diverse", "library")  # aigc's, beside OpenAI's
-IGNORED = frozenset({"user", "metadata", "store", "service_tier", "stream_options", "safety_identifier",
-                     "prompt_cache_key", "parallel_tool_calls"})  # bookkeeping that changes no output
+IGNORED = frozenset(
+    {
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "stream_options",
+        "safety_identifier",
+        "prompt_cache_key",
+        "parallel_tool_calls",
+    }
+)  # bookkeeping that changes no output
 UNSUPPORTED = {
-    "tools": "tool calls", "tool_choice": "tool calls", "functions": "function calls",
-    "function_call": "function calls", "logprobs": "log probabilities", "top_logprobs": "log probabilities",
-    "logit_bias": "logit biases", "response_format": "structured output", "audio": "audio answers",
-    "modalities": "audio answers", "prediction": "predicted outputs", "echo": "echo", "suffix": "suffixes",
-    "reasoning_effort": "reasoning effort", "web_search_options": "web search",
+    "tools": "tool calls",
+    "tool_choice": "tool calls",
+    "functions": "function calls",
+    "function_call": "function calls",
+    "logprobs": "log probabilities",
+    "top_logprobs": "log probabilities",
+    "logit_bias": "logit biases",
+    "response_format": "structured output",
+    "audio": "audio answers",
+    "modalities": "audio answers",
+    "prediction": "predicted outputs",
+    "echo": "echo",
+    "suffix": "suffixes",
+    "reasoning_effort": "reasoning effort",
+    "web_search_options": "web search",
     "frequency_penalty": "frequency penalties (aigc's repetition_penalty knob is its own)",
     "presence_penalty": "presence penalties (aigc's repetition_penalty knob is its own)",
-    "quality": "image quality settings", "style": "image styles", "background": "transparent backgrounds",
-    "moderation": "moderation levels", "output_compression": "output compression", "partial_images": "partial images",
+    "quality": "image quality settings",
+    "style": "image styles",
+    "background": "transparent backgrounds",
+    "moderation": "moderation levels",
+    "output_compression": "output compression",
+    "partial_images": "partial images",
     "instructions": "speech instructions",
 }
-TEXT_KNOBS = {"max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "temperature": "temperature",
-              "top_p": "top_p", "stop": "stop"}
+TEXT_KNOBS = {
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop": "stop",
+}
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 SPEECH_FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/pcm"}
-FAILED_AS = {"ConfigError": 400, "NoMetadataError": 400, "BackendNotFoundError": 400, "ModelLoadError": 400,
-             "StorageError": 507}  # a failed job's status by aigc's error type (any other: 500; cancelled: 409)
+FAILED_AS = {
+    "ConfigError": 400,
+    "NoMetadataError": 400,
+    "BackendNotFoundError": 400,
+    "ModelLoadError": 400,
+    "StorageError": 507,
+}  # a failed job's status by aigc's error type (any other: 500; cancelled: 409)
 IMAGE_FORMATS = ("png", "webp", "jpeg")
 MAX_LISTED = 40  # model ids an unknown model's 404 lists (GET /v1/models has them all)
 
@@ -79,11 +114,14 @@ def _define(router: APIRouter, service: Service) -> None:
             raise ConfigError(f"response_format={response_format!r}: use 'url' or 'b64_json'.", field="response_format")
         output_format = _string(body, "output_format", "png")
         if output_format not in IMAGE_FORMATS:
-            raise ConfigError(f"output_format={output_format!r}: use {', '.join(IMAGE_FORMATS)}.", field="output_format")
+            raise ConfigError(
+                f"output_format={output_format!r}: use {', '.join(IMAGE_FORMATS)}.", field="output_format"
+            )
         job = await _submit(service, principal, await asyncio.to_thread(image_job, body, service))
         base = str(request.base_url)
-        return await _answer(service, job, lambda done: image_answer(service, done, response_format, output_format,
-                                                                      base))
+        return await _answer(
+            service, job, lambda done: image_answer(service, done, response_format, output_format, base)
+        )
 
     @router.post("/audio/speech", openapi_extra=bodies.json_body(bodies.speech(SPEECH_FORMATS)))
     async def speech(request: Request, principal: Principal = Depends(service.who)) -> Response:
@@ -91,8 +129,11 @@ def _define(router: APIRouter, service: Service) -> None:
         await asyncio.to_thread(_served, service, "audio", body.get("model"))
         response_format = _string(body, "response_format", "wav")
         if response_format not in SPEECH_FORMATS:
-            raise ConfigError(f"response_format={response_format!r}: aigc speaks {', '.join(SPEECH_FORMATS)} "
-                              "(ogg is Ogg Vorbis; there is no mp3, opus or aac encoder here).", field="response_format")
+            raise ConfigError(
+                f"response_format={response_format!r}: aigc speaks {', '.join(SPEECH_FORMATS)} "
+                "(ogg is Ogg Vorbis; there is no mp3, opus or aac encoder here).",
+                field="response_format",
+            )
         job = await _submit(service, principal, speech_job(body))
         return await _answer(service, job, lambda done: speech_answer(service, done, response_format))
 
@@ -114,8 +155,9 @@ def chat_job(body: dict[str, Any]) -> dict[str, Any]:
     messages = _chat(body.get("messages"))
     prompt = messages[-1]["content"] if messages[-1]["role"] == "user" else ""
     if not prompt.strip():
-        raise ConfigError("messages must end with a user turn that says something: that is what the model answers.",
-                          field="messages")
+        raise ConfigError(
+            "messages must end with a user turn that says something: that is what the model answers.", field="messages"
+        )
     job = _text_job(body, prompt, handled=("messages",))
     job["params"]["messages"] = messages
     return job
@@ -154,8 +196,9 @@ def image_job(body: dict[str, Any], service: Service) -> dict[str, Any]:
     """An image generation as an image job; size WxH becomes the backend's own width/height (or size) knobs."""
     if not isinstance(body.get("prompt"), str):
         raise ConfigError("prompt must be a string: what the image shows.", field="prompt")
-    job = _job("image", body, body["prompt"], handled=("prompt", "n", "size", "response_format", "output_format",
-                                                       "seed"))
+    job = _job(
+        "image", body, body["prompt"], handled=("prompt", "n", "size", "response_format", "output_format", "seed")
+    )
     for field in ("n", "seed"):
         if body.get(field) is not None:
             job[field] = body[field]
@@ -171,10 +214,14 @@ def speech_job(body: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("input must be a string: the text to speak.", field="input")
     voice = body.get("voice")
     if voice not in (None, "default", body.get("model")):
-        raise ConfigError(f"voice={voice!r}: each of this server's voices is a model; pass the voice's id from "
-                          "/v1/models as model, and voice='default'.", field="voice")
-    job = _job("audio", body, body["input"], handled=("input", "voice", "response_format", "speed", "stream_format",
-                                                      "seed"))
+        raise ConfigError(
+            f"voice={voice!r}: each of this server's voices is a model; pass the voice's id from "
+            "/v1/models as model, and voice='default'.",
+            field="voice",
+        )
+    job = _job(
+        "audio", body, body["input"], handled=("input", "voice", "response_format", "speed", "stream_format", "seed")
+    )
     if _string(body, "stream_format", None) not in (None, "audio"):
         raise ConfigError("stream_format: only 'audio' (the whole file) is made here.", field="stream_format")
     if body.get("speed") is not None:
@@ -191,8 +238,13 @@ def _job(kind: str, body: dict[str, Any], prompt: Any, handled: tuple[str, ...])
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigError("model is required: an id from /v1/models, or 'default'.", field="model")
-    job: dict[str, Any] = {"type": "generate", "kind": kind, "prompt": prompt,
-                           "model": None if model == "default" else model, "params": {}}
+    job: dict[str, Any] = {
+        "type": "generate",
+        "kind": kind,
+        "prompt": prompt,
+        "model": None if model == "default" else model,
+        "params": {},
+    }
     for name, value in body.items():
         if name in ("model", *handled) or name in IGNORED or value is None:
             continue
@@ -234,12 +286,16 @@ def _chat(messages: Any) -> list[dict[str, str]]:
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         if not isinstance(role, str) or role not in ROLES:
-            raise ConfigError(f"messages[{index}].role={role!r}: aigc answers system, developer, user and assistant "
-                              "turns (no tool turns).", field="messages")
+            raise ConfigError(
+                f"messages[{index}].role={role!r}: aigc answers system, developer, user and assistant "
+                "turns (no tool turns).",
+                field="messages",
+            )
         content = message.get("content")
         if isinstance(content, list):
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                       for p in content):
+            if not all(
+                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+            ):
                 raise ConfigError(f"messages[{index}].content: only text parts are read here.", field="messages")
             content = "".join(part["text"] for part in content)
         if not isinstance(content, str):
@@ -284,16 +340,21 @@ def _served(service: Service, kind: str, model: Any) -> None:
         return
     ids = [entry["id"] for entry in served if _of_kind(service, kind, entry)]
     listed = ", ".join(ids[:MAX_LISTED]) + (f" and {len(ids) - MAX_LISTED} more" if len(ids) > MAX_LISTED else "")
-    raise Refusal(404, f"model {model!r} is not served here; this server's {kind} models: {listed} (GET {API}/models "
-                       "lists them all)", code="model_not_found", field="model", aigc_type="ConfigError",
-                  openai_type="invalid_request_error")  # OpenAI's own type for an unknown model's 404
+    raise Refusal(
+        404,
+        f"model {model!r} is not served here; this server's {kind} models: {listed} (GET {API}/models lists them all)",
+        code="model_not_found",
+        field="model",
+        aigc_type="ConfigError",
+        openai_type="invalid_request_error",
+    )  # OpenAI's own type for an unknown model's 404
 
 
 def _of_kind(service: Service, kind: str, entry: dict[str, Any]) -> bool:
     """Whether a /v1/models entry makes `kind`: 'default' does, a pack by its kind, a --models name when one of
     the kind's backends runs it (read from its files, as registry.pick reads them; nothing loads)."""
-    from ..runtime import registry
     from ..errors import AIGCError
+    from ..runtime import registry
 
     if entry["id"] == "default":
         return True
@@ -309,20 +370,41 @@ def _of_kind(service: Service, kind: str, entry: dict[str, Any]) -> bool:
 # --- jobs as OpenAI answers -------------------------------------------------------------------------------------
 def chat_answer(service: Service, job: Job, model: str) -> dict[str, Any]:
     outputs = _texts(service, job)
-    return {"id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": int(job.created), "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": reason} for i, (text, reason, _) in enumerate(outputs)],
-            "usage": _usage(outputs), "aigc": _extra(service, job)}
+    return {
+        "id": f"chatcmpl-{job.id}",
+        "object": "chat.completion",
+        "created": int(job.created),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            for i, (text, reason, _) in enumerate(outputs)
+        ],
+        "usage": _usage(outputs),
+        "aigc": _extra(service, job),
+    }
 
 
 def completion_answer(service: Service, job: Job, model: str) -> dict[str, Any]:
     outputs = _texts(service, job)
-    return {"id": f"cmpl-{job.id}", "object": "text_completion", "created": int(job.created), "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
-                        for i, (text, reason, _) in enumerate(outputs)],
-            "usage": _usage(outputs), "aigc": _extra(service, job)}
+    return {
+        "id": f"cmpl-{job.id}",
+        "object": "text_completion",
+        "created": int(job.created),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
+            for i, (text, reason, _) in enumerate(outputs)
+        ],
+        "usage": _usage(outputs),
+        "aigc": _extra(service, job),
+    }
 
 
 def image_answer(service: Service, job: Job, response_format: str, output_format: str, base: str) -> dict[str, Any]:
@@ -336,8 +418,12 @@ def image_answer(service: Service, job: Job, response_format: str, output_format
             data.append({"b64_json": base64.b64encode(raw).decode("ascii"), "revised_prompt": None})
         else:
             converted = f"&format={output_format}" if output_format != "png" else ""
-            data.append({"url": f"{base.rstrip('/')}{API}/assets/{row.id}?{service.signer.query(row.id)}{converted}",
-                         "revised_prompt": None})
+            data.append(
+                {
+                    "url": f"{base.rstrip('/')}{API}/assets/{row.id}?{service.signer.query(row.id)}{converted}",
+                    "revised_prompt": None,
+                }
+            )
     return {"created": int(job.created), "data": data, "output_format": output_format, "aigc": _extra(service, job)}
 
 
@@ -353,8 +439,11 @@ def speech_answer(service: Service, job: Job, response_format: str) -> Response:
     elif response_format == "pcm":  # 16-bit signed little-endian mono at the voice's own rate
         audio = load(path).data
         raw = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2").tobytes()
-        return Response(raw, media_type=SPEECH_FORMATS["pcm"], headers={"X-Sample-Rate": str(audio.sample_rate),
-                                                                        "X-Aigc-Job": job.id})
+        return Response(
+            raw,
+            media_type=SPEECH_FORMATS["pcm"],
+            headers={"X-Sample-Rate": str(audio.sample_rate), "X-Aigc-Job": job.id},
+        )
     else:
         raw = load(path).to_bytes(response_format)
     return Response(raw, media_type=SPEECH_FORMATS[response_format], headers={"X-Aigc-Job": job.id})
@@ -369,8 +458,11 @@ def served_models(service: Service) -> list[dict[str, Any]]:
         return {"id": model_id, "object": "model", "created": 0, "owned_by": "aigc", "aigc_kind": kind}
 
     models = [entry("default", None)]
-    models += [entry(ref, kind) for ref, kind, installed, *_ in pack_rows()
-               if installed == "yes" and kind in ("text", "image", "audio")]
+    models += [
+        entry(ref, kind)
+        for ref, kind, installed, *_ in pack_rows()
+        if installed == "yes" and kind in ("text", "image", "audio")
+    ]
     directory = service.places.models
     if directory is not None and directory.is_dir():
         models += [entry(path.name, None) for path in sorted(directory.iterdir())]
@@ -396,9 +488,14 @@ def _usage(outputs: list[tuple[str, str, dict[str, Any]]]) -> dict[str, int]:
 
 def _extra(service: Service, job: Job) -> dict[str, Any]:
     """aigc's own part of an answer: the job, its assets with their seeds and scores, who it was batched with."""
-    return {"job": job.id, "merged_with": job.merged,
-            "assets": [{"id": a.id, "seed": a.record.get("seed"), "score": a.record.get("score")}
-                       for a in service.store.assets_of(job.id)]}
+    return {
+        "job": job.id,
+        "merged_with": job.merged,
+        "assets": [
+            {"id": a.id, "seed": a.record.get("seed"), "score": a.record.get("score")}
+            for a in service.store.assets_of(job.id)
+        ],
+    }
 
 
 # --- plumbing -----------------------------------------------------------------------------------------------------
@@ -441,14 +538,22 @@ def _failure(job_id: str, state: str, stored: dict[str, Any] | None) -> tuple[in
 
 def _streaming(service: Service, job: Job, body: dict[str, Any], chat: bool) -> StreamingResponse:
     include_usage = _include_usage(body)
-    return StreamingResponse(_chunks(service, job, body["model"], chat, include_usage), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Aigc-Job": job.id})
+    return StreamingResponse(
+        _chunks(service, job, body["model"], chat, include_usage),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Aigc-Job": job.id},
+    )
 
 
 async def _chunks(service: Service, job: Job, model: str, chat: bool, include_usage: bool) -> AsyncIterator[str]:
     """The job's "delta" events as OpenAI stream chunks, then the finish reason, then `data: [DONE]`."""
-    head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{job.id}", "created": int(job.created), "model": model,
-            "object": "chat.completion.chunk" if chat else "text_completion", "system_fingerprint": None}
+    head = {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{job.id}",
+        "created": int(job.created),
+        "model": model,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "system_fingerprint": None,
+    }
 
     def chunk(piece: str, reason: str | None = None, role: bool = False) -> str:
         if chat:
@@ -476,8 +581,15 @@ async def _chunks(service: Service, job: Job, model: str, chat: bool, include_us
             await asyncio.sleep(0.05)
 
 
-async def _ending(service: Service, job_id: str, event: dict[str, Any], sent: str, chunk: Callable[..., str],
-                  head: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+async def _ending(
+    service: Service,
+    job_id: str,
+    event: dict[str, Any],
+    sent: str,
+    chunk: Callable[..., str],
+    head: dict[str, Any],
+    include_usage: bool,
+) -> AsyncIterator[str]:
     if event["type"] != "done":
         yield _sse({"error": _failure(job_id, event["type"], event["data"].get("error"))[1]})
         return
@@ -485,7 +597,7 @@ async def _ending(service: Service, job_id: str, event: dict[str, Any], sent: st
     outputs = await asyncio.to_thread(_texts, service, job)
     text, reason, _ = outputs[0]
     if text.startswith(sent) and len(text) > len(sent):  # what was not streamed (a worker that cannot stream)
-        yield chunk(text[len(sent):])
+        yield chunk(text[len(sent) :])
     yield chunk("", reason)
     if include_usage:
         yield _sse({**head, "choices": [], "usage": _usage(outputs)})
@@ -494,4 +606,3 @@ async def _ending(service: Service, job_id: str, event: dict[str, Any], sent: st
 
 def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
-

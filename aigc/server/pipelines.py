@@ -17,10 +17,24 @@ def pipeline_view(service: Service, name: str) -> dict[str, Any]:
 
     text, where = recipe_text(RunJob(type="run", recipe=name), service.places)
     pipeline = parse_recipe(text, where, lambda value, field: model_reference(value, service.places, field))
-    return {"name": name, "inputs": dict(pipeline.inputs),
-            "steps": [{"name": s.name, "kind": s.kind, "prompt": s.prompt, "n": s.n, "backend": s.backend,
-                       "model": s.model, "input": s.input, "split": s.split, "refers_to": pipeline.references(s)}
-                      for s in pipeline.steps]}
+    return {
+        "name": name,
+        "inputs": dict(pipeline.inputs),
+        "steps": [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "prompt": s.prompt,
+                "n": s.n,
+                "backend": s.backend,
+                "model": s.model,
+                "input": s.input,
+                "split": s.split,
+                "refers_to": pipeline.references(s),
+            }
+            for s in pipeline.steps
+        ],
+    }
 
 
 def pipeline_routes(app: FastAPI, service: Service) -> None:

@@ -15,15 +15,16 @@ import secrets
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..media import formats
-from ..runtime import registry
-from ..media.assets import Asset
 from ..errors import AIGCError
+from ..media import formats
+from ..media.assets import Asset
 from ..records import Progress
+from ..runtime import registry
 from ..scoring.loop import prompt_seed
 from ..seeds import expand
 from .candidates import recorder_for
@@ -47,9 +48,19 @@ class Runner:
     """One worker thread: jobs run one at a time (or several together, merged into shared batched calls), each
     call through `executor` (aigc's API on the server's device manager, or a Ray actor)."""
 
-    def __init__(self, store: Store, data: Path, manager: Any, places: Places, *, executor: Any = None,
-                 name: str = "runner", merge_outputs: int = 16,
-                 on_seconds: Callable[[str, float], None] | None = None, private: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        data: Path,
+        manager: Any,
+        places: Places,
+        *,
+        executor: Any = None,
+        name: str = "runner",
+        merge_outputs: int = 16,
+        on_seconds: Callable[[str, float], None] | None = None,
+        private: bool = False,
+    ) -> None:
         self.store, self.data, self.manager, self.places = store, data, manager, places
         self.private = private  # --private: a job takes only its owner's images as inputs
         self.executor = executor or LocalExecutor(manager)
@@ -89,8 +100,11 @@ class Runner:
         except Cancelled:
             self.store.finish(job, "cancelled")
         except AIGCError as error:
-            self.store.finish(job, "failed", {"type": type(error).__name__, "message": str(error),
-                                              "field": getattr(error, "field", None)})
+            self.store.finish(
+                job,
+                "failed",
+                {"type": type(error).__name__, "message": str(error), "field": getattr(error, "field", None)},
+            )
         except Exception as error:  # noqa: BLE001 - a bug must fail its job, never the server
             log.error("job %s failed unexpectedly:\n%s", job.id, traceback.format_exc())
             self.store.finish(job, "failed", {"type": "InternalError", "message": f"{type(error).__name__}: {error}"})
@@ -132,11 +146,22 @@ class Runner:
                 path = out / f"{asset.workflow.id}{formats.default(asset.kind).suffix}"
                 rows.append(self._row(job, order[step] * 10**7 + int(number), asset, path))
             self._check_cancel(job)
-            self.store.add_assets(job, rows, {"stage": "assets", "step": len(self.store.positions(job.id)) + len(rows),
-                                              "total": job.expected})
+            self.store.add_assets(
+                job,
+                rows,
+                {"stage": "assets", "step": len(self.store.positions(job.id)) + len(rows), "total": job.expected},
+            )
 
-        run_to_dir(pipeline, values, output_dir(self.data, job), seed=request.seed, manager=self.manager,
-                   source=where, on_assets=register, progress=self._reporter(job))
+        run_to_dir(
+            pipeline,
+            values,
+            output_dir(self.data, job),
+            seed=request.seed,
+            manager=self.manager,
+            source=where,
+            on_assets=register,
+            progress=self._reporter(job),
+        )
 
     def _batch(self, job: Job) -> None:
         from ..orchestration.batch_runner import batch
@@ -145,24 +170,43 @@ class Runner:
         request = BatchJob(**job.request)
         directory = self._job_dir(job)
         model = model_reference(request.model, self.places)
-        params = files_resolved(request.kind, request.backend, model, request.params, self._image_of(job), self.places,
-                                any_backend=True)
-        rows = "".join(json.dumps(row_resolved(r, i, request.kind, request.backend, model, self.places)
-                                  if isinstance(r, dict) else {"prompt": r}) + "\n"
-                       for i, r in enumerate(request.rows, 1))
+        params = files_resolved(
+            request.kind, request.backend, model, request.params, self._image_of(job), self.places, any_backend=True
+        )
+        rows = "".join(
+            json.dumps(
+                row_resolved(r, i, request.kind, request.backend, model, self.places)
+                if isinstance(r, dict)
+                else {"prompt": r}
+            )
+            + "\n"
+            for i, r in enumerate(request.rows, 1)
+        )
         write_atomic(directory / "prompts.jsonl", rows.encode("utf-8"))
 
         def register(planned: Any, asset: Asset, path: Path) -> None:
             self._check_cancel(job)
             row = self._row(job, planned.row * 10**5 + planned.variant, asset, path)
-            self.store.add_assets(job, [row], {"stage": "assets", "step": len(self.store.positions(job.id)) + 1,
-                                               "total": job.expected})
+            self.store.add_assets(
+                job, [row], {"stage": "assets", "step": len(self.store.positions(job.id)) + 1, "total": job.expected}
+            )
 
-        summary = batch(directory / "prompts.jsonl", output_dir(self.data, job), kind=request.kind, n=request.n,
-                        seed=request.seed, backend=request.backend,
-                        model=model, best_of=request.best_of,
-                        min_score=request.min_score, max_attempts=request.max_attempts, manager=self.manager,
-                        on_asset=register, progress=self._reporter(job), **params)
+        summary = batch(
+            directory / "prompts.jsonl",
+            output_dir(self.data, job),
+            kind=request.kind,
+            n=request.n,
+            seed=request.seed,
+            backend=request.backend,
+            model=model,
+            best_of=request.best_of,
+            min_score=request.min_score,
+            max_attempts=request.max_attempts,
+            manager=self.manager,
+            on_asset=register,
+            progress=self._reporter(job),
+            **params,
+        )
         if summary.nothing_made:
             raise BatchFailed(summary.failed)
 
@@ -176,8 +220,12 @@ class Runner:
         except Cancelled:
             pass  # every job in the call was cancelled: each finishes so below
         except Exception as error:  # noqa: BLE001 - what is missing is made job by job below: an error lands on its job
-            log.warning("merged call of %d jobs stopped (%s: %s); finishing them one by one", len(group),
-                        type(error).__name__, error)
+            log.warning(
+                "merged call of %d jobs stopped (%s: %s); finishing them one by one",
+                len(group),
+                type(error).__name__,
+                error,
+            )
         for job in group:
             self.execute(job)  # makes only what the merged calls did not (nothing, usually), then finishes the job
 
@@ -203,21 +251,35 @@ class Runner:
             done = self.store.positions(job.id)
             outputs += [(job, unit) for unit in units if unit.position not in done]
         while outputs:
-            chunk = [o for o in outputs[:self.merge_outputs] if not self.store.cancelled(o[0].id)]
-            outputs = outputs[self.merge_outputs:]
+            chunk = [o for o in outputs[: self.merge_outputs] if not self.store.cancelled(o[0].id)]
+            outputs = outputs[self.merge_outputs :]
             if not chunk:
                 continue
             jobs = list({job.id: job for job, _ in chunk}.values())
             own = {name: [unit.own[name] for _, unit in chunk] for name in chunk[0][1].own}
-            assets = self.executor.generate(progress=self._reporter(*jobs), **common, **own,
-                                            prompt=[unit.prompt for _, unit in chunk],
-                                            seed=[unit.seed for _, unit in chunk])
+            assets = self.executor.generate(
+                progress=self._reporter(*jobs),
+                **common,
+                **own,
+                prompt=[unit.prompt for _, unit in chunk],
+                seed=[unit.seed for _, unit in chunk],
+            )
             for job in jobs:
-                rows = [self._save(job, unit.position, asset) for (owner, unit), asset in zip(chunk, assets)
-                        if owner is job]
+                rows = [
+                    self._save(job, unit.position, asset) for (owner, unit), asset in zip(chunk, assets) if owner is job
+                ]
                 total = len(self.store.positions(job.id)) + len(rows)
-                self.store.add_assets(job, rows, {"stage": "assets", "step": total, "total": job.expected,
-                                                  "batched_with": len(jobs), "call_outputs": len(chunk)})
+                self.store.add_assets(
+                    job,
+                    rows,
+                    {
+                        "stage": "assets",
+                        "step": total,
+                        "total": job.expected,
+                        "batched_with": len(jobs),
+                        "call_outputs": len(chunk),
+                    },
+                )
 
     # --- helpers ----------------------------------------------------------------------------------------------
     def _save(self, job: Job, position: int, asset: Asset) -> AssetRow:
@@ -227,9 +289,17 @@ class Runner:
 
     def _row(self, job: Job, position: int, asset: Asset, path: Path) -> AssetRow:
         data = path.read_bytes()
-        return AssetRow(secrets.token_hex(12), job.id, position, asset.kind, str(path.relative_to(self.data)),
-                        formats.for_path(path).media_type, len(data), hashlib.sha256(data).hexdigest()[:24],
-                        asset.record())
+        return AssetRow(
+            secrets.token_hex(12),
+            job.id,
+            position,
+            asset.kind,
+            str(path.relative_to(self.data)),
+            formats.for_path(path).media_type,
+            len(data),
+            hashlib.sha256(data).hexdigest()[:24],
+            asset.record(),
+        )
 
     def _job_dir(self, job: Job, area: str = "jobs") -> Path:
         path = self.data / area / job.id
@@ -244,6 +314,7 @@ class Runner:
 
     def _streamer(self, job: Job) -> Callable[[str], None]:
         """Each new piece of a streamed text as a "delta" event (what the OpenAI layer streams on)."""
+
         def stream(piece: str) -> None:
             self.store.emit(job, "delta", {"text": piece})
 
@@ -266,8 +337,9 @@ class Runner:
                     raise Cancelled
                 detail = {"detail": progress.detail} if progress.detail else {}  # the model loading, a workflow's step
                 for job in jobs:
-                    self.store.progress(job, {"stage": progress.stage, "step": progress.step,
-                                              "total": progress.total, **detail})
+                    self.store.progress(
+                        job, {"stage": progress.stage, "step": progress.step, "total": progress.total, **detail}
+                    )
 
         return report
 
@@ -298,8 +370,9 @@ class Unit:
     own: dict[str, Any]
 
 
-def generate_outputs(request: GenerateJob, places: Places,
-                     image_of: Callable[[str], Any]) -> tuple[dict[str, Any], list[Unit]]:
+def generate_outputs(
+    request: GenerateJob, places: Places, image_of: Callable[[str], Any]
+) -> tuple[dict[str, Any], list[Unit]]:
     """A generate job without the scorer's loop as its shared keywords and its outputs, with the seeds one local
     call gives them; knobs an output owns (per_output) are left out of the shared ones."""
     prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
@@ -307,15 +380,20 @@ def generate_outputs(request: GenerateJob, places: Places,
     params = files_resolved(request.kind, request.backend, model, request.params, image_of, places)
     per_output = registry.get(request.kind, request.backend, model).load().per_output
     own = {name: params[name] for name in per_output if params.get(name) is not None}
-    common = {"kind": request.kind, "backend": request.backend, "model": model,
-              **{k: v for k, v in params.items() if k not in own}}
+    common = {
+        "kind": request.kind,
+        "backend": request.backend,
+        "model": model,
+        **{k: v for k, v in params.items() if k not in own},
+    }
     every = [p for p in prompts for _ in range(request.n)]
     seeds = expand(request.seed if request.seed is not None else 0, len(every))  # the job's seed is fixed at submit
     return common, [Unit(j, prompt, seed, own) for j, (prompt, seed) in enumerate(zip(every, seeds))]
 
 
-def generate_calls(request: GenerateJob, places: Places, image_of: Callable[[str], Any],
-                   outputs_per_call: int = OUTPUTS_PER_CALL) -> list[tuple[list[int], dict[str, Any]]]:
+def generate_calls(
+    request: GenerateJob, places: Places, image_of: Callable[[str], Any], outputs_per_call: int = OUTPUTS_PER_CALL
+) -> list[tuple[list[int], dict[str, Any]]]:
     """A generate job as (asset positions, aigc.generate keywords) calls, the same on every run of the job.
 
     Without the scorer's loop: a few outputs per call. With it: one call per prompt, prompt i searching from
@@ -324,19 +402,32 @@ def generate_calls(request: GenerateJob, places: Places, image_of: Callable[[str
     common, units = generate_outputs(request, places, image_of)
     if request.best_of is None and request.min_score is None:
         own = units[0].own if units else {}
-        return [([u.position for u in chunk], {**common, **own, "prompt": [u.prompt for u in chunk],
-                                               "seed": [u.seed for u in chunk]})
-                for start in range(0, len(units), outputs_per_call)
-                for chunk in [units[start:start + outputs_per_call]]]
+        return [
+            (
+                [u.position for u in chunk],
+                {**common, **own, "prompt": [u.prompt for u in chunk], "seed": [u.seed for u in chunk]},
+            )
+            for start in range(0, len(units), outputs_per_call)
+            for chunk in [units[start : start + outputs_per_call]]
+        ]
     prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
-    loop = {"n": request.n, "best_of": request.best_of, "min_score": request.min_score,
-            "max_attempts": request.max_attempts, "diverse": request.diverse}
+    loop = {
+        "n": request.n,
+        "best_of": request.best_of,
+        "min_score": request.min_score,
+        "max_attempts": request.max_attempts,
+        "diverse": request.diverse,
+    }
     library = places_library(places) if request.library else None
     seed = request.seed if request.seed is not None else 0
     own = units[0].own if units else {}
-    return [(list(range(i * request.n, (i + 1) * request.n)),
-             {**common, **own, **loop, "prompt": prompt, "seed": prompt_seed(seed, i), "library": library})
-            for i, prompt in enumerate(prompts)]
+    return [
+        (
+            list(range(i * request.n, (i + 1) * request.n)),
+            {**common, **own, **loop, "prompt": prompt, "seed": prompt_seed(seed, i), "library": library},
+        )
+        for i, prompt in enumerate(prompts)
+    ]
 
 
 def merge_key(request: GenerateJob, places: Places) -> str | None:
@@ -348,8 +439,10 @@ def merge_key(request: GenerateJob, places: Places) -> str | None:
     model = model_reference(request.model, places)
     per_output = registry.get(request.kind, request.backend, model).load().per_output
     own = sorted(name for name in per_output if request.params.get(name) is not None)
-    if any(isinstance(request.params[name], list) and request.params[name] and
-           isinstance(request.params[name][0], list) for name in own):
+    if any(
+        isinstance(request.params[name], list) and request.params[name] and isinstance(request.params[name][0], list)
+        for name in own
+    ):
         return None
     shared = {k: v for k, v in request.params.items() if k not in own}
     key = json.dumps([request.kind, request.backend, model, shared, own], sort_keys=True)
@@ -363,12 +456,13 @@ def places_library(places: Places) -> Any:
 def owned_image(store: Store, data: Path, owner: str | None, asset_id: str) -> Any:
     """An image asset `owner` may use as an input (None: anyone's, as on a team server), opened from the server's
     own files."""
-    from ..media.assets import load
     from ..errors import ConfigError
+    from ..media.assets import load
 
     row = store.asset(asset_id)
     job = store.get(row.job) if row else None
     if row is None or row.kind != "image" or (owner is not None and job is not None and job.owner != owner):
-        raise ConfigError(f"no image asset {asset_id!r}{' of yours' if owner else ''} to use as the input image.",
-                          field="init_image")
+        raise ConfigError(
+            f"no image asset {asset_id!r}{' of yours' if owner else ''} to use as the input image.", field="init_image"
+        )
     return load(data / row.path).data

@@ -11,37 +11,79 @@ from ..storage import writable_dir
 log = logging.getLogger("aigc.server")
 
 
-def serve(*, host: str, port: int, data: Path, token_file: Path | None, models: Path | None,
-          pipelines: Path | None, allowed_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = (),
-          max_body_mb: int = 16, queue_per_owner: int = 100, merge_outputs: int = 16, engine: str = "local",
-          workers: int | None = None, ray_address: str | None = None, insecure: bool = False,
-          private: bool = False, request_timeout: float = 60) -> None:
+def serve(
+    *,
+    host: str,
+    port: int,
+    data: Path,
+    token_file: Path | None,
+    models: Path | None,
+    pipelines: Path | None,
+    allowed_hosts: tuple[str, ...] = (),
+    cors: tuple[str, ...] = (),
+    max_body_mb: int = 16,
+    queue_per_owner: int = 100,
+    merge_outputs: int = 16,
+    engine: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    insecure: bool = False,
+    private: bool = False,
+    request_timeout: float = 60,
+) -> None:
     try:
         import uvicorn
 
         from .app import Settings, create_app
     except ImportError as error:
-        raise ConfigError(f"aigc serve needs FastAPI and uvicorn ({error}); install them with `pip install "
-                          "'aigc[server]'` (make setup does).") from None
+        raise ConfigError(
+            f"aigc serve needs FastAPI and uvicorn ({error}); install them with `pip install "
+            "'aigc[server]'` (make setup does)."
+        ) from None
     from .auth import Tokens, check_bind
 
     if not 0 < request_timeout <= 3600:
-        raise ConfigError(f"--request-timeout {request_timeout}: give the seconds a request may take to arrive, "
-                          "more than 0 and at most 3600.")
-    settings = _settings(Settings, host=host, port=port, data=data, tokens=Tokens.load(token_file), models=models,
-                         pipelines=pipelines, allowed_hosts=allowed_hosts, cors=cors, max_body_mb=max_body_mb,
-                         queue_per_owner=queue_per_owner)
+        raise ConfigError(
+            f"--request-timeout {request_timeout}: give the seconds a request may take to arrive, "
+            "more than 0 and at most 3600."
+        )
+    settings = _settings(
+        Settings,
+        host=host,
+        port=port,
+        data=data,
+        tokens=Tokens.load(token_file),
+        models=models,
+        pipelines=pipelines,
+        allowed_hosts=allowed_hosts,
+        cors=cors,
+        max_body_mb=max_body_mb,
+        queue_per_owner=queue_per_owner,
+    )
     settings.merge_outputs, settings.engine, settings.workers, settings.ray_address = _engine(
-        merge_outputs, engine, workers, ray_address)
+        merge_outputs, engine, workers, ray_address
+    )
     settings.private = private
     if check_bind(host, settings.tokens, insecure) == "warning":
         log.warning("aigc serve: --insecure on %s: anyone who can reach this port can use the server.", host)
     app = create_app(settings)
-    log.warning("aigc serve: http://%s:%d (data in %s; %s)", host if ":" not in host else f"[{host}]", port,
-                settings.data, ("tokens required" if settings.tokens.required else "one local user, no tokens")
-                + ("; private: each user sees their own" if private else ""))
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                http=bounded_protocol(request_timeout))
+    log.warning(
+        "aigc serve: http://%s:%d (data in %s; %s)",
+        host if ":" not in host else f"[{host}]",
+        port,
+        settings.data,
+        ("tokens required" if settings.tokens.required else "one local user, no tokens")
+        + ("; private: each user sees their own" if private else ""),
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        http=bounded_protocol(request_timeout),
+    )
 
 
 def bounded_protocol(seconds: float) -> type:
@@ -91,8 +133,20 @@ def bounded_protocol(seconds: float) -> type:
     return BoundedH11Protocol
 
 
-def _settings(Settings, *, host: str, port: int, data: Path, tokens, models: Path | None, pipelines: Path | None,
-              allowed_hosts: tuple[str, ...], cors: tuple[str, ...], max_body_mb: int, queue_per_owner: int):
+def _settings(
+    Settings,
+    *,
+    host: str,
+    port: int,
+    data: Path,
+    tokens,
+    models: Path | None,
+    pipelines: Path | None,
+    allowed_hosts: tuple[str, ...],
+    cors: tuple[str, ...],
+    max_body_mb: int,
+    queue_per_owner: int,
+):
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port} is not a port; use 1-65535.")
     if max_body_mb < 1 or queue_per_owner < 1:
@@ -107,13 +161,21 @@ def _settings(Settings, *, host: str, port: int, data: Path, tokens, models: Pat
     hosts = {"localhost", "127.0.0.1", "::1", "[::1]", host, f"[{host}]", *allowed_hosts}
     if host in ("0.0.0.0", "::"):  # every interface: the names and addresses clients may use to reach this machine
         hosts |= _own_names()
-    return Settings(data=writable_dir(data, "--data").resolve(), tokens=tokens, models=models, pipelines=pipelines,
-                    allowed_hosts=tuple(sorted(hosts)), cors_origins=tuple(cors), max_body=max_body_mb * 2**20,
-                    queue_per_owner=queue_per_owner)
+    return Settings(
+        data=writable_dir(data, "--data").resolve(),
+        tokens=tokens,
+        models=models,
+        pipelines=pipelines,
+        allowed_hosts=tuple(sorted(hosts)),
+        cors_origins=tuple(cors),
+        max_body=max_body_mb * 2**20,
+        queue_per_owner=queue_per_owner,
+    )
 
 
-def _engine(merge_outputs: int, engine: str, workers: int | None,
-            ray_address: str | None) -> tuple[int, str, int | None, str | None]:
+def _engine(
+    merge_outputs: int, engine: str, workers: int | None, ray_address: str | None
+) -> tuple[int, str, int | None, str | None]:
     from ..limits import get
     from .engines import check
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import Header, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -47,18 +48,30 @@ class Refusal(HTTPException):
     and OpenAI's category where it is not the status's (OpenAI answers an unknown model with a 404 whose type is
     invalid_request_error). The exception handler turns it into the one error shape (error_body)."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, field: str | None = None,
-                 aigc_type: str | None = None, openai_type: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        aigc_type: str | None = None,
+        openai_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(status, message, headers=headers)
         self.code, self.field, self.aigc_type, self.openai_type = code, field, aigc_type, openai_type
 
 
 class QueueFull(Refusal):
     def __init__(self, limit: int) -> None:
-        super().__init__(429, f"you have {limit} jobs queued or running, the most one user may; wait for some to "
-                              "finish.", code="rate_limit_exceeded", aigc_type="QueueFull",
-                         headers={"Retry-After": "10"})
+        super().__init__(
+            429,
+            f"you have {limit} jobs queued or running, the most one user may; wait for some to finish.",
+            code="rate_limit_exceeded",
+            aigc_type="QueueFull",
+            headers={"Retry-After": "10"},
+        )
 
 
 @dataclass
@@ -74,8 +87,9 @@ class Service:
         """The caller (a FastAPI dependency): the user the bearer token names; 401 without a valid one."""
         principal = self.settings.tokens.who(authorization)
         if principal is None:
-            raise HTTPException(401, "a bearer token is required: Authorization: Bearer <token>",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "a bearer token is required: Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
+            )
         return principal
 
     def sees_all(self, principal: Principal) -> bool:
@@ -108,8 +122,9 @@ class Service:
     @staticmethod
     def parse(body: Any) -> Any:
         """A request body as a job request (a bare object is a generate job); a ConfigError naming the field."""
-        return validated(_JOB.validate_python, {"type": "generate", **body} if isinstance(body, dict) else body,
-                         skip=1)  # the first location part is the job type's tag
+        return validated(
+            _JOB.validate_python, {"type": "generate", **body} if isinstance(body, dict) else body, skip=1
+        )  # the first location part is the job type's tag
 
     def submit(self, principal: Principal, request: Any, idempotency: str | None = None) -> tuple[Job, bool]:
         """Check a job request the way the Python API does, queue it, wake a worker; (job, created).
@@ -122,18 +137,32 @@ class Service:
             raise QueueFull(self.settings.queue_per_owner)
         inputs_of = None if self.sees_all(principal) else principal.name  # whose images it may take as an input
         stored, kind, expected = validated(request, self.places, self.manager, self.store, inputs_of)
-        key = merge_key(request, self.places) if request.type == "generate" and self.settings.merge_outputs > 1 else None
+        key = (
+            merge_key(request, self.places) if request.type == "generate" and self.settings.merge_outputs > 1 else None
+        )
         idempotency = idempotency[:200] if idempotency else None
         try:  # the limit is checked again in the transaction that queues the job: concurrent POSTs cannot overshoot it
-            job, created = self.store.create(principal.name, request.type, kind, stored, expected, idempotency,
-                                             merge_key=key, limit=self.settings.queue_per_owner,
-                                             fingerprint=fingerprint(request))
+            job, created = self.store.create(
+                principal.name,
+                request.type,
+                kind,
+                stored,
+                expected,
+                idempotency,
+                merge_key=key,
+                limit=self.settings.queue_per_owner,
+                fingerprint=fingerprint(request),
+            )
         except QueueLimit as full:
             raise QueueFull(full.limit) from None
         except KeyReused as reused:
-            raise Refusal(409, f"Idempotency-Key {idempotency!r} was used for another request (job {reused}); the same "
-                               "key returns the same job only for the same request: send a new key for a new one.",
-                          code="idempotency_key_reused", field="Idempotency-Key") from None
+            raise Refusal(
+                409,
+                f"Idempotency-Key {idempotency!r} was used for another request (job {reused}); the same "
+                "key returns the same job only for the same request: send a new key for a new one.",
+                code="idempotency_key_reused",
+                field="Idempotency-Key",
+            ) from None
         self.nudge()
         return job, created
 
@@ -159,18 +188,40 @@ class Service:
     def view(self, job: Job, brief: bool = False) -> dict[str, Any]:
         """A job as clients see it (the request as given, never a secret: requests hold none)."""
         view: dict[str, Any] = {
-            "id": job.id, "owner": job.owner, "type": job.type, "kind": job.kind, "state": job.state,
-            "position": self.store.position(job), "progress": job.progress, "expected": job.expected,
-            "error": job.error, "created": job.created, "started": job.started, "finished": job.finished,
-            "cancel_requested": job.cancel, "merged_with": self.merged_with(job), "worker": job.worker,
-            "url": f"{API}/jobs/{job.id}", "events": f"{API}/jobs/{job.id}/events", "title": _title(job.request),
+            "id": job.id,
+            "owner": job.owner,
+            "type": job.type,
+            "kind": job.kind,
+            "state": job.state,
+            "position": self.store.position(job),
+            "progress": job.progress,
+            "expected": job.expected,
+            "error": job.error,
+            "created": job.created,
+            "started": job.started,
+            "finished": job.finished,
+            "cancel_requested": job.cancel,
+            "merged_with": self.merged_with(job),
+            "worker": job.worker,
+            "url": f"{API}/jobs/{job.id}",
+            "events": f"{API}/jobs/{job.id}/events",
+            "title": _title(job.request),
         }
         if not brief:
             view["request"] = job.request
-            view["assets"] = [{"id": a.id, "position": a.position, "kind": a.kind, "media_type": a.media_type,
-                               "url": f"{API}/assets/{a.id}", "meta": f"{API}/assets/{a.id}/meta",
-                               "score": a.record.get("score"), "seed": a.record.get("seed")}
-                              for a in self.store.assets_of(job.id)]
+            view["assets"] = [
+                {
+                    "id": a.id,
+                    "position": a.position,
+                    "kind": a.kind,
+                    "media_type": a.media_type,
+                    "url": f"{API}/assets/{a.id}",
+                    "meta": f"{API}/assets/{a.id}/meta",
+                    "score": a.record.get("score"),
+                    "seed": a.record.get("seed"),
+                }
+                for a in self.store.assets_of(job.id)
+            ]
         return view
 
 
@@ -202,11 +253,16 @@ def _title(request: dict[str, Any]) -> str:
 # ConflictError). `aigc_type` is aigc's own name: an AIGCError's class, or the second column for a refusal of the
 # HTTP layer. A status not listed: server_error from 500 up, invalid_request_error below.
 _ERROR_TYPES: dict[int, tuple[str, str]] = {
-    400: ("invalid_request_error", "ConfigError"), 401: ("authentication_error", "AuthenticationError"),
-    403: ("permission_error", "PermissionError"), 404: ("not_found_error", "NotFoundError"),
-    405: ("invalid_request_error", "MethodNotAllowed"), 409: ("conflict_error", "ConflictError"),
-    413: ("invalid_request_error", "TooLarge"), 422: ("invalid_request_error", "ConfigError"),
-    429: ("rate_limit_exceeded", "QueueFull"), 500: ("server_error", "GenerationError"),
+    400: ("invalid_request_error", "ConfigError"),
+    401: ("authentication_error", "AuthenticationError"),
+    403: ("permission_error", "PermissionError"),
+    404: ("not_found_error", "NotFoundError"),
+    405: ("invalid_request_error", "MethodNotAllowed"),
+    409: ("conflict_error", "ConflictError"),
+    413: ("invalid_request_error", "TooLarge"),
+    422: ("invalid_request_error", "ConfigError"),
+    429: ("rate_limit_exceeded", "QueueFull"),
+    500: ("server_error", "GenerationError"),
     507: ("server_error", "StorageError"),
 }
 
@@ -224,20 +280,42 @@ def validated(validate: Callable[[Any], Any], body: Any, skip: int = 0) -> Any:
         raise ConfigError(f"{where or 'body'}: {first['msg']}", field=where or None) from None
 
 
-def error_body(status: int, aigc_type: str | None, message: str, field: str | None = None, *, code: str | None = None,
-               openai_type: str | None = None) -> dict[str, Any]:
+def error_body(
+    status: int,
+    aigc_type: str | None,
+    message: str,
+    field: str | None = None,
+    *,
+    code: str | None = None,
+    openai_type: str | None = None,
+) -> dict[str, Any]:
     """{"message", "type", "aigc_type", "param", "field", "code"}: the one error every route answers (and an OpenAI
     stream's error event holds). `type` is OpenAI's category, so its clients branch on it; `aigc_type` is aigc's
     own error class, what aigc.Client and the studio read; `param` is OpenAI's name for aigc's `field`."""
-    category, http_name = _ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error",
-                                                    "HTTPError"))
-    return {"message": message, "type": openai_type or category, "aigc_type": aigc_type or http_name,
-            "param": field, "field": field, "code": code}
+    category, http_name = _ERROR_TYPES.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", "HTTPError")
+    )
+    return {
+        "message": message,
+        "type": openai_type or category,
+        "aigc_type": aigc_type or http_name,
+        "param": field,
+        "field": field,
+        "code": code,
+    }
 
 
-def error_response(request: Request | None, status: int, aigc_type: str | None, message: str,
-                   field: str | None = None, headers: dict[str, str] | None = None, *, code: str | None = None,
-                   openai_type: str | None = None) -> JSONResponse:
+def error_response(
+    request: Request | None,
+    status: int,
+    aigc_type: str | None,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    code: str | None = None,
+    openai_type: str | None = None,
+) -> JSONResponse:
     """An error_body answered with its status. A bad request to an OpenAI-compatible route is a 400, as its clients
     expect; elsewhere a 422."""
     if status == 422 and request is not None and getattr(request.state, "openai", False):

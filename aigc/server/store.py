@@ -13,10 +13,11 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -24,8 +25,12 @@ log = logging.getLogger("aigc.server")
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
 ACTIVE = ("pending", "running")
-NEW_COLUMNS = {"merge_key": "TEXT", "merged": "TEXT NOT NULL DEFAULT '[]'", "worker": "TEXT",  # since 0.2
-               "fingerprint": "TEXT"}  # since 0.4: what an Idempotency-Key was first used for
+NEW_COLUMNS = {
+    "merge_key": "TEXT",
+    "merged": "TEXT NOT NULL DEFAULT '[]'",
+    "worker": "TEXT",  # since 0.2
+    "fingerprint": "TEXT",
+}  # since 0.4: what an Idempotency-Key was first used for
 REQUEST_WAIT_S = 5.0  # how long a request waits for a database another process holds before it is answered 503
 WORKER_WAIT_S = 120.0  # how long a worker's write waits (its job goes on once the other process lets go)
 BUSY_STEP_S = 0.1  # one try at SQLite's lock; between tries the store's own lock is free, so reads go on
@@ -147,10 +152,14 @@ class _Guard:
     def _busy(self) -> Busy:
         if time.monotonic() - self._warned > 60:  # the operator hears of it once a minute, not once a request
             self._warned = time.monotonic()
-            log.warning("aigc serve: the database is locked by another program; requests that need it are answered "
-                        "503 until it lets go")
-        return Busy("the server's job database is locked by another program (a backup or a sqlite3 shell); try again "
-                    "in a few seconds.")
+            log.warning(
+                "aigc serve: the database is locked by another program; requests that need it are answered "
+                "503 until it lets go"
+            )
+        return Busy(
+            "the server's job database is locked by another program (a backup or a sqlite3 shell); try again "
+            "in a few seconds."
+        )
 
 
 def _locked(error: BaseException | None) -> bool:
@@ -164,8 +173,7 @@ class Store:
     def __init__(self, path: Path, private: bool = False) -> None:
         self.path, self.private = path, private  # private: merges are recorded between one owner's jobs only
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                       timeout=REQUEST_WAIT_S)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=REQUEST_WAIT_S)
             self._db.row_factory = sqlite3.Row
             self._lock = _Guard()
             with self._lock:
@@ -179,8 +187,10 @@ class Store:
                 self._db.execute("UPDATE jobs SET worker=NULL WHERE state='running'")
                 self._db.execute(f"PRAGMA busy_timeout={int(BUSY_STEP_S * 1000)}")  # then: transaction()'s tries
         except Busy:
-            raise ConfigError(f"{path} is locked by another program (a sqlite3 shell, a backup?); let it finish or "
-                              "close it, then start aigc serve again.") from None
+            raise ConfigError(
+                f"{path} is locked by another program (a sqlite3 shell, a backup?); let it finish or "
+                "close it, then start aigc serve again."
+            ) from None
         except sqlite3.DatabaseError as error:
             if getattr(error, "sqlite_errorcode", 0) & 0xFF in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
                 raise self._damaged(str(error)) from None
@@ -197,8 +207,9 @@ class Store:
         except sqlite3.OperationalError as error:
             if "interrupt" not in str(error):
                 raise
-            log.warning("aigc serve: %s is too large to check in %.0f s; starting without the check", self.path,
-                        CHECK_S)
+            log.warning(
+                "aigc serve: %s is too large to check in %.0f s; starting without the check", self.path, CHECK_S
+            )
             return
         finally:
             self._db.set_progress_handler(None, 0)
@@ -207,9 +218,11 @@ class Store:
 
     def _damaged(self, reason: str) -> ConfigError:
         reason = " ".join(reason.replace("*** in database main ***", "").split())[:300]
-        return ConfigError(f"{self.path} is damaged ({reason}); restore it from a backup, or "
-                           "move it away to start with an empty queue (the files under "
-                           f"{self.path.parent} stay where they are).")
+        return ConfigError(
+            f"{self.path} is damaged ({reason}); restore it from a backup, or "
+            "move it away to start with an empty queue (the files under "
+            f"{self.path.parent} stay where they are)."
+        )
 
     def _add_columns(self) -> None:
         """A database an older server made gets the columns it lacks (its jobs are simply never merged)."""
@@ -223,8 +236,10 @@ class Store:
         for column in missing:
             self._db.execute(f"ALTER TABLE assets ADD COLUMN {column} {ASSET_COLUMNS[column]}")
         if missing:
-            self._db.execute("UPDATE assets SET owner=(SELECT owner FROM jobs WHERE jobs.id=assets.job), "
-                             "prompt=json_extract(record, '$.prompt'), score=json_extract(record, '$.score')")
+            self._db.execute(
+                "UPDATE assets SET owner=(SELECT owner FROM jobs WHERE jobs.id=assets.job), "
+                "prompt=json_extract(record, '$.prompt'), score=json_extract(record, '$.score')"
+            )
         self._db.executescript(ASSET_INDEXES)
 
     @contextmanager
@@ -256,9 +271,19 @@ class Store:
             return False
 
     # --- jobs ----------------------------------------------------------------------------------------------
-    def create(self, owner: str, type_: str, kind: str | None, request: dict[str, Any], expected: int,
-               idempotency: str | None = None, merge_key: str | None = None, *, limit: int | None = None,
-               fingerprint: str | None = None) -> tuple[Job, bool]:
+    def create(
+        self,
+        owner: str,
+        type_: str,
+        kind: str | None,
+        request: dict[str, Any],
+        expected: int,
+        idempotency: str | None = None,
+        merge_key: str | None = None,
+        *,
+        limit: int | None = None,
+        fingerprint: str | None = None,
+    ) -> tuple[Job, bool]:
         """A new pending job, or the owner's earlier job with the same idempotency key; (job, created).
 
         One transaction decides: KeyReused if that key came with another request (its `fingerprint`), QueueLimit if
@@ -273,12 +298,36 @@ class Store:
             if limit is not None and self._active(db, owner) >= limit:
                 raise QueueLimit(limit)
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            job = Job(secrets.token_hex(8), owner, type_, kind, request, "pending", time.time(), expected, seq=seq,
-                      merge_key=merge_key)
-            db.execute("INSERT INTO jobs (id, owner, type, kind, request, state, created, expected, idempotency, seq,"
-                       " merge_key, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (job.id, owner, type_, kind, json.dumps(request), "pending", job.created, expected,
-                        idempotency, seq, merge_key, fingerprint if idempotency is not None else None))
+            job = Job(
+                secrets.token_hex(8),
+                owner,
+                type_,
+                kind,
+                request,
+                "pending",
+                time.time(),
+                expected,
+                seq=seq,
+                merge_key=merge_key,
+            )
+            db.execute(
+                "INSERT INTO jobs (id, owner, type, kind, request, state, created, expected, idempotency, seq,"
+                " merge_key, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    owner,
+                    type_,
+                    kind,
+                    json.dumps(request),
+                    "pending",
+                    job.created,
+                    expected,
+                    idempotency,
+                    seq,
+                    merge_key,
+                    fingerprint if idempotency is not None else None,
+                ),
+            )
             self._event(db, job, "queued", {"position": self._position(db, job)})
         return job, True
 
@@ -287,8 +336,9 @@ class Store:
             row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def list(self, *, owner: str | None, state: str | None, kind: str | None, limit: int,
-             offset: int) -> tuple[list[Job], int]:
+    def list(
+        self, *, owner: str | None, state: str | None, kind: str | None, limit: int, offset: int
+    ) -> tuple[list[Job], int]:
         where, args = [], []
         for column, value in (("owner", owner), ("state", state), ("kind", kind)):
             if value is not None:
@@ -297,8 +347,9 @@ class Store:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM jobs {clause}", args).fetchone()[0]
-            rows = self._db.execute(f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
-                                    [*args, limit, offset]).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?", [*args, limit, offset]
+            ).fetchall()
         return [_job(r) for r in rows], total
 
     def position(self, job: Job) -> int:
@@ -309,8 +360,9 @@ class Store:
         """How many jobs run before this one (0: it is next, or running)."""
         if job.state != "pending":
             return 0
-        return db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running') AND seq < ?",
-                          (job.seq,)).fetchone()[0]
+        return db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running') AND seq < ?", (job.seq,)
+        ).fetchone()[0]
 
     def pending_count(self, owner: str) -> int:
         with self._lock:
@@ -318,8 +370,9 @@ class Store:
 
     def _active(self, db: sqlite3.Connection, owner: str) -> int:
         """The owner's jobs queued or running."""
-        return db.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND state IN ('pending', 'running')",
-                          (owner,)).fetchone()[0]
+        return db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE owner=? AND state IN ('pending', 'running')", (owner,)
+        ).fetchone()[0]
 
     def claim(self, worker: str = "runner") -> Job | None:
         """The next job for `worker`, marked running: a killed server's interrupted jobs first, then the pending
@@ -337,11 +390,14 @@ class Store:
 
     def _claim(self, worker: str) -> Job | None:
         with self.transaction() as db:
-            row = db.execute("SELECT * FROM jobs WHERE state='running' AND worker IS NULL ORDER BY seq LIMIT 1").fetchone()
+            row = db.execute(
+                "SELECT * FROM jobs WHERE state='running' AND worker IS NULL ORDER BY seq LIMIT 1"
+            ).fetchone()
             if row is None:
                 row = db.execute(
                     "SELECT j.* FROM jobs j WHERE j.state='pending' ORDER BY "
-                    "(SELECT COALESCE(MAX(started), 0) FROM jobs k WHERE k.owner=j.owner), j.seq LIMIT 1").fetchone()
+                    "(SELECT COALESCE(MAX(started), 0) FROM jobs k WHERE k.owner=j.owner), j.seq LIMIT 1"
+                ).fetchone()
             if row is None:
                 return None
             job = _job(row)
@@ -361,9 +417,11 @@ class Store:
         if job.merge_key is None or outputs <= 0:
             return []
         with self.transaction() as db:
-            rows = db.execute("SELECT * FROM jobs WHERE merge_key=? AND id<>? AND (state='pending' OR "
-                              "(state='running' AND worker IS NULL)) ORDER BY state='pending', seq LIMIT ?",
-                              (job.merge_key, job.id, outputs)).fetchall()
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE merge_key=? AND id<>? AND (state='pending' OR "
+                "(state='running' AND worker IS NULL)) ORDER BY state='pending', seq LIMIT ?",
+                (job.merge_key, job.id, outputs),
+            ).fetchall()
             jobs, now = [], time.time()
             for other in map(_job, rows):
                 left = other.expected - self._count(db, other.id)
@@ -374,8 +432,9 @@ class Store:
                     other.state, other.started = "running", now
                     shared = not self.private or other.owner == job.owner  # --private: nobody else's job id
                     self._event(db, other, "started", {"merged_with": job.id} if shared else {})
-                db.execute("UPDATE jobs SET state='running', started=?, worker=? WHERE id=?",
-                           (other.started, worker, other.id))
+                db.execute(
+                    "UPDATE jobs SET state='running', started=?, worker=? WHERE id=?", (other.started, worker, other.id)
+                )
                 other.worker = worker
                 jobs.append(other)
         return jobs
@@ -387,8 +446,12 @@ class Store:
             return
         with self.transaction() as db:
             for job in jobs:
-                others = sorted({*job.merged, *(j.id for j in jobs if j.id != job.id and
-                                                (not self.private or j.owner == job.owner))})
+                others = sorted(
+                    {
+                        *job.merged,
+                        *(j.id for j in jobs if j.id != job.id and (not self.private or j.owner == job.owner)),
+                    }
+                )
                 job.merged = others
                 db.execute("UPDATE jobs SET merged=? WHERE id=?", (json.dumps(others), job.id))
 
@@ -404,10 +467,16 @@ class Store:
 
     def finish(self, job: Job, state: str, error: dict[str, Any] | None = None) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE jobs SET state=?, finished=?, error=? WHERE id=?",
-                       (state, time.time(), json.dumps(error) if error else None, job.id))
-            self._event(db, job, {"done": "done", "failed": "failed", "cancelled": "cancelled"}[state],
-                        {"error": error} if error else {"assets": self._count(db, job.id)})
+            db.execute(
+                "UPDATE jobs SET state=?, finished=?, error=? WHERE id=?",
+                (state, time.time(), json.dumps(error) if error else None, job.id),
+            )
+            self._event(
+                db,
+                job,
+                {"done": "done", "failed": "failed", "cancelled": "cancelled"}[state],
+                {"error": error} if error else {"assets": self._count(db, job.id)},
+            )
 
     def request_cancel(self, job: Job) -> Job:
         """Cancel a pending job now; ask a running one to stop at its next step. Repeating it is harmless."""
@@ -430,8 +499,11 @@ class Store:
         """A failed or cancelled job back in the queue; the assets it made are kept and not made again."""
         with self.transaction() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            db.execute("UPDATE jobs SET state='pending', cancel=0, error=NULL, finished=NULL, started=NULL, seq=?, "
-                       "worker=NULL WHERE id=?", (seq, job.id))
+            db.execute(
+                "UPDATE jobs SET state='pending', cancel=0, error=NULL, finished=NULL, started=NULL, seq=?, "
+                "worker=NULL WHERE id=?",
+                (seq, job.id),
+            )
             job = _job(db.execute("SELECT * FROM jobs WHERE id=?", (job.id,)).fetchone())
             self._event(db, job, "queued", {"position": self._position(db, job), "retry": True})
         return job
@@ -454,15 +526,38 @@ class Store:
                 if exists.fetchone():
                     continue
                 score = row.record.get("score")
-                db.execute("INSERT INTO assets (id, job, position, kind, path, media_type, size, etag, record, created,"
-                           " owner, prompt, score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (row.id, job.id, row.position, row.kind, row.path, row.media_type, row.size, row.etag,
-                            json.dumps(row.record), time.time(), job.owner, row.record.get("prompt"),
-                            score if isinstance(score, (int, float)) else None))
+                db.execute(
+                    "INSERT INTO assets (id, job, position, kind, path, media_type, size, etag, record, created,"
+                    " owner, prompt, score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.id,
+                        job.id,
+                        row.position,
+                        row.kind,
+                        row.path,
+                        row.media_type,
+                        row.size,
+                        row.etag,
+                        json.dumps(row.record),
+                        time.time(),
+                        job.owner,
+                        row.record.get("prompt"),
+                        score if isinstance(score, (int, float)) else None,
+                    ),
+                )
                 added.append(row)
-                self._event(db, job, "candidate" if row.record.get("rank") else "asset",
-                            {"asset": row.id, "position": row.position, "kind": row.kind, "score": row.record.get("score"),
-                             "scores": row.record.get("scores")})
+                self._event(
+                    db,
+                    job,
+                    "candidate" if row.record.get("rank") else "asset",
+                    {
+                        "asset": row.id,
+                        "position": row.position,
+                        "kind": row.kind,
+                        "score": row.record.get("score"),
+                        "scores": row.record.get("scores"),
+                    },
+                )
             db.execute("UPDATE jobs SET progress=? WHERE id=?", (json.dumps(progress), job.id))
             self._event(db, job, "progress", progress)
         return added
@@ -493,17 +588,20 @@ class Store:
             if value == 0:
                 db.execute("DELETE FROM ratings WHERE asset=? AND user=?", (asset_id, user))
             else:
-                db.execute("INSERT INTO ratings (asset, user, value, note, rated) VALUES (?, ?, ?, ?, ?) ON CONFLICT"
-                           "(asset, user) DO UPDATE SET value=excluded.value, note=excluded.note, rated=excluded.rated",
-                           (asset_id, user, value, note, time.time()))
+                db.execute(
+                    "INSERT INTO ratings (asset, user, value, note, rated) VALUES (?, ?, ?, ?, ?) ON CONFLICT"
+                    "(asset, user) DO UPDATE SET value=excluded.value, note=excluded.note, rated=excluded.rated",
+                    (asset_id, user, value, note, time.time()),
+                )
 
     def ratings(self, asset_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Every user's rating of each asset, by asset id."""
         out: dict[str, list[dict[str, Any]]] = {asset_id: [] for asset_id in asset_ids}
         for start in range(0, len(asset_ids), 500):
-            chunk = asset_ids[start:start + 500]
-            rows = self.query(f"SELECT * FROM ratings WHERE asset IN ({', '.join('?' * len(chunk))}) ORDER BY rated",
-                              chunk)
+            chunk = asset_ids[start : start + 500]
+            rows = self.query(
+                f"SELECT * FROM ratings WHERE asset IN ({', '.join('?' * len(chunk))}) ORDER BY rated", chunk
+            )
             for r in rows:
                 out[r["asset"]].append({"user": r["user"], "value": r["value"], "note": r["note"], "rated": r["rated"]})
         return out
@@ -521,13 +619,16 @@ class Store:
 
     # --- events --------------------------------------------------------------------------------------------
     def _event(self, db: sqlite3.Connection, job: Job, type_: str, data: dict[str, Any]) -> None:
-        db.execute("INSERT INTO events (job, owner, type, data, created) VALUES (?, ?, ?, ?, ?)",
-                   (job.id, job.owner, type_, json.dumps({"job": job.id, **data}), time.time()))
+        db.execute(
+            "INSERT INTO events (job, owner, type, data, created) VALUES (?, ?, ?, ?, ?)",
+            (job.id, job.owner, type_, json.dumps({"job": job.id, **data}), time.time()),
+        )
         with self.changed:
             self.changed.notify_all()
 
-    def events_after(self, after: int, *, job: str | None = None, owner: str | None = None,
-                     limit: int = 500) -> list[dict[str, Any]]:
+    def events_after(
+        self, after: int, *, job: str | None = None, owner: str | None = None, limit: int = 500
+    ) -> list[dict[str, Any]]:
         where, args = ["id > ?"], [after]
         if job is not None:
             where.append("job = ?")
@@ -536,8 +637,9 @@ class Store:
             where.append("owner = ?")
             args.append(owner)
         with self._lock:
-            rows = self._db.execute(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
-                                    [*args, limit]).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*args, limit]
+            ).fetchall()
         return [{"id": r["id"], "type": r["type"], "data": json.loads(r["data"])} for r in rows]
 
     def close(self) -> None:
@@ -546,12 +648,36 @@ class Store:
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job(row["id"], row["owner"], row["type"], row["kind"], json.loads(row["request"]), row["state"],
-               row["created"], row["expected"], row["started"], row["finished"], json.loads(row["progress"]),
-               json.loads(row["error"]) if row["error"] else None, bool(row["cancel"]), row["seq"], row["merge_key"],
-               json.loads(row["merged"]), row["worker"])
+    return Job(
+        row["id"],
+        row["owner"],
+        row["type"],
+        row["kind"],
+        json.loads(row["request"]),
+        row["state"],
+        row["created"],
+        row["expected"],
+        row["started"],
+        row["finished"],
+        json.loads(row["progress"]),
+        json.loads(row["error"]) if row["error"] else None,
+        bool(row["cancel"]),
+        row["seq"],
+        row["merge_key"],
+        json.loads(row["merged"]),
+        row["worker"],
+    )
 
 
 def _asset(row: sqlite3.Row) -> AssetRow:
-    return AssetRow(row["id"], row["job"], row["position"], row["kind"], row["path"], row["media_type"], row["size"],
-                    row["etag"], json.loads(row["record"]))
+    return AssetRow(
+        row["id"],
+        row["job"],
+        row["position"],
+        row["kind"],
+        row["path"],
+        row["media_type"],
+        row["size"],
+        row["etag"],
+        json.loads(row["record"]),
+    )

@@ -10,13 +10,24 @@ from importlib import resources
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import Response
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-       "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; "
-       "frame-ancestors 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-           "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
-TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
-         ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+    "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 _FILE = re.compile(r"^[a-z][a-z0-9_-]{0,40}\.(html|css|js|svg)$")
 
 
@@ -27,7 +38,7 @@ def studio_file(name: str) -> Response:
     resource = resources.files("aigc.studio").joinpath(name)
     if not resource.is_file():
         raise HTTPException(404, f"the studio has no file {name!r}")
-    suffix = name[name.rfind("."):]
+    suffix = name[name.rfind(".") :]
     return Response(resource.read_bytes(), media_type=TYPES[suffix], headers=HEADERS)
 
 

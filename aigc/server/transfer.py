@@ -9,7 +9,7 @@ import base64
 import binascii
 import io
 from pathlib import Path, PurePosixPath
-from typing import Any, Union
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
@@ -43,7 +43,7 @@ class ScoreRequest(BaseModel):
     items: list[ScoreItem]
     prompt: StrictStr | None = None
     library: StrictBool = False  # judge novelty against the server's team library too
-    weights: dict[str, Union[StrictFloat, StrictInt]] | None = None
+    weights: dict[str, StrictFloat | StrictInt] | None = None
 
 
 def transfer_routes(app: FastAPI, service: Service) -> None:
@@ -68,8 +68,15 @@ def transfer_routes(app: FastAPI, service: Service) -> None:
         parsed = parse_score(await read_json(request))  # the one body reader: bounded nesting, never a 500
         items = await asyncio.to_thread(score_items, service, parsed, principal)
         library = getattr(service.places, "library", None) if parsed.library else None
-        scores = await asyncio.to_thread(api.score, items, parsed.prompt, library=library, weights=parsed.weights,
-                                         manager=service.manager, progress=False)  # no bars in a server's log
+        scores = await asyncio.to_thread(
+            api.score,
+            items,
+            parsed.prompt,
+            library=library,
+            weights=parsed.weights,
+            manager=service.manager,
+            progress=False,
+        )  # no bars in a server's log
         return {"scores": scores}
 
 
@@ -77,8 +84,11 @@ def output_dir(service: Service, job_id: str, principal: Principal) -> Path:
     """The output directory of a run or batch job the caller may see (it may not exist yet); 404 for any other."""
     job = service.readable(job_id, principal)
     if job.type not in OUTPUTS:
-        raise HTTPException(404, f"job {job_id} is a {job.type} job; only run and batch jobs have files (a generate "
-                                 f"job's outputs are its assets: GET {API}/jobs/{job_id}).")
+        raise HTTPException(
+            404,
+            f"job {job_id} is a {job.type} job; only run and batch jobs have files (a generate "
+            f"job's outputs are its assets: GET {API}/jobs/{job_id}).",
+        )
     return job_output_dir(service.settings.data, job)
 
 
@@ -114,13 +124,16 @@ def parse_score(body: Any) -> ScoreRequest:
     from .. import limits
 
     if not isinstance(body, dict):
-        raise ConfigError("the body must be a JSON object: {\"items\": [...], \"prompt\": ...}.")
+        raise ConfigError('the body must be a JSON object: {"items": [...], "prompt": ...}.')
     parsed = validated(ScoreRequest.model_validate, body)
     limits.check("best_of", len(parsed.items), "the items of one score request", field="items")
     for index, item in enumerate(parsed.items):
         if sum(value is not None for value in (item.asset, item.text, item.data)) != 1:
-            raise ConfigError(f"items[{index}]: give exactly one of \"asset\" (an asset id), \"text\" or \"data\" (a "
-                              "data URL such as data:image/png;base64,...).", field=f"items[{index}]")
+            raise ConfigError(
+                f'items[{index}]: give exactly one of "asset" (an asset id), "text" or "data" (a '
+                "data URL such as data:image/png;base64,...).",
+                field=f"items[{index}]",
+            )
     return parsed
 
 
@@ -145,8 +158,9 @@ def score_items(service: Service, request: ScoreRequest, principal: Principal) -
             pixels += _header_pixels(io.BytesIO(sources[-1][1])) if sources[-1][0].startswith("image/") else 0
         else:
             sources.append(None)
-    limits.check("megapixels", -(-pixels // 1_000_000), "the megapixels of the images of one score request",
-                 field="items")
+    limits.check(
+        "megapixels", -(-pixels // 1_000_000), "the megapixels of the images of one score request", field="items"
+    )
     items = []
     for index, (item, source) in enumerate(zip(request.items, sources)):
         if item.asset is not None:
@@ -190,7 +204,7 @@ def _data_url(url: str, where: str) -> tuple[str, bytes]:
         raw = base64.b64decode(payload, validate=True)
     except binascii.Error as error:
         raise ConfigError(f"{where}: the data URL's base64 is malformed ({error}).", field=where) from None
-    return header[len("data:"):-len(";base64")], raw
+    return header[len("data:") : -len(";base64")], raw
 
 
 def _decoded(media_type: str, raw: bytes, where: str) -> tuple[str, Any, dict[str, Any] | None]:

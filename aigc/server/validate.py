@@ -12,8 +12,9 @@ from .jobs import BatchJob, GenerateJob, Places, RunJob, files_resolved, model_r
 from .store import Store
 
 
-def validated(request: GenerateJob | RunJob | BatchJob, places: Places, manager: Any, store: Store,
-              owner: str | None) -> tuple[dict[str, Any], str | None, int]:
+def validated(
+    request: GenerateJob | RunJob | BatchJob, places: Places, manager: Any, store: Store, owner: str | None
+) -> tuple[dict[str, Any], str | None, int]:
     check = {"generate": _generate, "run": _run, "batch": _batch}[request.type]
     if request.seed is None:  # the one seed rule: none given, a fresh one, fixed now so a resumed job keeps it
         request = request.model_copy(update={"seed": seeds.fresh()})
@@ -24,11 +25,28 @@ def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, 
     from .runner import owned_image
 
     model = model_reference(request.model, places)
-    params = files_resolved(request.kind, request.backend, model, request.params,
-                            lambda asset_id: owned_image(store, store.path.parent, owner, asset_id), places)
-    prepared = api.prepare(request.kind, request.prompt, backend=request.backend, model=model, n=request.n,
-                           seed=request.seed, best_of=request.best_of, min_score=request.min_score,
-                           max_attempts=request.max_attempts, diverse=request.diverse, manager=manager, **params)
+    params = files_resolved(
+        request.kind,
+        request.backend,
+        model,
+        request.params,
+        lambda asset_id: owned_image(store, store.path.parent, owner, asset_id),
+        places,
+    )
+    prepared = api.prepare(
+        request.kind,
+        request.prompt,
+        backend=request.backend,
+        model=model,
+        n=request.n,
+        seed=request.seed,
+        best_of=request.best_of,
+        min_score=request.min_score,
+        max_attempts=request.max_attempts,
+        diverse=request.diverse,
+        manager=manager,
+        **params,
+    )
     return request.model_dump(), request.kind, len(prepared.prompts) * request.n
 
 
@@ -44,21 +62,46 @@ def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str
 def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner: str | None):
     from ..orchestration.batch import Row, check_size, plan
     from ..orchestration.batch_runner import check_batch_wide
-
     from .runner import owned_image
 
     model = model_reference(request.model, places)
-    loop = {k: v for k, v in {"best_of": request.best_of, "min_score": request.min_score,
-                              "max_attempts": request.max_attempts}.items() if v is not None}
-    params = files_resolved(request.kind, request.backend, model, request.params,
-                            lambda asset_id: owned_image(store, store.path.parent, owner, asset_id), places,
-                            any_backend=True)
+    loop = {
+        k: v
+        for k, v in {
+            "best_of": request.best_of,
+            "min_score": request.min_score,
+            "max_attempts": request.max_attempts,
+        }.items()
+        if v is not None
+    }
+    params = files_resolved(
+        request.kind,
+        request.backend,
+        model,
+        request.params,
+        lambda asset_id: owned_image(store, store.path.parent, owner, asset_id),
+        places,
+        any_backend=True,
+    )
     check_batch_wide(request.kind, request.n, request.backend, model, params, loop)
     check_size(request.rows, request.n, "this batch request")  # counted before any row is resolved or planned
-    rows = [Row(i, row_resolved(r, i, request.kind, request.backend, model, places) if isinstance(r, dict)
-                else {"prompt": r}) for i, r in enumerate(request.rows, 1)]
-    jobs, failures = plan(rows, kind=request.kind, n=request.n, seed=request.seed, backend=request.backend,
-                          model=model, params=params, loop=loop)
+    rows = [
+        Row(
+            i,
+            row_resolved(r, i, request.kind, request.backend, model, places) if isinstance(r, dict) else {"prompt": r},
+        )
+        for i, r in enumerate(request.rows, 1)
+    ]
+    jobs, failures = plan(
+        rows,
+        kind=request.kind,
+        n=request.n,
+        seed=request.seed,
+        backend=request.backend,
+        model=model,
+        params=params,
+        loop=loop,
+    )
     if not jobs:  # name a real row's reason: an empty object is a placeholder keeping a client file's numbering
         first = next((f for f in failures if rows[f["row"] - 1].fields), failures[0])
         raise ConfigError(f"rows.{first['row']}: {first['reason']}", field=f"rows.{first['row']}")

@@ -12,13 +12,11 @@ latent differences would avoid, at the cost of another model.
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,8 +66,8 @@ def latents_from_ratings(ratings: Iterable[Rating], model: str | None = None) ->
 
 
 def _latent(item: Rated, model: str, nz: int) -> np.ndarray | None:
-    from ..runtime import models
     from ..generators.image.dcgan import latent
+    from ..runtime import models
 
     origin = item.origin or {}
     params = origin.get("params") or {}
@@ -88,8 +86,8 @@ def _latent(item: Rated, model: str, nz: int) -> np.ndarray | None:
 
 
 def _nz(model: str) -> int:
-    from ..runtime import models
     from ..generators.image.dcgan import build_dcgan, read_state_dict
+    from ..runtime import models
 
     path = models.resolve(model).path
     return int(build_dcgan(read_state_dict(path), where=str(path)).nz)
@@ -101,29 +99,47 @@ def fit_prior(rated: RatedLatents, *, strength: float = 1.0, data: dict[str, Any
         raise ConfigError(f"--strength={strength!r} must be a number in [0, 10].", field="strength")
     good, bad = int(rated.liked.sum()), int((~rated.liked).sum())
     if min(good, bad) < MIN_EACH:
-        raise ConfigError(f"the prior needs at least {MIN_EACH} liked and {MIN_EACH} disliked GAN images with their "
-                          f"seeds; found {good} liked and {bad} disliked ({rated.skipped} rated images skipped: not "
-                          f"{rated.model}, refined, strips, or rated without their record). Rate more.", field="from")
+        raise ConfigError(
+            f"the prior needs at least {MIN_EACH} liked and {MIN_EACH} disliked GAN images with their "
+            f"seeds; found {good} liked and {bad} disliked ({rated.skipped} rated images skipped: not "
+            f"{rated.model}, refined, strips, or rated without their record). Rate more.",
+            field="from",
+        )
     from sklearn.linear_model import LogisticRegressionCV
 
     folds = min(5, good, bad)
     # balanced: a team that likes few faces still says which way to lean; accuracy is balanced too (chance 0.5)
-    fit = LogisticRegressionCV(Cs=np.logspace(-3, 1, 9), cv=folds, max_iter=2000, class_weight="balanced",
-                               scoring="balanced_accuracy").fit(rated.latents, rated.liked)
+    fit = LogisticRegressionCV(
+        Cs=np.logspace(-3, 1, 9), cv=folds, max_iter=2000, class_weight="balanced", scoring="balanced_accuracy"
+    ).fit(rated.latents, rated.liked)
     accuracy = float(np.max(np.mean(fit.scores_[True], axis=0)))
     baseline = 0.5
     if accuracy <= CHANCE_MARGIN + baseline:
-        raise ConfigError(f"the ratings cannot be told apart from the latents (held-out balanced accuracy "
-                          f"{accuracy:.2f}, chance is {baseline:.2f}); a prior would only add noise. Rate more "
-                          "images, or the team's taste is not in the GAN's latent.", field="from")
+        raise ConfigError(
+            f"the ratings cannot be told apart from the latents (held-out balanced accuracy "
+            f"{accuracy:.2f}, chance is {baseline:.2f}); a prior would only add noise. Rate more "
+            "images, or the team's taste is not in the GAN's latent.",
+            field="from",
+        )
     mean = strength * fit.coef_[0]
     shift = float(np.linalg.norm(mean))
     if shift > MAX_SHIFT:
         mean = mean * (MAX_SHIFT / shift)
         shift = MAX_SHIFT
-    record = {"format": FORMAT, "version": 1, "model": rated.model, "liked": good, "disliked": bad,
-              "skipped": rated.skipped, "accuracy": round(accuracy, 4), "baseline": round(baseline, 4),
-              "C": float(fit.C_[0]), "strength": float(strength), "shift": round(shift, 4), "data": data or {},
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "format": FORMAT,
+        "version": 1,
+        "model": rated.model,
+        "liked": good,
+        "disliked": bad,
+        "skipped": rated.skipped,
+        "accuracy": round(accuracy, 4),
+        "baseline": round(baseline, 4),
+        "C": float(fit.C_[0]),
+        "strength": float(strength),
+        "shift": round(shift, 4),
+        "data": data or {},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     nz = rated.latents.shape[1]
     return Prior(mean.astype(np.float32), np.ones(nz, np.float32), record)

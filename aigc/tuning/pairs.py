@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 
@@ -78,8 +79,12 @@ def _usable(item: Rated, found: Found) -> bool:
 
 
 def _thumb_pairs(liked: list[Rated], disliked: list[Rated], rng: random.Random) -> list[TextPair]:
-    pairs = [TextPair(good.prompt, good.text, bad.text, "thumbs")
-             for good in liked for bad in disliked if good.prompt == bad.prompt and good.key != bad.key]
+    pairs = [
+        TextPair(good.prompt, good.text, bad.text, "thumbs")
+        for good in liked
+        for bad in disliked
+        if good.prompt == bad.prompt and good.key != bad.key
+    ]
     for good in liked:
         others = [bad for bad in disliked if bad.prompt != good.prompt]
         for bad in rng.sample(others, min(CROSS_PROMPT, len(others))):
@@ -139,7 +144,12 @@ def as_rows(pairs: list[TextPair], chat: bool) -> list[dict[str, Any]]:
     """The pairs as TRL's preference rows: conversational for a chat model (TRL applies its template the way
     the text generator does), plain text otherwise."""
     if chat:
-        return [{"prompt": [{"role": "user", "content": p.prompt}],
-                 "chosen": [{"role": "assistant", "content": p.chosen}],
-                 "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
+        return [
+            {
+                "prompt": [{"role": "user", "content": p.prompt}],
+                "chosen": [{"role": "assistant", "content": p.chosen}],
+                "rejected": [{"role": "assistant", "content": p.rejected}],
+            }
+            for p in pairs
+        ]
     return [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]

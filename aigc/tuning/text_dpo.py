@@ -47,15 +47,22 @@ class Settings:
     save_every: int = 10  # steps between checkpoints
 
     def check(self) -> None:
-        bounds = {"steps": (1, 100_000), "seed": (0, 2**32 - 1), "rank": (1, 256), "batch_size": (1, 512),
-                  "max_length": (8, 32768), "save_every": (1, 100_000)}
+        bounds = {
+            "steps": (1, 100_000),
+            "seed": (0, 2**32 - 1),
+            "rank": (1, 256),
+            "batch_size": (1, 512),
+            "max_length": (8, 32768),
+            "save_every": (1, 100_000),
+        }
         for name, (low, high) in bounds.items():
             value = getattr(self, name)
             if value is None and name == "steps":
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ConfigError(f"--{name.replace('_', '-')}={value!r} must be a whole number in [{low}, {high}].",
-                                  field=name)
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}={value!r} must be a whole number in [{low}, {high}].", field=name
+                )
         for name, high in (("epochs", 1000.0), ("learning_rate", 1.0), ("beta", 100.0)):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= high:
@@ -82,8 +89,16 @@ def _importable(name: str) -> bool:
         return False
 
 
-def tune_text(pairs: list[TextPair], model: str, out: str | os.PathLike, settings: Settings = Settings(), *,
-              data: dict[str, Any] | None = None, fresh: bool = False, progress: bool = True) -> Path:
+def tune_text(
+    pairs: list[TextPair],
+    model: str,
+    out: str | os.PathLike,
+    settings: Settings = Settings(),
+    *,
+    data: dict[str, Any] | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+) -> Path:
     """Train a LoRA adapter of `model` on `pairs` with DPO and write it to `out`; returns `out`.
 
     Re-running with the same pairs and settings resumes from the last checkpoint; `fresh` starts over.
@@ -94,8 +109,11 @@ def tune_text(pairs: list[TextPair], model: str, out: str | os.PathLike, setting
     base = _checked_base(model)
     require_tune_packages()
     if not pairs:
-        raise ConfigError("no preference pairs to train on: rate some texts first (`aigc rate FILE --up/--down`, "
-                          "`aigc rate --prefer A B`) or pass --candidates DIR of a best_of run.", field="from")
+        raise ConfigError(
+            "no preference pairs to train on: rate some texts first (`aigc rate FILE --up/--down`, "
+            "`aigc rate --prefer A B`) or pass --candidates DIR of a best_of run.",
+            field="from",
+        )
     data = {**(data or {}), "pairs": len(pairs), "fingerprint": fingerprint(pairs)}
     checkpoints, resume = _prepare(out, model, settings, data, fresh)
     if resume is not None:
@@ -104,10 +122,17 @@ def tune_text(pairs: list[TextPair], model: str, out: str | os.PathLike, setting
         warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5's renames, said on every step
         trainer = _trainer(model, pairs, settings, checkpoints, progress)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    record = {"base_model": model, "base_resolved": str(base), "method": "dpo-lora", "data": data,
-              "settings": asdict(settings), "steps_trained": trainer.state.global_step,
-              "resumed_from": resume.name if resume else None, "versions": _versions(),
-              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "base_model": model,
+        "base_resolved": str(base),
+        "method": "dpo-lora",
+        "data": data,
+        "settings": asdict(settings),
+        "steps_trained": trainer.state.global_step,
+        "resumed_from": resume.name if resume else None,
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     _write_adapter(trainer, out, record)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return out
@@ -119,8 +144,10 @@ def _checked_base(model: str) -> str:
 
     source = models.resolve(model)
     if models.adapter_of(source) is not None:
-        raise ConfigError(f"--model {model!r} is an adapter; tune a base model (its base is "
-                          f"{models.adapter_of(source).base!r}).", field="model")
+        raise ConfigError(
+            f"--model {model!r} is an adapter; tune a base model (its base is {models.adapter_of(source).base!r}).",
+            field="model",
+        )
     registry.check_model(registry.get("text", "lm"), model)
     return source.load_target
 
@@ -131,16 +158,22 @@ def _prepare(out: Path, model: str, settings: Settings, data: dict[str, Any], fr
     from ..storage import writable_dir
 
     if (out / ADAPTER_CONFIG).exists() and not fresh:
-        raise ConfigError(f"--out {out} holds a finished adapter already; pass another --out, or --fresh to replace it.",
-                          field="out")
+        raise ConfigError(
+            f"--out {out} holds a finished adapter already; pass another --out, or --fresh to replace it.", field="out"
+        )
     checkpoints = writable_dir(out / CHECKPOINTS, "--out")
     run = {"model": model, "fingerprint": data["fingerprint"], "settings": asdict(settings)}
     previous = _read_json(checkpoints / RUN_RECORD)
-    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split(
-        "-")[-1].isdigit() else -1)
+    found = sorted(
+        checkpoints.glob("checkpoint-*"),
+        key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
+    )
     if previous is not None and previous != run and found and not fresh:
-        raise ConfigError(f"--out {out} holds checkpoints of a run on other data or settings; pass --fresh to start "
-                          "over, or another --out.", field="out")
+        raise ConfigError(
+            f"--out {out} holds checkpoints of a run on other data or settings; pass --fresh to start "
+            "over, or another --out.",
+            field="out",
+        )
     if fresh or previous != run:
         shutil.rmtree(checkpoints, ignore_errors=True)
         checkpoints = writable_dir(checkpoints, "--out")
@@ -161,25 +194,43 @@ def _trainer(model: str, pairs: list[TextPair], settings: Settings, checkpoints:
         tokenizer.pad_token = tokenizer.eos_token
     chat = getattr(tokenizer, "chat_template", None) is not None
     config = DPOConfig(
-        output_dir=str(checkpoints), max_steps=settings.steps or -1, num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size, learning_rate=settings.learning_rate, beta=settings.beta,
-        max_length=settings.max_length, seed=settings.seed, data_seed=settings.seed, save_strategy="steps",
-        save_steps=settings.save_every, save_total_limit=1, logging_steps=max(1, settings.save_every),
-        report_to=[], disable_tqdm=not progress, gradient_checkpointing=False, dataloader_num_workers=0,
+        output_dir=str(checkpoints),
+        max_steps=settings.steps or -1,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        beta=settings.beta,
+        max_length=settings.max_length,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        save_strategy="steps",
+        save_steps=settings.save_every,
+        save_total_limit=1,
+        logging_steps=max(1, settings.save_every),
+        report_to=[],
+        disable_tqdm=not progress,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
         use_cpu=not _has_cuda(),
     )
-    lora = LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=settings.rank,
+        lora_alpha=2 * settings.rank,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     dataset = Dataset.from_list(as_rows(pairs, chat))
-    return DPOTrainer(model=loaded.model.train(), args=config, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=lora)
+    return DPOTrainer(
+        model=loaded.model.train(), args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
+    )
 
 
 def _load_base(model: str) -> Any:
     """The base through the text generator's own loading (GGUF conversion cache, tokenizer pack), on the CPU in
     float32: trainable weights, never the packed 4-bit linears a CPU decodes with (quantize.py)."""
-    from ..runtime.devices import DeviceManager
     from ..generators.text.causal_lm import CausalLMGenerator
+    from ..runtime.devices import DeviceManager
 
     generator = CausalLMGenerator(model, DeviceManager("cpu", "float32"), backend="lm")
     return generator.load()
@@ -189,7 +240,6 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
 
 
 def _write_adapter(trainer: Any, out: Path, record: dict[str, Any]) -> None:

@@ -14,11 +14,12 @@ Each output's codes are decoded to audio by EnCodec one at a time, so batching n
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from ...runtime import models
-from ...media.audio import tidy
 from ...errors import ConfigError, ModelLoadError
+from ...media.audio import tidy
+from ...runtime import models
 from ..base import Generator, Nudge, Output, Param
 
 MAX_SECONDS = 30.0
@@ -31,24 +32,42 @@ class MusicGenerator(Generator):
     family = "musicgen"
     params = {
         "duration": Param(8.0, "length of the music in seconds", "float", 0.0, MAX_SECONDS, min_exclusive=True),
-        "guidance": Param(3.0, "classifier-free guidance scale; <= 1 turns guidance off (faster, less on-prompt)",
-                          "float", 0.0, 20.0, nudge=Nudge(novelty=-1.0, relevance=1.5, quality=0.0, low=1.0, high=15.0)),
-        "temperature": Param(1.0, "sampling temperature", "float", 0.0, 5.0, min_exclusive=True,
-                             nudge=Nudge(novelty=1.25, relevance=0.8, quality=0.9, low=0.05, high=2.0, by="mul")),
+        "guidance": Param(
+            3.0,
+            "classifier-free guidance scale; <= 1 turns guidance off (faster, less on-prompt)",
+            "float",
+            0.0,
+            20.0,
+            nudge=Nudge(novelty=-1.0, relevance=1.5, quality=0.0, low=1.0, high=15.0),
+        ),
+        "temperature": Param(
+            1.0,
+            "sampling temperature",
+            "float",
+            0.0,
+            5.0,
+            min_exclusive=True,
+            nudge=Nudge(novelty=1.25, relevance=0.8, quality=0.9, low=0.05, high=2.0, by="mul"),
+        ),
         "top_k": Param(250, "sample among the k most likely codes; 0 turns it off", "int", 0),
-        "batch_size": Param(None, "outputs decoded together (default: all); halves itself on out-of-memory",
-                            "int", 1, record=False),
+        "batch_size": Param(
+            None, "outputs decoded together (default: all); halves itself on out-of-memory", "int", 1, record=False
+        ),
     }
 
     @classmethod
     def model_fits(cls, source: models.ModelSource) -> str | None:
         path = source.path
         if path is not None and path.is_file():
-            return ("a single file cannot be a MusicGen model; pass a Hub id like 'facebook/musicgen-small' or the "
-                    "directory saved with model.save_pretrained(dir) and processor.save_pretrained(dir).")
+            return (
+                "a single file cannot be a MusicGen model; pass a Hub id like 'facebook/musicgen-small' or the "
+                "directory saved with model.save_pretrained(dir) and processor.save_pretrained(dir)."
+            )
         if path is not None and not (path / "config.json").exists():
-            return (f"{path} has no config.json, so it is not a transformers model directory; save one with "
-                    "model.save_pretrained(dir) and processor.save_pretrained(dir).")
+            return (
+                f"{path} has no config.json, so it is not a transformers model directory; save one with "
+                "model.save_pretrained(dir) and processor.save_pretrained(dir)."
+            )
         if models.pickled_weights(path):
             return models.pickled_weights(path)
         config = source.json("config.json")
@@ -56,8 +75,10 @@ class MusicGenerator(Generator):
             return f"{path / 'config.json'} is not readable JSON."
         model_type = (config or {}).get("model_type", "musicgen")
         if model_type != "musicgen":
-            return (f"{path or source.ref} holds a {model_type!r} model, but the music backend needs a 'musicgen' one "
-                    "(MusicgenForConditionalGeneration), such as 'facebook/musicgen-small'.")
+            return (
+                f"{path or source.ref} holds a {model_type!r} model, but the music backend needs a 'musicgen' one "
+                "(MusicgenForConditionalGeneration), such as 'facebook/musicgen-small'."
+            )
         return None
 
     def check(self, prompts: Sequence[str], seeds: Sequence[int], params: dict[str, Any]) -> None:
@@ -81,13 +102,23 @@ class MusicGenerator(Generator):
         import torch
 
         model = loaded.model
-        frames, length = _plan(params["duration"], model.config.decoder.to_dict(), model.config.audio_encoder.to_dict(),
-                               self.model)
+        frames, length = _plan(
+            params["duration"], model.config.decoder.to_dict(), model.config.audio_encoder.to_dict(), self.model
+        )
         with torch.inference_mode():
-            encoded, mask = _encode_text(loaded, [prompt for prompt, _ in items], params["guidance"] > 1,
-                                         self.manager.device)
-            ids = _sample_codes(model, encoded, mask, [seed for _, seed in items], length, params, self.manager.device,
-                                (lambda step, total: self.report("decode", step, total)) if self.reporting else None)
+            encoded, mask = _encode_text(
+                loaded, [prompt for prompt, _ in items], params["guidance"] > 1, self.manager.device
+            )
+            ids = _sample_codes(
+                model,
+                encoded,
+                mask,
+                [seed for _, seed in items],
+                length,
+                params,
+                self.manager.device,
+                (lambda step, total: self.report("decode", step, total)) if self.reporting else None,
+            )
             return [_to_audio(model, ids[row], frames) for row in range(len(items))]
 
 
@@ -113,8 +144,11 @@ def _plan(duration: float, decoder: dict[str, Any], codec: dict[str, Any], name:
     length, limit = frames + channel_books, decoder.get("max_position_embeddings", 2048)
     if length > limit:
         most = (limit - channel_books) / rate
-        raise ConfigError(f"duration={duration} needs {length} decoder steps, but model={name!r} takes at most "
-                          f"{limit}; use duration <= {most:.1f}.", field="duration")
+        raise ConfigError(
+            f"duration={duration} needs {length} decoder steps, but model={name!r} takes at most "
+            f"{limit}; use duration <= {most:.1f}.",
+            field="duration",
+        )
     return frames, length
 
 
@@ -132,8 +166,16 @@ def _encode_text(loaded: Any, prompts: list[str], guided: bool, device: Any) -> 
     return (hidden,), mask
 
 
-def _sample_codes(model: Any, encoded: tuple[Any], mask: Any, seeds: list[int], length: int, params: dict[str, Any],
-                  device: Any, on_step: Any = None) -> Any:
+def _sample_codes(
+    model: Any,
+    encoded: tuple[Any],
+    mask: Any,
+    seeds: list[int],
+    length: int,
+    params: dict[str, Any],
+    device: Any,
+    on_step: Any = None,
+) -> Any:
     """The decoder's codes under the delay pattern, one random stream per (output, codebook): [batch, books, steps]."""
     import torch
 
@@ -150,8 +192,13 @@ def _sample_codes(model: Any, encoded: tuple[Any], mask: Any, seeds: list[int], 
     for step in range(ids.shape[-1], length):
         ids = decoder.apply_delay_pattern_mask(ids, pattern)
         step_ids = ids if cache is None else ids[:, -1:]
-        out = model(encoder_outputs=encoded, attention_mask=mask, past_key_values=cache, use_cache=True,
-                    decoder_input_ids=step_ids.repeat(2, 1) if guided else step_ids)
+        out = model(
+            encoder_outputs=encoded,
+            attention_mask=mask,
+            past_key_values=cache,
+            use_cache=True,
+            decoder_input_ids=step_ids.repeat(2, 1) if guided else step_ids,
+        )
         cache = out.past_key_values
         logits = out.logits[:, -1, :].float()
         if guided:
@@ -169,9 +216,11 @@ def _to_audio(model: Any, ids: Any, frames: int) -> Output:
 
     books, stereo = model.decoder.num_codebooks, model.decoder.config.audio_channels == 2
     delays = [book // 2 if stereo else book for book in range(books)]  # stereo interleaves left/right
-    codes = torch.stack([ids[book, 1 + delay:1 + delay + frames] for book, delay in enumerate(delays)])
-    waves = [model.audio_encoder.decode(part[None, None], audio_scales=[None]).audio_values[0]
-             for part in ([codes[0::2], codes[1::2]] if stereo else [codes])]
+    codes = torch.stack([ids[book, 1 + delay : 1 + delay + frames] for book, delay in enumerate(delays)])
+    waves = [
+        model.audio_encoder.decode(part[None, None], audio_scales=[None]).audio_values[0]
+        for part in ([codes[0::2], codes[1::2]] if stereo else [codes])
+    ]
     audio = tidy(torch.cat(waves).float().cpu().numpy(), model.config.audio_encoder.sampling_rate)
     return Output(audio, {"sample_rate": audio.sample_rate, "seconds": round(audio.duration, 3), "tokens": frames})
 

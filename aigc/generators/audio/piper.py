@@ -96,8 +96,9 @@ class PiperVoice:
         feeds = {
             "input": np.array([ids], dtype=np.int64),
             "input_lengths": np.array([len(ids)], dtype=np.int64),
-            "scales": np.array([self.noise_scale * variation, self.length_scale / speed, self.noise_w * variation],
-                               dtype=np.float32),
+            "scales": np.array(
+                [self.noise_scale * variation, self.length_scale / speed, self.noise_w * variation], dtype=np.float32
+            ),
         }
         for name in _noise_inputs(self.session):
             feeds[name] = rng.standard_normal(NOISE_SIZE, dtype=np.float32)
@@ -146,9 +147,15 @@ def load_voice(onnx_path: Path, threads: int | None = None) -> PiperVoice:
     except Exception as error:  # onnxruntime raises its own exception types
         raise ModelLoadError(f"cannot load the Piper voice {onnx_path}: {error}") from error
     inference = config.get("inference", {})
-    return PiperVoice(session, config["phoneme_id_map"], int(config["audio"]["sample_rate"]),
-                      config.get("espeak", {}).get("voice", "en-us"), float(inference.get("noise_scale", 0.667)),
-                      float(inference.get("length_scale", 1.0)), float(inference.get("noise_w", 0.8)))
+    return PiperVoice(
+        session,
+        config["phoneme_id_map"],
+        int(config["audio"]["sample_rate"]),
+        config.get("espeak", {}).get("voice", "en-us"),
+        float(inference.get("noise_scale", 0.667)),
+        float(inference.get("length_scale", 1.0)),
+        float(inference.get("noise_w", 0.8)),
+    )
 
 
 def _with_seeded_noise(onnx_path: Path) -> bytes:
@@ -168,11 +175,13 @@ def _with_seeded_noise(onnx_path: Path) -> bytes:
             continue
         source, out, tag = node.input[0], node.output[0], f"aigc_noise_{index}"
         graph.input.append(helper.make_tensor_value_info(tag, TensorProto.FLOAT, [NOISE_SIZE]))
-        graph.node.extend([
-            helper.make_node("Shape", [source], [f"{tag}_shape"]),
-            helper.make_node("Size", [source], [f"{tag}_size"]),
-            helper.make_node("Reshape", [f"{tag}_size", "aigc_one_dim"], [f"{tag}_end"]),
-            helper.make_node("Slice", [tag, "aigc_zero", f"{tag}_end"], [f"{tag}_flat"]),
-            helper.make_node("Reshape", [f"{tag}_flat", f"{tag}_shape"], [out]),
-        ])
+        graph.node.extend(
+            [
+                helper.make_node("Shape", [source], [f"{tag}_shape"]),
+                helper.make_node("Size", [source], [f"{tag}_size"]),
+                helper.make_node("Reshape", [f"{tag}_size", "aigc_one_dim"], [f"{tag}_end"]),
+                helper.make_node("Slice", [tag, "aigc_zero", f"{tag}_end"], [f"{tag}_flat"]),
+                helper.make_node("Reshape", [f"{tag}_flat", f"{tag}_shape"], [out]),
+            ]
+        )
     return model.SerializeToString()

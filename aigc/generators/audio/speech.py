@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ...runtime import models
-from ...media.audio import join, tidy
 from ...errors import ConfigError, ModelLoadError
+from ...media.audio import join, tidy
+from ...runtime import models
 from ..base import Generator, Output, Param
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -31,8 +32,9 @@ class SpeechGenerator(Generator):
     limits = {"prompt_chars": 10_000}  # ~10 minutes of speech; 100k characters took 9 minutes and 3.4 GB
     params = {
         "speed": Param(1.0, "speaking rate: 2 is twice as fast", "float", 0.25, 4.0),
-        "variation": Param(1.0, "how much the voice varies (scales the voice's noise); 0 is flat and steady",
-                           "float", 0.0, 3.0),
+        "variation": Param(
+            1.0, "how much the voice varies (scales the voice's noise); 0 is flat and steady", "float", 0.0, 3.0
+        ),
         "pause": Param(0.3, "seconds of silence between sentences", "float", 0.0, 5.0),
     }
 
@@ -41,20 +43,26 @@ class SpeechGenerator(Generator):
         path = source.path
         if path is not None and path.is_file():
             if source.suffix != ".onnx":
-                return ("a speech model file must be a Piper .onnx voice (with its .onnx.json beside it); other "
-                        "models load from a directory or Hub id.")
+                return (
+                    "a speech model file must be a Piper .onnx voice (with its .onnx.json beside it); other "
+                    "models load from a directory or Hub id."
+                )
             from .piper import config_problem
 
             return config_problem(path)
         if path is not None and not (path / "config.json").exists():
-            return (f"{path} has no config.json; pass a transformers VITS directory (e.g. facebook/mms-tts-eng saved "
-                    "with save_pretrained) or a Piper .onnx.")
+            return (
+                f"{path} has no config.json; pass a transformers VITS directory (e.g. facebook/mms-tts-eng saved "
+                "with save_pretrained) or a Piper .onnx."
+            )
         if models.pickled_weights(path):
             return models.pickled_weights(path)
         model_type = (source.json("config.json") or {}).get("model_type", "vits")
         if model_type != "vits":
-            return (f"{path or source.ref} holds a {model_type!r} model, but the speech backend runs VITS voices "
-                    "(e.g. facebook/mms-tts-eng) and Piper .onnx voices.")
+            return (
+                f"{path or source.ref} holds a {model_type!r} model, but the speech backend runs VITS voices "
+                "(e.g. facebook/mms-tts-eng) and Piper .onnx voices."
+            )
         return None
 
     @property
@@ -87,8 +95,17 @@ class SpeechGenerator(Generator):
             rng = np.random.default_rng(seed)
             clips = [self._speak(engine, part, rng, params) for part in parts]
             audio = tidy(join(clips, engine.sample_rate, params["pause"]), engine.sample_rate)
-            outputs.append(Output(audio, {"sample_rate": audio.sample_rate, "seconds": round(audio.duration, 3),
-                                          "sentences": len(parts), "engine": self.engine}))
+            outputs.append(
+                Output(
+                    audio,
+                    {
+                        "sample_rate": audio.sample_rate,
+                        "seconds": round(audio.duration, 3),
+                        "sentences": len(parts),
+                        "engine": self.engine,
+                    },
+                )
+            )
         return outputs
 
     def _units(self, prompt: str) -> list[Any]:
@@ -103,8 +120,10 @@ class SpeechGenerator(Generator):
             tokenizer = self._tokenizer()
             parts = [p for p in parts if len(tokenizer(p)["input_ids"]) > 0]  # characters this voice knows
         if not parts:
-            raise ConfigError(f"prompt={prompt!r} has nothing speakable (no words this voice knows); give the text to "
-                              "say.", field="prompt")
+            raise ConfigError(
+                f"prompt={prompt!r} has nothing speakable (no words this voice knows); give the text to say.",
+                field="prompt",
+            )
         return parts
 
     def _tokenizer(self) -> Any:
@@ -116,8 +135,10 @@ class SpeechGenerator(Generator):
                 self._vits_tokenizer = AutoTokenizer.from_pretrained(self.source.load_target)
             except Exception as error:  # noqa: BLE001 - missing vocab files surface as TypeError, OSError...
                 summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise ModelLoadError(f"model={self.model!r} has no loadable VITS tokenizer ({summary}); save the "
-                                     "tokenizer beside the model (tokenizer.save_pretrained(dir)).") from None
+                raise ModelLoadError(
+                    f"model={self.model!r} has no loadable VITS tokenizer ({summary}); save the "
+                    "tokenizer beside the model (tokenizer.save_pretrained(dir))."
+                ) from None
         return self._vits_tokenizer
 
     def _speak(self, engine: Any, part: str, rng: np.random.Generator, params: dict[str, Any]) -> np.ndarray:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(
             f"cannot read GAN weights from {path}: it is a pickle that needs code to load, and aigc loads weights "
             "only (torch.load(weights_only=True)); where you trust the file, save its state dict as safetensors "
-            "(safetensors.torch.save_file(state_dict, 'generator.safetensors')) and pass that.") from None
+            "(safetensors.torch.save_file(state_dict, 'generator.safetensors')) and pass that."
+        ) from None
     except Exception as error:  # noqa: BLE001 - torch and safetensors raise many types on damaged files
         summary = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"cannot read GAN weights from {path}: {summary}") from None
@@ -90,8 +91,9 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
-def refine(gan: DCGAN, z: torch.Tensor, objective, prompts: list[str], steps: int, rate: float,
-           prior_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def refine(
+    gan: DCGAN, z: torch.Tensor, objective, prompts: list[str], steps: int, rate: float, prior_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient ascent (Adam) on latents: objective(image) minus a penalty for leaving the prior's typical shell.
 
     A standard normal latent of size nz has squared norm close to nz; keeping |z|^2 / nz near 1 keeps the

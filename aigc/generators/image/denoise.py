@@ -9,7 +9,8 @@ as uint8. Random numbers are drawn exactly as diffusers draws them, so a seed gi
 from __future__ import annotations
 
 import inspect
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -40,8 +41,15 @@ class LoopInputs(NamedTuple):
 
 
 @torch.inference_mode()
-def generate(pipe: Any, prompts: Sequence[str], generators: Sequence[torch.Generator], *, batch_cfg: bool = True,
-             on_step: Any = None, **options: Any) -> tuple[list[Any], list[bool] | None]:
+def generate(
+    pipe: Any,
+    prompts: Sequence[str],
+    generators: Sequence[torch.Generator],
+    *,
+    batch_cfg: bool = True,
+    on_step: Any = None,
+    **options: Any,
+) -> tuple[list[Any], list[bool] | None]:
     """One image per (prompt, generator), and the safety checker's flags (None without one).
 
     `options` are prepare()'s. `reuse_prompts=False` and `batch_cfg=False` give the stock behaviour back
@@ -51,10 +59,21 @@ def generate(pipe: Any, prompts: Sequence[str], generators: Sequence[torch.Gener
     return decode(pipe, loop(pipe.unet, pipe.scheduler, inputs, batch_cfg, on_step), options.get("tiled", False))
 
 
-def prepare(pipe: Any, prompts: Sequence[str], generators: Sequence[torch.Generator], *, steps: int,
-            guidance: float, negative_prompt: str | None = None, width: int | None = None,
-            height: int | None = None, init: Any = None, strength: float = 0.8, tiled: bool = False,
-            reuse_prompts: bool = True) -> LoopInputs:
+def prepare(
+    pipe: Any,
+    prompts: Sequence[str],
+    generators: Sequence[torch.Generator],
+    *,
+    steps: int,
+    guidance: float,
+    negative_prompt: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    init: Any = None,
+    strength: float = 0.8,
+    tiled: bool = False,
+    reuse_prompts: bool = True,
+) -> LoopInputs:
     """Embeddings, schedule and starting latents, as the stock pipeline prepares them; `init` (a PIL image)
     makes it image-to-image, `tiled` encodes that image in VAE tiles."""
     device = pipe.unet.device
@@ -63,17 +82,23 @@ def prepare(pipe: Any, prompts: Sequence[str], generators: Sequence[torch.Genera
     timesteps, model_timesteps = schedule(pipe, steps, strength if init is not None else None, device)
     if init is None:
         width, height = image_size(pipe, width, height)
-        shape = (len(prompts), pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
-                 width // pipe.vae_scale_factor)
+        shape = (
+            len(prompts),
+            pipe.unet.config.in_channels,
+            height // pipe.vae_scale_factor,
+            width // pipe.vae_scale_factor,
+        )
         latents = noise(shape, generators, device, embeds.dtype) * pipe.scheduler.init_noise_sigma
     else:
         latents = image_latents(pipe, init, generators, model_timesteps[:1], embeds.dtype, tiled)
-    return LoopInputs(latents, embeds, timesteps, model_timesteps, guidance,
-                      extra_step_kwargs(pipe.scheduler, generators))
+    return LoopInputs(
+        latents, embeds, timesteps, model_timesteps, guidance, extra_step_kwargs(pipe.scheduler, generators)
+    )
 
 
-def encode_prompts(pipe: Any, prompts: Sequence[str], negative: str | None, guided: bool,
-                   reuse: bool = True) -> torch.Tensor:
+def encode_prompts(
+    pipe: Any, prompts: Sequence[str], negative: str | None, guided: bool, reuse: bool = True
+) -> torch.Tensor:
     """Text embeddings, one row per image ([uncond rows; cond rows] when guided), from one text-encoder call.
 
     With `reuse`, each distinct text (and the negative or empty prompt) is encoded once and its row shared:
@@ -105,16 +130,23 @@ def schedule(pipe: Any, steps: int, strength: float | None, device: torch.device
     return timesteps.tolist(), timesteps.to(device, copy=True)  # copy: the UNet's own, never the scheduler's table
 
 
-def noise(shape: tuple[int, ...], generators: Sequence[torch.Generator], device: torch.device,
-          dtype: torch.dtype) -> torch.Tensor:
+def noise(
+    shape: tuple[int, ...], generators: Sequence[torch.Generator], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """Row i drawn from generators[i], exactly as the stock pipeline draws it (diffusers' randn_tensor)."""
     from diffusers.utils.torch_utils import randn_tensor
 
     return randn_tensor(shape, generator=list(generators), device=device, dtype=dtype)
 
 
-def image_latents(pipe: Any, init: Any, generators: Sequence[torch.Generator], first_timestep: torch.Tensor,
-                  dtype: torch.dtype, tiled: bool) -> torch.Tensor:
+def image_latents(
+    pipe: Any,
+    init: Any,
+    generators: Sequence[torch.Generator],
+    first_timestep: torch.Tensor,
+    dtype: torch.dtype,
+    tiled: bool,
+) -> torch.Tensor:
     """The init image's latents, noised to the first timestep, as diffusers' img2img prepare_latents does.
 
     The VAE encodes the image once for the batch (every image starts from the same picture), and each image
@@ -124,8 +156,9 @@ def image_latents(pipe: Any, init: Any, generators: Sequence[torch.Generator], f
     image = pipe.image_processor.preprocess(init).to(vae.device, dtype)
     encoded = (vae.tiled_encode(image) if tiled else vae.encode(image)).latent_dist
     latents = torch.cat([encoded.sample(g) for g in generators]) * vae.config.scaling_factor
-    return pipe.scheduler.add_noise(latents, noise(latents.shape, generators, latents.device, dtype),
-                                    first_timestep.repeat(len(generators)))
+    return pipe.scheduler.add_noise(
+        latents, noise(latents.shape, generators, latents.device, dtype), first_timestep.repeat(len(generators))
+    )
 
 
 def extra_step_kwargs(scheduler: Any, generators: Sequence[torch.Generator]) -> dict[str, Any]:
@@ -153,8 +186,10 @@ def loop(unet: Any, scheduler: Any, inputs: LoopInputs, batch_cfg: bool = True, 
                 both = unet(torch.cat([x, x]), model_timesteps[i], encoder_hidden_states=embeds, return_dict=False)[0]
                 uncond, cond = both.chunk(2)
             else:
-                uncond, cond = (unet(x, model_timesteps[i], encoder_hidden_states=half, return_dict=False)[0]
-                                for half in embeds.chunk(2))
+                uncond, cond = (
+                    unet(x, model_timesteps[i], encoder_hidden_states=half, return_dict=False)[0]
+                    for half in embeds.chunk(2)
+                )
             predicted = uncond + guidance * (cond - uncond)
         latents = scheduler.step(predicted, t, latents, **step_kwargs, return_dict=False)[0]
         if on_step is not None:  # a host-side count only: nothing is read from the device

@@ -9,12 +9,13 @@ SD 1.x/2.x/Turbo run aigc's own denoising loop (denoise.py); other pipelines (SD
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ...runtime import models
 from ... import progress
 from ...errors import ConfigError, ModelLoadError
+from ...runtime import models
 from ..base import Generator, Nudge, Output, Param
 
 SCHEDULERS = {
@@ -54,48 +55,99 @@ class DiffusionGenerator(Generator):
     family = "diffusion"
     limits = {"megapixels": 64}  # denoising holds latents and activations per image: e.g. 16 images of 2048 px
     params = {
-        "steps": Param(None, f"denoising steps (default {DEFAULT_STEPS}; 1 for SD-Turbo models)", "int", 1, 500,
-                       nudge=Nudge(novelty=0, relevance=0, quality=10, low=1, high=100), a1111="Steps"),
-        "scheduler": Param(None, "sampler (default: the model's own)", "str", choices=tuple(SCHEDULERS),
-                           a1111="Sampler"),
-        "guidance": Param(None, f"classifier-free guidance scale (default {DEFAULT_GUIDANCE}; 0 for SD-Turbo); "
-                                "<= 1 turns guidance and the negative prompt off", "float", 0.0, 30.0,
-                          nudge=Nudge(novelty=-1.0, relevance=1.5, quality=0.0, low=1.0, high=15.0), a1111="CFG scale"),
+        "steps": Param(
+            None,
+            f"denoising steps (default {DEFAULT_STEPS}; 1 for SD-Turbo models)",
+            "int",
+            1,
+            500,
+            nudge=Nudge(novelty=0, relevance=0, quality=10, low=1, high=100),
+            a1111="Steps",
+        ),
+        "scheduler": Param(
+            None, "sampler (default: the model's own)", "str", choices=tuple(SCHEDULERS), a1111="Sampler"
+        ),
+        "guidance": Param(
+            None,
+            f"classifier-free guidance scale (default {DEFAULT_GUIDANCE}; 0 for SD-Turbo); "
+            "<= 1 turns guidance and the negative prompt off",
+            "float",
+            0.0,
+            30.0,
+            nudge=Nudge(novelty=-1.0, relevance=1.5, quality=0.0, low=1.0, high=15.0),
+            a1111="CFG scale",
+        ),
         "negative_prompt": Param(None, "what the image should not show", "str", a1111="Negative prompt"),
-        "width": Param(None, "image width in pixels (default: the model's native size)", "int", 64, 2048,
-                       multiple_of=8),
-        "height": Param(None, "image height in pixels (default: the model's native size)", "int", 64, 2048,
-                        multiple_of=8),
+        "width": Param(
+            None, "image width in pixels (default: the model's native size)", "int", 64, 2048, multiple_of=8
+        ),
+        "height": Param(
+            None, "image height in pixels (default: the model's native size)", "int", 64, 2048, multiple_of=8
+        ),
         "init_image": Param(None, "start from this image (a path or a PIL image): image-to-image", "image"),
-        "strength": Param(0.8, "with init_image: how much of it to repaint (1 ignores it entirely)", "float",
-                          0.0, 1.0, min_exclusive=True, a1111="Denoising strength"),
+        "strength": Param(
+            0.8,
+            "with init_image: how much of it to repaint (1 ignores it entirely)",
+            "float",
+            0.0,
+            1.0,
+            min_exclusive=True,
+            a1111="Denoising strength",
+        ),
         "safety_checker": Param(False, "run the model's NSFW safety checker (blacks out flagged images)", "bool"),
-        "batch_size": Param(None, "images denoised together (default: all); halves itself on out-of-memory",
-                            "int", 1, record=False),
+        "batch_size": Param(
+            None, "images denoised together (default: all); halves itself on out-of-memory", "int", 1, record=False
+        ),
         # speed knobs: they change pixels by float rounding at most (vae_tiling excepted), so are not recorded
-        "fast_loop": Param(True, "aigc's denoising loop for SD 1.x/2.x/Turbo (each distinct prompt encoded once, one "
-                                 "UNet call per guided step, no device reads inside the loop); False = the stock "
-                                 "diffusers pipeline call. Other pipelines (SDXL) always use the stock call",
-                           "bool", record=False),
-        "fuse_qkv": Param(True, "fuse each attention's q/k/v projections (UNet and VAE) into one matmul; applied at "
-                                "load time, so False loads a separate, unfused copy", "bool", record=False),
-        "channels_last": Param(None, "UNet and VAE weights in channels-last memory format, applied at load time like "
-                                     "fuse_qkv. Default: on with CUDA (cuDNN's NHWC convolutions), off on the CPU "
-                                     "(measured ~10% slower there)", "bool", record=False),
-        "compile": Param(False, "torch.compile the UNet's repeated transformer blocks (regional compilation: the first "
-                                "call compiles for seconds, not minutes; later calls run faster). On the CPU it needs "
-                                "a C++ compiler", "bool", record=False),
-        "vae_tiling": Param(None, "decode (and encode) with the VAE in overlapping tiles: less memory, slightly "
-                                  f"different pixels at tile seams. Default: only above {TILE_ABOVE} px wide or high. "
-                                  "aigc's loop only; the stock fallback never tiles", "bool"),
+        "fast_loop": Param(
+            True,
+            "aigc's denoising loop for SD 1.x/2.x/Turbo (each distinct prompt encoded once, one "
+            "UNet call per guided step, no device reads inside the loop); False = the stock "
+            "diffusers pipeline call. Other pipelines (SDXL) always use the stock call",
+            "bool",
+            record=False,
+        ),
+        "fuse_qkv": Param(
+            True,
+            "fuse each attention's q/k/v projections (UNet and VAE) into one matmul; applied at "
+            "load time, so False loads a separate, unfused copy",
+            "bool",
+            record=False,
+        ),
+        "channels_last": Param(
+            None,
+            "UNet and VAE weights in channels-last memory format, applied at load time like "
+            "fuse_qkv. Default: on with CUDA (cuDNN's NHWC convolutions), off on the CPU "
+            "(measured ~10% slower there)",
+            "bool",
+            record=False,
+        ),
+        "compile": Param(
+            False,
+            "torch.compile the UNet's repeated transformer blocks (regional compilation: the first "
+            "call compiles for seconds, not minutes; later calls run faster). On the CPU it needs "
+            "a C++ compiler",
+            "bool",
+            record=False,
+        ),
+        "vae_tiling": Param(
+            None,
+            "decode (and encode) with the VAE in overlapping tiles: less memory, slightly "
+            f"different pixels at tile seams. Default: only above {TILE_ABOVE} px wide or high. "
+            "aigc's loop only; the stock fallback never tiles",
+            "bool",
+        ),
     }
 
     @classmethod
     def check_knobs(cls, knobs: dict[str, Any]) -> None:
         steps, strength = knobs["steps"], knobs["strength"]
         if knobs["init_image"] is not None and steps is not None and int(steps * strength) < 1:
-            raise ConfigError(f"steps={steps} with strength={strength} leaves no denoising step (steps x strength < 1); "
-                              f"raise steps to {math.ceil(1 / strength)} or raise strength.", field="steps")
+            raise ConfigError(
+                f"steps={steps} with strength={strength} leaves no denoising step (steps x strength < 1); "
+                f"raise steps to {math.ceil(1 / strength)} or raise strength.",
+                field="steps",
+            )
 
     @classmethod
     def a1111(cls, params: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +161,10 @@ class DiffusionGenerator(Generator):
         path = source.path
         if path is not None and path.is_file():
             if source.suffix not in _SINGLE_FILE_SUFFIXES:
-                return (f"a {path.suffix or 'extensionless'} file cannot be a Stable Diffusion model; pass a "
-                        ".safetensors/.ckpt checkpoint or a diffusers directory (with model_index.json).")
+                return (
+                    f"a {path.suffix or 'extensionless'} file cannot be a Stable Diffusion model; pass a "
+                    ".safetensors/.ckpt checkpoint or a diffusers directory (with model_index.json)."
+                )
             return _single_file_problem(source)
         if source.json("model_index.json") is not None:
             return None
@@ -119,9 +173,11 @@ class DiffusionGenerator(Generator):
         has_config = (path / "config.json").exists() if path is not None else True
         found = "a transformers model (config.json)" if has_config else "no model_index.json"
         where = path if path is not None else source.ref
-        return (f"{where} holds {found}, so it is not a diffusers pipeline directory; pass a directory saved with "
-                "pipeline.save_pretrained(dir), a Hub id like 'stable-diffusion-v1-5/stable-diffusion-v1-5', or a "
-                "single .safetensors checkpoint.")
+        return (
+            f"{where} holds {found}, so it is not a diffusers pipeline directory; pass a directory saved with "
+            "pipeline.save_pretrained(dir), a Hub id like 'stable-diffusion-v1-5/stable-diffusion-v1-5', or a "
+            "single .safetensors checkpoint."
+        )
 
     @property
     def is_turbo(self) -> bool:
@@ -159,8 +215,10 @@ class DiffusionGenerator(Generator):
         try:
             _get_task_class(AUTO_IMAGE2IMAGE_PIPELINES_MAPPING, index.get("_class_name", ""))
         except ValueError as error:
-            raise ConfigError(f"this model ({index.get('_class_name')}) has no image-to-image pipeline in diffusers: "
-                              f"{error}", field="init_image") from None
+            raise ConfigError(
+                f"this model ({index.get('_class_name')}) has no image-to-image pipeline in diffusers: {error}",
+                field="init_image",
+            ) from None
 
     def variant(self, params: dict[str, Any]) -> dict[str, Any]:
         """The load-time switches that differ from the defaults: such a copy is another cached model (the default
@@ -200,8 +258,10 @@ class DiffusionGenerator(Generator):
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} could not be loaded from {target}: {error}") from error
         if safety_checker and getattr(pipe, "safety_checker", None) is None:
-            raise ModelLoadError(f"safety_checker=True, but model={self.model!r} ships no safety checker; "
-                                 "use safety_checker=False or another model.")
+            raise ModelLoadError(
+                f"safety_checker=True, but model={self.model!r} ships no safety checker; "
+                "use safety_checker=False or another model."
+            )
         return pipe
 
     def _load_single_file(self, path: Path, safety_checker: bool) -> Any:
@@ -246,16 +306,31 @@ class DiffusionGenerator(Generator):
                 tiled = params["vae_tiling"] if params["vae_tiling"] is not None else max(size) > TILE_ABOVE
                 on_step = (lambda step, total: self.report("denoise", step, total)) if self.reporting else None
                 images, flags = denoise.generate(
-                    view, prompts, generators, steps=steps, guidance=guidance, negative_prompt=params["negative_prompt"],
-                    width=params["width"], height=params["height"], init=init, strength=params["strength"], tiled=tiled,
-                    on_step=on_step)
+                    view,
+                    prompts,
+                    generators,
+                    steps=steps,
+                    guidance=guidance,
+                    negative_prompt=params["negative_prompt"],
+                    width=params["width"],
+                    height=params["height"],
+                    init=init,
+                    strength=params["strength"],
+                    tiled=tiled,
+                    on_step=on_step,
+                )
             else:
                 images, flags = _stock(view, prompts, generators, params, init)
         fast = _fast_paths(view, self.module_switches(params), own=own, guided=guidance > 1, tiled=tiled)
         outputs = []
         for row, image in enumerate(images):
-            info: dict[str, Any] = {"width": image.width, "height": image.height, "steps": steps,
-                                    "guidance": guidance, "scheduler": type(view.scheduler).__name__}
+            info: dict[str, Any] = {
+                "width": image.width,
+                "height": image.height,
+                "steps": steps,
+                "guidance": guidance,
+                "scheduler": type(view.scheduler).__name__,
+            }
             if init is not None:
                 info["strength"] = params["strength"]
             if flags is not None:
@@ -280,17 +355,24 @@ def _single_file_problem(source: models.ModelSource) -> str | None:
         with zipfile.ZipFile(source.path) as archive:
             archive.namelist()
     except (zipfile.BadZipFile, OSError) as error:
-        return (f"it is not a readable .ckpt checkpoint ({error}: damaged, truncated, or an old pickle format aigc "
-                "does not load); pass a .safetensors checkpoint or a diffusers directory.")
+        return (
+            f"it is not a readable .ckpt checkpoint ({error}: damaged, truncated, or an old pickle format aigc "
+            "does not load); pass a .safetensors checkpoint or a diffusers directory."
+        )
     return None
 
 
-def _stock(pipe: Any, prompts: list[str], generators: list[Any], params: dict[str, Any],
-           init: Any) -> tuple[list[Any], list[bool] | None]:
+def _stock(
+    pipe: Any, prompts: list[str], generators: list[Any], params: dict[str, Any], init: Any
+) -> tuple[list[Any], list[bool] | None]:
     """The stock diffusers pipeline call: SDXL and any pipeline aigc's loop does not reproduce."""
     kwargs: dict[str, Any] = {
-        "prompt": prompts, "num_inference_steps": params["steps"], "guidance_scale": params["guidance"],
-        "generator": generators, "num_images_per_prompt": 1, "output_type": "pil",
+        "prompt": prompts,
+        "num_inference_steps": params["steps"],
+        "guidance_scale": params["guidance"],
+        "generator": generators,
+        "num_images_per_prompt": 1,
+        "output_type": "pil",
     }
     if params["negative_prompt"] is not None:
         kwargs["negative_prompt"] = [params["negative_prompt"]] * len(prompts)
@@ -299,6 +381,7 @@ def _stock(pipe: Any, prompts: list[str], generators: list[Any], params: dict[st
     else:
         kwargs.update(image=[init] * len(prompts), strength=params["strength"])
     if progress.active():
+
         def on_step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             progress.report("denoise", step + 1, getattr(_pipe, "num_timesteps", params["steps"]))
             return tensors
@@ -325,8 +408,9 @@ def _tune(pipe: Any, *, fuse_qkv: bool, channels_last: bool, compile: bool) -> N
             try:
                 module.fuse_qkv_projections()
             except ValueError as error:  # e.g. attention with added KV projections
-                raise ModelLoadError(f"fuse_qkv=True cannot fuse this model's {name} ({error}); "
-                                     "pass fuse_qkv=False.") from error
+                raise ModelLoadError(
+                    f"fuse_qkv=True cannot fuse this model's {name} ({error}); pass fuse_qkv=False."
+                ) from error
         if channels_last:
             module.to(memory_format=torch.channels_last)
     if compile:
@@ -334,8 +418,10 @@ def _tune(pipe: Any, *, fuse_qkv: bool, channels_last: bool, compile: bool) -> N
             pipe.unet.compile_repeated_blocks(fullgraph=True)  # regional: one compile serves every repeated block
         except (AttributeError, ValueError) as error:
             unet = type(getattr(pipe, "unet", None)).__name__
-            raise ModelLoadError(f"compile=True: this model's UNet ({unet}) has no repeated blocks to compile "
-                                 f"({error}); pass compile=False.") from error
+            raise ModelLoadError(
+                f"compile=True: this model's UNet ({unet}) has no repeated blocks to compile "
+                f"({error}); pass compile=False."
+            ) from error
 
 
 def _fast_paths(pipe: Any, switches: dict[str, bool], *, own: bool, guided: bool, tiled: bool) -> list[str]:
@@ -345,9 +431,16 @@ def _fast_paths(pipe: Any, switches: dict[str, bool], *, own: bool, guided: bool
     unet = getattr(pipe, "unet", None)
     processors = list(unet.attn_processors.values()) if unet is not None else []
     sdpa = bool(processors) and all(isinstance(p, (AttnProcessor2_0, FusedAttnProcessor2_0)) for p in processors)
-    used = {"aigc-loop": own, "prompt-reuse": own, "batched-cfg": guided, "fused-qkv": switches["fuse_qkv"],
-            "channels-last": switches["channels_last"], "sdpa": sdpa, "compiled": switches["compile"],
-            "vae-tiling": tiled}
+    used = {
+        "aigc-loop": own,
+        "prompt-reuse": own,
+        "batched-cfg": guided,
+        "fused-qkv": switches["fuse_qkv"],
+        "channels-last": switches["channels_last"],
+        "sdpa": sdpa,
+        "compiled": switches["compile"],
+        "vae-tiling": tiled,
+    }
     return [name for name, on in used.items() if on]
 
 
@@ -393,8 +486,11 @@ def _open_image(value: Any) -> Any:
 def _bounded(image: Any) -> Any:
     """Refuse an init image larger than a generated image may be (2048 px a side) before decoding its pixels."""
     if max(image.size) > 2048 * 4:
-        raise ConfigError(f"init_image is {image.width}x{image.height} pixels; at most 8192 a side is read (it is "
-                          "then scaled to width= and height=).", field="init_image")
+        raise ConfigError(
+            f"init_image is {image.width}x{image.height} pixels; at most 8192 a side is read (it is "
+            "then scaled to width= and height=).",
+            field="init_image",
+        )
     return image
 
 
@@ -402,9 +498,15 @@ def _sized(image: Any, width: int | None, height: int | None) -> Any:
     """The init image at the requested size, or at its own size rounded down to multiples of 8."""
     target = (width or image.width // 8 * 8, height or image.height // 8 * 8)
     if min(target) < 64:
-        raise ConfigError(f"init_image is {image.width}x{image.height}; it must be at least 64x64 pixels, "
-                          "or pass width= and height= to scale it.", field="init_image")
+        raise ConfigError(
+            f"init_image is {image.width}x{image.height}; it must be at least 64x64 pixels, "
+            "or pass width= and height= to scale it.",
+            field="init_image",
+        )
     if max(target) > 2048:
-        raise ConfigError(f"init_image is {image.width}x{image.height}; images are at most 2048 px a side, so pass "
-                          "width= and height= (it is scaled to them).", field="init_image")
+        raise ConfigError(
+            f"init_image is {image.width}x{image.height}; images are at most 2048 px a side, so pass "
+            "width= and height= (it is scaled to them).",
+            field="init_image",
+        )
     return image if target == image.size else image.resize(target)

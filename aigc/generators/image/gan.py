@@ -8,11 +8,12 @@ gives the same face, alone or in a batch.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from ...runtime import models
 from ...errors import ConfigError
 from ...records import Refinement
+from ...runtime import models
 from ...seeds import MAX_SEED
 from ..base import Generator, Nudge, Output, Param
 
@@ -25,21 +26,39 @@ class GANGenerator(Generator):
     kind = "image"
     family = "dcgan"
     params = {
-        "truncation": Param(1.0, "scale the latent toward the mean: lower = more typical, less varied", "float",
-                            0.0, 1.0, min_exclusive=True,
-                            nudge=Nudge(novelty=0.1, relevance=-0.1, quality=-0.1, low=0.3, high=1.0)),
+        "truncation": Param(
+            1.0,
+            "scale the latent toward the mean: lower = more typical, less varied",
+            "float",
+            0.0,
+            1.0,
+            min_exclusive=True,
+            nudge=Nudge(novelty=0.1, relevance=-0.1, quality=-0.1, low=0.3, high=1.0),
+        ),
         "size": Param(None, "output side in pixels (upscaled from the native size)", "int", 8, 4096),
         "upscale_filter": Param("lanczos", "PIL filter used when size is set", "str", choices=FILTERS),
-        "frames": Param(None, "make a strip of this many frames, walking the latent from seed to to_seed", "int", 2, 64),
+        "frames": Param(
+            None, "make a strip of this many frames, walking the latent from seed to to_seed", "int", 2, 64
+        ),
         "to_seed": Param(None, "where the frames end (default: seed + 1)", "int", 0, MAX_SEED),
-        "refine": Param(0, "steps of gradient ascent on the latent toward the prompt (needs the scorer)", "int", 0, 500),
+        "refine": Param(
+            0, "steps of gradient ascent on the latent toward the prompt (needs the scorer)", "int", 0, 500
+        ),
         "refine_rate": Param(0.05, "step size of the latent refinement", "float", 0.0, 1.0, min_exclusive=True),
         "prior_weight": Param(1.0, "how strongly refinement keeps latents typical, so faces stay faces", "float", 0.0),
-        "prior": Param(None, "a latent prior file from `aigc tune image --backend gan` (.safetensors or .json): "
-                             "latents are drawn from it, toward what the team liked; the same seed and prior give "
-                             "the same image", "path"),
-        "objective": Param(None, "differentiable score of images in [-1, 1] per prompt (aigc.generate passes the "
-                           "scorer's)", "callable", record=False),
+        "prior": Param(
+            None,
+            "a latent prior file from `aigc tune image --backend gan` (.safetensors or .json): "
+            "latents are drawn from it, toward what the team liked; the same seed and prior give "
+            "the same image",
+            "path",
+        ),
+        "objective": Param(
+            None,
+            "differentiable score of images in [-1, 1] per prompt (aigc.generate passes the scorer's)",
+            "callable",
+            record=False,
+        ),
         "batch_size": Param(256, "latents decoded together; halves itself on out-of-memory", "int", 1, record=False),
     }
 
@@ -50,8 +69,9 @@ class GANGenerator(Generator):
         if source.suffix not in WEIGHT_FILES:
             return f"a {source.suffix or 'extensionless'} file is not a GAN state dict ({', '.join(WEIGHT_FILES)})."
         tensors = source.tensor_names()
-        if source.suffix == ".safetensors" and not any(_CONV_KEY.match(k) and len(s) == 4 for k, s in
-                                                       (tensors or {}).items()):
+        if source.suffix == ".safetensors" and not any(
+            _CONV_KEY.match(k) and len(s) == 4 for k, s in (tensors or {}).items()
+        ):
             return "this .safetensors file holds no DCGAN generator (transposed-convolution weights 'main.N.weight')."
         return None
 
@@ -60,8 +80,9 @@ class GANGenerator(Generator):
         if knobs["refine"] and knobs["frames"]:
             raise ConfigError("refine= and frames= do not combine; refine single images.", field="refine")
         if knobs["to_seed"] is not None and not knobs["frames"]:
-            raise ConfigError("to_seed= is where a strip of frames ends; pass frames= too (or drop to_seed=).",
-                              field="to_seed")
+            raise ConfigError(
+                "to_seed= is where a strip of frames ends; pass frames= too (or drop to_seed=).", field="to_seed"
+            )
 
     def needs_objective(self, params: dict[str, Any]) -> bool:
         """Refinement climbs an objective; aigc.generate hands in the scorer's when none was given."""
@@ -75,8 +96,10 @@ class GANGenerator(Generator):
         side = params["size"] or 64  # the face pack's native size; a larger native GAN is caught once loaded
         self.check_pixels(len(prompts) * (params["frames"] or 1), side, side)
         if self.needs_objective(params):
-            raise ConfigError("refine= needs an objective: call it through aigc.generate, which passes the scorer's.",
-                              field="objective")
+            raise ConfigError(
+                "refine= needs an objective: call it through aigc.generate, which passes the scorer's.",
+                field="objective",
+            )
 
     def load(self) -> Any:
         from .dcgan import build_dcgan, read_state_dict
@@ -109,8 +132,11 @@ class GANGenerator(Generator):
 
         prior = read_prior(params["prior"])
         if prior.nz != nz:
-            raise ConfigError(f"prior={params['prior']!r} is for a {prior.nz}-d latent, but this GAN's is {nz}-d; use "
-                              "a prior fitted for this model.", field="prior")
+            raise ConfigError(
+                f"prior={params['prior']!r} is for a {prior.nz}-d latent, but this GAN's is {nz}-d; use "
+                "a prior fitted for this model.",
+                field="prior",
+            )
         return lambda seed: prior.apply(latent(nz, seed)) * params["truncation"]
 
     def forward(self, gan: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
@@ -121,25 +147,30 @@ class GANGenerator(Generator):
         images = self._decode(gan, [z for group in groups for z in group])
         outputs, start = [], 0
         for (_, seed, group), refinement in zip(items, refinements):
-            frames = [self._resize(image, params) for image in images[start:start + len(group)]]
+            frames = [self._resize(image, params) for image in images[start : start + len(group)]]
             start += len(group)
-            info: dict[str, Any] = {"conditioned_on_prompt": refinement is not None, "width": frames[0].width,
-                                    "height": frames[0].height}
+            info: dict[str, Any] = {
+                "conditioned_on_prompt": refinement is not None,
+                "width": frames[0].width,
+                "height": frames[0].height,
+            }
             if params["frames"]:
                 info |= {"frames": len(frames), "to_seed": self._to_seed(seed, params)}
             outputs.append(Output(_strip(frames), info, refinement))
         return outputs
 
-    def _refine(self, gan: Any, groups: list[list[Any]], prompts: list[str],
-                params: dict[str, Any]) -> tuple[list[list[Any]], list[Refinement | None]]:
+    def _refine(
+        self, gan: Any, groups: list[list[Any]], prompts: list[str], params: dict[str, Any]
+    ) -> tuple[list[list[Any]], list[Refinement | None]]:
         import torch
 
         from .dcgan import refine
 
         objective: Callable = params["objective"]
         z = torch.stack([group[0] for group in groups]).to(self.manager.device, torch.float32)
-        z, before, after = refine(gan, z, objective, prompts, params["refine"], params["refine_rate"],
-                                  params["prior_weight"])
+        z, before, after = refine(
+            gan, z, objective, prompts, params["refine"], params["refine_rate"], params["prior_weight"]
+        )
         records = [Refinement(params["refine"], round(float(b), 4), round(float(a), 4)) for b, a in zip(before, after)]
         return [[row.cpu()] for row in z], list(records)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ...runtime import models
 from ...errors import ConfigError, ModelLoadError
+from ...runtime import models
 from ..base import Generator, Nudge, Output, Param
 
 log = logging.getLogger("aigc")
@@ -27,28 +28,51 @@ class CausalLMGenerator(Generator):
     per_output = ("messages",)
     params = {
         "max_new_tokens": Param(200, "most new tokens per output", "int", 1, 32768),
-        "temperature": Param(0.7, "sampling temperature; 0 means greedy decoding", "float", 0.0, 10.0,
-                             nudge=Nudge(novelty=1.25, relevance=0.8, quality=0.9, low=0.05, high=2.0, by="mul")),
-        "top_p": Param(0.95, "nucleus sampling: keep the most likely tokens up to this mass", "float", 0.0, 1.0,
-                       min_exclusive=True),
+        "temperature": Param(
+            0.7,
+            "sampling temperature; 0 means greedy decoding",
+            "float",
+            0.0,
+            10.0,
+            nudge=Nudge(novelty=1.25, relevance=0.8, quality=0.9, low=0.05, high=2.0, by="mul"),
+        ),
+        "top_p": Param(
+            0.95, "nucleus sampling: keep the most likely tokens up to this mass", "float", 0.0, 1.0, min_exclusive=True
+        ),
         "top_k": Param(50, "sample among the k most likely tokens; 0 turns it off", "int", 0),
-        "repetition_penalty": Param(1.1, "divide the odds of tokens already seen; 1 turns it off", "float", 0.0, 10.0,
-                                    min_exclusive=True),
-        "stop": Param([], "strings that end an output (cut off, not included)", "strings",
-                      bounds=("stop_strings", "stop_chars")),
+        "repetition_penalty": Param(
+            1.1, "divide the odds of tokens already seen; 1 turns it off", "float", 0.0, 10.0, min_exclusive=True
+        ),
+        "stop": Param(
+            [], "strings that end an output (cut off, not included)", "strings", bounds=("stop_strings", "stop_chars")
+        ),
         "chat": Param(None, "wrap the prompt in the model's chat template (default: when it has one)", "bool"),
         "system": Param(None, "system message for chat models", "str"),
-        "messages": Param(None, "the chat so far (system/user/assistant turns, the user's last), answered in place "
-                                "of the prompt alone: what an OpenAI-style chat sends; or one chat per output. "
-                                "Each output records its chat in info", "messages", record=False),
-        "batch_size": Param(None, "outputs decoded together (default: all); halves itself on out-of-memory",
-                            "int", 1, record=False),
-        "compile": Param(False, "static KV cache + torch.compile'd decoding step (CUDA graphs on a GPU): much "
-                                "faster per token, but the first call compiles (tens of seconds)", "bool",
-                         record=False),
+        "messages": Param(
+            None,
+            "the chat so far (system/user/assistant turns, the user's last), answered in place "
+            "of the prompt alone: what an OpenAI-style chat sends; or one chat per output. "
+            "Each output records its chat in info",
+            "messages",
+            record=False,
+        ),
+        "batch_size": Param(
+            None, "outputs decoded together (default: all); halves itself on out-of-memory", "int", 1, record=False
+        ),
+        "compile": Param(
+            False,
+            "static KV cache + torch.compile'd decoding step (CUDA graphs on a GPU): much "
+            "faster per token, but the first call compiles (tens of seconds)",
+            "bool",
+            record=False,
+        ),
         "streamer": Param(None, "called with each new piece of text (one output only)", "callable", record=False),
-        "adapter": Param(None, "a LoRA adapter directory (what `aigc tune text` makes) applied to the model; "
-                               "model=ADAPTER_DIR alone loads it on the base model it names", "path"),
+        "adapter": Param(
+            None,
+            "a LoRA adapter directory (what `aigc tune text` makes) applied to the model; "
+            "model=ADAPTER_DIR alone loads it on the base model it names",
+            "path",
+        ),
     }
 
     @classmethod
@@ -62,11 +86,15 @@ class CausalLMGenerator(Generator):
                 with open(path, "rb") as handle:
                     magic = handle.read(4)
                 return None if magic == b"GGUF" else f"{path.name} is not a GGUF file (it does not start with 'GGUF')."
-            return (f"a single {path.suffix or 'extensionless'} file cannot be a text model; pass a .gguf file or the "
-                    "directory saved with save_pretrained (config.json + weights).")
+            return (
+                f"a single {path.suffix or 'extensionless'} file cannot be a text model; pass a .gguf file or the "
+                "directory saved with save_pretrained (config.json + weights)."
+            )
         if path is not None and not (path / "config.json").exists():
-            return (f"{path} has no config.json, so it is not a transformers model directory; save one with "
-                    "model.save_pretrained(dir) and tokenizer.save_pretrained(dir).")
+            return (
+                f"{path} has no config.json, so it is not a transformers model directory; save one with "
+                "model.save_pretrained(dir) and tokenizer.save_pretrained(dir)."
+            )
         if models.pickled_weights(path):
             return models.pickled_weights(path)
         config = source.json("config.json")
@@ -74,8 +102,10 @@ class CausalLMGenerator(Generator):
             return f"{path / 'config.json'} is not a JSON object, so it is not a transformers config."
         architectures = (config or {}).get("architectures") or []
         if architectures and not any(a.endswith(_CAUSAL_ARCHITECTURES) for a in architectures):
-            return (f"it holds a {', '.join(architectures)} ({(config or {}).get('model_type')!r}), not a causal "
-                    "language model (a *ForCausalLM or *LMHeadModel); pass one, e.g. 'openai-community/gpt2'.")
+            return (
+                f"it holds a {', '.join(architectures)} ({(config or {}).get('model_type')!r}), not a causal "
+                "language model (a *ForCausalLM or *LMHeadModel); pass one, e.g. 'openai-community/gpt2'."
+            )
         return None  # a causal LM, or a Hub id not cached yet that from_pretrained will download
 
     def check_model(self) -> None:
@@ -89,26 +119,41 @@ class CausalLMGenerator(Generator):
         if params["adapter"] is not None:
             self._check_adapter(params["adapter"])
         if params["streamer"] is not None and len(prompts) != 1:
-            raise ConfigError(f"streamer= streams one output, but this request makes {len(prompts)}; use n=1 and one "
-                              "prompt.", field="streamer")
+            raise ConfigError(
+                f"streamer= streams one output, but this request makes {len(prompts)}; use n=1 and one prompt.",
+                field="streamer",
+            )
         template = self._has_chat_template()
         if params["chat"] and template is False:
-            raise ConfigError(f"chat=True, but model={self.model!r} has no chat template; use chat=False.", field="chat")
+            raise ConfigError(
+                f"chat=True, but model={self.model!r} has no chat template; use chat=False.", field="chat"
+            )
         if params["messages"] and isinstance(params["messages"][0], list) and len(params["messages"]) != len(prompts):
-            raise ConfigError(f"messages holds {len(params['messages'])} chats for {len(prompts)} outputs; give one "
-                              "chat for all, or one per output.", field="messages")
-        if params["system"] is not None and not params["messages"] and (
-                params["chat"] is False or (params["chat"] is None and template is False)):
-            raise ConfigError(f"system= is a chat model's system message, and model={self.model!r} is not used as one "
-                              "here (no chat template, or chat=False); drop system= or put it in the prompt.",
-                              field="system")
+            raise ConfigError(
+                f"messages holds {len(params['messages'])} chats for {len(prompts)} outputs; give one "
+                "chat for all, or one per output.",
+                field="messages",
+            )
+        if (
+            params["system"] is not None
+            and not params["messages"]
+            and (params["chat"] is False or (params["chat"] is None and template is False))
+        ):
+            raise ConfigError(
+                f"system= is a chat model's system message, and model={self.model!r} is not used as one "
+                "here (no chat template, or chat=False); drop system= or put it in the prompt.",
+                field="system",
+            )
         if params["compile"]:
             from ...runtime.devices import require_compiler
 
             require_compiler(self.manager.device)
             if self._compiles() is False:
-                raise ConfigError(f"compile=True needs a model with a static KV cache, and model={self.model!r} has "
-                                  "none in transformers; use compile=False.", field="compile")
+                raise ConfigError(
+                    f"compile=True needs a model with a static KV cache, and model={self.model!r} has "
+                    "none in transformers; use compile=False.",
+                    field="compile",
+                )
 
     def variant(self, params: dict[str, Any]) -> dict[str, Any]:
         """An adapter= is another cached model (the base plus that adapter, merged); so is a GGUF run packed."""
@@ -134,8 +179,9 @@ class CausalLMGenerator(Generator):
             # a Llama GGUF: the file's own 4-bit codes on aigc's packed decoder (quantize.py, packed_llama.py)
             model = quantize.load_packed(target, self.source.path) if packs else None
             # the plain config a packed model carries spares the tokenizer the Llama classes (~1.6 s to import)
-            tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_target(target),
-                                                      config=getattr(model, "config", None))
+            tokenizer = AutoTokenizer.from_pretrained(
+                self._tokenizer_target(target), config=getattr(model, "config", None)
+            )
             if model is None:
                 from transformers import AutoModelForCausalLM
 
@@ -155,20 +201,31 @@ class CausalLMGenerator(Generator):
         except ModelLoadError as error:
             raise ConfigError(f"adapter={reference!r}: {error}", field="adapter") from None
         if adapter is None:
-            raise ConfigError(f"adapter={reference!r} is not an adapter directory (no {models.ADAPTER_CONFIG}); pass "
-                              "the --out directory of `aigc tune text`.", field="adapter")
+            raise ConfigError(
+                f"adapter={reference!r} is not an adapter directory (no {models.ADAPTER_CONFIG}); pass "
+                "the --out directory of `aigc tune text`.",
+                field="adapter",
+            )
         if self.adapter is not None:
-            raise ConfigError(f"model={self.model!r} is an adapter already; pass one adapter (model=BASE "
-                              f"adapter={reference!r}, or model={reference!r} alone).", field="adapter")
+            raise ConfigError(
+                f"model={self.model!r} is an adapter already; pass one adapter (model=BASE "
+                f"adapter={reference!r}, or model={reference!r} alone).",
+                field="adapter",
+            )
         if not models.same_model(adapter.base, self.model):
-            raise ConfigError(f"adapter={reference!r} was trained on model={adapter.base!r}, not model={self.model!r}; "
-                              f"pass model={adapter.base!r}, or model={reference!r} alone.", field="adapter")
+            raise ConfigError(
+                f"adapter={reference!r} was trained on model={adapter.base!r}, not model={self.model!r}; "
+                f"pass model={adapter.base!r}, or model={reference!r} alone.",
+                field="adapter",
+            )
         return adapter
 
     def preprocess(self, model: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
         chats = _chats(params["messages"], len(prompts))
-        return [(self._encode(model.tokenizer, prompt, chat, params), seed)
-                for prompt, chat, seed in zip(prompts, chats, seeds)]
+        return [
+            (self._encode(model.tokenizer, prompt, chat, params), seed)
+            for prompt, chat, seed in zip(prompts, chats, seeds)
+        ]
 
     def forward(self, model: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
         import torch
@@ -176,9 +233,15 @@ class CausalLMGenerator(Generator):
         from .decoding import Settings, decode
         from .sampling import Sampling
 
-        settings = Settings(params["max_new_tokens"], Sampling(params["temperature"], params["top_k"], params["top_p"]),
-                            params["repetition_penalty"], params["stop"], params["streamer"], params["compile"],
-                            on_token=(lambda step, total: self.report("decode", step, total)) if self.reporting else None)
+        settings = Settings(
+            params["max_new_tokens"],
+            Sampling(params["temperature"], params["top_k"], params["top_p"]),
+            params["repetition_penalty"],
+            params["stop"],
+            params["streamer"],
+            params["compile"],
+            on_token=(lambda step, total: self.report("decode", step, total)) if self.reporting else None,
+        )
         with torch.inference_mode():
             results = decode(model, items, settings, self.manager.device, self.model)
         self.report("decode", params["max_new_tokens"], params["max_new_tokens"])  # done, also when all stopped early
@@ -252,11 +315,16 @@ class CausalLMGenerator(Generator):
             raise ModelLoadError(f"model={self.model!r}: {path} has no tokenizer files; save the tokenizer beside it.")
         return str(models.gpt2_tokenizer_dir())
 
-    def _encode(self, tokenizer: Any, prompt: str, chat: list[dict[str, str]] | None, params: dict[str, Any]) -> list[int]:
+    def _encode(
+        self, tokenizer: Any, prompt: str, chat: list[dict[str, str]] | None, params: dict[str, Any]
+    ) -> list[int]:
         has_template = getattr(tokenizer, "chat_template", None) is not None
         if params["chat"] and not has_template:
-            raise ConfigError(f"chat=True, but model={self.model!r} has no chat template (found once its tokenizer "
-                              "loaded); use chat=False.", field="chat")
+            raise ConfigError(
+                f"chat=True, but model={self.model!r} has no chat template (found once its tokenizer "
+                "loaded); use chat=False.",
+                field="chat",
+            )
         turns = chat or [{"role": "user", "content": prompt}]
         if params["system"] and turns[0]["role"] != "system":
             turns = [{"role": "system", "content": params["system"]}, *turns]
@@ -274,8 +342,10 @@ def _base_fits(cls: type[CausalLMGenerator], adapter: models.Adapter) -> str | N
     """Why an adapter cannot run here: it is not a LoRA of a causal LM, or its base is missing or no causal LM."""
     config = json.loads((adapter.path / models.ADAPTER_CONFIG).read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA" or config.get("task_type") not in (None, "CAUSAL_LM"):
-        return (f"{adapter.path} is a {config.get('peft_type')} adapter for {config.get('task_type')}, not a LoRA of a "
-                "causal language model (what `aigc tune text` makes).")
+        return (
+            f"{adapter.path} is a {config.get('peft_type')} adapter for {config.get('task_type')}, not a LoRA of a "
+            "causal language model (what `aigc tune text` makes)."
+        )
     try:
         base = models.resolve(adapter.base)
     except ModelLoadError as error:
@@ -297,8 +367,9 @@ def _merged(model: Any, directory: Path) -> Any:
         return PeftModel.from_pretrained(model, str(directory), is_trainable=False).merge_and_unload()
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"adapter {str(directory)!r} does not fit its base model ({summary}); was it trained "
-                             "on another model?") from error
+        raise ModelLoadError(
+            f"adapter {str(directory)!r} does not fit its base model ({summary}); was it trained on another model?"
+        ) from error
 
 
 def _chats(messages: list[Any] | None, count: int) -> list[list[dict[str, str]] | None]:

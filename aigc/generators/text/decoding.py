@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -84,19 +85,26 @@ class Batch:
     extra: dict[str, Any] = field(default_factory=dict)  # what the model's forward takes besides (row attention)
 
 
-def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Settings, device: torch.device,
-           model_name: str) -> list[tuple[str, dict[str, Any]]]:
+def decode(
+    lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Settings, device: torch.device, model_name: str
+) -> list[tuple[str, dict[str, Any]]]:
     """Continuations of token-id prompts, one per (ids, seed): (text, info) each."""
     model, limit = lm.model, context_limit(lm.model.config)
     batch = pad(items, pad_id(lm.tokenizer), device)
     if limit is not None and batch.width >= limit:
-        raise ConfigError(f"the prompt is {batch.width} tokens (counted by the model's tokenizer, once loaded), but "
-                          f"model={model_name!r} reads at most {limit}; shorten it.", field="prompt")
+        raise ConfigError(
+            f"the prompt is {batch.width} tokens (counted by the model's tokenizer, once loaded), but "
+            f"model={model_name!r} reads at most {limit}; shorten it.",
+            field="prompt",
+        )
     pick = Pick(settings.sampling, settings.penalty, stream_keys([seed for _, seed in items], device=device))
     step_fn = step
     if settings.compile and getattr(model, "takes_row_pads", False):
-        warnings.warn("aigc: compile=True compiles nothing on the packed CPU path (int4 weights, bf16; already "
-                      "faster than the compiled fp32 step); pass dtype='float32' to compile that.", stacklevel=2)
+        warnings.warn(
+            "aigc: compile=True compiles nothing on the packed CPU path (int4 weights, bf16; already "
+            "faster than the compiled fp32 step); pass dtype='float32' to compile that.",
+            stacklevel=2,
+        )
         settings = dataclasses.replace(settings, compile=False)
     if uses_rowwise_attention(model) and not settings.compile:  # a static cache's unfilled slots are not padding
         batch.extra["aigc_pads"] = [batch.width - length for length in batch.lengths]
@@ -106,11 +114,13 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
         batch.mask = torch.cat([batch.mask, batch.mask.new_zeros((len(items), length - batch.width))], dim=1)
     logits = prefill(model, batch)
     if settings.penalty != 1.0:
-        batch.seen = seen_mask(batch.ids, batch.mask[:, :batch.width], logits.shape[-1])
+        batch.seen = seen_mask(batch.ids, batch.mask[:, : batch.width], logits.shape[-1])
     # text is decoded as it comes only where it is read: rows with stop strings, and the streamed row
     stops = Stops(settings.stops)  # built once per call, shared by every row
-    rows = [RowText(lm.tokenizer, stops, live=bool(stops.strings) or (row == 0 and settings.stream is not None))
-            for row in range(len(items))]
+    rows = [
+        RowText(lm.tokenizer, stops, live=bool(stops.strings) or (row == 0 and settings.stream is not None))
+        for row in range(len(items))
+    ]
     # the slot in the cache and the draw number live on the device and count up there: no copies per step
     slot = torch.full((1,), batch.width - 1, device=device)
     draw = torch.zeros((), dtype=torch.long, device=device)
@@ -124,8 +134,18 @@ def decode(lm: Loaded, items: Sequence[tuple[list[int], int]], settings: Setting
             advance(batch, index, limit, settings.compile)
             slot += 1
             draw += 1
-            next_ids = step_fn(model, next_ids[:, None], batch.positions, batch.mask, batch.cache, slot, draw, pick,
-                               batch.seen, batch.extra)
+            next_ids = step_fn(
+                model,
+                next_ids[:, None],
+                batch.positions,
+                batch.mask,
+                batch.cache,
+                slot,
+                draw,
+                pick,
+                batch.seen,
+                batch.extra,
+            )
         if settings.on_token:
             settings.on_token(index + 1, settings.max_new_tokens)
         if reader.read(on_host.tolist(), index):
@@ -140,8 +160,8 @@ def pad(items: Sequence[tuple[list[int], int]], pad: int, device: torch.device) 
     ids = torch.full((len(items), width), pad, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
     for row, (tokens, _) in enumerate(items):
-        ids[row, width - len(tokens):] = torch.tensor(tokens)
-        mask[row, width - len(tokens):] = 1
+        ids[row, width - len(tokens) :] = torch.tensor(tokens)
+        mask[row, width - len(tokens) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     return Batch(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), lengths, width)
 
@@ -149,9 +169,16 @@ def pad(items: Sequence[tuple[list[int], int]], pad: int, device: torch.device) 
 def prefill(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """The prompts through the model once, filling the KV cache; the last position's logits."""
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    out = model(input_ids=batch.ids, attention_mask=batch.mask[:, :batch.width], position_ids=batch.positions,
-                use_cache=True, past_key_values=batch.cache, cache_position=torch.arange(batch.width, device=batch.ids.device),
-                **keep, **batch.extra)
+    out = model(
+        input_ids=batch.ids,
+        attention_mask=batch.mask[:, : batch.width],
+        position_ids=batch.positions,
+        use_cache=True,
+        past_key_values=batch.cache,
+        cache_position=torch.arange(batch.width, device=batch.ids.device),
+        **keep,
+        **batch.extra,
+    )
     batch.cache = out.past_key_values
     return out.logits[:, -1, :]
 
@@ -168,12 +195,28 @@ def advance(batch: Batch, index: int, limit: int | None, static: bool) -> None:
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=1)
 
 
-def step(model: torch.nn.Module, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any,
-         slot: torch.Tensor, draw: torch.Tensor, pick: Pick, seen: torch.Tensor | None,
-         extra: dict[str, Any] | None = None) -> torch.Tensor:
+def step(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
+    cache: Any,
+    slot: torch.Tensor,
+    draw: torch.Tensor,
+    pick: Pick,
+    seen: torch.Tensor | None,
+    extra: dict[str, Any] | None = None,
+) -> torch.Tensor:
     """One decoding step: the forward pass over the newest tokens (cache `slot`), then draw number `draw`."""
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                cache_position=slot, **(extra or {}))
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        cache_position=slot,
+        **(extra or {}),
+    )
     return pick(out.logits[:, -1, :], seen, draw)
 
 
@@ -204,7 +247,8 @@ class Reader:
             if text.add(token):
                 self.ended[row] = "stop"
             elif len(text.ids) == self.settings.max_new_tokens or (
-                    self.limit and self.lengths[row] + index + 1 >= self.limit):
+                self.limit and self.lengths[row] + index + 1 >= self.limit
+            ):
                 self.ended[row] = "length"
         if self.settings.stream:
             self.streamed = stream_piece(self.settings.stream, self.rows[0].settled(), self.streamed)
@@ -214,8 +258,16 @@ class Reader:
         """Each row's text, decoded once in full and cut at the first stop string, with its counts."""
         results = []
         for row, text in enumerate(self.rows):
-            results.append((text.final(), {"new_tokens": len(text.ids), "prompt_tokens": self.lengths[row],
-                                           "finish_reason": self.ended[row] or "length"}))
+            results.append(
+                (
+                    text.final(),
+                    {
+                        "new_tokens": len(text.ids),
+                        "prompt_tokens": self.lengths[row],
+                        "finish_reason": self.ended[row] or "length",
+                    },
+                )
+            )
         if self.settings.stream:
             stream_piece(self.settings.stream, results[0][0], self.streamed, final=True)
         return results
@@ -293,7 +345,7 @@ class RowText:
         after = self._decode(self._prefix, len(self.ids))
         if len(after) <= len(before) or after.endswith("\ufffd"):
             return False  # half a character so far: the next token completes it
-        piece = after[len(before):]
+        piece = after[len(before) :]
         self.text += piece
         self._prefix, self._read = self._read, len(self.ids)
         for char in piece:
@@ -306,8 +358,8 @@ class RowText:
     def settled(self) -> str:
         """The text no stop string can still cut: up to the first stop, or all but a tail that could begin one."""
         if self.stop_at is not None:
-            return self.text[:self.stop_at]
-        return self.text[:len(self.text) - self.stops.depth[self.state]]
+            return self.text[: self.stop_at]
+        return self.text[: len(self.text) - self.stops.depth[self.state]]
 
     def final(self) -> str:
         return cut_at_stop(self._decode(0, len(self.ids)), self.stops)[0]
@@ -355,9 +407,11 @@ def static_cache(model: torch.nn.Module, length: int, name: str) -> Any:
     from transformers import StaticCache
 
     if not getattr(model, "_can_compile_fullgraph", False):
-        raise ConfigError(f"compile=True needs a model with a static KV cache, and model={name!r} "
-                          f"({type(model).__name__}) has none in transformers (found once it loaded); use compile=False.",
-                          field="compile")
+        raise ConfigError(
+            f"compile=True needs a model with a static KV cache, and model={name!r} "
+            f"({type(model).__name__}) has none in transformers (found once it loaded); use compile=False.",
+            field="compile",
+        )
     return StaticCache(config=model.config, max_cache_len=length)
 
 

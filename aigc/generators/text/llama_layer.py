@@ -14,7 +14,7 @@ No `from __future__ import annotations` here: TorchScript reads the annotations 
 import functools
 import logging
 import warnings
-from typing import Callable, List, Tuple
+from collections.abc import Callable
 
 import torch
 
@@ -41,8 +41,9 @@ def attend(query: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
     return torch.bmm(scores.softmax(-1), kv_cache[1].reshape(flat))
 
 
-def attend_step(query: torch.Tensor, kv_cache: torch.Tensor, end: int, groups: List[Tuple[int, torch.Tensor]],
-                kv: int) -> torch.Tensor:
+def attend_step(
+    query: torch.Tensor, kv_cache: torch.Tensor, end: int, groups: list[tuple[int, torch.Tensor]], kv: int
+) -> torch.Tensor:
     """One new query a row, [rows, heads, dim], over each row's filled cache [pad, end) -> [rows, heads * dim].
     Rows with the same padding attend in one call: the shapes each would get alone."""
     rows, dim = query.shape[0], query.shape[2]
@@ -58,8 +59,9 @@ def attend_step(query: torch.Tensor, kv_cache: torch.Tensor, end: int, groups: L
     return out.view(rows, -1)
 
 
-def attend_prompt(query: torch.Tensor, kv_cache: torch.Tensor, end: int, groups: List[Tuple[int, torch.Tensor]],
-                  gqa: bool) -> torch.Tensor:
+def attend_prompt(
+    query: torch.Tensor, kv_cache: torch.Tensor, end: int, groups: list[tuple[int, torch.Tensor]], gqa: bool
+) -> torch.Tensor:
     """The prompts' queries, [rows, width, heads, dim], causally over themselves -> [rows * width, heads * dim];
     a padding position's output is zero (never read)."""
     rows, width = query.shape[0], query.shape[1]
@@ -69,15 +71,29 @@ def attend_prompt(query: torch.Tensor, kv_cache: torch.Tensor, end: int, groups:
         keys_values = kv_cache[:, :, :, pad:end].index_select(1, members)
         attended = torch.zeros_like(query.index_select(0, members))
         attended[:, :, pad:] = torch.nn.functional.scaled_dot_product_attention(
-            query.index_select(0, members)[:, :, pad:], keys_values[0], keys_values[1], is_causal=True, scale=1.0,
-            enable_gqa=gqa)
+            query.index_select(0, members)[:, :, pad:],
+            keys_values[0],
+            keys_values[1],
+            is_causal=True,
+            scale=1.0,
+            enable_gqa=gqa,
+        )
         out.index_copy_(0, members, attended)
     return out.transpose(1, 2).reshape(rows * width, -1)
 
 
-def layer(hidden: torch.Tensor, rotation: torch.Tensor, kv_cache: torch.Tensor, start: int, rows: int,
-          groups: List[Tuple[int, torch.Tensor]], weights: List[torch.Tensor], eps: torch.Tensor, heads: int,
-          kv: int) -> torch.Tensor:
+def layer(
+    hidden: torch.Tensor,
+    rotation: torch.Tensor,
+    kv_cache: torch.Tensor,
+    start: int,
+    rows: int,
+    groups: list[tuple[int, torch.Tensor]],
+    weights: list[torch.Tensor],
+    eps: torch.Tensor,
+    heads: int,
+    kv: int,
+) -> torch.Tensor:
     """One layer over [rows * width tokens, hidden] fp32; writes its rotated keys and values at `start`.
 
     `weights`: attention norm, qkv (packed codes, scales/zeros), out (2), MLP norm, gate/up (2), down (2).
@@ -93,9 +109,12 @@ def layer(hidden: torch.Tensor, rotation: torch.Tensor, kv_cache: torch.Tensor, 
         kv_cache[:, :, :, start] = rotated[:, heads:].view(rows, 2, kv, dim).transpose(0, 1)
         attended = attend_step(rotated[:, :heads], kv_cache, start + 1, groups, kv)
     else:
-        kv_cache[:, :, :, start:start + width] = rotated[:, heads:].view(rows, width, 2, kv, dim).permute(2, 0, 3, 1, 4)
-        attended = attend_prompt(rotated[:, :heads].view(rows, width, heads, dim), kv_cache, start + width, groups,
-                                 heads != kv)
+        kv_cache[:, :, :, start : start + width] = (
+            rotated[:, heads:].view(rows, width, 2, kv, dim).permute(2, 0, 3, 1, 4)
+        )
+        attended = attend_prompt(
+            rotated[:, :heads].view(rows, width, heads, dim), kv_cache, start + width, groups, heads != kv
+        )
     hidden = hidden + linear(attended, weights[3], weights[4])
     gate_up = linear(rms_norm(hidden, weights[5], eps), weights[6], weights[7])
     half = gate_up.shape[-1] // 2

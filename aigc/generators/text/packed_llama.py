@@ -18,8 +18,9 @@ decoding.py and the scorer use it as they use any causal LM.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -33,11 +34,15 @@ def supports(config: Any) -> bool:
     """Whether this decoder computes what a transformers model of this config computes (a config as
     transformers 5 saves it: the rope in `rope_parameters`, not the older `rope_scaling`)."""
     rope = getattr(config, "rope_parameters", None)
-    return (getattr(config, "model_type", None) == "llama" and isinstance(rope, dict)
-            and rope.get("rope_type", "default") in ROPE_TYPES
-            and getattr(config, "architectures", None) in (None, ["LlamaForCausalLM"])
-            and not getattr(config, "attention_bias", False) and not getattr(config, "mlp_bias", False)
-            and getattr(config, "hidden_act", "silu") == "silu")
+    return (
+        getattr(config, "model_type", None) == "llama"
+        and isinstance(rope, dict)
+        and rope.get("rope_type", "default") in ROPE_TYPES
+        and getattr(config, "architectures", None) in (None, ["LlamaForCausalLM"])
+        and not getattr(config, "attention_bias", False)
+        and not getattr(config, "mlp_bias", False)
+        and getattr(config, "hidden_act", "silu") == "silu"
+    )
 
 
 @dataclass
@@ -59,7 +64,7 @@ class KVCache:
         capacity = -(-(self.length + more + CHUNK) // CHUNK) * CHUNK
         for index, old in enumerate(self.layers):
             grown = old.new_empty((*old.shape[:3], capacity, old.shape[4]))
-            grown[:, :, :, :self.length] = old[:, :, :, :self.length]
+            grown[:, :, :, : self.length] = old[:, :, :, : self.length]
             self.layers[index] = grown
 
 
@@ -74,8 +79,14 @@ class Output:
 class Layer(torch.nn.Module):
     """One decoder layer: attention with fused q/k/v, then the gated MLP with fused gate/up."""
 
-    def __init__(self, qkv: torch.nn.Module, out: torch.nn.Module, gate_up: torch.nn.Module, down: torch.nn.Module,
-                 norms: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        qkv: torch.nn.Module,
+        out: torch.nn.Module,
+        gate_up: torch.nn.Module,
+        down: torch.nn.Module,
+        norms: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
         super().__init__()
         self.qkv, self.out, self.gate_up, self.down = qkv, out, gate_up, down
         self.register_buffer("attn_norm", norms[0].detach().float().clone())
@@ -83,9 +94,18 @@ class Layer(torch.nn.Module):
 
     def tensors(self) -> list[torch.Tensor]:
         """What llama_layer.layer takes, in its order: each norm, each packed linear's codes and scales/zeros."""
-        return [self.attn_norm, self.qkv.packed, self.qkv.scales_zeros, self.out.packed, self.out.scales_zeros,
-                self.mlp_norm, self.gate_up.packed, self.gate_up.scales_zeros, self.down.packed,
-                self.down.scales_zeros]
+        return [
+            self.attn_norm,
+            self.qkv.packed,
+            self.qkv.scales_zeros,
+            self.out.packed,
+            self.out.scales_zeros,
+            self.mlp_norm,
+            self.gate_up.packed,
+            self.gate_up.scales_zeros,
+            self.down.packed,
+            self.down.scales_zeros,
+        ]
 
 
 class PackedLlama(torch.nn.Module):
@@ -93,13 +113,21 @@ class PackedLlama(torch.nn.Module):
 
     takes_row_pads = True  # decoding.py passes each row's padding (aigc_pads) rather than a mask
 
-    def __init__(self, config: Any, generation_config: Any, layers: list[Layer], norm: torch.Tensor,
-                 head: torch.nn.Module, embedding: torch.Tensor | None, rotary: torch.Tensor):
+    def __init__(
+        self,
+        config: Any,
+        generation_config: Any,
+        layers: list[Layer],
+        norm: torch.Tensor,
+        head: torch.nn.Module,
+        embedding: torch.Tensor | None,
+        rotary: torch.Tensor,
+    ):
         super().__init__()
         self.config, self.generation_config = config, generation_config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.eps, self.scale = config.rms_norm_eps, self.head_dim ** -0.5
+        self.eps, self.scale = config.rms_norm_eps, self.head_dim**-0.5
         self.layers = torch.nn.ModuleList(layers)
         self.register_buffer("norm", norm.detach().float().clone())
         self.head = head
@@ -107,7 +135,7 @@ class PackedLlama(torch.nn.Module):
         self.embedding = None if embedding is None else torch.nn.Embedding.from_pretrained(embedding, freeze=True)
         self.register_buffer("rotation", rotary, persistent=False)  # e^(i angle) [positions, dim / 2]
         scale = torch.ones(self.heads + 2 * self.kv_heads, 1)
-        scale[:self.heads] = self.scale
+        scale[: self.heads] = self.scale
         self.register_buffer("head_scale", scale, persistent=False)
         self.register_buffer("eps_tensor", torch.tensor(self.eps), persistent=False)
         self._layer = llama_layer.compiled()
@@ -129,10 +157,17 @@ class PackedLlama(torch.nn.Module):
     def get_output_embeddings(self) -> torch.nn.Module:
         return self.head
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, past_key_values: KVCache | None = None,
-                use_cache: bool = True, cache_position: torch.Tensor | None = None, logits_to_keep: int = 0,
-                aigc_pads: list[int] | None = None) -> Output:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = True,
+        cache_position: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+        aigc_pads: list[int] | None = None,
+    ) -> Output:
         """Logits for the newest tokens of left-padded rows. A prefill starts from an empty cache; after it, one
         token a row at a time. `attention_mask` is read only for the padding when `aigc_pads` is not given."""
         rows, width = input_ids.shape
@@ -149,8 +184,18 @@ class PackedLlama(torch.nn.Module):
         rotation = self._rotary(position_ids.reshape(-1))
         groups = _groups(aigc_pads)
         for index, tensors in enumerate(self.bound):
-            hidden = self._layer(hidden, rotation, cache.layers[index], cache.length, rows, groups, tensors,
-                                 self.eps_tensor, self.heads, self.kv_heads)
+            hidden = self._layer(
+                hidden,
+                rotation,
+                cache.layers[index],
+                cache.length,
+                rows,
+                groups,
+                tensors,
+                self.eps_tensor,
+                self.heads,
+                self.kv_heads,
+            )
         cache.length += width
         hidden = hidden.view(rows, width, -1)
         if logits_to_keep:
@@ -168,7 +213,7 @@ class PackedLlama(torch.nn.Module):
         the queries' scaled by 1/sqrt(dim) (so the scores come out scaled) and the values' 1 (left exactly as
         they are), so one multiply rotates everything a layer makes."""
         rotation = self.rotation[positions][:, None] * self.head_scale
-        rotation[:, self.heads + self.kv_heads:] = 1.0
+        rotation[:, self.heads + self.kv_heads :] = 1.0
         return rotation
 
 
@@ -180,8 +225,13 @@ def _groups(pads: list[int]) -> list[tuple[int, torch.Tensor]]:
     return [(pad, torch.tensor(rows)) for pad, rows in by_pad.items()]
 
 
-def from_weights(config: Any, generation_config: Any, dense: Callable[[str], torch.Tensor | None],
-                 int4: dict[str, torch.nn.Module], head: torch.nn.Module) -> PackedLlama:
+def from_weights(
+    config: Any,
+    generation_config: Any,
+    dense: Callable[[str], torch.Tensor | None],
+    int4: dict[str, torch.nn.Module],
+    head: torch.nn.Module,
+) -> PackedLlama:
     """The decoder for a Llama config (`supports`), without transformers' model code: `dense(name)` gives one of
     the checkpoint's tensors by its transformers name (the norms, and the embedding when it is not tied), `int4`
     each fused linear by name ("layers.3.qkv", "layers.3.gate_up", "layers.3.out", "layers.3.down"), every one of
@@ -194,8 +244,15 @@ def from_weights(config: Any, generation_config: Any, dense: Callable[[str], tor
         norms = (dense(f"{prefix}.input_layernorm.weight"), dense(f"{prefix}.post_attention_layernorm.weight"))
         layers.append(Layer(qkv, out, gate_up, down, norms))
     embedding = None if config.tie_word_embeddings else dense("model.embed_tokens.weight").to(torch.bfloat16)
-    return PackedLlama(config, generation_config, layers, dense("model.norm.weight"), head, embedding,
-                       rotary_table(config, config.max_position_embeddings))
+    return PackedLlama(
+        config,
+        generation_config,
+        layers,
+        dense("model.norm.weight"),
+        head,
+        embedding,
+        rotary_table(config, config.max_position_embeddings),
+    )
 
 
 def rotary_table(config: Any, positions: int) -> torch.Tensor:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -25,11 +26,21 @@ BLOCKS_FILE = "q4_1.safetensors"  # in the cache: the file's Q4_1 codes, two a b
 HEAD = "output"  # the output layer's tensors in that cache
 _INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu.default
 GROUP = 32  # Q4_1's block size, and one of the group sizes torch's int4 kernel takes
-FUSED = {"qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),  # one kernel call each (same input)
-         "gate_up": ("mlp.gate_proj", "mlp.up_proj"), "out": ("self_attn.o_proj",), "down": ("mlp.down_proj",)}
-_GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-               "mlp.down_proj": "ffn_down"}
+FUSED = {
+    "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),  # one kernel call each (same input)
+    "gate_up": ("mlp.gate_proj", "mlp.up_proj"),
+    "out": ("self_attn.o_proj",),
+    "down": ("mlp.down_proj",),
+}
+_GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
 
 
 class Int4Linear(torch.nn.Module):
@@ -40,8 +51,9 @@ class Int4Linear(torch.nn.Module):
         self.out_features, self.in_features = codes.shape
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)  # layout per CPU ISA
         self.register_buffer("packed", packed)
-        self.register_buffer("scales_zeros", torch.stack([scales, zeros], -1).transpose(0, 1).contiguous()
-                             .to(torch.bfloat16))
+        self.register_buffer(
+            "scales_zeros", torch.stack([scales, zeros], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        )
         self.bias = None if bias is None else torch.nn.Parameter(bias.to(torch.bfloat16), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,8 +186,9 @@ def pack_from_gguf(model: torch.nn.Module, gguf: Path) -> torch.nn.Module:
     return model
 
 
-def _blocks(gguf: Path, config: object, weight: Callable[[str], torch.Tensor | None],
-            output: torch.Tensor | None) -> tuple[Blocks, tuple[torch.Tensor, torch.Tensor] | None]:
+def _blocks(
+    gguf: Path, config: object, weight: Callable[[str], torch.Tensor | None], output: torch.Tensor | None
+) -> tuple[Blocks, tuple[torch.Tensor, torch.Tensor] | None]:
     """The file's Q4_1 codes and the int8 output layer, from a cache made once per file: parsing a GGUF takes
     ~5 s, the cache ~0.2 s. `weight(name)`: the loaded weight each code must de-quantise to exactly."""
     from ...runtime import models
@@ -216,15 +229,17 @@ def fused_int4(blocks: Blocks, head_dim: int) -> dict[str, Int4Linear]:
             if any(part is None for part in found):
                 continue
             if name == "qkv":  # q and k: pairs side by side
-                found[:2] = [tuple(t[packed_llama.pair_order(t.shape[0], head_dim)] for t in part)
-                             for part in found[:2]]
+                found[:2] = [
+                    tuple(t[packed_llama.pair_order(t.shape[0], head_dim)] for t in part) for part in found[:2]
+                ]
             codes, d, m = (torch.cat([part[i] for part in found]) for i in range(3))
             fused[f"layers.{layer}.{name}"] = Int4Linear(codes, d, m + 8 * d, None)
     return fused
 
 
-def _write_blocks(gguf: Path, config: object, weight: Callable[[str], torch.Tensor | None],
-                 output: torch.Tensor | None, out: Path) -> None:
+def _write_blocks(
+    gguf: Path, config: object, weight: Callable[[str], torch.Tensor | None], output: torch.Tensor | None, out: Path
+) -> None:
     """The Q4_1 linears whose codes de-quantise to exactly the loaded weights (checked), two codes a byte, and
     the output layer (`output`) as int8 rows."""
     from safetensors.torch import save_file

@@ -36,9 +36,17 @@ def uses_rowwise_attention(model: torch.nn.Module) -> bool:
     return getattr(model, "takes_row_pads", False) or getattr(model.config, "_attn_implementation", None) == NAME
 
 
-def rowwise_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                      aigc_pads: list[int] | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+def rowwise_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    aigc_pads: list[int] | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """query [rows, heads, q, dim], key/value [rows, kv heads, k, dim] -> ([rows, q, heads, dim], None).
 
     `aigc_pads[r]`: how many leading cache positions of row r are padding. The queries are the newest q of
@@ -48,14 +56,20 @@ def rowwise_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     rows, _, length, _ = query.shape
     keys = key.shape[2]
     if aigc_pads is None or (length > 1 and length != keys) or dropout:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     out = query.new_zeros(query.shape)  # a padding position's output is never read
     gqa = key.shape[1] != query.shape[1]
     for row, pad in enumerate(aigc_pads):
         first = max(0, pad - (keys - length))
-        q = query[row:row + 1, :, first:]
-        out[row:row + 1, :, first:] = torch.nn.functional.scaled_dot_product_attention(
-            q, key[row:row + 1, :, pad:], value[row:row + 1, :, pad:], is_causal=q.shape[2] > 1, scale=scaling,
-            enable_gqa=gqa)
+        q = query[row : row + 1, :, first:]
+        out[row : row + 1, :, first:] = torch.nn.functional.scaled_dot_product_attention(
+            q,
+            key[row : row + 1, :, pad:],
+            value[row : row + 1, :, pad:],
+            is_causal=q.shape[2] > 1,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
     return out.transpose(1, 2).contiguous(), None

@@ -16,8 +16,8 @@ Only the candidate tokens (the top-k) get noise, so the cost is tiny next to the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
