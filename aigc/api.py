@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import checks, console, limits
 from . import seeds as seed_rule
@@ -27,7 +27,11 @@ MAX_SEED = seed_rule.MAX_SEED
 
 
 def generate(
-    kind: str, prompt: str | Sequence[str], *, progress: Callable[[Progress], None] | bool | None = None, **request: Any
+    kind: str,
+    prompt: str | Sequence[str],
+    *,
+    progress: Callable[[Progress], None] | Literal[False] | None = None,
+    **request: Any,
 ) -> list[Asset]:
     """Generate `n` outputs per prompt and return them as Assets, prompt by prompt.
 
@@ -65,12 +69,12 @@ class Request:
     library: Any
     scorer: CreativityScorer | None
 
-    def run(self, progress: Callable[[Progress], None] | bool | None = None) -> list[Asset]:
+    def run(self, progress: Callable[[Progress], None] | Literal[False] | None = None) -> list[Asset]:
         """Generate; `progress` (see generate) hears every stage, model loads included."""
         with console.scope(progress):
             if self.policy is None:
                 return produce(self.generator, self.planned, self.seeds, self.params)
-            return _search(self)
+            return _search(self, self.policy)
 
 
 def prepare(
@@ -133,7 +137,7 @@ def score(
     weights: dict[str, float] | None = None,
     manager: DeviceManager | None = None,
     taste_user: str | None = None,
-    progress: Callable[[Progress], None] | bool | None = None,
+    progress: Callable[[Progress], None] | Literal[False] | None = None,
 ) -> list[dict[str, Any]]:
     """Score Assets or raw data (str, PIL image, Audio or (samples, rate)) for a prompt: one dict per item.
 
@@ -181,11 +185,11 @@ def produce(generator: Generator, prompts: list[str], seeds: list[int], checked:
             refinement=out.refinement,
             a1111={**cls.a1111(checked, out.info), **({"Model hash": model_hash} if model_hash else {})},
         )
-        for p, s, out in zip(prompts, seeds, outputs)
+        for p, s, out in zip(prompts, seeds, outputs, strict=True)
     ]
 
 
-def _search(request: Request) -> list[Asset]:
+def _search(request: Request, policy: Policy) -> list[Asset]:
     """best_of / min_score: the scorer's loop, prompt by prompt; chosen assets join the library, if one is used.
 
     Prompt i searches from seeds.derive(seed, "prompt", i) (prompt 0 from the seed itself), so each prompt's
@@ -195,12 +199,12 @@ def _search(request: Request) -> list[Asset]:
 
     from .scoring.loop import Judged, prompt_seed, round_seeds, search
 
-    generator, policy, store = request.generator, request.policy, request.library
+    generator, store = request.generator, request.library
     scorer = request.scorer or _scorer(generator.manager)
     judged = Judged(str(store.path), len(store)) if store is not None else Judged()
 
     def judge(assets: list[Asset]) -> None:
-        for asset, result in zip(assets, scorer.score(assets, library=store)):
+        for asset, result in zip(assets, scorer.score(assets, library=store), strict=True):
             asset.score = result.pop("score")
             asset.scores = result
 
@@ -214,13 +218,15 @@ def _search(request: Request) -> list[Asset]:
         def make(seeds: list[int], knobs: dict[str, Any], prompt: str = prompt) -> list[Asset]:
             return produce(generator, [prompt] * len(seeds), seeds, knobs)
 
-        base = prompt_seed(request.seeds[0], index)
+        def candidate_seeds(attempt: int, base: int = prompt_seed(request.seeds[0], index)) -> list[int]:
+            return round_seeds(base, attempt, policy.per_attempt)
+
         chosen += search(
             make,
             judge,
             embed,
             policy,
-            lambda attempt, base=base: round_seeds(base, attempt, policy.per_attempt),
+            candidate_seeds,
             dict(request.params),
             type(generator),
             judged,

@@ -10,7 +10,7 @@ import json
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence, Set
 from contextlib import closing
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -129,8 +129,11 @@ class Client:
         body, stem, shown = _recipe(recipe)
         if out is None:
             seed = seeds.chosen(seed)
+            place = default_out(stem, seed)
+        else:
+            place = path_arg(out, "out", field="out")
         body.update(type="run", inputs=dict(inputs), set=dict(sets or {}), seed=seed)
-        out = writable_dir(path_arg(out, "out", field="out") if out is not None else default_out(stem, seed))
+        out = writable_dir(place)
         try:
             view = self._ended(self._wait(self._submit(body, resume=True), progress))
         except AIGCError as error:
@@ -259,7 +262,7 @@ class Client:
                 return view
             time.sleep(0.5)
 
-    def _events(self, path: str, last: str | None) -> Iterator[dict[str, Any]]:
+    def _events(self, path: str, last: str | None) -> Generator[dict[str, Any], None, None]:
         headers = {"Last-Event-ID": last} if last is not None else {}
         with self._http.stream("GET", path, headers=headers) as response:
             if response.status_code >= 400:
@@ -289,7 +292,7 @@ class Client:
         decoded = formats.decode(formats.by_media_type(meta["media_type"]), raw, f"asset {entry['id']}")
         asset = Asset.from_record(decoded.data, meta["record"])
         key = id(asset)
-        self._origins[key] = (weakref.ref(asset, lambda _, key=key: self._origins.pop(key, None)), entry["id"])
+        self._origins[key] = (weakref.ref(asset, lambda _: self._origins.pop(key, None)), entry["id"])
         return asset
 
     def _origin(self, asset: Asset) -> str | None:
@@ -297,7 +300,7 @@ class Client:
         ref, asset_id = self._origins.get(id(asset), (None, None))
         return asset_id if ref is not None and ref() is asset else None
 
-    def _mirror(self, job_id: str, out: Path, skip: set[str] = frozenset()) -> tuple[list[dict], set[str]]:
+    def _mirror(self, job_id: str, out: Path, skip: Set[str] = frozenset()) -> tuple[list[dict], set[str]]:
         """Copy a job's files into `out`, each checked against its sha256; a file already there with the same
         content is kept, one with other content is never overwritten. (The listing, the paths written now.)"""
         listed = self._request("GET", f"/v1/jobs/{job_id}/files").json()["files"]
@@ -495,7 +498,7 @@ def typed_row(row: Row, kind: str, backend: str | None) -> dict[str, Any]:
     if not row.textual or not fields.get("prompt"):
         return fields
     knobs = {k: v for k, v in fields.items() if k not in ROW_KEYS}
-    whole = {k: _whole(fields[k]) for k in ("seed", "n") if k in fields}
+    whole: dict[str, Any] = {k: _whole(fields[k]) for k in ("seed", "n") if k in fields}
     return {**fields, **typed_knobs(kind, fields.get("backend", backend), knobs), **whole}
 
 
@@ -606,7 +609,9 @@ def _whole(text: Any) -> Any:
 def _dispatch(
     event: Mapping[str, Any], progress: Callable[[Progress], None] | None, streamer: Callable[[str], Any] | None
 ) -> None:
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    data = event.get("data")
+    if not isinstance(data, dict):
+        data = {}
     if event.get("event") == "progress" and progress is not None:
         progress(
             Progress(

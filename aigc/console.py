@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from . import progress as progress_channel
 from .records import Progress
@@ -180,7 +180,7 @@ def _delay() -> float:
 
 
 @contextmanager
-def scope(sink: progress_channel.Sink | bool | None) -> Iterator[None]:
+def scope(sink: progress_channel.Sink | Literal[False] | None) -> Iterator[None]:
     """Progress for one piece of work: to `sink` when given (False: none); with None, to the caller's sink if
     one listens, else, at the top level on a terminal, to bars on stderr (Python in a shell shows them too)."""
     if sink is None and not progress_channel.active() and _is_terminal(sys.stderr):

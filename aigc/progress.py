@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Literal
 
 from .records import Progress
 
@@ -34,7 +35,7 @@ def active() -> bool:
 
 
 @contextmanager
-def reporting(sink: Sink | bool | None) -> Iterator[None]:
+def reporting(sink: Sink | Literal[False] | None) -> Iterator[None]:
     """Within the block, reports go to `sink`; None keeps the caller's sink, False silences the block."""
     if sink is None:
         yield

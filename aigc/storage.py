@@ -222,7 +222,7 @@ def locked_dir(directory: str | os.PathLike, what: str) -> Iterator[Path]:
         ) from None
 
 
-def clean_partial(directory: str | os.PathLike, recursive: bool = False) -> int:
+def clean_partial(directory: str | os.PathLike[str], recursive: bool = False) -> int:
     """Remove the temporary files a killed write left in `directory` (its own `.NAME.RANDOM.part` files), and with
     `recursive` in every folder below it too (symbolic links are not followed)."""
     if recursive:

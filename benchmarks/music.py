@@ -161,8 +161,8 @@ def musicgen(manager: DeviceManager, seconds: float = 10.0, batch: int = 1, tiny
     Both sides make the same number of EnCodec frames, round(seconds * 50). Stock `generate` counts decoder steps,
     and MusicGen's delay pattern spends (codebooks - 1) of them before the last codebook's first code, so the stock
     call asks for frames + 3 new tokens, as aigc's loop runs; `max_new_tokens=frames` would return 60 ms less audio
-    after 3 fewer steps. compare: aigc trims near-silent ends and scales peaks above 1 down (`aigc.media.audio.tidy`), so
-    each stock waveform gets the same `tidy` and must then have the same length and agree within 1e-4 of its peak.
+    after 3 fewer steps. compare: aigc trims near-silent ends and scales peaks above 1 down (`aigc.media.audio.tidy`),
+    so each stock waveform gets the same `tidy` and must then have the same length and agree within 1e-4 of its peak.
     The codes themselves are not compared because neither side returns them; with random (non-zero) codebooks,
     different codes give audibly different waveforms, so matching waveforms mean matching codes.
     """
@@ -199,7 +199,7 @@ def musicgen(manager: DeviceManager, seconds: float = 10.0, batch: int = 1, tiny
     def same(stock_out: torch.Tensor, our_out: list[Audio]) -> bool:
         if len(stock_out) != len(our_out):
             return False
-        for wave, clip in zip(stock_out, our_out):
+        for wave, clip in zip(stock_out, our_out, strict=True):
             expected = tidy(wave.float().cpu().numpy(), clip.sample_rate).samples
             if expected.shape != clip.samples.shape:
                 return False

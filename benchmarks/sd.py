@@ -170,7 +170,9 @@ def sd15(
     max_levels, mean_levels = (1, 1.0) if exact else (32, 2.0)
 
     def same(theirs: list[Any], mine: list[Any]) -> bool:
-        gaps = [np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)) for a, b in zip(theirs, mine)]
-        return len(theirs) == len(mine) and all(g.max() <= max_levels and g.mean() <= mean_levels for g in gaps)
+        if len(theirs) != len(mine):
+            return False
+        gaps = [np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)) for a, b in zip(theirs, mine, strict=True)]
+        return all(g.max() <= max_levels and g.mean() <= mean_levels for g in gaps)
 
     return stock, ours, same

@@ -72,7 +72,7 @@ def serving(data: Path, merge_outputs: int):
             break
         except httpx.HTTPError:
             if process.poll() is not None:
-                raise SystemExit(Path(log.name).read_text())
+                raise SystemExit(Path(log.name).read_text()) from None  # the server's log says why, not httpx
             time.sleep(0.2)
     try:
         yield url

@@ -114,7 +114,10 @@ def tokens(manager: DeviceManager, batch: int, new_tokens: int) -> tuple:
         return call
 
     def details(stock, ours, stock_s, aigc_s):
-        figures = {"bandwidth_gbs": round(bandwidth, 1), "same_rows": sum(a == b for a, b in zip(stock[0], ours[0]))}
+        figures = {
+            "bandwidth_gbs": round(bandwidth, 1),
+            "same_rows": sum(a == b for a, b in zip(stock[0], ours[0], strict=True)),
+        }
         for name, (out, seconds) in {"fp32": (stock, stock_s), "default": (ours, aigc_s)}.items():
             ceiling = batch * bandwidth * 1e9 / sizes[name]
             figures.update(
@@ -204,7 +207,7 @@ def quality(manager: DeviceManager) -> tuple:
         }
         prefix = [
             _common_prefix(tokenizer(a)["input_ids"], tokenizer(b)["input_ids"])
-            for a, b in zip(texts["fp32"], texts["default"])
+            for a, b in zip(texts["fp32"], texts["default"], strict=True)
         ]
         figures.update(
             {
@@ -247,7 +250,7 @@ def llama_cpp(manager: DeviceManager, batch: int, new_tokens: int) -> tuple:
         return {
             "llama_cpp_tok_s": round(stock[1] / stock_s, 1),
             "default_tok_s": round(mine[1] / aigc_s, 1),
-            "same_rows": sum(a == b for a, b in zip(stock[0], mine[0])),
+            "same_rows": sum(a == b for a, b in zip(stock[0], mine[0], strict=True)),
             "llama_cpp_version": twin.version,
         }
 
@@ -353,7 +356,7 @@ class LlamaCpp:
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     same = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):  # the prefix ends with the shorter list at the latest
         if x != y:
             break
         same += 1

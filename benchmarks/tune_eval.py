@@ -184,7 +184,7 @@ def text_eval(args: argparse.Namespace, manager: Any, work: Path) -> dict[str, A
     judged = {
         name: [
             aigc.score(group, prompt, library=library, manager=manager)
-            for group, prompt in zip(outputs[name], HELD_OUT_PROMPTS)
+            for group, prompt in zip(outputs[name], HELD_OUT_PROMPTS, strict=True)
         ]
         for name in outputs
     }
@@ -202,9 +202,9 @@ def text_eval(args: argparse.Namespace, manager: Any, work: Path) -> dict[str, A
         }
     comparisons = {"rule": [], "score": []}
     for base_group, tuned_group, base_scores, tuned_scores in zip(
-        outputs["base"], outputs["tuned"], judged["base"], judged["tuned"]
+        outputs["base"], outputs["tuned"], judged["base"], judged["tuned"], strict=True
     ):
-        for b, t, bs, ts in zip(base_group, tuned_group, base_scores, tuned_scores):
+        for b, t, bs, ts in zip(base_group, tuned_group, base_scores, tuned_scores, strict=True):
             comparisons["rule"].append(_win(rule(t.data), rule(b.data)))
             comparisons["score"].append(_win(ts["score"], bs["score"]))
     wins = {
@@ -267,7 +267,7 @@ def gan_eval(args: argparse.Namespace, manager: Any, work: Path) -> dict[str, An
     faces = aigc.generate("image", "a portrait", backend="gan", n=args.train_faces, seed=0, manager=manager)
     liked, _ = sees_glasses(faces)
     library = Library(work / "faces")
-    for asset, good in zip(faces, liked):
+    for asset, good in zip(faces, liked, strict=True):
         library.rate(asset, 1 if good else -1, user="sim")
     prior = fit_prior(latents_from_ratings(library.ratings()), data={"benchmark": "tune_eval"})
     path = save_prior(prior, work / "glasses.safetensors")

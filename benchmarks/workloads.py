@@ -102,7 +102,9 @@ def dcgan(manager: DeviceManager, batch: int) -> Workload:
         return [a.data for a in aigc.generate("image", "x", backend="gan", seed=seeds, n=batch, manager=manager)]
 
     def same(a, b):
-        return all(np.abs(np.asarray(x, int) - np.asarray(y, int)).max() <= 1 for x, y in zip(a, b))
+        return len(a) == len(b) and all(
+            np.abs(np.asarray(x, int) - np.asarray(y, int)).max() <= 1 for x, y in zip(a, b, strict=True)
+        )
 
     return stock, ours, same
 

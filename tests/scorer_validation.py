@@ -109,7 +109,7 @@ def audio_pairs(manager) -> list[Pair]:
     clips = [a.data for a in aigc.generate("audio", lines, seed=1, manager=manager)]
     rng = np.random.default_rng(0)
     pairs = []
-    for i, (line, clip) in enumerate(zip(lines, clips)):
+    for i, (line, clip) in enumerate(zip(lines, clips, strict=True)):
         x, rate = clip.samples, clip.sample_rate
         mostly_silent = x.copy()
         mostly_silent[len(x) // 10 :] = 0

@@ -49,7 +49,7 @@ def test_each_gallery_card_links_its_file_once_and_names_keep_their_words(tiny_d
         page = (out / "index.html").read_text()
         cards = page.split("<div class=card")[1:]
         assert len(cards) == len(manifest(out)) and cards
-        for card, record in zip(cards, sorted(manifest(out), key=lambda r: (r["row"], r["variant"]))):
+        for card, record in zip(cards, sorted(manifest(out), key=lambda r: (r["row"], r["variant"])), strict=True):
             assert re.findall(r'href="([^"]+)"', card) == [f"./{record['file']}"], card  # one link, to its file
     names = sorted(r["file"] for r in manifest(tmp_path / "faces"))
     assert any("cafe-deja-vu" in name for name in names) and any("moskva-noch-yu" in name for name in names), names

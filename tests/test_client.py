@@ -80,7 +80,7 @@ def close(ours: list[dict], theirs: list[dict]) -> bool:
     return len(ours) == len(theirs) and all(
         a.keys() == b.keys()
         and all(a[k] == b[k] if a[k] is None or b[k] is None else abs(a[k] - b[k]) < 1e-6 for k in a)
-        for a, b in zip(ours, theirs)
+        for a, b in zip(ours, theirs, strict=True)
     )
 
 
@@ -101,7 +101,7 @@ def test_client_generate_gives_the_assets_a_local_call_gives(url, models, manage
     twins = aigc.generate(
         "image", "a face", backend="gan", model=str(models / "tiny-gan.pth"), n=3, seed=5, manager=manager
     )
-    assert all(np.array_equal(pixels(a.data), pixels(b.data)) for a, b in zip(faces, twins))
+    assert all(np.array_equal(pixels(a.data), pixels(b.data)) for a, b in zip(faces, twins, strict=True))
     saved = aigc.load(faces[1].save(tmp_path / "face.png"))
     assert saved.seed == 6 and np.array_equal(pixels(saved.data), pixels(twins[1].data))
 

@@ -82,7 +82,10 @@ def generate(model, manager, prompts, seeds, **given):
 
 def furthest(images, others) -> int:
     """The largest pixel difference between paired images, in levels of 255."""
-    return max(int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max()) for a, b in zip(images, others))
+    return max(
+        int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+        for a, b in zip(images, others, strict=True)
+    )
 
 
 def cached_pipe(manager, model, **switches):

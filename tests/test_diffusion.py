@@ -55,7 +55,7 @@ def test_an_image_is_the_same_alone_or_in_a_batch(tiny_sd, sd_manager):
     prompts, seeds = ["a castle", "a cat", "a castle"], [3, 4, 5]
     batched = run(tiny_sd, sd_manager, prompts, seeds)
     one_by_one = run(tiny_sd, sd_manager, prompts, seeds, batch_size=1)
-    for prompt, seed, together, single in zip(prompts, seeds, batched, one_by_one):
+    for prompt, seed, together, single in zip(prompts, seeds, batched, one_by_one, strict=True):
         alone = run(tiny_sd, sd_manager, [prompt], [seed])[0]
         assert np.abs(pixels(together) - pixels(alone)).max() <= 1
         assert np.abs(pixels(together) - pixels(single)).max() <= 1

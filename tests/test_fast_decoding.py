@@ -99,7 +99,7 @@ def _decode(lm, prompts, seeds, **knobs):
         knobs.get("penalty", 1.1),
         [],
     )
-    items = [(lm.tokenizer(p)["input_ids"], s) for p, s in zip(prompts, seeds)]
+    items = [(lm.tokenizer(p)["input_ids"], s) for p, s in zip(prompts, seeds, strict=True)]
     with torch.inference_mode():
         return [text for text, _ in decode(lm, items, settings, torch.device("cpu"), "tiny")]
 
@@ -149,7 +149,7 @@ def test_packed_outputs_are_the_same_alone_or_in_a_batch_of_eight(tiny_llama, te
     ]  # equal padding in rows 0, 8 and 9: attended in one call, apart from the rows between
     seeds = list(range(100, 110))
     batched = _decode(lm, prompts, seeds, temperature=temperature)
-    alone = [_decode(lm, [p], [s], temperature=temperature)[0] for p, s in zip(prompts, seeds)]
+    alone = [_decode(lm, [p], [s], temperature=temperature)[0] for p, s in zip(prompts, seeds, strict=True)]
     assert batched == alone and len(set(batched)) > 1
 
 
@@ -200,7 +200,7 @@ def test_the_layers_run_from_torchscript_with_the_same_bits_as_in_python(tiny_ll
         scripted = logits()
         lm.model._layer = llama_layer.layer  # the fallback where TorchScript is missing
         python = logits()
-    assert all(torch.equal(a, b) for a, b in zip(scripted, python)) and len(scripted) == 4
+    assert all(torch.equal(a, b) for a, b in zip(scripted, python, strict=True)) and len(scripted) == 4
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def test_a_batch_killed_at_random_points_resumes_to_exactly_the_uninterrupted_as
         str(out),
     ]
     rng, kills = random.Random(14), 0
-    for round_ in range(12):  # each round resumes, makes a little more, and is killed mid-way again
+    for _ in range(12):  # each round resumes, makes a little more, and is killed mid-way again
         target = len(Manifest(out).records()) + rng.randint(1, 2)
         kills += _killed_at(command, lambda: len(Manifest(out).records()), target, rng.uniform(0, 0.05))
     assert kills >= 10, "the batch should have been killed part-way most rounds"
@@ -124,7 +124,7 @@ def test_a_workflow_run_killed_at_random_points_resumes_to_exactly_the_uninterru
         command = [AIGC, "run", str(recipe), "--seed", "5", "--out", str(out)]
         progress = out / "progress.jsonl"
 
-        def calls() -> int:
+        def calls(progress: Path = progress, out: Path = out) -> int:  # this copy's files, bound now
             try:
                 return len(progress.read_text().splitlines())
             except FileNotFoundError:  # not started yet, or the run finished and removed it

@@ -1,4 +1,5 @@
-"""aigc.media.formats: every row round-trips real files, survives hostile metadata, and refuses damaged input clearly."""
+"""aigc.media.formats: every row round-trips real files, survives hostile metadata, and refuses damaged input
+clearly."""
 
 from __future__ import annotations
 

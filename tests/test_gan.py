@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -39,7 +41,7 @@ def test_a_seed_gives_the_same_face_alone_or_in_any_batch(faces):
         alone = aigc.generate("image", "portrait", backend="gan", seed=asset.seed, manager=manager)[0]
         assert np.array_equal(pixels(alone), pixels(asset))
     small_batches = aigc.generate("image", "portrait", backend="gan", n=8, seed=1, batch_size=3, manager=manager)
-    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(small_batches, assets))
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(small_batches, assets, strict=True))
     assert not np.array_equal(pixels(assets[0]), pixels(assets[1]))
 
 
@@ -61,7 +63,7 @@ def test_interpolation_walks_from_one_seed_to_the_other(faces):
     assert strip.data.size == (64 * 5, 64) and strip.info["frames"] == 5 and strip.info["to_seed"] == 2
     frames = [pixels(strip)[:, i * 64 : (i + 1) * 64] for i in range(5)]
     assert np.array_equal(frames[0], pixels(assets[0])) and np.array_equal(frames[-1], pixels(assets[1]))
-    steps = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
+    steps = [np.abs(a - b).mean() for a, b in pairwise(frames)]
     assert max(steps) < np.abs(frames[0] - frames[-1]).mean()  # each step is smaller than the whole walk
 
 

@@ -33,7 +33,7 @@ def bright_team(tmp_path_factory, tiny_dcgan):
     levels = np.array([brightness(a) for a in assets])
     low, high = np.quantile(levels, [0.35, 0.65])
     library = Library(tmp_path_factory.mktemp("team-images"))
-    for asset, level in zip(assets, levels):
+    for asset, level in zip(assets, levels, strict=True):
         if level >= high or level <= low:
             library.rate(asset, +1 if level >= high else -1, user="ana")
     return library, float(np.median(levels))
@@ -152,6 +152,21 @@ def gan_prior_file(tmp_path) -> Path:
     path = tmp_path / "ok.json"
     path.write_text(json.dumps({"format": "aigc-gan-prior", "mean": [0.5] * 8, "std": [1.0] * 8}))
     return path
+
+
+def test_ratings_of_images_made_with_a_prior_give_the_prior_s_latents(tmp_path, gan_prior_file, tiny_dcgan):
+    from aigc.generators.image.dcgan import latent
+
+    manager = DeviceManager("cpu")
+    library = Library(tmp_path / "with-prior")
+    made = aigc.generate("image", "a face", model=tiny_dcgan, seed=3, prior=str(gan_prior_file), manager=manager)[0]
+    library.rate(made, +1)
+    rated = latents_from_ratings(library.ratings(), tiny_dcgan)
+    assert rated.skipped == 0
+    expected = read_prior(str(gan_prior_file)).apply(latent(8, 3)).reshape(-1).numpy()
+    np.testing.assert_allclose(rated.latents[0], expected, rtol=1e-6)
+    gan_prior_file.unlink()  # the prior is gone: its latent cannot be told, so the rating is skipped
+    assert latents_from_ratings(library.ratings(), tiny_dcgan).skipped == 1
 
 
 @pytest.mark.pack

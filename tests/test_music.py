@@ -49,7 +49,7 @@ def test_an_output_is_the_same_alone_or_in_a_batch(music, guidance):
         make(music, [prompt], [seed], guidance=guidance)[0]
         for prompt, seed in [("lofi beat", 5), ("slow jazz piano drums", 6)]
     ]
-    for in_batch, single in zip(batched, alone):
+    for in_batch, single in zip(batched, alone, strict=True):
         assert in_batch.data.samples.shape == single.data.samples.shape
         np.testing.assert_allclose(in_batch.data.samples, single.data.samples, atol=1e-5)
 
@@ -65,7 +65,7 @@ def test_greedy_sampling_matches_transformers_generate(music, tiny_musicgen):
     inputs = AutoTokenizer.from_pretrained(tiny_musicgen)(["lofi beat", "drums"], padding=True, return_tensors="pt")
     with torch.inference_mode():
         waves = model.generate(**inputs, do_sample=False, guidance_scale=3.0, max_new_tokens=10 + 2 - 1)
-    for out, wave in zip(ours, waves):
+    for out, wave in zip(ours, waves, strict=True):
         np.testing.assert_allclose(out.data.samples, tidy(wave.numpy(), 3200).samples, atol=1e-5)
 
 

@@ -113,7 +113,7 @@ def test_images_as_b64_json_and_as_signed_urls(client, served, tiny_dcgan, manag
     )
     images = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in answer.data]
     local = aigc.generate("image", "a face", model=tiny_dcgan, n=2, seed=4, size=96, manager=manager)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b.data)) for a, b in zip(images, local))
+    assert all(np.array_equal(np.asarray(a), np.asarray(b.data)) for a, b in zip(images, local, strict=True))
     linked = client.images.generate(
         model="tiny-gan.pth", prompt="a face", size="96x96", extra_body={"seed": 4}, output_format="webp"
     )

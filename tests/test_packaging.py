@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -195,7 +196,7 @@ def _files_the_makefile_names() -> dict[str, set[str]]:
             files |= {p for p in prereqs if p not in rules and not p.startswith(venv)}
             for line in recipe:
                 words = shlex.split(line.lstrip("@-"))
-                for before, word in zip([""] + words, words):
+                for before, word in pairwise(["", *words]):
                     if word.startswith(venv) or word.startswith("-"):
                         continue
                     if before in ("-r", "-c", "--requirement", "--constraint") or path_like.match(word):

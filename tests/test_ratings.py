@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import aigc
-from aigc.cli.main import cli
+from aigc.cli import cli
 from aigc.scoring.library import Library
 from aigc.scoring.ratings import FILE, Ratings, content_key
 
@@ -204,7 +204,7 @@ def test_aigc_rate_refuses_bad_input_in_one_line(texts, tmp_path, args, message)
     command = [
         sys.executable,
         "-m",
-        "aigc.cli.main",
+        "aigc.cli",
         "rate",
         *[a.format(t=texts) for a in args],
         "--library",
@@ -222,7 +222,7 @@ def test_aigc_rate_pairs_records_choices_from_a_session(texts, tmp_path):
     command = [
         sys.executable,
         "-m",
-        "aigc.cli.main",
+        "aigc.cli",
         "rate",
         "--pairs",
         str(texts),

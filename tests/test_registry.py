@@ -107,19 +107,15 @@ def test_every_builtin_backend_keeps_the_contract(spec, request, manager, tmp_pa
     """Count, same seed -> same output, save/load round trip, a bad knob -> ConfigError."""
     fixture, knobs, suffix = CONTRACT[spec.name]
     model = request.getfixturevalue(fixture)
-    run = lambda: aigc.generate(
-        spec.kind,
-        ["one", "two"],
-        backend=spec.name,
-        model=model,
-        n=2,
-        seed=5,  # noqa: E731
-        manager=manager,
-        **knobs,
-    )
+
+    def run() -> list:
+        return aigc.generate(
+            spec.kind, ["one", "two"], backend=spec.name, model=model, n=2, seed=5, manager=manager, **knobs
+        )
+
     assets = run()
     assert len(assets) == 4 and all(a.kind == spec.kind and a.backend == spec.name for a in assets)
-    assert all(_same(a.data, b.data) for a, b in zip(run(), assets))
+    assert all(_same(a.data, b.data) for a, b in zip(run(), assets, strict=True))
     loaded = aigc.load(assets[0].save(tmp_path / f"a{suffix}"))
     assert _same(loaded.data, assets[0].data, atol=1e-4) and loaded.seed == 5
     with pytest.raises(aigc.ConfigError):

@@ -39,9 +39,15 @@ def manager():
     return DeviceManager("cpu")
 
 
-def client(tmp_path: Path, models: Path, manager, tokens: Tokens = Tokens(), **settings) -> TestClient:
+def client(tmp_path: Path, models: Path, manager, tokens: Tokens | None = None, **settings) -> TestClient:
     app = create_app(
-        Settings(data=tmp_path / "data", tokens=tokens, models=models, allowed_hosts=("testserver",), **settings),
+        Settings(
+            data=tmp_path / "data",
+            tokens=Tokens() if tokens is None else tokens,
+            models=models,
+            allowed_hosts=("testserver",),
+            **settings,
+        ),
         manager=manager,
     )
     return TestClient(app)
@@ -390,7 +396,7 @@ def test_jobs_differing_in_prompts_seeds_and_n_share_calls_and_get_what_they_get
         c.post(f"/v1/jobs/{blocker}/cancel")
         jobs = [wait(c, job_id) for job_id in ids]
         assert wait(c, apart)["merged_with"] == []
-        for job, request in zip(jobs, requests):
+        for job, request in zip(jobs, requests, strict=True):
             assert sorted(job["merged_with"]) == sorted(set(ids) - {job["id"]})
             alone = aigc.generate(
                 "text",

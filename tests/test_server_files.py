@@ -136,7 +136,7 @@ def test_a_prior_that_is_a_fifo_a_device_or_a_directory_fails_at_once_locally(tm
     for bad in (fifo, "/dev/zero", tmp_path):
         outcome: list = []
 
-        def generate() -> None:
+        def generate(bad: object = bad, outcome: list = outcome) -> None:  # this round's, bound now
             try:
                 aigc.generate(
                     "image", "x", model=tiny_dcgan, backend="gan", seed=1, prior=str(bad), manager=DeviceManager("cpu")

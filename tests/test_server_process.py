@@ -62,7 +62,7 @@ def test_kill_9_at_several_points_then_restart_ends_every_job_with_exactly_its_a
                 time.sleep(0.02)
     assert kills == 5
     with server(data, models, port=port) as (url, _):
-        for job_id, twin in zip(ids, expected):
+        for job_id, twin in zip(ids, expected, strict=True):
             job = wait_done(url, job_id)
             assert job["state"] == "done" and len(job["assets"]) == job["expected"] == len(twin)
             assert sorted(a["position"] for a in job["assets"]) == list(range(len(twin)))  # none lost, none twice
@@ -80,7 +80,7 @@ def _same_pixels(ours: list[bytes], theirs: list[bytes]) -> bool:
 
     return all(
         np.array_equal(np.asarray(Image.open(io.BytesIO(a))), np.asarray(Image.open(io.BytesIO(b))))
-        for a, b in zip(ours, theirs)
+        for a, b in zip(ours, theirs, strict=True)
     )
 
 

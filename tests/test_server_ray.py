@@ -46,7 +46,7 @@ def test_two_ray_workers_make_what_the_local_engine_makes(tmp_path, models, tiny
     assert all(job["state"] == "done" for job in done), done
     assert {job["worker"] for job in done} == {"worker-0", "worker-1"}  # both actors took jobs
     manager = DeviceManager("cpu")
-    for job, files in zip(jobs, contents):
+    for job, files in zip(jobs, contents, strict=True):
         model = tiny_gpt2 if job["kind"] == "text" else tiny_dcgan
         local = aigc.generate(
             job["kind"],
@@ -61,5 +61,6 @@ def test_two_ray_workers_make_what_the_local_engine_makes(tmp_path, models, tiny
             assert [f.decode() for f in files] == [a.data for a in local]
         else:
             assert all(
-                np.array_equal(np.asarray(Image.open(io.BytesIO(f))), np.asarray(a.data)) for f, a in zip(files, local)
+                np.array_equal(np.asarray(Image.open(io.BytesIO(f))), np.asarray(a.data))
+                for f, a in zip(files, local, strict=True)
             )

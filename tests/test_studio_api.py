@@ -353,13 +353,13 @@ def test_an_old_database_gains_the_gallery_columns_and_ten_thousand_assets_page_
     path = tmp_path / "aigc.db"
     old = sqlite3.connect(path)  # the schema a 0.2 server wrote: assets without owner, prompt or score
     old.executescript("""
-        CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, type TEXT NOT NULL, kind TEXT, request TEXT NOT NULL,
-            state TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL, expected INTEGER NOT NULL,
-            progress TEXT NOT NULL DEFAULT '{}', error TEXT, cancel INTEGER NOT NULL DEFAULT 0, idempotency TEXT,
-            seq INTEGER NOT NULL);
-        CREATE TABLE assets (id TEXT PRIMARY KEY, job TEXT NOT NULL, position INTEGER NOT NULL, kind TEXT NOT NULL,
-            path TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL, record TEXT NOT NULL,
-            created REAL NOT NULL, UNIQUE(job, position));""")
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, type TEXT NOT NULL, kind TEXT,
+            request TEXT NOT NULL, state TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL,
+            expected INTEGER NOT NULL, progress TEXT NOT NULL DEFAULT '{}', error TEXT,
+            cancel INTEGER NOT NULL DEFAULT 0, idempotency TEXT, seq INTEGER NOT NULL);
+        CREATE TABLE assets (id TEXT PRIMARY KEY, job TEXT NOT NULL, position INTEGER NOT NULL,
+            kind TEXT NOT NULL, path TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,
+            etag TEXT NOT NULL, record TEXT NOT NULL, created REAL NOT NULL, UNIQUE(job, position));""")
     old.execute(
         "INSERT INTO jobs VALUES ('j1', 'cleo', 'generate', 'image', '{}', 'done', 1, 1, 2, 10000, '{}', "
         "NULL, 0, NULL, 1)"

@@ -241,7 +241,7 @@ def test_the_page_asks_for_a_token_and_keeps_it_for_this_tab_only(studio):
 
 def test_text_image_and_audio_jobs_made_from_the_form_land_in_the_gallery(studio, made):
     url, driver = studio
-    for kind, job_id in made.items():
+    for job_id in made.values():
         assert (
             driver.execute_script(
                 "return document.querySelector(arguments[0]).value", f'#queue-list li[data-job="{job_id}"] progress'

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import aigc
-from aigc.cli.main import cli
+from aigc.cli import cli
 from aigc.scoring import taste as taste_module
 from aigc.scoring.library import Library
 from aigc.scoring.mean import weighted_geometric_mean

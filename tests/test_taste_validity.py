@@ -71,7 +71,10 @@ def test_a_team_that_likes_the_sea_and_not_money(tmp_path, scorer):
     assert right / total >= 0.8
 
     with_taste, without = _best_of_picks(held_out, library, scorer)
-    both = sum(a and not b for a, b in zip(with_taste, without)), sum(b and not a for a, b in zip(with_taste, without))
+    both = (
+        sum(a and not b for a, b in zip(with_taste, without, strict=True)),
+        sum(b and not a for a, b in zip(with_taste, without, strict=True)),
+    )
     print(
         f"best_of 5, {len(with_taste)} rounds: picks the team likes {sum(with_taste)} with taste, {sum(without)} "
         f"without (rounds only one side got right: {both})"
@@ -93,13 +96,14 @@ def _best_of_picks(pool: list[tuple[str, str]], library: Library, scorer) -> tup
 
         def produce(seeds: list[int], knobs: dict, drawn: list = drawn) -> list[Asset]:
             return [
-                Asset("text", text, "Write one sentence.", seed, "lm", "pool") for seed, (_, text) in zip(seeds, drawn)
+                Asset("text", text, "Write one sentence.", seed, "lm", "pool")
+                for seed, (_, text) in zip(seeds, drawn, strict=True)
             ]
 
         for name, judge_with in (("with", scorer), ("without", blind)):
 
             def judge(assets: list[Asset], judge_with=judge_with) -> None:
-                for asset, result in zip(assets, judge_with.score(assets, library=library)):
+                for asset, result in zip(assets, judge_with.score(assets, library=library), strict=True):
                     asset.score, asset.scores = result.pop("score"), result
 
             chosen = search(
@@ -125,7 +129,7 @@ def test_faces_the_classifier_sees_in_sunglasses(tmp_path, scorer):
     train, held_out = slice(0, 100), slice(100, 140)
     median = float(np.median(rule[train]))
     library = Library(tmp_path / "team")
-    for face, value in zip(faces[train], rule[train]):
+    for face, value in zip(faces[train], rule[train], strict=True):
         library.rate(face, 1 if value > median else -1, user="sim", scorer=scorer)
     model = library.taste("image:efficientnet-lite0")
     assert model.used

@@ -61,7 +61,7 @@ def _hf_greedy(model_dir, prompt, max_new_tokens, **kw):
 def test_greedy_decoding_matches_transformers_generate(tiny_gpt2, manager, penalty):
     """Our decoding loop (left padding, positions, KV cache, repetition penalty) against stock generate."""
     ours = gen(PROMPTS, tiny_gpt2, manager, seed=0, temperature=0.0, repetition_penalty=penalty, max_new_tokens=10)
-    for asset, prompt in zip(ours, PROMPTS):
+    for asset, prompt in zip(ours, PROMPTS, strict=True):
         assert asset.data == _hf_greedy(tiny_gpt2, prompt, 10, repetition_penalty=penalty)
 
 

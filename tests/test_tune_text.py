@@ -38,7 +38,7 @@ def run(*args: str, ok: bool = True, env: dict | None = None) -> subprocess.Comp
 def rated_library(tmp_path_factory) -> Path:
     """A team that liked texts about the sea and disliked texts about money, by thumbs and by one choice."""
     library = Library(tmp_path_factory.mktemp("team"))
-    for i, (sea, money) in enumerate(zip(SEA, MONEY)):
+    for i, (sea, money) in enumerate(zip(SEA, MONEY, strict=True)):
         library.rate(Item("text", sea, f"Write line {i}"), +1, user="ana")
         library.rate(Item("text", money, f"Write line {i}"), -1, user="ben")
     library.prefer(Item("text", SEA[0], "Write about today"), Item("text", MONEY[0], "Write about today"), user="ana")
@@ -52,7 +52,7 @@ def test_pairs_come_from_choices_thumbs_of_one_prompt_and_of_any(rated_library):
     assert all(p.chosen in SEA and p.rejected in MONEY for p in found.pairs)
     same = [p for p in found.pairs if p.source == "thumbs"]
     assert {(p.prompt, p.chosen, p.rejected) for p in same} == {
-        (f"Write line {i}", s, m) for i, (s, m) in enumerate(zip(SEA, MONEY))
+        (f"Write line {i}", s, m) for i, (s, m) in enumerate(zip(SEA, MONEY, strict=True))
     }
     assert pair_sources.from_ratings(Library(rated_library).ratings(), seed=0).pairs == found.pairs  # seeded
     assert pair_sources.from_ratings(Library(rated_library).ratings(user="ana")).pairs == [found.pairs[0]]
@@ -76,7 +76,7 @@ def test_best_of_candidates_pair_best_against_worst(tmp_path, tiny_gpt2):
     assets = aigc.generate(
         "text", "The harbour", model=tiny_gpt2, seed=3, n=4, max_new_tokens=6, manager=DeviceManager("cpu")
     )
-    for i, (asset, score) in enumerate(zip(assets, (0.4, 0.7, 0.2, 0.5))):
+    for i, (asset, score) in enumerate(zip(assets, (0.4, 0.7, 0.2, 0.5), strict=True)):
         asset.score = score  # as the scorer's loop leaves each candidate (scoring itself is tested elsewhere)
         asset.save(tmp_path / f"candidate-{i}.txt")
     (tmp_path / "notes.txt").write_text("a text without an aigc record is not a candidate")

@@ -236,6 +236,7 @@ def generate(
     if kind == "image" and len(assets) > 1:
         from ..media.sheets import write_contact_sheet
 
+        assert out is not None  # images are always saved (--out defaults to out/)
         sheet = write_contact_sheet(
             [a.data for a in assets], unique_path(out, f"contact-sheet-{slug(assets[0].prompt)}", ".png")
         )
@@ -298,6 +299,7 @@ def _report(asset: Any, path: Path | None, as_json: bool, stream: bool, play: bo
     elif asset.kind != "text":
         click.echo(f"{path}{_score_line(asset)}")
         if play:
+            assert path is not None  # images and audio are always saved (--out defaults to out/)
             _play(path)
     elif stream:
         click.echo()
@@ -382,7 +384,7 @@ def batch(
             "`aigc batch --help` lists them."
         )
     _, params = _command_knobs(kind, backend, model, knob_args, (), remote=bool(server))
-    request = dict(
+    request: dict[str, Any] = dict(
         kind=kind,
         n=n,
         seed=seed,
@@ -482,9 +484,10 @@ def run_recipe(
         check(pipeline, {**pipeline.inputs, **values})  # every error before the first line of output
         if out is None:  # a new run directory, named after its seed (an --out run may resume with its own)
             seed = seed_rule.chosen(seed)
+            out = default_out(recipe.stem, seed)
         elif seed is not None:
             seed_rule.check(seed)
-        out = writable_dir(out or default_out(recipe.stem, seed))
+        out = writable_dir(out)
         announce = lambda where: click.secho(  # noqa: E731 - once the run is accepted, before any work
             f"run directory: {where} (if this run is stopped, the same command with --out {where} resumes it)", err=True
         )
@@ -517,9 +520,9 @@ def score(files: tuple[Path, ...], prompt: str | None, library_path: Path | None
     results: dict[Path, dict] = {}
     with _progress() as shown:
         for kind in sorted({kind for kind, _ in items}):  # the scorer compares like with like: one call per kind
-            group = [(path, item) for path, (k, item) in zip(files, items) if k == kind]
+            group = [(path, item) for path, (k, item) in zip(files, items, strict=True) if k == kind]
             scored = api.score([item for _, item in group], prompt, library=library_path, progress=shown)
-            for (path, _), result in zip(group, scored):
+            for (path, _), result in zip(group, scored, strict=True):
                 results[path] = result
     for path in files:
         result = results[path]

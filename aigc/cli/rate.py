@@ -138,7 +138,7 @@ def rate(
         return None
     value = 1 if up else -1 if down else 0
     items = [_item(path) for path in files]  # every file read before the first rating is written
-    for path, item in zip(files, items):
+    for path, item in zip(files, items, strict=True):
         library.rate(item, value, user=who, note=note, ref=str(path), scorer=_scorer())
         click.echo(f"{('up', 'down', 'taken back')[(1, -1, 0).index(value)]:>10}  {path}")
     click.echo(f"({who}; {_count(library)})")
@@ -274,7 +274,7 @@ def _ask(pair: tuple[Path, Path], items: dict[Path, Any], number: int, open_file
     from ..checks import printable
 
     click.echo(f"\npair {number}:")
-    for mark, path in zip("12", pair):
+    for mark, path in zip("12", pair, strict=True):
         item = items[path]
         text = item if isinstance(item, str) else item.data if getattr(item, "kind", None) == "text" else None
         if isinstance(text, str):

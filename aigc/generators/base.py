@@ -194,13 +194,14 @@ class Generator:
         """Load-time switches that make another cached copy of the model (part of its cache key)."""
         return {}
 
-    def load(self, **variant: Any) -> Any:
-        """The model (or a record of its modules) on the CPU, in the manager's dtype."""
+    def load(self) -> Any:
+        """The model (or a record of its modules) on the CPU, in the manager's dtype; a backend with a `variant`
+        takes its switches as keywords."""
         raise NotImplementedError
 
     def preprocess(self, model: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
         """The work items, one per output, prepared on the CPU (tokens, latents...)."""
-        return list(zip(prompts, seeds))
+        return list(zip(prompts, seeds, strict=True))
 
     def forward(self, model: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Any]:
         """The device step over a chunk of items; every item keeps its own seed, so chunking never changes it."""

@@ -11,7 +11,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .. import limits
 from ..checks import plain_text
@@ -108,7 +108,7 @@ class Param:
         if not isinstance(value, allowed[self.type]) or (number and isinstance(value, bool)):
             raise ConfigError(f"{name}={value!r} must be of type {self.type} ({self.help}).", field=name)
         if self.type == "float":
-            value = float(value)
+            value = float(cast(float, value))  # an int or a float: the check above, by self.type
             if not math.isfinite(value):
                 raise ConfigError(f"{name}={value!r} must be a finite number ({self.help}).", field=name)
         chars = "prompt_chars"

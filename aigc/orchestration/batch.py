@@ -127,7 +127,8 @@ def _csv_rows(path: Path, text: str) -> list[Row]:
     try:
         if not reader.fieldnames or "prompt" not in [name.strip() for name in reader.fieldnames]:
             raise ConfigError(f"{path}: a CSV prompts file needs a header row with a 'prompt' column.")
-        rows, start, most = [], reader.line_num + 1, limits.get("batch_assets")
+        rows: list[Row] = []
+        start, most = reader.line_num + 1, limits.get("batch_assets")
         for row in reader:
             if len(rows) == most:  # one row too many: count the rest, building none of them
                 check_rows(most + 1 + sum(1 for _ in reader), str(path))
@@ -362,7 +363,7 @@ def make(jobs: list[Job], manager=None) -> list[tuple[Job, Asset | None, str | N
                 manager=manager,
                 **first.params,
             )
-        return [(j, a, None) for j, a in zip(jobs, assets)]
+        return [(j, a, None) for j, a in zip(jobs, assets, strict=True)]
     except Exception as error:  # noqa: BLE001 - a failure of one group must not stop the batch
         if len(jobs) == 1:
             return [(first, None, _reason(error))]

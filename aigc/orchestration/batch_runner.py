@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .. import checks, console
 from .. import seeds as seed_rule
@@ -42,7 +42,7 @@ def batch(
     batch_size: int = 8,
     manager=None,
     on_asset: Callable[[Job, Asset, Path], None] | None = None,
-    progress: Callable[[Progress], None] | bool | None = None,
+    progress: Callable[[Progress], None] | Literal[False] | None = None,
     **params: Any,
 ) -> Summary:
     """Make `n` variants of every prompt in a .txt/.csv/.jsonl file into `out`, resuming what is done.
@@ -183,7 +183,12 @@ def _run_ray(groups: list[list[Job]], workers: int | None, address: str | None):
         count = workers or gpus or 2
         worker_class = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1)(BatchWorker)
         actors = [worker_class.remote() for _ in range(count)]
-        pending = {actors[i % count].make.remote(group): group for i, group in enumerate(groups)}
+        # ray types an actor's methods as the plain functions (no .remote) unless each is marked @ray.method,
+        # which needs ray at import time; ray is optional here
+        pending = {
+            actors[i % count].make.remote(group): group  # type: ignore[union-attr]
+            for i, group in enumerate(groups)
+        }
         while pending:  # results stream back as each group finishes, whatever the order
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

@@ -12,7 +12,8 @@ from .report import media_html
 PAGE = """<!doctype html><meta charset=utf-8><title>aigc batch</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}#q{{font-size:1em;padding:.3em;width:24em}}
 .grid{{display:flex;flex-wrap:wrap;gap:.8em;margin-top:1em}}.card{{border:1px solid #ddd;border-radius:6px;padding:.5em;
-width:260px;font-size:.85em}}.card img{{max-width:256px}}.meta{{color:#666}}pre{{white-space:pre-wrap;max-height:12em;overflow:auto}}</style>
+width:260px;font-size:.85em}}.card img{{max-width:256px}}.meta{{color:#666}}
+pre{{white-space:pre-wrap;max-height:12em;overflow:auto}}</style>
 <h1>aigc batch</h1><p>{count} assets · <input id=q placeholder="filter by prompt, seed or score…" oninput="f()">
 <select id=s onchange="f()"><option value=0>any score</option><option value=0.5>score ≥ 0.5</option>
 <option value=0.7>score ≥ 0.7</option></select></p><div class=grid>{cards}</div>

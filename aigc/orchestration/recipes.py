@@ -87,7 +87,7 @@ class _RecipeLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def load_recipe(path: str | Path) -> Pipeline:
+def load_recipe(path: str | os.PathLike) -> Pipeline:
     """Parse and validate a recipe file; errors name the file, line and field."""
     path = path_arg(path, "recipe")
     return parse_recipe(read_text(path, "recipe"), str(path))
@@ -318,6 +318,7 @@ def _asset_record(asset: Asset) -> dict[str, Any]:
 
 def file_name(asset: Asset) -> str:
     """An asset's file in a run directory: its workflow id and its kind's default format."""
+    assert asset.workflow is not None  # a run's assets each carry their WorkflowLink (workflows.py sets it)
     return f"{asset.workflow.id}{formats.default(asset.kind).suffix}"
 
 

@@ -261,15 +261,15 @@ def _calls(
             "several outputs; keep one of them to a single output."
         )
     driver = fanned[0] if fanned else (refs[0] if step.split and refs else None)
-    calls = []
+    calls: list[tuple[Asset | None, dict[str, str], list[str]]] = []
     for parent in produced[driver] if driver else [None]:
         # generated text flows into prompts, made printable (a model may emit control characters)
         texts = {r: checks.printable(produced[r][0].data) for r in refs if produced[r][0].kind == "text"}
-        if parent is not None and parent.kind == "text":
+        if driver and parent is not None and parent.kind == "text":  # parent: one of the driver's outputs
             texts[driver] = checks.printable(parent.data)
         parents = [_asset_id(parent)] if parent else [f"{r}-0" for r in refs]
         for piece in _pieces(texts[driver], step.split) if step.split and driver else [None]:
-            fields = {**values, **texts, **({driver: piece} if piece is not None else {})}
+            fields = {**values, **texts, **({driver: piece} if driver and piece is not None else {})}
             calls.append((parent if driver == step.input else None, fields, parents))
     limits.check("calls_per_step", len(calls), f"the generate calls step {step.name!r} fans out to")
     return calls
@@ -296,6 +296,7 @@ def _run_step(
             params = dict(step.params)
             if step.input:
                 knob = registry.get(step.kind, step.backend, step.model).load().image_input()
+                assert knob is not None  # check() refuses an input image to a backend that takes none
                 params[knob] = (image_parent or produced[step.input][0]).data
             prompt = templates.render(step.prompt, fields).strip()
             if not prompt:
@@ -337,8 +338,10 @@ def _model_of(step: Step, specs: dict[str, registry.BackendSpec]) -> tuple[str, 
     return spec.target, step.model or spec.default_model
 
 
-def _asset_id(asset: Asset | None) -> str | None:
-    return asset.workflow.id if asset is not None and asset.workflow is not None else None
+def _asset_id(asset: Asset) -> str:
+    """An output's id in the run ("poster-0"): each asset a step makes, joins or recalls carries its WorkflowLink."""
+    assert asset.workflow is not None
+    return asset.workflow.id
 
 
 def _joined(step: Step, clips: list[Asset]) -> Asset:

@@ -27,7 +27,7 @@ def _human(nbytes: float) -> str:
 
 def pack_rows() -> list[tuple[str, ...]]:
     """One row per known pack: reference, kind, installed?, size, summary, path (or the command to install it)."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for pack in models.PACKS.values():
         try:
             path = models.pack_path(pack.name)

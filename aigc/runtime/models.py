@@ -130,6 +130,13 @@ class ModelSource:
         """A single file's suffix, lower-case ("" for a directory or a Hub id)."""
         return self.path.suffix.lower() if self.path is not None and self.path.is_file() else ""
 
+    @property
+    def file(self) -> Path:
+        """`path`, for a backend whose model_fits requires local files; ModelLoadError for an uncached Hub id."""
+        if self.path is None:
+            raise ModelLoadError(f"model={self.ref!r} has no local files.")
+        return self.path
+
     def json(self, name: str) -> dict[str, Any] | None:
         """A small JSON file of the model (config.json, model_index.json...), read without touching weights.
 
@@ -153,7 +160,7 @@ class ModelSource:
         if self.suffix != ".safetensors":
             return None
         try:
-            with open(self.path, "rb") as handle:  # type: ignore[arg-type]
+            with open(self.file, "rb") as handle:
                 size = int.from_bytes(handle.read(8), "little")
                 if not 0 < size <= 100 * 1024**2:
                     return None
@@ -223,7 +230,7 @@ def pack_path(name: str) -> Path:
         )
     pack = PACKS[name]
     try:
-        path = Path(distribution(pack.distribution).locate_file(pack.file))
+        path = Path(str(distribution(pack.distribution).locate_file(pack.file)))  # locate_file: a SimplePath
     except PackageNotFoundError:
         path = None
     if path is None or not path.exists():

@@ -10,11 +10,36 @@ import functools
 import sys
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BackendNotFoundError, ConfigError, ModelLoadError, one_of
 
+if TYPE_CHECKING:
+    from .models import ModelSource
+
 ENTRY_POINT_GROUP = "aigc.generators"
+
+
+class GeneratorClass(Protocol):
+    """A generator class as its callers use the class itself: what it declares, its class methods, and calling it
+    for a generator. (The classes are aigc.generators.base.Generator subclasses; that layer sits above this one.)"""
+
+    family: str
+    params: dict[str, Any]  # knob name -> its Param
+    limits: dict[str, int]
+    per_output: tuple[str, ...]
+
+    def __call__(self, model: str, manager: Any, *, backend: str = ..., dtype: str | None = ...) -> Any: ...
+
+    def check_params(self, given: dict[str, Any]) -> dict[str, Any]: ...
+
+    def parse_knobs(self, given: dict[str, Any]) -> dict[str, Any]: ...
+
+    def image_input(self) -> str | None: ...
+
+    def model_fits(self, source: ModelSource) -> str | None: ...
+
+    def picks_by_model(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -25,7 +50,7 @@ class BackendSpec:
     default_model: str | None
     summary: str
 
-    def load(self) -> type:
+    def load(self) -> GeneratorClass:
         """Import the generator class (this is where torch and friends get imported)."""
         module, _, attr = self.target.partition(":")
         try:

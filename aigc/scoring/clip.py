@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import numpy as np
 import torch
@@ -24,9 +24,15 @@ from ..errors import ConfigError, ModelLoadError
 from ..media.audio import Audio
 from ..runtime import models
 
+if TYPE_CHECKING:
+    from transformers import ClapModel, ClapTextConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, PreTrainedModel
+
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_CLAP = "laion/clap-htsat-unfused"
 SCALE = 2.5  # CLIPScore's w: maps typical CLIP cosines (0.25-0.35 for matches) onto most of [0, 1]
+Model = TypeVar("Model", bound="PreTrainedModel")  # CLIPModel or ClapModel
+# The casts below: transformers types a sub-config as what its config accepts (a dict, None or the config), but
+# the config's constructor has built the sub-config by the time a model holds it.
 
 
 def to_relevance(cosines: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -42,15 +48,15 @@ def _pooled(output: Any) -> torch.Tensor:
 
 
 @dataclass
-class Loaded:
+class Loaded(Generic[Model]):
     """A contrastive model, its tokenizer, and what prepares its other input (CLIP's images, CLAP's audio)."""
 
-    model: torch.nn.Module
+    model: Model
     tokenizer: Any
     processor: Any
 
 
-class _Relevance:
+class _Relevance(Generic[Model]):
     """What CLIP and CLAP share: resolving the reference up front, availability, and the manager key."""
 
     family = ""
@@ -84,7 +90,7 @@ class _Relevance:
     def cache_key(self):
         return self.manager.key(self.family, self.model_ref, torch.float32)
 
-    def load(self) -> Loaded:
+    def load(self) -> Loaded[Model]:
         """The model (frozen, float32), its tokenizer and its processor, from the resolved reference."""
         from transformers import AutoTokenizer
 
@@ -97,10 +103,14 @@ class _Relevance:
             raise ModelLoadError(f"model={self.model_ref!r} could not be loaded from {target}: {error}") from error
         return Loaded(model.eval().requires_grad_(False), tokenizer, processor)
 
-    def _model_class(self) -> Any:
+    def _model_class(self) -> type[Model]:
         raise NotImplementedError
 
     def _processor(self, target: str) -> Any:
+        raise NotImplementedError
+
+    def _score(self, loaded: Loaded[Model], pairs: Sequence[tuple[Any, str]]) -> list[float]:
+        """The raw cosine of each (thing, text) pair in one batch."""
         raise NotImplementedError
 
     def similarity(self, things: Sequence[Any], texts: Sequence[str]) -> np.ndarray:
@@ -110,7 +120,7 @@ class _Relevance:
             return np.zeros(0, np.float32)
         with self.manager.use(self.cache_key, self.load) as loaded:
             rows = self.manager.run_batched(
-                lambda chunk: self._score(loaded, chunk), list(zip(things, texts)), self.batch_size
+                lambda chunk: self._score(loaded, chunk), list(zip(things, texts, strict=True)), self.batch_size
             )
         return to_relevance(np.asarray(rows, dtype=np.float32))
 
@@ -120,13 +130,13 @@ class _Relevance:
         return {k: v.to(self.manager.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
 
-class ClipRelevance(_Relevance):
+class ClipRelevance(_Relevance["CLIPModel"]):
     """Image-text relevance with a transformers CLIP (`CLIPModel`), from a Hub id or a saved directory."""
 
     family = "clip"
     paired_with = "images"
 
-    def _model_class(self) -> Any:
+    def _model_class(self) -> type[CLIPModel]:
         from transformers import CLIPModel
 
         return CLIPModel
@@ -135,15 +145,15 @@ class ClipRelevance(_Relevance):
         return _clip_image_processor(target)
 
     @torch.inference_mode()
-    def _score(self, clip: Loaded, pairs: Sequence[tuple[Any, str]]) -> list[float]:
+    def _score(self, clip: Loaded[CLIPModel], pairs: Sequence[tuple[Any, str]]) -> list[float]:
         pictures = [image.convert("RGB") for image, _ in pairs]
         pixels = clip.processor(images=pictures, return_tensors="pt")["pixel_values"]
         image_features = _pooled(clip.model.get_image_features(pixel_values=pixels.to(self.manager.device)))
         text_features = self._text_features(clip, [text for _, text in pairs])
         return F.cosine_similarity(image_features.float(), text_features, dim=-1).cpu().tolist()
 
-    def _text_features(self, clip: Loaded, texts: Sequence[str]) -> torch.Tensor:
-        limit = clip.model.config.text_config.max_position_embeddings
+    def _text_features(self, clip: Loaded[CLIPModel], texts: Sequence[str]) -> torch.Tensor:
+        limit = cast("CLIPTextConfig", clip.model.config.text_config).max_position_embeddings
         return _pooled(clip.model.get_text_features(**self._tokens(clip.tokenizer, texts, limit))).float()
 
     def image_text_score(self, pixels: torch.Tensor, text: str) -> torch.Tensor:
@@ -163,14 +173,14 @@ class ClipRelevance(_Relevance):
         return F.cosine_similarity(image_features, text_features.expand_as(image_features), dim=-1)
 
 
-class ClapRelevance(_Relevance):
+class ClapRelevance(_Relevance["ClapModel"]):
     """Audio-text relevance with a transformers CLAP (`ClapModel`), from a Hub id or a saved directory."""
 
     family = "clap"
     batch_size = 8
     paired_with = "audios"
 
-    def _model_class(self) -> Any:
+    def _model_class(self) -> type[ClapModel]:
         from transformers import ClapModel
 
         return ClapModel
@@ -181,7 +191,7 @@ class ClapRelevance(_Relevance):
         return ClapFeatureExtractor.from_pretrained(target)
 
     @torch.inference_mode()
-    def _score(self, clap: Loaded, pairs: Sequence[tuple[Audio, str]]) -> list[float]:
+    def _score(self, clap: Loaded[ClapModel], pairs: Sequence[tuple[Audio, str]]) -> list[float]:
         extractor = clap.processor
         rate = extractor.sampling_rate
         # Cut long clips to the model's window ourselves (the middle part): the extractor would crop at
@@ -200,7 +210,8 @@ class ClapRelevance(_Relevance):
                 input_features=inputs["input_features"].to(self.manager.device, torch.float32), is_longer=is_longer
             )
         )
-        limit = clap.model.config.text_config.max_position_embeddings - 2  # RoBERTa positions start after padding
+        text_config = cast("ClapTextConfig", clap.model.config.text_config)
+        limit = text_config.max_position_embeddings - 2  # RoBERTa positions start after padding
         limit = min(limit, clap.tokenizer.model_max_length)
         text_features = _pooled(
             clap.model.get_text_features(**self._tokens(clap.tokenizer, [t for _, t in pairs], limit))
@@ -239,15 +250,18 @@ def _check_pairs(things: Sequence[Any], texts: Sequence[str], name: str) -> None
 def _clip_image_processor(target: str) -> Any:
     """CLIP's PIL/numpy image processor: the default one needs torchvision, which aigc does not install."""
     try:
-        from transformers import CLIPImageProcessorPil as Processor
+        from transformers import CLIPImageProcessorPil
     except ImportError:  # transformers 4.x: CLIPImageProcessor is the PIL/numpy one
-        from transformers import CLIPImageProcessor as Processor
-    return Processor.from_pretrained(target)
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor.from_pretrained(target)
+    return CLIPImageProcessorPil.from_pretrained(target)
 
 
-def _clip_input(pixels: torch.Tensor, clip: Loaded) -> torch.Tensor:
+def _clip_input(pixels: torch.Tensor, clip: Loaded[CLIPModel]) -> torch.Tensor:
     """[-1, 1] pixels -> CLIP's input: shortest edge resized, centre-cropped, normalised; differentiable."""
-    processor, size = clip.processor, clip.model.config.vision_config.image_size
+    processor, size = clip.processor, cast("CLIPVisionConfig", clip.model.config.vision_config).image_size
+    assert isinstance(size, int), f"a CLIP's images are square (image_size={size!r})"
     crop = getattr(processor, "crop_size", None) or {}
     crop_h, crop_w = crop.get("height", size), crop.get("width", size)
     edge = (getattr(processor, "size", None) or {}).get("shortest_edge", min(crop_h, crop_w))

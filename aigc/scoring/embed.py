@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ class TextEmbedder:
                 hidden = loaded.model(**batch).last_hidden_state.float()
                 mask = batch["attention_mask"][..., None].float()
                 pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
-            self._cache.update(zip(missing, pooled.cpu().numpy()))
+            self._cache.update(zip(missing, pooled.cpu().numpy(), strict=True))
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
 
@@ -71,7 +72,7 @@ def audio_fingerprint(audio: Audio, bands: int = 48) -> np.ndarray:
     power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(axis=0)
     freqs = np.fft.rfftfreq(size, 1 / audio.sample_rate)
     edges = np.geomspace(40, audio.sample_rate / 2, bands + 1)
-    energy = np.array([power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in zip(edges, edges[1:])])
+    energy = np.array([power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in pairwise(edges)])
     vector = np.log(energy + 1e-10)
     vector -= vector.mean()
     return (vector / (np.linalg.norm(vector) + 1e-12)).astype(np.float32)

@@ -63,7 +63,7 @@ class Library:
 
         scorer = scorer or default_scorer()
         rows = []
-        for item, (space, vector) in zip(items := list(items), scorer.embed(items)):
+        for item, (space, vector) in zip(items := list(items), scorer.embed(items), strict=True):
             rows.append(
                 {
                     "space": space,
@@ -136,7 +136,7 @@ class Library:
                     "prompt": p,
                     "added": now,
                 }
-                for v, p in zip(vectors, prompts)
+                for v, p in zip(vectors, prompts, strict=True)
             ]
         )
 

@@ -43,7 +43,7 @@ class Judged:
 def weakest(scores: dict[str, Any]) -> str | None:
     """The lowest measured part of a score, the one the next round's knobs should help."""
     measured = {part: scores[part] for part in WEAKNESSES if scores.get(part) is not None}
-    return min(measured, key=measured.get) if measured else None
+    return min(measured, key=measured.__getitem__) if measured else None
 
 
 def prompt_seed(seed: int, prompt: int) -> int:
@@ -100,7 +100,8 @@ def _choose(
     made_in = {id(asset): attempt for attempt, asset in pool}
     ranked = sorted((a for _, a in pool), key=lambda a: a.score or 0.0, reverse=True)
     if policy.min_score is not None:
-        ranked = [a for a in ranked if a.score >= policy.min_score] + [a for a in ranked if a.score < policy.min_score]
+        bar = policy.min_score
+        ranked = [a for a in ranked if (a.score or 0.0) >= bar] + [a for a in ranked if (a.score or 0.0) < bar]
     chosen = select_diverse(ranked, embed(ranked), policy.n) if policy.diverse else ranked[: policy.n]
     for rank, asset in enumerate(chosen, 1):
         asset.rank, asset.candidates, asset.attempts = rank, len(pool), len(rounds)

@@ -10,7 +10,7 @@ FLOOR = 1e-4  # parts are floored inside the mean only, so poor candidates are s
 
 def weighted_geometric_mean(parts: Mapping[str, float | None], weights: Mapping[str, float]) -> float:
     """exp(sum w*log(p) / sum w) over the parts that were measured (not None) and weigh more than 0; 0 if none."""
-    used = [(parts[name], weight) for name, weight in weights.items() if weight > 0 and parts.get(name) is not None]
+    used = [(part, weight) for name, weight in weights.items() if weight > 0 and (part := parts.get(name)) is not None]
     total = sum(weight for _, weight in used)
     if not used or total <= 0:
         return 0.0

@@ -88,7 +88,9 @@ def _luminance(image: Image.Image) -> np.ndarray:
     scale = ANALYSIS_SIDE / max(height, width)
     size = (max(3, round(width * scale)), max(3, round(height * scale)))
     if size != (width, height):
-        resized = Image.fromarray(np.ascontiguousarray(grey, dtype=np.float32), mode="F").resize(size, Image.LANCZOS)
+        resized = Image.fromarray(np.ascontiguousarray(grey, dtype=np.float32), mode="F").resize(
+            size, Image.Resampling.LANCZOS
+        )
         grey = np.asarray(resized, dtype=np.float32)
     return np.clip(grey, 0.0, 1.0).astype(np.float64)
 

@@ -118,8 +118,8 @@ class Ratings:
             raise ConfigError(
                 f"refs={refs!r:.60} must be a pair: (where the better came from, the worse).", field="refs"
             )
-        user, note, refs = checked_user(user), _note(note), tuple(_ref(r) for r in refs)
-        first, second = self._rated([better, worse], list(refs), scorer)
+        user, note = checked_user(user), _note(note)
+        first, second = self._rated([better, worse], [_ref(r) for r in refs], scorer)
         if first.kind != second.kind:
             raise ConfigError(f"a choice is between two items of one kind, not a {first.kind} and a {second.kind}.")
         if first.key == second.key:
@@ -157,7 +157,7 @@ class Ratings:
                 item.data if item.kind == "text" else None,
                 _origin(thing),
             )
-            for thing, item, (space, vector), ref in zip(items, checked, embedded, refs)
+            for thing, item, (space, vector), ref in zip(items, checked, embedded, refs, strict=True)
         ]
 
     def _append(self, rating: Rating) -> Rating:

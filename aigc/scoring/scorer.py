@@ -157,12 +157,12 @@ class CreativityScorer:
         out: list[tuple[str, np.ndarray] | None] = [None] * len(items)
         texts = [i for i, it in enumerate(items) if it.kind == "text"]
         if texts:
-            for i, v in zip(texts, self.text.embed([items[i].data for i in texts])):
+            for i, v in zip(texts, self.text.embed([items[i].data for i in texts]), strict=True):
                 out[i] = (f"text:{self.text.model}", v)
         images = [i for i, it in enumerate(items) if it.kind == "image"]
         if images:
             _, features = self._classifier().predict([items[i].data for i in images])
-            for i, v in zip(images, features):
+            for i, v in zip(images, features, strict=True):
                 out[i] = ("image:efficientnet-lite0", v)
         for i, it in enumerate(items):
             if it.kind == "audio":
@@ -238,7 +238,7 @@ class CreativityScorer:
                 stacklevel=3,
             )
         values = model.score(vectors) if usable else [None] * len(results)
-        for r, value in zip(results, values):
+        for r, value in zip(results, values, strict=True):
             r["taste"] = None if value is None else float(value)
             r["taste_accuracy"] = None if model.accuracy is None else round(model.accuracy, 4)
             r["taste_ratings"] = model.ratings
@@ -266,12 +266,12 @@ class CreativityScorer:
         images = [it.data for it in items]
         clip = self._clip()
         if clip is not None and all(prompts):
-            for r, value in zip(results, clip.similarity(images, prompts)):
+            for r, value in zip(results, clip.similarity(images, prompts), strict=True):
                 r["relevance"] = float(value)
         elif all(prompts):
             probs, _ = self._classifier().predict(images)
             self._relevance_by_labels(probs, prompts, results)
-        for r, image in zip(results, images):
+        for r, image in zip(results, images, strict=True):
             parts = image_quality(image)
             r.update({f"quality.{k}": v for k, v in parts.items() if k != "quality"})
             r["quality"] = parts["quality"]
@@ -283,9 +283,9 @@ class CreativityScorer:
         for r in results:
             r["relevance"] = None  # not scored without CLAP: said, not faked
         if clap is not None and all(prompts):
-            for r, value in zip(results, clap.similarity([it.data for it in items], prompts)):
+            for r, value in zip(results, clap.similarity([it.data for it in items], prompts), strict=True):
                 r["relevance"] = float(value)
-        for r, it in zip(results, items):
+        for r, it in zip(results, items, strict=True):
             parts = audio_quality(it.data.samples, it.data.sample_rate)
             r.update({f"quality.{k}": v for k, v in parts.items() if k != "quality"})
             r["quality"] = parts["quality"]
@@ -320,7 +320,7 @@ class CreativityScorer:
     def _relevance_by_text(self, prompts, vectors, results) -> None:
         if not all(prompts):
             return
-        for r, p, v in zip(results, self.text.embed(prompts), vectors):
+        for r, p, v in zip(results, self.text.embed(prompts), vectors, strict=True):
             r["relevance"] = _relevance(float(p @ v))
 
     def _relevance_by_labels(self, probs: np.ndarray, prompts, results, top: int = 5) -> None:
@@ -330,7 +330,7 @@ class CreativityScorer:
         probability-weighted similarity of the top labels is taken as a z-score against the prompt's
         similarity to all 1000 labels: z <= -1 maps to 0, z >= 4 to 1.
         """
-        for r, row, sims in zip(results, probs, self._label_similarities(prompts)):
+        for r, row, sims in zip(results, probs, self._label_similarities(prompts), strict=True):
             best = np.argsort(row)[::-1][:top]
             weights = row[best] / row[best].sum()
             z = (float(weights @ sims[best]) - sims.mean()) / max(float(sims.std()), 1e-6)

@@ -158,11 +158,12 @@ def _design(
     """One row per rating: a thumb is [x, 1] labelled up; a choice is [+-(a - b), 0] labelled by which way round
     it was shown. The last column is the thumbs' intercept, so choices have none (Bradley-Terry)."""
     features, labels = [], []
-    for rating, flip in zip(rows, flips):
+    for rating, flip in zip(rows, flips, strict=True):
         if rating.type == "thumb":
             features.append(np.append((rating.item.vector - mean) / scale, 1.0))
             labels.append(int(rating.value > 0))
         else:
+            assert rating.other is not None  # a choice: its second item
             difference = (rating.item.vector.astype(np.float64) - rating.other.vector) / scale
             features.append(np.append(flip * difference, 0.0))
             labels.append(int(flip > 0))

@@ -65,7 +65,7 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return super().forward(F.pad(x, pads) if any(pads) else x)
@@ -213,7 +213,7 @@ class ImageClassifier:
         key = self.manager.key(FAMILY, self.reference, torch.float32)
         with self.manager.use(key, lambda: load_classifier(self.path)) as net:
             rows = self.manager.run_batched(lambda chunk: self._run(net, chunk), images, self.batch_size)
-        probs, feats = zip(*rows)
+        probs, feats = zip(*rows, strict=True)
         return np.stack(probs), np.stack(feats)
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -228,7 +228,7 @@ class ImageClassifier:
         features = net.features(x)
         probs = net.classify(features).softmax(dim=-1)
         features = F.normalize(features, dim=-1)
-        return list(zip(probs.cpu().numpy(), features.cpu().numpy()))
+        return list(zip(probs.cpu().numpy(), features.cpu().numpy(), strict=True))
 
     @staticmethod
     def top_labels(probs_row: np.ndarray, k: int = 5) -> list[tuple[str, float]]:

@@ -44,8 +44,7 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
     lock = _hold(settings.data)
     _tidy(settings.data)
     store = Store(settings.data / "aigc.db", private=settings.private)
-    places = Places(settings.models, settings.pipelines)
-    places.library = settings.data / "library"  # type: ignore[attr-defined] - the team's library for best_of jobs
+    places = Places(settings.models, settings.pipelines, settings.data / "library")
     manager = manager or get_manager()
     metrics = Metrics(store, manager)
     service = Service(store, settings, places, manager, Signer(settings.data))
@@ -272,6 +271,8 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
     @app.get(f"{API}/assets/{{asset_id}}/meta")
     def asset_meta(asset_id: str, principal: Principal = Depends(who)) -> dict[str, Any]:
         row = service.readable_asset(asset_id, principal)
+        job = store.get(row.job)
+        assert job is not None  # readable_asset found it
         signed = service.signer.query(row.id)
         return {
             "id": row.id,
@@ -282,7 +283,7 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
             "size": row.size,
             "etag": row.etag,
             "record": row.record,
-            "owner": store.get(row.job).owner,
+            "owner": job.owner,
             "src": f"{API}/assets/{row.id}?{signed}",
             "thumbnail": f"{API}/assets/{row.id}/thumbnail?{signed}" if row.kind == "image" else None,
             "ratings": store.ratings([row.id])[row.id],
@@ -299,10 +300,8 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         """An image's thumbnail, of an image the bearer may see or any with a signed link (an <img> sends no token)."""
         from .thumbnails import thumbnail_of
 
-        if service.signer.valid(asset_id, expires, signature) and store.asset(asset_id) is not None:
-            row = store.asset(asset_id)
-        else:
-            row = service.readable_asset(asset_id, who(authorization))
+        signed = store.asset(asset_id) if service.signer.valid(asset_id, expires, signature) else None
+        row = signed if signed is not None else service.readable_asset(asset_id, who(authorization))
         if row.kind != "image":
             raise HTTPException(404, f"asset {asset_id} is {row.kind}; thumbnails are of images.")
         path = thumbnail_of(settings.data, row, size)
@@ -323,12 +322,14 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         return service.readable(job_id, principal)
 
     @app.get(f"{API}/jobs/{{job_id}}/events", response_class=EventSourceResponse)
-    async def job_events(job_id: str, job: Any = Depends(visible_job), after: int = Depends(_after)) -> AsyncIterator:
+    async def job_events(
+        job_id: str, job: Any = Depends(visible_job), after: int = Depends(_after)
+    ) -> AsyncIterator[Any]:
         async for event in _stream(store, after, job=job_id):
             yield event
 
     @app.get(f"{API}/events", response_class=EventSourceResponse)
-    async def all_events(principal: Principal = Depends(who), after: int = Depends(_after)) -> AsyncIterator:
+    async def all_events(principal: Principal = Depends(who), after: int = Depends(_after)) -> AsyncIterator[Any]:
         async for event in _stream(store, after, owner=None if principal.admin else principal.name):
             yield event
 

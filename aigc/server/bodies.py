@@ -46,7 +46,7 @@ def _object(required: tuple[str, ...], **fields: dict[str, Any]) -> dict[str, An
 
 _TEXT = {"type": "string"}
 _COUNT = {"type": "integer", "minimum": 1}
-_SHARED = {
+_SHARED: dict[str, dict[str, Any]] = {
     "model": {"type": "string", "description": "an id from /v1/models, or 'default'"},
     "seed": {"type": "integer"},
     "n": _COUNT,
@@ -55,7 +55,7 @@ _SHARED = {
     "min_score": {"type": "number"},
     "max_attempts": _COUNT,
 }
-_SAMPLING = {
+_SAMPLING: dict[str, dict[str, Any]] = {
     "max_tokens": _COUNT,
     "max_completion_tokens": _COUNT,
     "temperature": {"type": "number", "minimum": 0},

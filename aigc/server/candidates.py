@@ -23,7 +23,7 @@ class CandidateRecorder:
     def score(self, items: Any, prompt: str | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         items = list(items)
         results = self._scorer.score(items, prompt, **kwargs)
-        for item, result in zip(items, results):
+        for item, result in zip(items, results, strict=True):
             self._pending.append(
                 {
                     "seed": getattr(item, "seed", None),
@@ -36,7 +36,7 @@ class CandidateRecorder:
 
     def close_call(self, chosen: list[Any], positions: list[int]) -> list[dict[str, Any]]:
         """Mark which of this call's candidates were kept (and at which asset position); all of them so far."""
-        kept = {(asset.prompt, asset.seed): position for asset, position in zip(chosen, positions)}
+        kept = {(asset.prompt, asset.seed): position for asset, position in zip(chosen, positions, strict=True)}
         for candidate in self._pending:
             position = kept.get((candidate["prompt"], candidate["seed"]))
             candidate["kept"] = position is not None

@@ -146,7 +146,8 @@ def _encode_cursor(query: Query, key: float, last: str) -> str:
 def listing_sql(query: Query) -> tuple[str, list[Any], str, list[Any]]:
     """The page's SQL and the count's, built from the checked query only (values always as parameters)."""
     key = SORT_KEYS[query.sort]
-    where, args = ["1=1"], []
+    where: list[str] = ["1=1"]
+    args: list[Any] = []
     for column, value in (("kind", query.kind), ("owner", query.owner), ("job", query.job)):
         if value is not None:
             where.append(f"{column} = ?")
@@ -154,10 +155,10 @@ def listing_sql(query: Query) -> tuple[str, list[Any], str, list[Any]]:
     for word in query.words:
         where.append("prompt LIKE ? ESCAPE '\\'")
         args.append("%" + re.sub(r"([%_\\])", r"\\\1", word) + "%")
-    for op, value in ((">=", query.since), ("<", query.until)):
-        if value is not None:
+    for op, bound in ((">=", query.since), ("<", query.until)):
+        if bound is not None:
             where.append(f"created {op} ?")
-            args.append(value)
+            args.append(bound)
     if query.min_score is not None:
         where.append("score >= ?")
         args.append(query.min_score)

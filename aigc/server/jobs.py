@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -81,10 +81,12 @@ JobRequest = Annotated[GenerateJob | RunJob | BatchJob, Field(discriminator="typ
 
 @dataclass
 class Places:
-    """Where the server finds what requests name: its models and pipelines directories."""
+    """Where the server finds what requests name: its models and pipelines directories, and the team's library
+    (what best_of jobs and scoring requests with library: true read and add to)."""
 
     models: Path | None
     pipelines: Path | None
+    library: Path | None = None
 
 
 def model_reference(value: str | None, places: Places, field: str = "model") -> str | None:
@@ -122,6 +124,7 @@ def recipe_text(job: RunJob, places: Places) -> tuple[str, str]:
         )
     if job.yaml is not None:
         return job.yaml, "the inline recipe"
+    assert job.recipe is not None  # exactly one of recipe and yaml, checked above
     name = job.recipe.removesuffix(".yaml")
     path = places.pipelines / f"{name}.yaml" if places.pipelines is not None else None
     if not _NAME.match(name) or path is None or not path.is_file():
@@ -132,7 +135,7 @@ def recipe_text(job: RunJob, places: Places) -> tuple[str, str]:
     return read_text(path, "recipe"), f"{name}.yaml"
 
 
-ImageSource = Union[Callable[[str], Any], str]  # image_of(asset_id), or why this part of a request takes no image
+ImageSource = Callable[[str], Any] | str  # image_of(asset_id), or why this part of a request takes no image
 
 
 def files_resolved(

@@ -31,7 +31,7 @@ class Choice(BaseModel):
 def _library(service: Service) -> Any:
     from ..scoring.library import Library
 
-    return Library(service.places.library)  # type: ignore[attr-defined]
+    return Library(service.places.library)
 
 
 def rate(service: Service, principal: Principal, asset_id: str, thumb: Thumb) -> dict[str, Any]:

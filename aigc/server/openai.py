@@ -11,7 +11,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -21,6 +21,9 @@ from . import bodies
 from .auth import Principal
 from .service import API, Refusal, Service, error_body, error_response, json_body
 from .store import Job
+
+if TYPE_CHECKING:
+    from ..runtime.registry import GeneratorClass
 
 OWN_FIELDS = ("backend", "best_of", "min_score", "max_attempts", "diverse", "library")  # aigc's, beside OpenAI's
 IGNORED = frozenset(
@@ -318,7 +321,7 @@ def _size_knobs(service: Service, job: dict[str, Any], size: Any) -> dict[str, i
     raise ConfigError(f"size={size!r}: this model makes square images; use e.g. '{width}x{width}'.", field="size")
 
 
-def _backend(service: Service, job: dict[str, Any]) -> type:
+def _backend(service: Service, job: dict[str, Any]) -> GeneratorClass:
     """The generator class the job will run on (its backend, else the one its model fits, else the kind's
     default), to read the knobs it declares."""
     from ..runtime import registry
@@ -594,6 +597,7 @@ async def _ending(
         yield _sse({"error": _failure(job_id, event["type"], event["data"].get("error"))[1]})
         return
     job = await asyncio.to_thread(service.store.get, job_id)
+    assert job is not None  # the job these events came from (the store deletes no job)
     outputs = await asyncio.to_thread(_texts, service, job)
     text, reason, _ = outputs[0]
     if text.startswith(sent) and len(text) > len(sent):  # what was not streamed (a worker that cannot stream)

@@ -116,7 +116,7 @@ class Runner:
     def _generate(self, job: Job) -> None:
         request = GenerateJob(**job.request)
         done = self.store.positions(job.id)
-        extra = {"streamer": self._streamer(job)} if request.stream else {}
+        extra: dict[str, Any] = {"streamer": self._streamer(job)} if request.stream else {}
         recorder = recorder_for(request, self.executor, self.manager)
         if recorder is not None:
             extra["scorer"] = recorder
@@ -125,7 +125,7 @@ class Runner:
                 continue
             self._check_cancel(job)
             assets = self.executor.generate(progress=self._reporter(job), **call, **extra)
-            rows = [self._save(job, position, asset) for position, asset in zip(positions, assets)]
+            rows = [self._save(job, position, asset) for position, asset in zip(positions, assets, strict=True)]
             done |= set(positions)
             progress = {"stage": "assets", "step": len(done), "total": job.expected}
             if recorder is not None:  # every candidate judged, with its scores and whether it was kept
@@ -142,6 +142,7 @@ class Runner:
         def register(assets: list[Asset], out: Path) -> None:
             rows = []
             for asset in assets:
+                assert asset.workflow is not None  # a run's assets each carry their WorkflowLink
                 step, _, number = asset.workflow.id.rpartition("-")
                 path = out / f"{asset.workflow.id}{formats.default(asset.kind).suffix}"
                 rows.append(self._row(job, order[step] * 10**7 + int(number), asset, path))
@@ -266,7 +267,9 @@ class Runner:
             )
             for job in jobs:
                 rows = [
-                    self._save(job, unit.position, asset) for (owner, unit), asset in zip(chunk, assets) if owner is job
+                    self._save(job, unit.position, asset)
+                    for (owner, unit), asset in zip(chunk, assets, strict=True)
+                    if owner is job
                 ]
                 total = len(self.store.positions(job.id)) + len(rows)
                 self.store.add_assets(
@@ -388,7 +391,7 @@ def generate_outputs(
     }
     every = [p for p in prompts for _ in range(request.n)]
     seeds = expand(request.seed if request.seed is not None else 0, len(every))  # the job's seed is fixed at submit
-    return common, [Unit(j, prompt, seed, own) for j, (prompt, seed) in enumerate(zip(every, seeds))]
+    return common, [Unit(j, prompt, seed, own) for j, (prompt, seed) in enumerate(zip(every, seeds, strict=True))]
 
 
 def generate_calls(
@@ -449,8 +452,8 @@ def merge_key(request: GenerateJob, places: Places) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def places_library(places: Places) -> Any:
-    return getattr(places, "library", None)
+def places_library(places: Places) -> Path | None:
+    return places.library
 
 
 def owned_image(store: Store, data: Path, owner: str | None, asset_id: str) -> Any:

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..errors import ConfigError
 from .auth import Principal, Signer, Tokens
 from .jobs import JobRequest, Places
-from .store import ACTIVE, Job, KeyReused, QueueLimit, Store
+from .store import ACTIVE, AssetRow, Job, KeyReused, QueueLimit, Store
 
 API = "/v1"
 _JOB = TypeAdapter(JobRequest)
@@ -111,7 +111,7 @@ class Service:
             raise HTTPException(403, f"job {job_id} is {job.owner}'s; only its owner or an admin may change it.")
         return job
 
-    def readable_asset(self, asset_id: str, principal: Principal) -> Any:
+    def readable_asset(self, asset_id: str, principal: Principal) -> AssetRow:
         """An asset row the caller may look at (and rate, zip, score, use as an input); 404 for any other."""
         row = self.store.asset(asset_id)
         job = self.store.get(row.job) if row else None
@@ -174,8 +174,9 @@ class Service:
         """The job once it has ended (done, failed or cancelled)."""
         while True:
             job = await asyncio.to_thread(self.store.get, job_id)
-            if job is None or job.state not in ACTIVE:
-                return job  # type: ignore[return-value]
+            assert job is not None  # a submitted job (the store deletes no job)
+            if job.state not in ACTIVE:
+                return job
             await asyncio.sleep(poll_s)
 
     def merged_with(self, job: Job) -> list[str]:

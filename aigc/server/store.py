@@ -7,6 +7,7 @@ recorded once, and what is left to make.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import secrets
@@ -410,7 +411,7 @@ class Store:
             job.worker = worker
         return job
 
-    def claim_compatible(self, job: Job, outputs: int, worker: str = "runner") -> list[Job]:
+    def claim_compatible(self, job: Job, outputs: int, worker: str = "runner") -> builtins.list[Job]:
         """More jobs that may share `job`'s batched calls (the same merge key) with at most `outputs` outputs left
         to make between them, oldest first (a killed server's interrupted ones first), marked running for `worker`.
         The bound keeps a merged group to about one call, so owners still take turns between calls."""
@@ -439,7 +440,7 @@ class Store:
                 jobs.append(other)
         return jobs
 
-    def record_merge(self, jobs: list[Job]) -> None:
+    def record_merge(self, jobs: builtins.list[Job]) -> None:
         """Say in each job's record which jobs it shared batched calls with (on a private server, only its owner's:
         the record reaches the owner in views and OpenAI answers)."""
         if len(jobs) < 2:
@@ -488,7 +489,9 @@ class Store:
                 self._event(db, current, "cancelled", {})
             elif current.state == "running" and not current.cancel:
                 db.execute("UPDATE jobs SET cancel=1 WHERE id=?", (job.id,))
-        return self.get(job.id)  # type: ignore[return-value]
+        cancelled = self.get(job.id)
+        assert cancelled is not None  # read above, and the store deletes no job
+        return cancelled
 
     def cancelled(self, job_id: str) -> bool:
         with self._lock:
@@ -514,7 +517,7 @@ class Store:
         return {state: 0 for state in STATES} | {r[0]: r[1] for r in rows}
 
     # --- assets --------------------------------------------------------------------------------------------
-    def add_assets(self, job: Job, rows: list[AssetRow], progress: dict[str, Any]) -> list[AssetRow]:
+    def add_assets(self, job: Job, rows: builtins.list[AssetRow], progress: dict[str, Any]) -> builtins.list[AssetRow]:
         """Record finished assets (their files already written) and the job's progress, in one transaction.
 
         A position already recorded (a resumed job saving again) keeps its first row.
@@ -566,7 +569,7 @@ class Store:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT position FROM assets WHERE job=?", (job_id,))}
 
-    def assets_of(self, job_id: str) -> list[AssetRow]:
+    def assets_of(self, job_id: str) -> builtins.list[AssetRow]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM assets WHERE job=? ORDER BY position", (job_id,)).fetchall()
         return [_asset(r) for r in rows]
@@ -576,7 +579,7 @@ class Store:
             row = self._db.execute("SELECT * FROM assets WHERE id=?", (asset_id,)).fetchone()
         return _asset(row) if row else None
 
-    def query(self, sql: str, args: list[Any]) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: builtins.list[Any]) -> builtins.list[sqlite3.Row]:
         """A read of the gallery's (gallery.py builds the SQL from checked parameters only)."""
         with self._lock:
             return self._db.execute(sql, args).fetchall()
@@ -594,7 +597,7 @@ class Store:
                     (asset_id, user, value, note, time.time()),
                 )
 
-    def ratings(self, asset_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def ratings(self, asset_ids: builtins.list[str]) -> dict[str, builtins.list[dict[str, Any]]]:
         """Every user's rating of each asset, by asset id."""
         out: dict[str, list[dict[str, Any]]] = {asset_id: [] for asset_id in asset_ids}
         for start in range(0, len(asset_ids), 500):
@@ -628,8 +631,9 @@ class Store:
 
     def events_after(
         self, after: int, *, job: str | None = None, owner: str | None = None, limit: int = 500
-    ) -> list[dict[str, Any]]:
-        where, args = ["id > ?"], [after]
+    ) -> builtins.list[dict[str, Any]]:
+        where: list[str] = ["id > ?"]
+        args: list[int | str] = [after]
         if job is not None:
             where.append("job = ?")
             args.append(job)

@@ -67,7 +67,7 @@ def transfer_routes(app: FastAPI, service: Service) -> None:
 
         parsed = parse_score(await read_json(request))  # the one body reader: bounded nesting, never a 500
         items = await asyncio.to_thread(score_items, service, parsed, principal)
-        library = getattr(service.places, "library", None) if parsed.library else None
+        library = service.places.library if parsed.library else None
         scores = await asyncio.to_thread(
             api.score,
             items,
@@ -162,14 +162,15 @@ def score_items(service: Service, request: ScoreRequest, principal: Principal) -
         "megapixels", -(-pixels // 1_000_000), "the megapixels of the images of one score request", field="items"
     )
     items = []
-    for index, (item, source) in enumerate(zip(request.items, sources)):
+    for index, (item, source) in enumerate(zip(request.items, sources, strict=True)):
         if item.asset is not None:
             asset = load(source)
             items.append(asset if item.prompt is None else Item(asset.kind, asset.data, item.prompt))
         elif item.text is not None:
             items.append(Item("text", item.text, item.prompt))
         else:
-            kind, data, record = _decoded(*source, f"items[{index}]")
+            media_type, raw = source  # a data URL's
+            kind, data, record = _decoded(media_type, raw, f"items[{index}]")
             own = item.prompt if item.prompt is not None else (record or {}).get("prompt")
             items.append(Item(kind, data, own if isinstance(own, str) else None))
     return items

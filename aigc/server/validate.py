@@ -4,6 +4,7 @@ it will make."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import api, seeds
@@ -11,17 +12,20 @@ from ..errors import ConfigError
 from .jobs import BatchJob, GenerateJob, Places, RunJob, files_resolved, model_reference, row_resolved, run_pipeline
 from .store import Store
 
+Checked = tuple[dict[str, Any], str | None, int]  # what is stored, the kind (None: a run's steps) and the assets
+
 
 def validated(
     request: GenerateJob | RunJob | BatchJob, places: Places, manager: Any, store: Store, owner: str | None
-) -> tuple[dict[str, Any], str | None, int]:
-    check = {"generate": _generate, "run": _run, "batch": _batch}[request.type]
+) -> Checked:
+    checks: dict[str, Callable[..., Checked]] = {"generate": _generate, "run": _run, "batch": _batch}
+    check = checks[request.type]
     if request.seed is None:  # the one seed rule: none given, a fresh one, fixed now so a resumed job keeps it
         request = request.model_copy(update={"seed": seeds.fresh()})
     return check(request, places, manager, store, owner)
 
 
-def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, owner: str | None):
+def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, owner: str | None) -> Checked:
     from .runner import owned_image
 
     model = model_reference(request.model, places)
@@ -50,7 +54,7 @@ def _generate(request: GenerateJob, places: Places, manager: Any, store: Store, 
     return request.model_dump(), request.kind, len(prepared.prompts) * request.n
 
 
-def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str | None):
+def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str | None) -> Checked:
     from ..orchestration.workflows import check, planned_outputs
 
     pipeline, values, _ = run_pipeline(request, places)  # a step's model and file knobs: what the server resolves
@@ -59,7 +63,7 @@ def _run(request: RunJob, places: Places, manager: Any, store: Store, owner: str
     return request.model_dump(), None, sum(planned_outputs(pipeline, order).values())
 
 
-def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner: str | None):
+def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner: str | None) -> Checked:
     from ..orchestration.batch import Row, check_size, plan
     from ..orchestration.batch_runner import check_batch_wide
     from .runner import owned_image
@@ -92,6 +96,7 @@ def _batch(request: BatchJob, places: Places, manager: Any, store: Store, owner:
         )
         for i, r in enumerate(request.rows, 1)
     ]
+    assert request.seed is not None  # validated() fixed a fresh one
     jobs, failures = plan(
         rows,
         kind=request.kind,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..media.latent_prior import FORMAT, Prior
+from ..media.latent_prior import FORMAT, Prior, read_prior
 
 if TYPE_CHECKING:
     from ..scoring.ratings import Rated, Rating
@@ -89,7 +89,7 @@ def _nz(model: str) -> int:
     from ..generators.image.dcgan import build_dcgan, read_state_dict
     from ..runtime import models
 
-    path = models.resolve(model).path
+    path = models.resolve(model).file
     return int(build_dcgan(read_state_dict(path), where=str(path)).nz)
 
 

@@ -49,36 +49,46 @@ class Found:
         return counts
 
 
+@dataclass(frozen=True)
+class _Text:
+    """A rated text item with what a pair needs."""
+
+    key: str
+    prompt: str
+    text: str
+
+
 def from_ratings(ratings: Iterable[Rating], *, seed: int = 0) -> Found:
     """Pairs from choices and thumbs of text items; deterministic for a seed (cross-prompt pairs are drawn)."""
     found = Found([])
-    liked: list[Rated] = []
-    disliked: list[Rated] = []
+    liked: list[_Text] = []
+    disliked: list[_Text] = []
     for rating in ratings:
         items = [rating.item] + ([rating.other] if rating.other is not None else [])
-        usable = [_usable(item, found) for item in items]
-        if not all(usable):
+        usable = [text for item in items if (text := _usable(item, found)) is not None]
+        if len(usable) < len(items):
             continue
         if rating.type == "pair":
-            found.pairs.append(TextPair(rating.item.prompt, rating.item.text, rating.other.text, "choice"))
+            found.pairs.append(TextPair(usable[0].prompt, usable[0].text, usable[1].text, "choice"))
         else:
-            (liked if rating.value > 0 else disliked).append(rating.item)
+            (liked if rating.value > 0 else disliked).append(usable[0])
     found.pairs += _thumb_pairs(liked, disliked, random.Random(seed))
     found.pairs = _unique(found.pairs)
     return found
 
 
-def _usable(item: Rated, found: Found) -> bool:
+def _usable(item: Rated, found: Found) -> _Text | None:
+    """The item as a text with its prompt, or None (counted in `found`) when it has none."""
     if item.kind != "text" or not item.text:
         found.no_text += item.kind == "text"
-        return False
+        return None
     if not item.prompt:
         found.no_prompt += 1
-        return False
-    return True
+        return None
+    return _Text(item.key, item.prompt, item.text)
 
 
-def _thumb_pairs(liked: list[Rated], disliked: list[Rated], rng: random.Random) -> list[TextPair]:
+def _thumb_pairs(liked: list[_Text], disliked: list[_Text], rng: random.Random) -> list[TextPair]:
     pairs = [
         TextPair(good.prompt, good.text, bad.text, "thumbs")
         for good in liked
@@ -94,15 +104,18 @@ def _thumb_pairs(liked: list[Rated], disliked: list[Rated], rng: random.Random) 
 
 def best_vs_worst(assets: Iterable[Asset]) -> list[TextPair]:
     """For each prompt with two or more scored text candidates: the best-scored over the worst-scored."""
-    by_prompt: dict[str, list[Asset]] = {}
+    by_prompt: dict[str, list[tuple[float, str]]] = {}  # prompt -> (score, text) of each candidate
     for asset in assets:
         if asset.kind == "text" and asset.score is not None and asset.prompt and isinstance(asset.data, str):
-            by_prompt.setdefault(asset.prompt, []).append(asset)
+            by_prompt.setdefault(asset.prompt, []).append((asset.score, asset.data))
     pairs = []
     for prompt, group in by_prompt.items():
-        ranked = sorted(group, key=lambda a: a.score, reverse=True)
-        if len(ranked) >= 2 and ranked[0].score > ranked[-1].score and ranked[0].data != ranked[-1].data:
-            pairs.append(TextPair(prompt, ranked[0].data, ranked[-1].data, "best-of"))
+        if len(group) < 2:
+            continue
+        ranked = sorted(group, key=lambda scored: scored[0], reverse=True)
+        (best, chosen), (worst, rejected) = ranked[0], ranked[-1]
+        if best > worst and chosen != rejected:
+            pairs.append(TextPair(prompt, chosen, rejected, "best-of"))
     return pairs
 
 

@@ -63,10 +63,10 @@ class Settings:
                 raise ConfigError(
                     f"--{name.replace('_', '-')}={value!r} must be a whole number in [{low}, {high}].", field=name
                 )
-        for name, high in (("epochs", 1000.0), ("learning_rate", 1.0), ("beta", 100.0)):
+        for name, most in (("epochs", 1000.0), ("learning_rate", 1.0), ("beta", 100.0)):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= high:
-                raise ConfigError(f"--{name.replace('_', '-')}={value!r} must be a number in (0, {high}].", field=name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value <= most:
+                raise ConfigError(f"--{name.replace('_', '-')}={value!r} must be a number in (0, {most}].", field=name)
 
 
 def require_tune_packages() -> None:
@@ -143,9 +143,10 @@ def _checked_base(model: str) -> str:
     from ..runtime import models, registry
 
     source = models.resolve(model)
-    if models.adapter_of(source) is not None:
+    adapter = models.adapter_of(source)
+    if adapter is not None:
         raise ConfigError(
-            f"--model {model!r} is an adapter; tune a base model (its base is {models.adapter_of(source).base!r}).",
+            f"--model {model!r} is an adapter; tune a base model (its base is {adapter.base!r}).",
             field="model",
         )
     registry.check_model(registry.get("text", "lm"), model)

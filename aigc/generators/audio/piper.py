@@ -19,10 +19,14 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 NOISE_SIZE = 192 * 8192  # enough normal samples for ~90 s of speech in one sentence
 _CLAUSE = re.compile(r"([^,;:.!?]+)([,;:.!?]*)")
@@ -75,7 +79,7 @@ def phonemize(text: str, voice: str = "en-us") -> str:
 
 @dataclass
 class PiperVoice:
-    session: object  # onnxruntime.InferenceSession
+    session: InferenceSession
     phoneme_ids: dict[str, list[int]]
     sample_rate: int
     espeak_voice: str
@@ -135,8 +139,8 @@ def config_problem(onnx_path: Path) -> str | None:
 
 def load_voice(onnx_path: Path, threads: int | None = None) -> PiperVoice:
     config, problem = _config(onnx_path)
-    if problem:
-        raise ModelLoadError(problem)
+    if config is None:
+        raise ModelLoadError(problem or f"{onnx_path} is not a usable Piper voice.")
     import onnxruntime as ort
 
     options = ort.SessionOptions()

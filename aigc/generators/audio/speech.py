@@ -77,7 +77,7 @@ class SpeechGenerator(Generator):
         if self.engine == "piper":
             from .piper import load_voice
 
-            return load_voice(self.source.path)
+            return load_voice(self.source.file)
         from transformers import VitsModel
 
         try:
@@ -87,7 +87,7 @@ class SpeechGenerator(Generator):
         return _Vits(model, self._tokenizer())
 
     def preprocess(self, engine: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
-        return [(self._units(prompt), seed) for prompt, seed in zip(prompts, seeds)]
+        return [(self._units(prompt), seed) for prompt, seed in zip(prompts, seeds, strict=True)]
 
     def forward(self, engine: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
         outputs = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ class DCGAN(nn.Module):
     def __init__(self, channels: Sequence[int]) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for i, (cin, cout) in enumerate(zip(channels, channels[1:])):
+        for i, (cin, cout) in enumerate(pairwise(channels)):
             first, last = i == 0, i == len(channels) - 2
             layers.append(nn.ConvTranspose2d(cin, cout, 4, 1 if first else 2, 0 if first else 1, bias=False))
             layers += [nn.Tanh()] if last else [nn.BatchNorm2d(cout), nn.ReLU(True)]
@@ -33,6 +34,7 @@ class DCGAN(nn.Module):
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A generator state dict from .safetensors or a torch file (weights only: never arbitrary pickles)."""
+    state: object  # checked below: a dict of tensors, perhaps nested under one of _NESTED_KEYS
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -70,7 +72,8 @@ def build_dcgan(state: dict[str, torch.Tensor], where: str) -> DCGAN:
         summary = str(error).splitlines()[0]
         raise ModelLoadError(
             f"{where} is not a compatible DCGAN generator (nz={channels[0]}, widths={channels[1:]}): {summary}. "
-            "Expected ConvTranspose2d(4x4) + BatchNorm2d + ReLU blocks ending in Tanh, as in the PyTorch DCGAN tutorial."
+            "Expected ConvTranspose2d(4x4) + BatchNorm2d + ReLU blocks ending in Tanh, as in the PyTorch DCGAN "
+            "tutorial."
         ) from None
     return model.eval()
 
@@ -116,4 +119,5 @@ def refine(
         optimizer.step()
     with torch.no_grad():
         after = objective(gan(z.to(dtype)).float(), prompts).cpu()
+    assert before is not None, "refine takes at least one step"  # the GAN backend refines only when refine >= 1
     return z.detach(), before, after

@@ -286,7 +286,7 @@ class DiffusionGenerator(Generator):
         init = params["init_image"]
         if init is not None:
             init = _sized(_open_image(init), params["width"], params["height"])
-        return [(prompt, seed, init) for prompt, seed in zip(prompts, seeds)]
+        return [(prompt, seed, init) for prompt, seed in zip(prompts, seeds, strict=True)]
 
     def forward(self, pipe: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
         import torch
@@ -352,7 +352,7 @@ def _single_file_problem(source: models.ModelSource) -> str | None:
     import zipfile
 
     try:  # a .ckpt saved by torch is a zip archive; its index is at the end, so this reads little
-        with zipfile.ZipFile(source.path) as archive:
+        with zipfile.ZipFile(source.file) as archive:
             archive.namelist()
     except (zipfile.BadZipFile, OSError) as error:
         return (

@@ -104,7 +104,7 @@ class GANGenerator(Generator):
     def load(self) -> Any:
         from .dcgan import build_dcgan, read_state_dict
 
-        return build_dcgan(read_state_dict(self.source.path), where=str(self.source.path))
+        return build_dcgan(read_state_dict(self.source.file), where=str(self.source.file))
 
     def preprocess(self, gan: Any, prompts: list[str], seeds: list[int], params: dict[str, Any]) -> list[Any]:
         """Each output's latents: one, or the slerp walk of a strip; drawn on the CPU from the seed."""
@@ -112,7 +112,7 @@ class GANGenerator(Generator):
 
         draw = self._drawer(gan.nz, params)
         items = []
-        for prompt, seed in zip(prompts, seeds):
+        for prompt, seed in zip(prompts, seeds, strict=True):
             start = draw(seed)
             group = [start]
             if params["frames"]:
@@ -146,7 +146,7 @@ class GANGenerator(Generator):
             groups, refinements = self._refine(gan, groups, [prompt for prompt, _, _ in items], params)
         images = self._decode(gan, [z for group in groups for z in group])
         outputs, start = [], 0
-        for (_, seed, group), refinement in zip(items, refinements):
+        for (_, seed, group), refinement in zip(items, refinements, strict=True):
             frames = [self._resize(image, params) for image in images[start : start + len(group)]]
             start += len(group)
             info: dict[str, Any] = {
@@ -171,7 +171,10 @@ class GANGenerator(Generator):
         z, before, after = refine(
             gan, z, objective, prompts, params["refine"], params["refine_rate"], params["prior_weight"]
         )
-        records = [Refinement(params["refine"], round(float(b), 4), round(float(a), 4)) for b, a in zip(before, after)]
+        records = [
+            Refinement(params["refine"], round(float(b), 4), round(float(a), 4))
+            for b, a in zip(before, after, strict=True)
+        ]
         return [[row.cpu()] for row in z], list(records)
 
     def _decode(self, gan: Any, latents: Sequence[Any]) -> list[Any]:

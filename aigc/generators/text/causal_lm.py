@@ -177,21 +177,23 @@ class CausalLMGenerator(Generator):
         packs = packed and self._packs(adapter)
         try:
             # a Llama GGUF: the file's own 4-bit codes on aigc's packed decoder (quantize.py, packed_llama.py)
-            model = quantize.load_packed(target, self.source.path) if packs else None
+            packed_lm = quantize.load_packed(target, self.source.file) if packs else None
             # the plain config a packed model carries spares the tokenizer the Llama classes (~1.6 s to import)
             tokenizer = AutoTokenizer.from_pretrained(
-                self._tokenizer_target(target), config=getattr(model, "config", None)
+                self._tokenizer_target(target), config=getattr(packed_lm, "config", None)
             )
-            if model is None:
+            if packed_lm is None:
                 from transformers import AutoModelForCausalLM
 
                 model = AutoModelForCausalLM.from_pretrained(target, dtype=self.dtype, use_safetensors=True)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"model={self.model!r} could not be loaded from {target}: {error}") from error
+        if packed_lm is not None:  # packs: no adapter to merge
+            return Loaded(packed_lm.eval(), tokenizer, runs=quantize.describe(packed_lm, self.dtype))
         if directory is not None:
             model = _merged(model, Path(directory))
-        elif packs and not getattr(model, "takes_row_pads", False):
-            model = quantize.pack_from_gguf(model, self.source.path)  # another architecture's Q4_1 linears
+        elif packs:
+            model = quantize.pack_from_gguf(model, self.source.file)  # another architecture's Q4_1 linears
         return Loaded(model.eval(), tokenizer, runs=quantize.describe(model, self.dtype))
 
     def _check_adapter(self, reference: str) -> models.Adapter:
@@ -224,7 +226,7 @@ class CausalLMGenerator(Generator):
         chats = _chats(params["messages"], len(prompts))
         return [
             (self._encode(model.tokenizer, prompt, chat, params), seed)
-            for prompt, chat, seed in zip(prompts, chats, seeds)
+            for prompt, chat, seed in zip(prompts, chats, seeds, strict=True)
         ]
 
     def forward(self, model: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
@@ -248,7 +250,7 @@ class CausalLMGenerator(Generator):
         return [Output(text, info) for text, info in results]
 
     def postprocess(self, model: Any, results: list[Output], params: dict[str, Any]) -> list[Output]:
-        for output, chat in zip(results, _chats(params["messages"], len(results))):
+        for output, chat in zip(results, _chats(params["messages"], len(results)), strict=True):
             output.info["runs"] = model.runs  # the precision it ran in: a seed's text differs between them
             if chat is not None:
                 output.info["messages"] = chat  # what this output answered, in its own record
@@ -258,7 +260,7 @@ class CausalLMGenerator(Generator):
     def _weights_dir(self) -> str:
         """What from_pretrained reads: the source, or for a .gguf file its de-quantised copy (made once)."""
         if self.source.suffix == ".gguf":
-            gguf = self.source.path
+            gguf = self.source.file
 
             def convert(out: Path) -> None:
                 what = f"{models.public_name(self.model)}: converting its GGUF file once (about 25 s on 2 cores)"
@@ -274,7 +276,7 @@ class CausalLMGenerator(Generator):
     def _config_dir(self) -> Path | None:
         """A local directory with the model's config and tokenizer files, when there is one without loading."""
         if self.source.suffix == ".gguf":
-            return models.converted(self.source.path, "gguf")
+            return models.converted(self.source.file, "gguf")
         return self.source.path
 
     def _has_chat_template(self) -> bool | None:
@@ -386,7 +388,8 @@ def _dequantise_gguf(source: Path, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are plain float now; transformers refuses to save "quantized" ones
+    # the weights are plain float now; transformers refuses to save "quantized" ones
+    model.hf_quantizer = None  # type: ignore[assignment]  # set by from_pretrained; PreTrainedModel does not declare it
     model.config.__dict__.pop("quantization_config", None)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -14,13 +14,18 @@ import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...errors import ConfigError
 from .row_attention import uses_rowwise_attention
 from .sampling import Sampling, stream_keys
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from .packed_llama import PackedLlama
 
 CACHE_ROUNDING = 256  # static caches are rounded up to this length, so calls of similar size share a graph
 CODES = 0x110000  # one past the largest code point: (state, character) as one int, state * CODES + code point
@@ -43,7 +48,7 @@ class Settings:
 class Loaded:
     """A causal LM and its tokenizer, with its compiled step made once on first use."""
 
-    model: torch.nn.Module
+    model: PreTrainedModel | PackedLlama
     tokenizer: Any
     runs: str = ""  # what it runs as, for devices.stats() and the record: "float32", "int4 (Q4_1 codes) x bf16"...
     _compiled: Callable[..., torch.Tensor] | None = None
@@ -402,7 +407,7 @@ class HostCopy:
         return self.ids.tolist()
 
 
-def static_cache(model: torch.nn.Module, length: int, name: str) -> Any:
+def static_cache(model: PreTrainedModel | PackedLlama, length: int, name: str) -> Any:
     """A fixed-size KV cache: the shapes stay the same at every step, which compilation and CUDA graphs need."""
     from transformers import StaticCache
 

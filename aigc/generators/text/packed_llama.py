@@ -18,9 +18,9 @@ decoding.py and the scorer use it as they use any causal LM.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -68,6 +68,22 @@ class KVCache:
             self.layers[index] = grown
 
 
+class Int4Codes(Protocol):
+    """What a layer reads of a packed int4 linear (quantize.Int4Linear, an nn.Module; quantize imports this)."""
+
+    packed: torch.Tensor  # the 4-bit codes in the CPU kernel's layout
+    scales_zeros: torch.Tensor
+
+
+class Int8Rows(Protocol):
+    """The packed output layer (quantize.Int8Linear, an nn.Module): int8 rows and their scales."""
+
+    weight: torch.Tensor
+    scales: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass
 class Output:
     """What a transformers causal LM returns, the parts aigc reads."""
@@ -79,12 +95,15 @@ class Output:
 class Layer(torch.nn.Module):
     """One decoder layer: attention with fused q/k/v, then the gated MLP with fused gate/up."""
 
+    attn_norm: torch.Tensor  # buffers
+    mlp_norm: torch.Tensor
+
     def __init__(
         self,
-        qkv: torch.nn.Module,
-        out: torch.nn.Module,
-        gate_up: torch.nn.Module,
-        down: torch.nn.Module,
+        qkv: Int4Codes,
+        out: Int4Codes,
+        gate_up: Int4Codes,
+        down: Int4Codes,
         norms: tuple[torch.Tensor, torch.Tensor],
     ) -> None:
         super().__init__()
@@ -112,6 +131,10 @@ class PackedLlama(torch.nn.Module):
     """A Llama causal LM on packed linears (see the module docstring). Made by `from_weights` (quantize.load_packed)."""
 
     takes_row_pads = True  # decoding.py passes each row's padding (aigc_pads) rather than a mask
+    norm: torch.Tensor  # buffers
+    rotation: torch.Tensor
+    head_scale: torch.Tensor
+    eps_tensor: torch.Tensor
 
     def __init__(
         self,
@@ -119,7 +142,7 @@ class PackedLlama(torch.nn.Module):
         generation_config: Any,
         layers: list[Layer],
         norm: torch.Tensor,
-        head: torch.nn.Module,
+        head: Int8Rows,
         embedding: torch.Tensor | None,
         rotary: torch.Tensor,
     ):
@@ -143,7 +166,7 @@ class PackedLlama(torch.nn.Module):
 
     def _bind(self) -> None:
         """Each layer's tensors as one list, gathered once (not looked up on modules 30 times a step)."""
-        self.bound = [layer.tensors() for layer in self.layers]
+        self.bound = [cast(Layer, layer).tensors() for layer in self.layers]  # a ModuleList yields Modules
 
     def _apply(self, fn: Callable, recurse: bool = True) -> PackedLlama:  # .to() and kin: bind the moved tensors
         module = super()._apply(fn, recurse)
@@ -154,7 +177,7 @@ class PackedLlama(torch.nn.Module):
     def device(self) -> torch.device:
         return self.norm.device
 
-    def get_output_embeddings(self) -> torch.nn.Module:
+    def get_output_embeddings(self) -> Int8Rows:
         return self.head
 
     def forward(
@@ -229,26 +252,33 @@ def from_weights(
     config: Any,
     generation_config: Any,
     dense: Callable[[str], torch.Tensor | None],
-    int4: dict[str, torch.nn.Module],
-    head: torch.nn.Module,
+    int4: Mapping[str, Int4Codes],
+    head: Int8Rows,
 ) -> PackedLlama:
     """The decoder for a Llama config (`supports`), without transformers' model code: `dense(name)` gives one of
     the checkpoint's tensors by its transformers name (the norms, and the embedding when it is not tied), `int4`
     each fused linear by name ("layers.3.qkv", "layers.3.gate_up", "layers.3.out", "layers.3.down"), every one of
     them (a bf16 linear would give a row other bits in a batch than alone), `head` the packed output layer (int8
     rows and their scales, which also serve as the embedding when the two are tied)."""
+
+    def tensor(name: str) -> torch.Tensor:
+        found = dense(name)
+        if found is None:
+            raise ValueError(f"the checkpoint has no tensor {name!r}")
+        return found
+
     layers = []
     for index in range(config.num_hidden_layers):
         qkv, out, gate_up, down = (int4[f"layers.{index}.{name}"] for name in ("qkv", "out", "gate_up", "down"))
         prefix = f"model.layers.{index}"
-        norms = (dense(f"{prefix}.input_layernorm.weight"), dense(f"{prefix}.post_attention_layernorm.weight"))
+        norms = (tensor(f"{prefix}.input_layernorm.weight"), tensor(f"{prefix}.post_attention_layernorm.weight"))
         layers.append(Layer(qkv, out, gate_up, down, norms))
-    embedding = None if config.tie_word_embeddings else dense("model.embed_tokens.weight").to(torch.bfloat16)
+    embedding = None if config.tie_word_embeddings else tensor("model.embed_tokens.weight").to(torch.bfloat16)
     return PackedLlama(
         config,
         generation_config,
         layers,
-        dense("model.norm.weight"),
+        tensor("model.norm.weight"),
         head,
         embedding,
         rotary_table(config, config.max_position_embeddings),

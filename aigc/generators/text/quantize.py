@@ -14,12 +14,17 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from . import packed_llama
 from .row_attention import use_rowwise_attention
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+Model = TypeVar("Model", bound="PreTrainedModel")
 
 log = logging.getLogger("aigc")
 BLOCKS_FILE = "q4_1.safetensors"  # in the cache: the file's Q4_1 codes, two a byte, and their fp16 scales
@@ -46,6 +51,9 @@ _GGUF_NAMES = {
 class Int4Linear(torch.nn.Module):
     """y = x @ W.T with W held as 4-bit codes and a bf16 (scale, zero) per group of 32 input weights."""
 
+    packed: torch.Tensor  # buffers
+    scales_zeros: torch.Tensor
+
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.out_features, self.in_features = codes.shape
@@ -64,6 +72,9 @@ class Int4Linear(torch.nn.Module):
 
 class Int8Linear(torch.nn.Module):
     """y = x @ W.T with W held as int8 and one bf16 scale per output row (symmetric, round to nearest)."""
+
+    weight: torch.Tensor  # buffers
+    scales: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
@@ -85,7 +96,7 @@ class Int8Linear(torch.nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def q4_1_blocks(gguf: Path, config: object) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def q4_1_blocks(gguf: Path, config: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The Q4_1 linears of a Llama-family GGUF as (codes [N, K] uint8, d [N, K/32], m [N, K/32]), keyed by
     the transformers module name, with transformers' row order (it un-permutes q and k for rotary)."""
     import numpy as np
@@ -131,19 +142,20 @@ def describe(model: torch.nn.Module, dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def pack_model(model: torch.nn.Module, blocks: Blocks, head: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+def pack_model(model: PreTrainedModel, blocks: Blocks, head: tuple[torch.Tensor, torch.Tensor] | None) -> None:
     """Swap the model's linears for packed ones, in place: int4 from `blocks` (the file's codes), the output
     layer as int8 (`head`: its rows and scales), everything else in bf16."""
     for name, (codes, d, m) in blocks.items():
-        _replace(model, name, Int4Linear(codes, d, m + 8 * d, model.get_submodule(name).bias))
+        bias = model.get_submodule(name).bias  # an nn.Linear's: a tensor or None
+        _replace(model, name, Int4Linear(codes, d, m + 8 * d, bias if isinstance(bias, torch.Tensor) else None))
     output = model.get_output_embeddings()
     if head is not None and isinstance(output, torch.nn.Linear):
         model.set_output_embeddings(Int8Linear(*head, output.bias))
         model.config.tie_word_embeddings = False
-    model.to(torch.bfloat16)
+    model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers wraps .to in functools.wraps(nn.Module.to)
 
 
-def load_packed(directory: Path | str, gguf: Path) -> torch.nn.Module | None:
+def load_packed(directory: Path | str, gguf: Path) -> packed_llama.PackedLlama | None:
     """A Llama GGUF as a PackedLlama (fused int4 linears, aigc's own slim forward), built from its converted
     `directory` without transformers' model code: its config is read as a plain `PretrainedConfig`, since
     importing the Llama classes (config included) costs 1.6-4.4 s of a first call. None where this does not
@@ -166,7 +178,7 @@ def load_packed(directory: Path | str, gguf: Path) -> torch.nn.Module | None:
     return packed_llama.from_weights(config, generation, dense, fused, Int8Linear(*head, None))
 
 
-def pack_from_gguf(model: torch.nn.Module, gguf: Path) -> torch.nn.Module:
+def pack_from_gguf(model: Model, gguf: Path) -> Model:
     """The GGUF's own Q4_1 codes packed into `model` (loaded from that file's de-quantised copy; any architecture
     whose linears carry the codes), transformers' forward kept, with row-wise attention; the model unchanged
     (fp32) when the file has no Q4_1 linears: a bf16 dense linear would not be row-independent."""
@@ -174,9 +186,10 @@ def pack_from_gguf(model: torch.nn.Module, gguf: Path) -> torch.nn.Module:
 
     def weight(name: str) -> torch.Tensor | None:
         try:
-            return model.get_submodule(name.removesuffix(".weight")).weight
+            found = model.get_submodule(name.removesuffix(".weight")).weight
         except AttributeError:  # another architecture's names: nothing to pack
             return None
+        return found if isinstance(found, torch.Tensor) else None
 
     blocks, head = _blocks(gguf, model.config, weight, output.weight if isinstance(output, torch.nn.Linear) else None)
     if not blocks:
@@ -225,9 +238,10 @@ def fused_int4(blocks: Blocks, head_dim: int) -> dict[str, Int4Linear]:
     fused = {}
     for layer in layers:
         for name, parts in FUSED.items():
-            found = [blocks.get(f"model.layers.{layer}.{part}") for part in parts]
-            if any(part is None for part in found):
+            keys = [f"model.layers.{layer}.{part}" for part in parts]
+            if not all(key in blocks for key in keys):
                 continue
+            found: list[tuple[torch.Tensor, ...]] = [blocks[key] for key in keys]
             if name == "qkv":  # q and k: pairs side by side
                 found[:2] = [
                     tuple(t[packed_llama.pair_order(t.shape[0], head_dim)] for t in part) for part in found[:2]

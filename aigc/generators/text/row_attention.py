@@ -10,15 +10,18 @@ function (registered once), used by the models decoding.py runs packed; the rows
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 NAME = "aigc_rows"
 _registered = False
 
 
-def use_rowwise_attention(model: torch.nn.Module) -> None:
+def use_rowwise_attention(model: PreTrainedModel) -> None:
     """Switch `model` (a transformers model) to row-by-row attention."""
     global _registered
     if not _registered:
