@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test clean screenshots
+.PHONY: setup demo test lint clean screenshots docs
 
 setup: $(STAMP)
 
@@ -27,9 +27,21 @@ demo: setup
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
-# The studio's README screenshots (assets/studio/), taken by its browser tests in headless Chromium.
+# Lint, format and types: what CI checks before the tests (ruff and mypy are configured in pyproject.toml).
+# `$(VENV)/bin/ruff format .` and `$(VENV)/bin/ruff check --fix .` fix most of what the first two find.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# The studio's screenshots in the docs (assets/studio/), taken by its browser tests in headless Chromium.
 screenshots: setup
 	AIGC_SCREENSHOTS=assets/studio HF_HUB_OFFLINE=1 $(PY) -m pytest tests/test_studio_browser.py -q
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link or a page not in nav.
+# (NO_MKDOCS_2_WARNING quiets a banner the Material theme prints on every build.)
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache site

@@ -17,7 +17,7 @@ from .errors import ConfigError
 
 @dataclass(frozen=True)
 class Limits:
-    """The defaults; see the README's "Limits" table for what each one bounds."""
+    """The defaults; docs/limits.md lists what each one bounds."""
 
     outputs: int = 1024  # outputs of one generate call (prompts x n), and candidates of one scorer round
     best_of: int = 256  # candidates per prompt

@@ -1,4 +1,4 @@
-"""Re-make the README pictures from the real packs: `.venv/bin/python assets/make_pictures.py`."""
+"""Re-make the README's and the docs' pictures from the real packs: `.venv/bin/python assets/make_pictures.py`."""
 
 from pathlib import Path
 

@@ -1,6 +1,6 @@
 """The scorer's validation set: pairs the project makes itself whose right order is known, and its accuracy.
 
-`python tests/scorer_validation.py` prints the per-part, per-modality accuracy table shown in the README;
+`python tests/scorer_validation.py` prints the per-part, per-modality accuracy table shown in docs/scorer.md;
 `test_scorer_validation.py` holds the scorer to it.
 """
 

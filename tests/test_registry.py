@@ -68,7 +68,7 @@ def test_listing_backends_does_not_import_them():
     import subprocess
 
     code = (
-        "import sys; from aigc import registry; registry.backends(); registry.get('text');"
+        "import sys; from aigc.runtime import registry; registry.backends(); registry.get('text');"
         "assert 'torch' not in sys.modules and 'aigc.generators.text.causal_lm' not in sys.modules"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

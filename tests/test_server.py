@@ -238,7 +238,7 @@ def test_tokens_owners_and_admins(tmp_path, models, manager, private):
         assert c.get("/v1/jobs", headers=auth["bob"]).json()["total"] == 0  # a user's queue: their own jobs
         assert c.get("/v1/jobs", headers=auth["root"]).json()["total"] == 1
         teammates = c.get("/v1/jobs?owner=alice", headers=auth["bob"])
-        if private:  # --private: another user's list is refused, as the README says
+        if private:  # --private: another user's list is refused, as docs/server.md says
             assert teammates.status_code == 403 and "--private" in teammates.json()["error"]["message"]
         else:
             assert teammates.json()["total"] == 1

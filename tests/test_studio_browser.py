@@ -4,9 +4,9 @@ audio jobs made from the form and found in the gallery, a reload mid-job that re
 in the queue as it updates, a rating found again after a reload, the server's message next to a bad knob, and a
 hostile prompt shown as text.
 
-With AIGC_SCREENSHOTS=DIR (`make screenshots`) the tests also save the README's screenshots there, and the jobs
+With AIGC_SCREENSHOTS=DIR (`make screenshots`) the tests also save the docs' screenshots there, and the jobs
 those pictures show run on the real packs (SmolLM2 for text, the face GAN, the Piper voice) rather than the tiny
-random models, so the README shows real outputs; the assertions are the same either way."""
+random models, so the docs show real outputs; the assertions are the same either way."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def until_done(driver, job_id: str, timeout: float = 300) -> None:
 
 
 def screenshot(driver, name: str, scroll_to: str | None = None, dark: bool = False) -> None:
-    """The README's screenshots (only with AIGC_SCREENSHOTS): this view at a laptop width, then a phone width
+    """The docs' screenshots (only with AIGC_SCREENSHOTS): this view at a laptop width, then a phone width
     (and, with dark=True, the laptop one in the dark scheme too)."""
     if SHOTS is None:
         return
