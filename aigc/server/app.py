@@ -16,7 +16,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from .. import errors
 from .auth import Principal, Signer
-from .bodies import json_body
+from .bodies import declared_body
 from .body import BodyLimit, NoSniff, SameOriginWrites
 from .jobs import JobRequest, Places
 from .service import API, Service, Settings, error_response, read_json
@@ -178,7 +178,7 @@ def _routes(app: FastAPI, service: Service, metrics: Any) -> None:
         counts = store.counts()
         return {"status": "ok", "version": _version(), "queue": counts["pending"] + counts["running"]}
 
-    @app.post(f"{API}/jobs", status_code=202, openapi_extra=json_body(JobRequest))
+    @app.post(f"{API}/jobs", status_code=202, openapi_extra=declared_body(JobRequest))
     async def post_job(
         request: Request, principal: Principal = Depends(who), idempotency_key: str | None = Header(default=None)
     ) -> JSONResponse:

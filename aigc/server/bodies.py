@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 
-def json_body(schema: Any) -> dict[str, Any]:
+def declared_body(schema: Any) -> dict[str, Any]:
     """A route's `openapi_extra`: a required JSON body of `schema` (a pydantic model or type, or a JSON schema)."""
     if not isinstance(schema, dict):
         schema = _inlined(TypeAdapter(schema).json_schema())

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from .. import limits
 from ..errors import ConfigError
 from .auth import Principal
-from .bodies import ZIP, json_body
+from .bodies import ZIP, declared_body
 from .service import API, Service, read_json
 
 KINDS = ("text", "image", "audio")
@@ -271,7 +271,7 @@ def gallery_routes(app: FastAPI, service: Service) -> None:
         params = dict(request.query_params)
         return list_assets(service, principal, params)
 
-    @app.post(f"{API}/assets/zip", openapi_extra=json_body(ZIP))
+    @app.post(f"{API}/assets/zip", openapi_extra=declared_body(ZIP))
     async def assets_zip(request: Request, principal: Principal = Depends(service.who)) -> StreamingResponse:
         spool = await asyncio.to_thread(zip_of, service, principal, await read_json(request))
 

@@ -101,9 +101,7 @@ def model_reference(value: str | None, places: Places, field: str = "model") -> 
         return named
     raise ConfigError(
         f"{field}={value!r}: over HTTP a model is 'pack:NAME', a Hub id like 'org/name', or the name of "
-        "a model in the server's --models directory"
-        + (f" ({_listing(places.models)})" if places.models else " (the server has none)")
-        + "; never a path.",
+        "a model in the server's --models directory" + _models_here(places) + "; never a path.",
         field=field,
     )
 
@@ -197,9 +195,7 @@ def _file(knob: str, value: Any, places: Places) -> str:
     if path is None:
         raise ConfigError(
             f"{knob}={value!r:.80}: over HTTP a knob that reads a file takes the name of one in the "
-            "server's --models directory"
-            + (f" ({_listing(places.models)})" if places.models else " (the server has none)")
-            + "; never a path.",
+            "server's --models directory" + _models_here(places) + "; never a path.",
             field=knob,
         )
     return path
@@ -299,6 +295,11 @@ def _decode_data_url(knob: str, url: str) -> Any:
         raise
     except (ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise ConfigError(f"{knob}: the data URL is not a readable image ({error}).", field=knob) from None
+
+
+def _models_here(places: Places) -> str:
+    """What an error naming the --models directory adds: the names it holds, or that there is none."""
+    return f" ({_listing(places.models)})" if places.models else " (the server has none)"
 
 
 def _listing(directory: Path | None, suffix: str = "") -> str:

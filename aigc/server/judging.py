@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from .auth import Principal
-from .bodies import json_body
+from .bodies import declared_body
 from .service import API, Service, read_json, validated
 
 
@@ -84,7 +84,7 @@ def scoring() -> dict[str, Any]:
 
 
 def judging_routes(app: FastAPI, service: Service) -> None:
-    @app.put(f"{API}/assets/{{asset_id}}/rating", openapi_extra=json_body(Thumb))
+    @app.put(f"{API}/assets/{{asset_id}}/rating", openapi_extra=declared_body(Thumb))
     async def put_rating(asset_id: str, request: Request, principal: Principal = Depends(service.who)) -> dict:
         thumb = validated(Thumb.model_validate, await read_json(request))
         return await asyncio.to_thread(rate, service, principal, asset_id, thumb)
@@ -93,7 +93,7 @@ def judging_routes(app: FastAPI, service: Service) -> None:
     def get_rating(asset_id: str, principal: Principal = Depends(service.who)) -> dict:
         return ratings_of(service, principal, asset_id)
 
-    @app.post(f"{API}/ratings/prefer", openapi_extra=json_body(Choice))
+    @app.post(f"{API}/ratings/prefer", openapi_extra=declared_body(Choice))
     async def post_prefer(request: Request, principal: Principal = Depends(service.who)) -> dict:
         choice = validated(Choice.model_validate, await read_json(request))
         return await asyncio.to_thread(prefer, service, principal, choice)

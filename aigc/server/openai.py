@@ -100,15 +100,15 @@ def _define(router: APIRouter, service: Service) -> None:
     def list_models(principal: Principal = Depends(service.who)) -> dict[str, Any]:
         return {"object": "list", "data": served_models(service)}
 
-    @router.post("/chat/completions", openapi_extra=bodies.json_body(bodies.chat(ROLES)))
+    @router.post("/chat/completions", openapi_extra=bodies.declared_body(bodies.chat(ROLES)))
     async def chat(request: Request, principal: Principal = Depends(service.who)) -> Response:
         return await _text(service, principal, await _body(request), chat=True)
 
-    @router.post("/completions", openapi_extra=bodies.json_body(bodies.completion()))
+    @router.post("/completions", openapi_extra=bodies.declared_body(bodies.completion()))
     async def completions(request: Request, principal: Principal = Depends(service.who)) -> Response:
         return await _text(service, principal, await _body(request), chat=False)
 
-    @router.post("/images/generations", openapi_extra=bodies.json_body(bodies.image(IMAGE_FORMATS)))
+    @router.post("/images/generations", openapi_extra=bodies.declared_body(bodies.image(IMAGE_FORMATS)))
     async def images(request: Request, principal: Principal = Depends(service.who)) -> Response:
         body = await _body(request)
         await asyncio.to_thread(_served, service, "image", body.get("model"))
@@ -126,7 +126,7 @@ def _define(router: APIRouter, service: Service) -> None:
             service, job, lambda done: image_answer(service, done, response_format, output_format, base)
         )
 
-    @router.post("/audio/speech", openapi_extra=bodies.json_body(bodies.speech(SPEECH_FORMATS)))
+    @router.post("/audio/speech", openapi_extra=bodies.declared_body(bodies.speech(SPEECH_FORMATS)))
     async def speech(request: Request, principal: Principal = Depends(service.who)) -> Response:
         body = await _body(request)
         await asyncio.to_thread(_served, service, "audio", body.get("model"))

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 from ..errors import ConfigError
 from ..storage import sha256_file
 from .auth import Principal
-from .bodies import json_body
+from .bodies import declared_body
 from .runner import OUTPUTS
 from .runner import output_dir as job_output_dir
 from .service import API, Service, read_json, validated
@@ -61,7 +61,7 @@ def transfer_routes(app: FastAPI, service: Service) -> None:
             raise HTTPException(404, f"job {job_id} has no file {path!r}; GET {API}/jobs/{job_id}/files lists them.")
         return FileResponse(target, headers=_SANDBOXED, filename=target.name)
 
-    @app.post(f"{API}/score", openapi_extra=json_body(ScoreRequest))
+    @app.post(f"{API}/score", openapi_extra=declared_body(ScoreRequest))
     async def score(request: Request, principal: Principal = Depends(service.who)) -> dict[str, Any]:
         from .. import api
 
