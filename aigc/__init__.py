@@ -12,6 +12,7 @@ from .errors import (
     ModelLoadError,
     StorageError,
 )
+from .generators.controls import Control
 from .media.assets import Asset, __version__, load
 from .orchestration.batch_runner import batch
 from .orchestration.recipes import run
@@ -24,6 +25,7 @@ __all__ = [
     "BackendNotFoundError",
     "Client",
     "ConfigError",
+    "Control",
     "DeviceError",
     "GenerationError",
     "Library",

@@ -97,7 +97,7 @@ def prepare(
 ) -> Request:
     """Check a generate request the way generate() does, and return it ready to run (a server validates with it
     before queueing). Every error is raised here, before any model loads."""
-    prompts = checks.prompts(prompt)
+    prompts = checks.prompts(prompt, allow_empty=True)  # an empty one is refused below, once the backend is known
     n = 1 if n is None else checks.whole("n", n, least=1)
     policy = check_loop(n, seed, best_of, min_score, max_attempts, diverse)
     per_prompt = n if policy is None else policy.per_attempt
@@ -106,6 +106,8 @@ def prepare(
     seeds = seed_rule.expand(seed, len(planned))  # with the loop, the first round's seeds (later rounds derive)
     spec = registry.get(kind, backend, model)
     generator_class = spec.load()
+    if generator_class.takes_prompt:
+        checks.prompts(prompt)  # only a backend that makes nothing from its prompt (an upscaler) may get ""
     for index, text in enumerate(prompts):
         where = "the prompt" if len(prompts) == 1 else f"prompt[{index}]"
         limits.check(

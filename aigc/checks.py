@@ -10,8 +10,9 @@ from . import limits
 from .errors import ConfigError
 
 
-def prompts(prompt: str | Sequence[str]) -> list[str]:
-    """The prompts of a request: a string or a list of non-empty strings, within the limits."""
+def prompts(prompt: str | Sequence[str], allow_empty: bool = False) -> list[str]:
+    """The prompts of a request: a string or a list of non-empty strings, within the limits (`allow_empty`: empty
+    ones too, for a backend that makes nothing from its prompt, such as an upscaler)."""
     listed = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
     if listed is None:
         raise ConfigError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}.", field="prompt")
@@ -22,7 +23,7 @@ def prompts(prompt: str | Sequence[str]) -> list[str]:
         where = "prompt" if isinstance(prompt, str) else f"prompt[{i}]"
         if not isinstance(text, str):
             raise ConfigError(f"{where} must be a string, not {type(text).__name__} ({text!r:.40}).", field="prompt")
-        if not text.strip():
+        if not text.strip() and not allow_empty:
             raise ConfigError(f"{where}={text!r} is empty; say what to generate.", field="prompt")
         plain_text(where, text)
     return listed

@@ -346,13 +346,36 @@ class Client:
     # --- what requests carry --------------------------------------------------------------------------------
     def _params(self, kind: str, knobs: Mapping[str, Any]) -> dict[str, Any]:
         """Knobs as JSON: an image knob's image as an asset id of this server's or a data URL, never a path."""
-        images = image_knobs(kind)
+        images, controls = image_knobs(kind), image_knobs(kind, "controls")
         return {
-            name: self._image(name, value) if name in images and value is not None else value
+            name: self._image(name, value)
+            if name in images and value is not None
+            else self._controls(name, value)
+            if name in controls and value is not None
+            else value
             for name, value in knobs.items()
         }
 
+    def _controls(self, name: str, value: Any) -> Any:
+        """ControlNet entries with each control image carried as an image knob's is (the model stays a name)."""
+        from dataclasses import asdict
+
+        from .generators.controls import Control
+
+        entries = [value] if isinstance(value, (dict, Control)) else value
+        if not isinstance(entries, (list, tuple)):
+            return value
+        carried = []
+        for index, entry in enumerate(entries):
+            entry = asdict(entry) if isinstance(entry, Control) else entry
+            if isinstance(entry, dict) and entry.get("image") is not None:
+                entry = {**entry, "image": self._image(f"{name}[{index}].image", entry["image"])}
+            carried.append(entry)
+        return carried
+
     def _image(self, name: str, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):  # a knob that takes several images (image_prompt)
+            return [self._image(f"{name}[{index}]", item) for index, item in enumerate(value)]
         if isinstance(value, Asset):
             origin = self._origin(value)
             return {"asset": origin} if origin else data_url(value.to_bytes("png"), "image/png")
@@ -520,14 +543,15 @@ def typed_knobs(kind: str, backend: str | None, given: Mapping[str, Any]) -> dic
     return typed
 
 
-def image_knobs(kind: str) -> set[str]:
-    """The knobs of `kind` that take an image (init_image), which travel as data URLs or asset ids."""
+def image_knobs(kind: str, param_type: str = "image") -> set[str]:
+    """The knobs of `kind` that take an image (init_image, mask; with "controls", the ControlNet lists whose entries
+    hold one), which travel as data URLs or asset ids."""
     from .runtime import registry
 
     return {
         name
         for name, declared in registry.knobs().items()
-        if any(spec.kind == kind and param.type == "image" for spec, param in declared)
+        if any(spec.kind == kind and param.type == param_type for spec, param in declared)
     }
 
 

@@ -29,6 +29,8 @@ UNITS = {
     "workflow": "steps",
     "score": "parts",
     "search": "prompts",
+    "upscale": "files",
+    "tiles": "tiles",
 }
 DELAY_ENV = "AIGC_PROGRESS_DELAY"  # off a terminal: seconds a stage runs before its line (default 0.5)
 HEARTBEAT_S = 30.0  # off a terminal: a line this often while a stage runs

@@ -37,6 +37,8 @@ class Limits:
     # real list (a few end markers and turn headers) while one request cannot carry millions of them
     stop_strings: int = 64
     stop_chars: int = 1000  # characters of one stop string (a marker or a line; never a document)
+    controls: int = 8  # ControlNets steering one image (each is a model in memory and a pass per step)
+    input_images: int = 16  # images one image knob takes as a list (image_prompt=[...]), each read whole
     json_depth: int = 64  # how deep a request's JSON body nests (aigc's own need 5; Python's parser stops near 1,000)
 
 

@@ -15,7 +15,7 @@ import torch
 from aigc.errors import AIGCError
 from aigc.runtime.devices import DeviceManager
 
-from . import music, sd, text_cpu, workloads
+from . import edits, music, sd, text_cpu, upscale, workloads
 
 
 def suite(name: str, quick: bool) -> list[tuple[str, object]]:
@@ -26,12 +26,16 @@ def suite(name: str, quick: bool) -> list[tuple[str, object]]:
             (f"sd1.5 512px {steps} steps b1", lambda: sd.sd15(manager, 1, steps)),
             (f"sd1.5 512px {steps} steps b8", lambda: sd.sd15(manager, 8, steps)),
             ("sd turbo-style 1 step b1", lambda: sd.sd15(manager, 1, 1, turbo=True)),
+            (f"sd1.5 inpaint 512px {steps} steps b1", lambda: edits.inpaint(manager, 1, steps)),
+            (f"sd1.5 + controlnet canny 512px {steps} steps b1", lambda: edits.controlnet_canny(manager, 1, steps)),
             (f"gpt2-124m {tokens} tok b1", lambda: workloads.gpt2(manager, 1, tokens)),
             (f"gpt2-124m {tokens} tok b1 compile", lambda: workloads.gpt2(manager, 1, tokens, compile=True)),
             (f"gpt2-124m {tokens} tok b32", lambda: workloads.gpt2(manager, 32, tokens)),
             (f"gpt2-124m {tokens} tok b32 compile", lambda: workloads.gpt2(manager, 32, tokens, compile=True)),
             (f"musicgen-small {seconds:g} s", lambda: music.musicgen(manager, seconds)),
             ("dcgan b256", lambda: workloads.dcgan(manager, 256)),
+            ("esrgan x4plus 512px -> 2048px", lambda: upscale.esrgan(manager, 512)),
+            ("compact x4v3 512px -> 2048px", lambda: upscale.esrgan(manager, 512, compact=True)),
             ("scorer 256 texts", lambda: workloads.scorer(manager, 256)),
         ]
     tokens = 16 if quick else 64
@@ -40,6 +44,7 @@ def suite(name: str, quick: bool) -> list[tuple[str, object]]:
         (f"gpt2-124m {tokens} tok b1 compile", lambda: workloads.gpt2(manager, 1, tokens, compile=True)),
         (f"gpt2-124m {tokens} tok b8", lambda: workloads.gpt2(manager, 8, tokens)),
         ("dcgan b256", lambda: workloads.dcgan(manager, 256)),
+        ("compact x4v3 128px -> 512px", lambda: upscale.esrgan(manager, 128, compact=True)),
         ("smollm2 load (gguf vs cache)", lambda: workloads.smollm2_load(manager)),
         (f"smollm2-135m {tokens} tok b1 fp32 vs default", lambda: text_cpu.tokens(manager, 1, tokens)),
         (f"smollm2-135m {tokens} tok b8 fp32 vs default", lambda: text_cpu.tokens(manager, 8, tokens)),

@@ -17,7 +17,7 @@ from aigc.runtime.devices import DeviceManager
 from .workloads import Workload
 
 PROMPT = "a photograph of an astronaut riding a horse on the moon"
-_dirs: dict[tuple[bool, str], str] = {}
+_dirs: dict[tuple[bool, str, bool], str] = {}
 
 
 def _clip_tokenizer() -> Any:
@@ -33,14 +33,15 @@ def _clip_tokenizer() -> Any:
     return CLIPTokenizer(vocab={token: i for i, token in enumerate(tokens)}, merges=[], model_max_length=77)
 
 
-def _components(tiny: bool, tokenizer: Any) -> dict[str, Any]:
-    """UNet, VAE, text encoder and scheduler with SD 1.5's configs (tiny=True: the same shape, a few channels)."""
+def _components(tiny: bool, tokenizer: Any, in_channels: int = 4) -> dict[str, Any]:
+    """UNet, VAE, text encoder and scheduler with SD 1.5's configs (tiny=True: the same shape, a few channels;
+    in_channels=9: sd-inpainting's UNet, which reads the mask and the masked image's latents too)."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     unet = UNet2DConditionModel(
         sample_size=8 if tiny else 64,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         layers_per_block=1 if tiny else 2,
         block_out_channels=(32, 32, 64, 64) if tiny else (320, 640, 1280, 1280),
@@ -88,18 +89,18 @@ def _components(tiny: bool, tokenizer: Any) -> dict[str, Any]:
     return {"unet": unet, "vae": vae, "text_encoder": CLIPTextModel(text), "scheduler": scheduler}
 
 
-def _sd15_dir(dtype: torch.dtype, tiny: bool) -> str:
-    """The random SD 1.5 pipeline saved in `dtype`, once per process."""
-    key = (tiny, str(dtype))
+def _sd15_dir(dtype: torch.dtype, tiny: bool, inpainting: bool = False) -> str:
+    """The random SD 1.5 pipeline (or sd-inpainting: a 9-channel UNet) saved in `dtype`, once per process."""
+    key = (tiny, str(dtype), inpainting)
     if key not in _dirs:
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
         tokenizer = _clip_tokenizer()
         torch.manual_seed(0)
-        components = _components(tiny, tokenizer)
+        components = _components(tiny, tokenizer, 9 if inpainting else 4)
         for name in ("unet", "vae", "text_encoder"):
             components[name].to(dtype)
-        pipe = StableDiffusionPipeline(
+        pipe = (StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline)(
             **components,
             tokenizer=tokenizer,
             safety_checker=None,

@@ -129,10 +129,17 @@ def _tiny_clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def build_tiny_sd(path, seed: int = 0):
-    """A randomly initialised SD 1.x-style pipeline (UNet, VAE, CLIP text encoder), saved like a Hub repo."""
+def build_tiny_sd(path, seed: int = 0, inpainting: bool = False):
+    """A randomly initialised SD 1.x-style pipeline (UNet, VAE, CLIP text encoder), saved like a Hub repo;
+    `inpainting` makes it an sd-inpainting one (a 9-channel UNet: latents, mask, masked image's latents)."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = _tiny_clip_tokenizer()
@@ -141,7 +148,7 @@ def build_tiny_sd(path, seed: int = 0):
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=SD_SIZE // 2,
-        in_channels=4,
+        in_channels=9 if inpainting else 4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -180,7 +187,7 @@ def build_tiny_sd(path, seed: int = 0):
         set_alpha_to_one=False,
     )
     scheduler.register_to_config(clip_sample=False)
-    pipe = StableDiffusionPipeline(
+    pipe = (StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline)(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
@@ -197,6 +204,81 @@ def build_tiny_sd(path, seed: int = 0):
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory) -> str:
     return str(build_tiny_sd(tmp_path_factory.mktemp("tiny-sd")))
+
+
+def build_tiny_controlnet(path, sd_path, *, seed: int = 0, cross_attention_dim: int | None = None):
+    """A ControlNet made from the tiny SD's UNet (`ControlNetModel.from_unet`), its zero convolutions randomised:
+    at zero (as made) it could not change an image, and a test that it does could not fail."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(sd_path, subfolder="unet")
+    if cross_attention_dim is not None:  # a ControlNet for another base (another text encoder's width)
+        unet = UNet2DConditionModel.from_config({**unet.config, "cross_attention_dim": cross_attention_dim})
+    # the tiny VAE downsamples by 2, so the control image's embedding does too (SD's own: by 8)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, weight in controlnet.named_parameters():
+            if name.startswith(
+                ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
+            ):
+                weight.copy_(torch.randn(weight.shape, generator=generator) * 0.3)
+    controlnet.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet(tmp_path_factory, tiny_sd) -> str:
+    return str(build_tiny_controlnet(tmp_path_factory.mktemp("tiny-controlnet"), tiny_sd))
+
+
+def build_tiny_ip_adapter(path, sd_path, seed: int = 0):
+    """An IP-Adapter for the tiny SD as h94/IP-Adapter lays one out: `ip-adapter_tiny.safetensors` (image_proj.* and,
+    for each cross-attention layer in order, ip_adapter.{1,3,5...}.to_k_ip/to_v_ip) beside a tiny CLIP image
+    encoder in image_encoder/. Random weights: an image prompt changes the image, and scale 0 does not."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    unet = UNet2DConditionModel.from_pretrained(sd_path, subfolder="unet")
+    width, embed = unet.config.cross_attention_dim, 16
+    torch.manual_seed(seed)
+    encoder = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=16,
+        projection_dim=embed,
+    )
+    CLIPVisionModelWithProjection(encoder).save_pretrained(path / "image_encoder")
+    generator = torch.Generator().manual_seed(seed)
+    state = {
+        "image_proj.proj.weight": torch.randn(4 * width, embed, generator=generator),
+        "image_proj.proj.bias": torch.zeros(4 * width),
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    cross_attention = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+    for index, name in enumerate(cross_attention):
+        hidden = unet.get_submodule(name.removesuffix(".processor")).to_q.out_features
+        for projection in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{2 * index + 1}.{projection}.weight"] = torch.randn(hidden, width, generator=generator)
+    save_file(state, path / "ip-adapter_tiny.safetensors")
+    return path / "ip-adapter_tiny.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_ip_adapter(tmp_path_factory, tiny_sd) -> str:
+    return str(build_tiny_ip_adapter(tmp_path_factory.mktemp("tiny-ip-adapter"), tiny_sd))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_inpainting(tmp_path_factory) -> str:
+    return str(build_tiny_sd(tmp_path_factory.mktemp("tiny-sd-inpainting"), inpainting=True))
 
 
 def build_tiny_vits(path, seed: int = 0):

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from PIL import Image
 
 import aigc
 from aigc.runtime import registry
@@ -82,7 +83,16 @@ CONTRACT = {
     "diffusion": ("tiny_sd", {"steps": 2, "width": 64, "height": 64}, ".png"),
     "speech": ("piper_voice", {}, ".wav"),
     "music": ("tiny_musicgen", {"duration": 0.2}, ".flac"),
+    "upscale": ("tiny_upscaler", {"init_image": Image.linear_gradient("L").resize((16, 12)).convert("RGB")}, ".png"),
 }
+
+
+@pytest.fixture(scope="module")
+def tiny_upscaler(tmp_path_factory) -> str:
+    """A random Real-ESRGAN compact x4 model (tests/upscalers.py), saved as realesr-general-x4v3.pth is."""
+    from upscalers import compact_state, save
+
+    return save(compact_state(), tmp_path_factory.mktemp("upscaler") / "compact-x4.pth", wrap="params")
 
 
 def _same(a, b, atol: float = 0.0) -> bool:

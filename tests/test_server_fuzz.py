@@ -53,9 +53,11 @@ def test_no_request_is_answered_with_a_server_error(served, mode):
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/images/generations",
+        "/v1/images/edits",
         "/v1/audio/speech",
         "/v1/assets/zip",
         "/v1/ratings/prefer",
+        "/v1/control/preview",
     }, with_bodies
     for operation in operations:
         strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))

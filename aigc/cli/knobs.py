@@ -80,7 +80,7 @@ def knob_options() -> list[click.Option]:
             options.append(
                 click.Option(
                     [flag, PREFIX + name],
-                    multiple=first.type == "strings",
+                    multiple=first.type in ("strings", "controls"),
                     default=None,
                     help=text,
                     metavar=_metavar(first),
@@ -101,4 +101,6 @@ def given_knobs(arguments: dict[str, Any]) -> dict[str, Any]:
 def _metavar(param: Any) -> str:
     if param.choices:
         return "[" + "|".join(map(str, param.choices)) + "]"
-    return {"int": "INT", "float": "NUMBER", "image": "PATH", "strings": "TEXT"}.get(param.type, "TEXT")
+    return {"int": "INT", "float": "NUMBER", "image": "PATH", "strings": "TEXT", "sides": "PIXELS"}.get(
+        param.type, "TEXT"
+    )

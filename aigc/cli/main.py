@@ -14,6 +14,9 @@ from ..errors import ConfigError
 from ..media.formats import FORMATS
 from ..runtime.registry import kinds
 from ..storage import slug, unique_path, writable_dir
+from . import common
+from .common import own_progress_only as _own_progress_only
+from .common import progress as _progress
 from .knobs import KnobCommand, given_knobs
 
 KINDS = kinds()
@@ -30,6 +33,7 @@ Examples:
   aigc generate audio "lofi beat with piano" --backend music --duration 10
   aigc generate text "A city of glass" --best-of 8 --min-score 0.6 --seed 1
   aigc score out/*.png --prompt "a portrait"
+  aigc upscale photo.png --model RealESRGAN_x4plus.pth   # photo-x4.png beside it
   aigc run pipelines/story_to_poster.yaml --set topic="a city of glass" --out runs/glass
   aigc batch prompts.csv --kind image -n 4 --out shoot/ --seed 1 --truncation 0.8
   aigc serve         # the team's server and its studio on http://127.0.0.1:8000
@@ -63,20 +67,8 @@ _OWN = (
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
-    """KEY=VALUE pairs as given (values stay text: each knob's Param reads its own); a key given twice is refused."""
-    pairs: dict[str, str] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_") if option == "--param" else key.strip()
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
-        if key in pairs:
-            raise click.BadParameter(f"{key} is given twice; give it once", param_hint=option)
-        if option == "--param" and key in _OWN:
-            flag = "-n" if key == "n" else f"--{key.replace('_', '-')}"
-            raise click.BadParameter(f"{key} is not a backend knob; use {flag}", param_hint=option)
-        pairs[key] = raw
-    return pairs
+    """KEY=VALUE pairs as given (values stay text); with -p, generate()'s own arguments are refused as knobs."""
+    return common.pairs(values, option, reserved=_OWN if option == "--param" else ())
 
 
 def _knobs(kind: str, backend: str | None, model: str | None, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -243,24 +235,6 @@ def generate(
         click.echo(sheet, err=as_json)  # --json keeps stdout to JSON lines
     if out is not None and not as_json:
         click.secho(f"saved {len(assets)} file(s) with metadata under {out}/", fg="green", err=True)
-
-
-def _progress(streaming: bool = False) -> Any:
-    """How a command shows its progress: bars on a terminal, a line per stage when stderr is a file or a pipe;
-    while text streams to the terminal, lines only (bars would redraw over it) and no token count."""
-    from ..console import Console
-
-    return Console(live=False, skip=("decode",)) if streaming else Console()
-
-
-def _own_progress_only() -> None:
-    """aigc's rows replace the libraries' own bars (transformers' "Loading weights", the GGUF conversion's, the
-    diffusers pipeline's): tqdm and huggingface_hub read these settings once, when first imported, so a command
-    that shows progress calls this first, before anything imports them. A user's own TQDM_DISABLE=0 wins."""
-    import os
-
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _command_knobs(
@@ -777,6 +751,10 @@ from .rate import taste as _taste  # noqa: E402
 
 cli.add_command(_rate)
 cli.add_command(_taste)
+
+from .upscale import upscale as _upscale  # noqa: E402 - `aigc upscale`, kept in its own file
+
+cli.add_command(_upscale)
 
 
 def main() -> None:

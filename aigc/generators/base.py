@@ -52,6 +52,9 @@ class Generator:
     # knobs an output owns like its prompt (one value for all, or one per output): a server merging requests
     # into one batched call passes them per output instead of needing them equal
     per_output: ClassVar[tuple[str, ...]] = ()
+    # whether the prompt is what the backend makes something from: aigc refuses an empty prompt for every backend
+    # that does (an upscaler's input is its image, so it allows "")
+    takes_prompt: ClassVar[bool] = True
 
     def __init__(self, model: str, manager: DeviceManager, *, backend: str = "", dtype: str | None = None) -> None:
         self.model = model

@@ -16,8 +16,10 @@ from typing import Any, cast
 from .. import limits
 from ..checks import plain_text
 from ..errors import ConfigError, one_of
+from . import controls
 
-TYPES = ("float", "int", "bool", "str", "strings", "image", "path", "messages", "callable")
+TYPES = ("float", "int", "bool", "str", "strings", "image", "path", "sides", "controls", "messages", "callable")
+SIDES = ("left", "top", "right", "bottom")
 ROLES = ("system", "user", "assistant")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 WEAKNESSES = ("novelty", "relevance", "quality")
@@ -48,7 +50,9 @@ class Param:
     default: Any
     help: str
     # one of TYPES; "image" is a path or a PIL image, "path" a file or folder the knob reads (a GAN prior, an
-    # adapter), "strings" one string or a list
+    # adapter), "strings" one string or a list, "sides" pixels per side: one whole number for all four or
+    # (left, top, right, bottom), checked against min, max and multiple_of side by side; "controls" ControlNet
+    # entries (controls.py)
     type: str = "float"
     min: float | None = None
     max: float | None = None
@@ -58,6 +62,8 @@ class Param:
     record: bool = True  # False for what does not change the output (callbacks, batch size, speed switches)
     nudge: Nudge | None = None
     a1111: str | None = None  # its label in the A1111 "parameters" string other tools read
+    words: tuple[str, ...] = ()  # a "path" knob's values that name a built-in choice, not a file ("latent")
+    several: bool = False  # an "image" knob that also takes a list of images (at most the input_images limit)
     # "strings": the limits (aigc/limits.py) on how many strings and how many characters each, checked before any
     # string is looked at; the stop knob has its own (stop_strings, stop_chars)
     bounds: tuple[str, str] = ("prompts", "prompt_chars")
@@ -70,7 +76,7 @@ class Param:
     def reads_files(self) -> bool:
         """Whether its value names something on the file system ("image", "path"): the server never takes such a
         value as a path, only as an asset, inline data or a name in its --models directory."""
-        return self.type in ("image", "path")
+        return self.type in ("image", "path", "controls")
 
     @property
     def on_command_line(self) -> bool:
@@ -81,16 +87,34 @@ class Param:
         """The value to use: validated, normalised (float for float, a list for strings), or the default for None."""
         if value is None:
             return self.default
+        if self.type == "sides":
+            return self._sides(name, value)
         value = self._typed(name, value)
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{name}={value!r} is not allowed; use {one_of(self.choices)}.", field=name)
-        self._check_range(name, value)
+        self._check_number(name, value)
+        return value
+
+    def _check_number(self, name: str, value: Any, field: str | None = None) -> None:
+        self._check_range(name, value, field or name)
         if self.multiple_of and value % self.multiple_of:
             low = value - value % self.multiple_of
             high = low + self.multiple_of
             hint = f"try {low} or {high}" if self.min is None or low >= self.min else f"try {high}"
-            raise ConfigError(f"{name}={value} must be a multiple of {self.multiple_of} ({hint}).", field=name)
-        return value
+            raise ConfigError(f"{name}={value} must be a multiple of {self.multiple_of} ({hint}).", field=field or name)
+
+    def _sides(self, name: str, value: Any) -> tuple[int, ...] | None:
+        """(left, top, right, bottom) from one whole number or four; all four 0 means none (the default)."""
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        listed = isinstance(value, (list, tuple)) and len(value) == len(SIDES)
+        if not (whole or listed) or (listed and not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            raise ConfigError(
+                f"{name}={value!r} must be a whole number of pixels or four of them ({', '.join(SIDES)}).", field=name
+            )
+        sides = (value,) * len(SIDES) if whole else tuple(value)
+        for side, amount in zip(SIDES, sides, strict=True):
+            self._check_number(name if whole else f"{name}'s {side}", amount, field=name)
+        return sides if any(sides) else self.default
 
     def _typed(self, name: str, value: Any) -> Any:
         if self.type == "callable":
@@ -98,9 +122,13 @@ class Param:
                 raise ConfigError(f"{name}={value!r} must be callable ({self.help}).", field=name)
             return value
         if self.type == "image":
+            if self.several and isinstance(value, (list, tuple)):
+                return _images(name, value)
             return _image(name, value)
         if self.type == "messages":
             return _messages(name, value)
+        if self.type == "controls":
+            return controls.checked(name, value, _image)
         if self.type == "path":
             return _path(name, value)
         number = self.type in ("int", "float")
@@ -125,12 +153,12 @@ class Param:
             plain_text(name, text, field=name)
         return value
 
-    def _check_range(self, name: str, value: Any) -> None:
-        if self.type not in ("int", "float"):
+    def _check_range(self, name: str, value: Any, field: str) -> None:
+        if self.type not in ("int", "float", "sides"):
             return
         low_fails = self.min is not None and (value <= self.min if self.min_exclusive else value < self.min)
         if low_fails or (self.max is not None and value > self.max):
-            raise ConfigError(f"{name}={value!r} is out of range; it must be {self.range_text()}.", field=name)
+            raise ConfigError(f"{name}={value!r} is out of range; it must be {self.range_text()}.", field=field)
 
     def range_text(self) -> str:
         low = "" if self.min is None else (f"> {self.min}" if self.min_exclusive else f">= {self.min}")
@@ -142,6 +170,8 @@ class Param:
 
         An empty string means the default, like None. The result still goes through check().
         """
+        if self.type == "controls":
+            return controls.parse_all(name, text.strip() if isinstance(text, str) else text) or None
         if not isinstance(text, str):
             return text
         text = text.strip() if self.type not in ("str", "strings") else text
@@ -157,6 +187,16 @@ class Param:
             except ValueError:
                 kind = "a whole number" if self.type == "int" else "a number"
                 raise ConfigError(f"{name}={text!r} must be {kind} ({self.help}).", field=name) from None
+        if self.type == "sides":
+            parts = text.strip("[]() ").replace(",", " ").split()
+            try:
+                numbers = [int(part) for part in parts]
+            except ValueError:
+                raise ConfigError(
+                    f"{name}={text!r} must be one whole number or four ({', '.join(SIDES)}), e.g. 64 or 0,0,128,0.",
+                    field=name,
+                ) from None
+            return numbers[0] if len(numbers) == 1 else numbers
         if self.type == "strings" and text.startswith("["):
             try:
                 listed = json.loads(text)  # several strings in one cell: ["\n\n", "THE END"]
@@ -169,6 +209,8 @@ class Param:
         """The knob as JSON Schema (what the server's /v1/backends and the studio's forms read); None for a callable."""
         if self.type == "callable":
             return None
+        if self.type == "controls":
+            return controls.json_schema(self.help)
         kinds = {
             "float": "number",
             "int": "integer",
@@ -188,18 +230,32 @@ class Param:
         elif self.type == "strings":
             schema["type"] = "array"
             schema["items"] = {"type": "string", "minLength": 1}
+        elif self.type == "sides":
+            side = {"type": "integer", **self._number_schema()}
+            four = {"type": "array", "items": side, "minItems": len(SIDES), "maxItems": len(SIDES)}
+            return {"description": self.help, "anyOf": [side, four]}
         else:
             schema["type"] = kinds[self.type]
         if self.type == "image":
             schema["format"] = "path"
+            if self.several:
+                one = {"type": "string", "format": "path"}
+                return {"description": self.help, "anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+        if self.words:
+            schema["examples"] = list(self.words)
         if self.default is not None and self.default != []:
             schema["default"] = self.default
+        schema.update(self._number_schema())
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        return schema
+
+    def _number_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {}
         if self.min is not None:
             schema["exclusiveMinimum" if self.min_exclusive else "minimum"] = self.min
         if self.max is not None:
             schema["maximum"] = self.max
-        if self.choices:
-            schema["enum"] = list(self.choices)
         if self.multiple_of:
             schema["multipleOf"] = self.multiple_of
         return schema
@@ -214,6 +270,14 @@ class Param:
         if self.default is not None and self.default != []:
             facts.append(f"default {self.default}")
         return self.help + (f" [{'; '.join(facts)}]" if facts else "")
+
+
+def _images(name: str, value: list | tuple) -> list[Any]:
+    """Several images for one knob (image prompts): each as _image takes it, within the input_images limit."""
+    if not value:
+        raise ConfigError(f"{name} is an empty list; pass an image or a list of them.", field=name)
+    limits.check("input_images", len(value), f"the images in {name}", field=name)
+    return [_image(f"{name}[{index}]", item) for index, item in enumerate(value)]
 
 
 def _image(name: str, value: Any) -> Any:
@@ -283,6 +347,8 @@ def describe_value(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [describe_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(key): describe_value(v) for key, v in value.items()}
     size = getattr(value, "size", None)
     if isinstance(size, tuple):
         return f"<{type(value).__name__} {'x'.join(map(str, size))}>"

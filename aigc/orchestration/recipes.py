@@ -40,7 +40,7 @@ from ..runtime import registry
 from ..seeds import MAX_SEED
 from ..storage import append_jsonl, clean_partial, locked_dir, path_arg, read_jsonl, read_text, unique_path, write_json
 from .templates import placeholders
-from .workflows import Pipeline, Step, check, from_resolved, resolved
+from .workflows import Pipeline, Step, check, checkable, from_resolved, resolved
 from .workflows import run as run_pipeline
 
 
@@ -169,7 +169,7 @@ def _check_step(path: str, tree: Any, index: int, step: Step) -> None:
     except AIGCError as error:
         raise fail(("steps", index, "backend" if step.backend else "model"), error) from None
     try:
-        spec.load().check_params(step.params)
+        spec.load().check_params(checkable(step, spec.load().image_input()))
     except ConfigError as error:
         raise fail(("steps", index, "params", *([error.field] if error.field else [])), error) from None
 

@@ -39,6 +39,8 @@ class Step:
     min_score: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     input: str | None = None  # an earlier image step whose output is this step's init_image
+    # params may also take an earlier image step's first image as {"step": NAME} wherever an image goes (a mask,
+    # a ControlNet entry's image): see step_images()
     split: str | None = None  # run once per paragraph / sentence of the text it refers to
     join: bool = False  # audio: also keep the step's clips joined into one
 
@@ -54,7 +56,60 @@ class Pipeline:
             names = templates.placeholders(step.prompt)
         except ConfigError as error:
             raise ConfigError(f"step {step.name!r}: {error}", field="prompt") from None
-        return [*names, *([step.input] if step.input and step.input not in names else [])]
+        images = [name for name in [step.input, *step_images(step.params)] if name and name not in names]
+        return [*names, *dict.fromkeys(images)]
+
+    def fanning(self, step: Step) -> list[str]:
+        """The references a step fans out over (one call per output): all but those only its params' images name
+        ({"step": NAME} takes that step's first image)."""
+        only_images = set(step_images(step.params)) - {step.input} - set(templates.placeholders(step.prompt))
+        return [name for name in self.references(step) if name not in only_images]
+
+
+STEP_KEY = "step"
+
+
+def step_reference(value: Any) -> str | None:
+    """The step a value names as {"step": NAME} (an earlier image step's first image), else None."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get(STEP_KEY), str):
+        return value[STEP_KEY]
+    return None
+
+
+def step_images(value: Any) -> list[str]:
+    """The steps a step's params take images from, in order: {"step": NAME} anywhere in them (a mask, a control
+    entry's image)."""
+    name = step_reference(value)
+    if name is not None:
+        return [name]
+    inner = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else []
+    return [found for item in inner for found in step_images(item)]
+
+
+def with_step_images(value: Any, image_of: Any) -> Any:
+    """The params with each {"step": NAME} replaced by `image_of(NAME)` (an image, or a stand-in for checks)."""
+    name = step_reference(value)
+    if name is not None:
+        return image_of(name)
+    if isinstance(value, dict):
+        return {key: with_step_images(item, image_of) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [with_step_images(item, image_of) for item in value]
+    return value
+
+
+def checkable(step: Step, image_knob: str | None) -> dict[str, Any]:
+    """The step's params with a stand-in image for each image an earlier step gives it (`input` as `image_knob`,
+    and each {"step": NAME}), so the knobs' own checks can read them before anything runs."""
+    from PIL import Image
+
+    def stand_in(_name: str) -> Any:
+        return Image.new("RGB", (64, 64))
+
+    params = with_step_images(step.params, stand_in)
+    if step.input and image_knob:
+        params[image_knob] = stand_in(step.input)
+    return params
 
 
 class Journal(Protocol):
@@ -97,7 +152,7 @@ def _check_sizes(pipeline: Pipeline, order: list[Step]) -> dict[str, int]:
     once its text is, so they are counted again at run time)."""
     outputs: dict[str, int] = {}
     for step in order:
-        refs = [r for r in pipeline.references(step) if r in outputs]
+        refs = [r for r in pipeline.fanning(step) if r in outputs]
         fanned = [r for r in refs if outputs[r] > 1]
         if len(fanned) > 1:
             raise ConfigError(
@@ -153,6 +208,14 @@ def _check_step(pipeline: Pipeline, step: Step, steps: dict[str, Step]) -> set[s
         raise ConfigError(f"{where}: split={step.split!r}; use 'paragraphs' or 'sentences'.", field="split")
     if step.join and step.kind != "audio":
         raise ConfigError(f"{where}: join only applies to audio steps.", field="join")
+    for name in step_images(step.params):
+        if name not in steps or steps[name].kind != "image" or name == step.name:
+            raise ConfigError(
+                f"{where}: {{step: {name}}} takes an earlier image step's image; {name!r} is "
+                f"{'not an image step' if name in steps else 'no step'} (image steps: "
+                f"{', '.join(s for s in steps if steps[s].kind == 'image' and s != step.name) or 'none'}).",
+                field="params",
+            )
     parents = _check_references(pipeline, step, steps)
     if step.input is not None:
         if step.kind != "image" or steps[step.input].kind != "image":
@@ -166,7 +229,8 @@ def _check_step(pipeline: Pipeline, step: Step, steps: dict[str, Step]) -> set[s
                 f"{where}: backend {spec.name!r} takes no input image; use backend: diffusion for image-to-image.",
                 field="input",
             )
-    spec.load().check_params(step.params)  # unknown or out-of-range knobs fail now, not mid-run
+    # unknown or out-of-range knobs fail now, not mid-run
+    spec.load().check_params(checkable(step, spec.load().image_input()))
     return parents
 
 
@@ -182,7 +246,7 @@ def _check_references(pipeline: Pipeline, step: Step, steps: dict[str, Step]) ->
                 field="prompt",
             )
         parents.add(ref)
-        if ref != step.input and steps[ref].kind != "text":
+        if ref != step.input and ref not in step_images(step.params) and steps[ref].kind != "text":
             article = "an" if steps[ref].kind[0] in "aeiou" else "a"
             raise ConfigError(
                 f"step {step.name!r}: {{{ref}}} is {article} {steps[ref].kind} step; a prompt can only "
@@ -254,7 +318,7 @@ def _calls(
     """A step's generate calls: (parent asset, template fields, parent ids) for each output of the step it
     fans out from, and for each piece of a split text."""
     refs = [r for r in pipeline.references(step) if r in produced]
-    fanned = [r for r in refs if len(produced[r]) > 1]
+    fanned = [r for r in pipeline.fanning(step) if r in produced and len(produced[r]) > 1]
     if len(fanned) > 1:
         raise ConfigError(
             f"step {step.name!r} refers to {fanned[0]!r} and {fanned[1]!r}, which both have "
@@ -293,7 +357,7 @@ def _run_step(
     for call, (image_parent, fields, parents) in enumerate(calls):
         assets = journal.recall(step.name, call) if journal else None
         if assets is None:
-            params = dict(step.params)
+            params = with_step_images(dict(step.params), lambda name: produced[name][0].data)
             if step.input:
                 knob = registry.get(step.kind, step.backend, step.model).load().image_input()
                 assert knob is not None  # check() refuses an input image to a backend that takes none

@@ -28,6 +28,7 @@ class GeneratorClass(Protocol):
     params: dict[str, Any]  # knob name -> its Param
     limits: dict[str, int]
     per_output: tuple[str, ...]
+    takes_prompt: bool
 
     def __call__(self, model: str, manager: Any, *, backend: str = ..., dtype: str | None = ...) -> Any: ...
 
@@ -89,7 +90,15 @@ BUILTINS = [
         "diffusion",
         "aigc.generators.image.diffusion:DiffusionGenerator",
         DEFAULT_DIFFUSION_MODEL,
-        "Stable Diffusion 1.x/2.x/XL/Turbo through diffusers: text-to-image and image-to-image",
+        "Stable Diffusion 1.x/2.x/XL/Turbo through diffusers: text-to-image, image-to-image, inpainting and "
+        "outpainting, ControlNet, image prompts (IP-Adapter), hires fix",
+    ),
+    BackendSpec(
+        "image",
+        "upscale",
+        "aigc.generators.image.upscale:UpscaleGenerator",
+        None,
+        "upscale init_image: ESRGAN/Real-ESRGAN .pth/.safetensors files, or SD's x4/latent upscaler directories",
     ),
     BackendSpec(
         "audio",

@@ -20,6 +20,11 @@ def declared_body(schema: Any) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def declared_form(schema: dict[str, Any]) -> dict[str, Any]:
+    """A route's `openapi_extra`: a required multipart/form-data body of `schema` (its files `format: binary`)."""
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
     """A JSON schema with its `$defs` written in place of each `$ref`: an operation's schema cannot carry `$defs`
     of its own (a `$ref` there resolves against the whole OpenAPI document). The models here do not nest in
@@ -90,6 +95,21 @@ def image(formats: Any) -> dict[str, Any]:
         ("model", "prompt"),
         prompt=_TEXT,
         size={"type": "string", "description": "WxH (64x64) or auto"},
+        response_format={"enum": ["url", "b64_json"]},
+        output_format={"enum": list(formats)},
+        **_SHARED,
+    )
+
+
+def image_edit(formats: Any) -> dict[str, Any]:
+    """/v1/images/edits' form (openai_edits.py reads it): its fields are text, its image and mask files."""
+    picture = {"type": "string", "format": "binary"}
+    return _object(
+        ("model", "image", "prompt"),
+        image=picture,
+        mask={**picture, "description": "PNG, transparent (alpha 0) where the image is edited"},
+        prompt=_TEXT,
+        size={"type": "string", "description": "WxH (64x64) or auto (the image's own size)"},
         response_format={"enum": ["url", "b64_json"]},
         output_format={"enum": list(formats)},
         **_SHARED,

@@ -1,7 +1,8 @@
 """The server's edge, what every request and answer passes before any route: request bodies are bounded (over
 the limit is a 413 before the body is read, declared length or not); a request that changes something comes from no
 page, this server's own or an origin the operator listed, and its body is JSON (so a page elsewhere cannot make a
-browser post to it: a cross-site form or no-cors fetch can send neither); no answer is sniffed into a page."""
+browser post to it: a cross-site form or no-cors fetch can send neither), or a multipart form on the routes that take
+uploads (FORM_ROUTES: there the Origin check alone keeps other pages out); no answer is sniffed into a page."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from starlette.requests import ClientDisconnect
 log = logging.getLogger("aigc.server")
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# the routes whose body is a multipart form (OpenAI's image edits upload files), the one exception to "JSON only"
+FORM_ROUTES = frozenset({"/v1/images/edits"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -75,10 +78,11 @@ class BodyLimit:
 class SameOriginWrites:
     """ASGI middleware: a request that changes state (POST, PUT, PATCH, DELETE) is refused with 403 when a browser
     sends it from a page of another origin than this server's own or one of --cors-origin, and with 415 when it
-    carries a body that is not declared JSON. A page elsewhere can make a browser send a "simple" cross-site request
-    (a form, or fetch with mode "no-cors": text/plain, no preflight, no token needed on a tokenless server); it
-    always names its Origin and can never declare application/json without a preflight that CORS denies.
-    Clients that are not browsers (curl, the openai package, aigc.Client) send no Origin."""
+    carries a body that is not declared JSON (or, on FORM_ROUTES, multipart/form-data). A page elsewhere can make a
+    browser send a "simple" cross-site request (a form, or fetch with mode "no-cors": text/plain or a multipart
+    form, no preflight, no token needed on a tokenless server); it always names its Origin and can never declare
+    application/json without a preflight that CORS denies. Clients that are not browsers (curl, the openai package,
+    aigc.Client) send no Origin."""
 
     def __init__(self, app: Any, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...]) -> None:
         self.app, self.allowed_hosts, self.cors_origins = app, allowed_hosts, cors_origins
@@ -98,15 +102,16 @@ class SameOriginWrites:
                 f"with --cors-origin {origin} to allow it.",
             )
         has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-        if has_body and not is_json(headers.get("content-type")):
-            sent = headers.get("content-type") or "no Content-Type"
-            return await refuse(
-                send,
-                415,
-                "UnsupportedMediaType",
-                f"the body is sent as {sent}; send it as JSON with the header Content-Type: "
-                "application/json (curl: -H 'Content-Type: application/json').",
+        content_type = headers.get("content-type")
+        form = scope.get("path") in FORM_ROUTES
+        if has_body and not (is_json(content_type) or (form and is_form(content_type))):
+            wanted = (
+                "multipart/form-data (curl: -F image=@picture.png -F prompt=...)"
+                if form
+                else "JSON with the header Content-Type: application/json (curl: -H 'Content-Type: application/json')"
             )
+            sent = content_type or "no Content-Type"
+            return await refuse(send, 415, "UnsupportedMediaType", f"the body is sent as {sent}; send it as {wanted}.")
         await self.app(scope, receive, send)
 
     def allowed(self, origin: str, scheme: str, host: str) -> bool:
@@ -148,7 +153,16 @@ class NoSniff:
 
 def is_json(content_type: str | None) -> bool:
     """application/json, with or without parameters (`; charset=utf-8`)."""
-    return (content_type or "").split(";", 1)[0].strip().lower() == "application/json"
+    return _media_type(content_type) == "application/json"
+
+
+def is_form(content_type: str | None) -> bool:
+    """multipart/form-data, with its parameters (`; boundary=...`)."""
+    return _media_type(content_type) == "multipart/form-data"
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def _site(url: str) -> tuple[str, str, int] | None:

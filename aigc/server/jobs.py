@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from ..errors import AIGCError, ConfigError
+from ..orchestration import workflows
 from ..runtime import models, registry
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/\w[\w.-]*$")  # org/name, as the Hub spells ids (and never "..")
@@ -160,9 +161,31 @@ def files_resolved(
     resolved = dict(params)
     for name, value in params.items():
         param = declared.get(name)
-        if param is None or not param.reads_files or value is None:
+        if param is None or not param.reads_files or value is None or value in param.words:
             continue
-        resolved[name] = _image(name, value, image_of) if param.type == "image" else _file(name, value, places)
+        if param.type == "controls":
+            resolved[name] = _controls(name, value, image_of, places)
+        else:
+            resolved[name] = _image(name, value, image_of) if param.type == "image" else _file(name, value, places)
+    return resolved
+
+
+def _controls(knob: str, value: Any, image_of: ImageSource, places: Places) -> Any:
+    """ControlNet entries with each model resolved as a request's model is and each image as an input image is;
+    anything not shaped like entries is left for the knob's own check to name."""
+    entries = [value] if isinstance(value, dict) else value
+    if not isinstance(entries, list):
+        return value
+    resolved = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            where = f"{knob}[{index}]"
+            entry = dict(entry)
+            if isinstance(entry.get("model"), str):
+                entry["model"] = model_reference(entry["model"], places, field=f"{where}.model")
+            if entry.get("image") is not None:
+                entry["image"] = _image(f"{where}.image", entry["image"], image_of)
+        resolved.append(entry)
     return resolved
 
 
@@ -177,6 +200,10 @@ def _file_knobs(kind: str) -> dict[str, Any]:
 
 
 def _image(knob: str, value: Any, image_of: ImageSource) -> Any:
+    if isinstance(value, list):  # a knob that takes several images (image_prompt): each as one is taken
+        return [_image(f"{knob}[{index}]", item, image_of) for index, item in enumerate(value)]
+    if image_of is STEP_IMAGE and workflows.step_reference(value) is not None:
+        return value  # an earlier step's image, {"step": NAME}: the run itself puts it in
     if isinstance(image_of, str):
         raise ConfigError(f"{knob}: {image_of}", field=knob)
     if isinstance(value, dict) and set(value) == {"asset"} and isinstance(value["asset"], str):
@@ -206,7 +233,8 @@ ROW_IMAGE = (
     "a data URL), where every row shares it, or send a generate job."
 )
 STEP_IMAGE = (
-    "over HTTP a recipe step takes its input image from an earlier image step (input: STEP), never a file; "
+    "over HTTP a recipe step takes its images from earlier image steps (input: STEP, or {step: STEP} for a mask "
+    "or a control image), never a file; "
     'to start from an image you have, send a generate job with {"asset": id} or a data URL.'
 )
 

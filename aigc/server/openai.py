@@ -1,8 +1,9 @@
-"""The OpenAI-compatible layer: /v1/chat/completions, /v1/completions, /v1/images/generations, /v1/audio/speech
-and /v1/models, so existing clients (the `openai` package, curl scripts, tools that take a base URL) work
-unchanged. Each request becomes an ordinary generate job in the same queue (merged with others, recorded,
-resumable, visible in /v1/jobs); aigc's own fields (best_of, min_score, backend, any backend knob) ride in
-the body beside OpenAI's. OpenAI fields aigc cannot honour (tools, logprobs...) are refused, never ignored.
+"""The OpenAI-compatible layer: /v1/chat/completions, /v1/completions, /v1/images/generations and /edits (its form
+read in openai_edits.py), /v1/audio/speech and /v1/models, so existing clients (the `openai` package, curl scripts,
+tools that take a base URL) work unchanged. Each request becomes an ordinary generate job in the same queue (merged
+with others, recorded, resumable, visible in /v1/jobs); aigc's own fields (best_of, min_score, backend, any backend
+knob) ride in the body beside OpenAI's. OpenAI fields aigc cannot honour (tools, logprobs...) are refused, never
+ignored.
 """
 
 from __future__ import annotations
@@ -110,21 +111,14 @@ def _define(router: APIRouter, service: Service) -> None:
 
     @router.post("/images/generations", openapi_extra=bodies.declared_body(bodies.image(IMAGE_FORMATS)))
     async def images(request: Request, principal: Principal = Depends(service.who)) -> Response:
-        body = await _body(request)
-        await asyncio.to_thread(_served, service, "image", body.get("model"))
-        response_format = _string(body, "response_format", "url")
-        if response_format not in ("url", "b64_json"):
-            raise ConfigError(f"response_format={response_format!r}: use 'url' or 'b64_json'.", field="response_format")
-        output_format = _string(body, "output_format", "png")
-        if output_format not in IMAGE_FORMATS:
-            raise ConfigError(
-                f"output_format={output_format!r}: use {', '.join(IMAGE_FORMATS)}.", field="output_format"
-            )
-        job = await _submit(service, principal, await asyncio.to_thread(image_job, body, service))
-        base = str(request.base_url)
-        return await _answer(
-            service, job, lambda done: image_answer(service, done, response_format, output_format, base)
-        )
+        return await _images(service, principal, request, await _body(request), image_job)
+
+    @router.post("/images/edits", openapi_extra=bodies.declared_form(bodies.image_edit(IMAGE_FORMATS)))
+    async def image_edits(request: Request, principal: Principal = Depends(service.who)) -> Response:
+        from .openai_edits import edit_body, read_form
+
+        body = await asyncio.to_thread(edit_body, await read_form(request))
+        return await _images(service, principal, request, body, edit_job)
 
     @router.post("/audio/speech", openapi_extra=bodies.declared_body(bodies.speech(SPEECH_FORMATS)))
     async def speech(request: Request, principal: Principal = Depends(service.who)) -> Response:
@@ -139,6 +133,26 @@ def _define(router: APIRouter, service: Service) -> None:
             )
         job = await _submit(service, principal, speech_job(body))
         return await _answer(service, job, lambda done: speech_answer(service, done, response_format))
+
+
+async def _images(
+    service: Service,
+    principal: Principal,
+    request: Request,
+    body: dict[str, Any],
+    make_job: Callable[[dict[str, Any], Service], dict[str, Any]],
+) -> Response:
+    """An image generation or edit: queued as an image job, answered as OpenAI's images (links or base64)."""
+    await asyncio.to_thread(_served, service, "image", body.get("model"))
+    response_format = _string(body, "response_format", "url")
+    if response_format not in ("url", "b64_json"):
+        raise ConfigError(f"response_format={response_format!r}: use 'url' or 'b64_json'.", field="response_format")
+    output_format = _string(body, "output_format", "png")
+    if output_format not in IMAGE_FORMATS:
+        raise ConfigError(f"output_format={output_format!r}: use {', '.join(IMAGE_FORMATS)}.", field="output_format")
+    job = await _submit(service, principal, await asyncio.to_thread(make_job, body, service))
+    base = str(request.base_url)
+    return await _answer(service, job, lambda done: image_answer(service, done, response_format, output_format, base))
 
 
 async def _text(service: Service, principal: Principal, body: dict[str, Any], chat: bool) -> Response:
@@ -208,6 +222,23 @@ def image_job(body: dict[str, Any], service: Service) -> dict[str, Any]:
     size = body.get("size")
     if size not in (None, "auto"):
         job["params"].update(_size_knobs(service, job, size))
+    return job
+
+
+def edit_job(body: dict[str, Any], service: Service) -> dict[str, Any]:
+    """An image edit (openai_edits.edit_body's body) as an image job: image_job's, with the form's text knobs read
+    by the backend's own Params, on a backend that inpaints (one with a mask knob)."""
+    from .openai_edits import typed_knobs
+
+    job = image_job(body, service)
+    cls = _backend(service, job)
+    if "mask" not in cls.params:
+        raise ConfigError(
+            f"model={body['model']!r} does not edit images (the {cls.family} backend takes no mask); name a "
+            "Stable Diffusion model from /v1/models.",
+            field="model",
+        )
+    job["params"] = typed_knobs(job["params"], cls.params)
     return job
 
 

@@ -73,7 +73,7 @@ class GANGenerator(Generator):
             _CONV_KEY.match(k) and len(s) == 4 for k, s in (tensors or {}).items()
         ):
             return "this .safetensors file holds no DCGAN generator (transposed-convolution weights 'main.N.weight')."
-        return None
+        return _upscaler_in(source.file)
 
     @classmethod
     def check_knobs(cls, knobs: dict[str, Any]) -> None:
@@ -197,6 +197,20 @@ class GANGenerator(Generator):
         if not params["size"]:
             return image
         return image.resize((params["size"],) * 2, getattr(Image.Resampling, params["upscale_filter"].upper()))
+
+
+def _upscaler_in(path: Any) -> str | None:
+    """Why a torch file is not a GAN when it holds an ESRGAN-family upscaler (so a model= naming one without a
+    backend= picks the upscale backend); read from its index with the weights memory-mapped, never decoded."""
+    from .esrgan import TORCH_FILES, LayoutError, detect, read_shapes
+
+    if path.suffix.lower() not in TORCH_FILES:
+        return None
+    try:
+        layout = detect(read_shapes(path))
+    except LayoutError:
+        return None  # not an upscaler: loading it as a GAN says what is wrong, if anything
+    return f"it holds an image upscaler ({layout.name} x{layout.scale}), not a DCGAN; use backend='upscale'."
 
 
 def _strip(frames: list) -> Any:
