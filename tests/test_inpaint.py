@@ -238,3 +238,22 @@ def test_the_command_line_inpaints_and_outpaints(tiny_sd, tmp_path):
     )
     assert bad.returncode != 0 and "outpaint='a,b' must be one whole number or four" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_scorer_picks_and_resamples_edits_as_any_image(tiny_sd, sd_manager):
+    init, mask = picture(), square_mask()
+    knobs = {"init_image": init, "mask": mask, "mask_blur": 0, "steps": 2}
+    best = aigc.generate(
+        "image",
+        "a red door",
+        model=tiny_sd,
+        best_of=3,
+        min_score=0.99,
+        max_attempts=2,
+        seed=1,
+        manager=sd_manager,
+        **knobs,
+    )
+    assert len(best) == 1 and best[0].score is not None and "relevance" in best[0].scores
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(pixels(best[0].data)[keep], pixels(init)[keep])  # every candidate kept what the mask keeps
