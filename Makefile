@@ -36,7 +36,7 @@ lint: setup
 
 # The studio's screenshots in the docs (assets/studio/), taken by its browser tests in headless Chromium.
 screenshots: setup
-	AIGC_SCREENSHOTS=assets/studio HF_HUB_OFFLINE=1 $(PY) -m pytest tests/test_studio_browser.py -q
+	AIGC_SCREENSHOTS=assets/studio HF_HUB_OFFLINE=1 $(PY) -m pytest tests/test_studio_browser.py tests/test_studio_edit.py -q
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link or a page not in nav.
 # (NO_MKDOCS_2_WARNING quiets a banner the Material theme prints on every build.)

@@ -133,6 +133,8 @@ def test_the_command_line_form_reads_as_entries(text, expected):
         ({"model": "CN", "image": "PHOTO", "start": 0.6, "end": 0.4}, r"start=0.6 must come before end=0.4"),
         ({"model": "CN", "image": "PHOTO", "preprocess": "hed"}, r"preprocess='hed' is not known"),
         ({"model": "CN", "image": "PHOTO", "preprocess": "canny", "options": {"low": 300}}, r"low"),
+        ({"model": "CN", "image": "PHOTO", "preprocess": "canny", "options": {"name": 1}}, r"has no option 'name'"),
+        ({"model": "CN", "image": "PHOTO", "options": {1: 2}}, r"options must be an object of the preprocessor's"),
         ({"model": "CN", "image": "no/such.png"}, r"control\[0\].image='no/such.png': no such file"),
         ({"model": "CN", "image": "TEXT"}, r"control\[0\].image=.* is not a readable image"),
         ({"model": "GPT2", "image": "PHOTO"}, r"is a GPT2LMHeadModel, not a ControlNet"),

@@ -256,6 +256,120 @@ def test_a_teammates_assets_are_seen_and_rated_as_oneself_but_their_jobs_change_
     assert httpx.get(f"{url}/v1/assets").status_code == 401
 
 
+def png_url(image) -> str:
+    import base64
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def preview(url: str, body, headers: dict) -> httpx.Response:
+    return httpx.post(f"{url}/v1/control/preview", json=body, headers=headers, timeout=60)
+
+
+def test_the_control_preview_is_the_map_a_controlnet_sees_at_the_images_size(served):
+    from PIL import Image, ImageDraw
+
+    url, _, views = served
+    bobs, anas = views["image"]["assets"][0]["id"], views["ana"]["assets"][0]["id"]
+    size = Image.open(io.BytesIO(httpx.get(f"{url}/v1/assets/{bobs}", headers=AS_BOB).content)).size
+    for asset in (bobs, anas):  # a teammate's image too, on a team server (as it may be an input)
+        answer = preview(url, {"image": {"asset": asset}, "preprocess": "canny"}, AS_BOB)
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png", answer.text
+        assert Image.open(io.BytesIO(answer.content)).size == size
+    drawing = Image.new("RGB", (40, 24), "white")
+    ImageDraw.Draw(drawing).rectangle((10, 6, 30, 18), fill="black")
+    for name, options in (("canny", {"low": 50, "high": 150}), ("invert", {}), ("tile", {"down": 4.0})):
+        answer = preview(url, {"image": png_url(drawing), "preprocess": name, "options": options}, AS_BOB)
+        assert answer.status_code == 200, answer.text
+        mapped = Image.open(io.BytesIO(answer.content)).convert("L")
+        assert mapped.size == (40, 24), name
+        if name == "canny":  # white edges on black, round the rectangle and nowhere else
+            levels = set(mapped.tobytes())
+            assert levels == {0, 255} and mapped.getpixel((2, 2)) == 0 and mapped.getpixel((20, 12)) == 0
+        if name == "invert":
+            assert mapped.getpixel((2, 2)) == 0 and mapped.getpixel((20, 12)) == 255
+    given = preview(url, {"image": png_url(drawing)}, AS_BOB)  # preprocess "none": the image as given
+    assert (
+        given.status_code == 200 and Image.open(io.BytesIO(given.content)).convert("RGB").tobytes() == drawing.tobytes()
+    )
+    assert preview(url, {"image": {"asset": bobs}}, {}).status_code == 401
+
+
+def test_the_preview_endpoint_is_declared_with_its_body_in_the_schema(served):
+    url, _, _ = served
+    operation = httpx.get(f"{url}/openapi.json", headers=AS_BOB).json()["paths"]["/v1/control/preview"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert operation["requestBody"]["required"] and set(body["properties"]) == {"image", "preprocess", "options"}
+    assert body["required"] == ["image"] and "image/png" in operation["responses"]["200"]["content"]
+
+
+IMG = {"asset": "IMAGE"}  # the test's image asset (TEXT: its text asset), filled in below
+
+
+@pytest.mark.parametrize(
+    "body, status, field, words",
+    [
+        ({"image": IMG, "preprocess": "sobel"}, 422, "preprocess", "'none', 'canny', 'scribble', 'tile' or 'invert'"),
+        ({"image": IMG, "preprocess": "canny", "options": {"name": 1}}, 422, "options", "no option 'name'"),
+        ({"image": IMG, "preprocess": "canny", "options": {"low": 300}}, 422, "options", "from 0 to 255"),
+        ({"image": IMG, "preprocess": "canny", "options": {"low": 200, "high": 100}}, 422, "options", "at most high"),
+        ({"image": IMG, "preprocess": "invert", "options": {"low": 1}}, 422, "options", "takes no options"),
+        ({"image": IMG, "preprocess": "canny", "options": {"low": "9"}}, 422, "options", "a whole number"),
+        ({"image": "/etc/passwd"}, 422, "image", "never a path"),
+        ({"image": {"asset": "IMAGE", "path": "/etc"}}, 422, "image", "never a path"),
+        ({"image": "data:image/png;base64,bm90IGFuIGltYWdl"}, 422, "image", "not a readable image"),
+        ({"image": {"asset": "0123abcd"}}, 404, None, "no asset '0123abcd'"),
+        ({"image": None}, 422, "image", "data URL"),
+        ({"image": {"asset": "TEXT"}, "preprocess": "canny"}, 422, "image", "a control image is an image"),
+        ({"image": IMG, "size": 2}, 422, "size", "Extra inputs"),
+        ({}, 422, "image", "required"),
+        ([1], 422, None, "valid dictionary"),
+    ],
+)
+def test_a_bad_preview_request_is_one_line_in_the_error_shape(served, body, status, field, words):
+    url, _, views = served
+    ids = {"TEXT": views["text"]["assets"][0]["id"], "IMAGE": views["image"]["assets"][0]["id"]}
+    image = body.get("image") if isinstance(body, dict) else None
+    if isinstance(image, dict) and image.get("asset") in ids:
+        body = {**body, "image": {**image, "asset": ids[image["asset"]]}}
+    answer = preview(url, body, AS_BOB)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == field and "\n" not in error["message"] and words in error["message"], error
+
+
+def test_a_huge_control_image_is_refused_from_its_header(served):
+    from PIL import Image
+
+    url, _, _ = served
+    huge = png_url(Image.new("1", (12000, 12000), 0))  # 144 megapixels in a few kilobytes
+    assert len(huge) < 64_000
+    started = time.monotonic()
+    answer = preview(url, {"image": huge, "preprocess": "canny"}, AS_BOB)
+    assert answer.status_code == 422 and time.monotonic() - started < 10, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "image" and "megapixels" in error["message"] and "12000x12000" in error["message"]
+
+
+def test_the_catalog_says_which_backend_runs_each_of_the_servers_models_and_the_preprocessors(served):
+    url, _, _ = served
+    catalog = httpx.get(f"{url}/v1/backends", headers=AS_BOB).json()
+    image = catalog["kinds"]["image"]["backends"]
+    assert image["gan"]["models"] == ["tiny-gan.pth"] and image["upscale"]["models"] == []
+    assert image["diffusion"]["models"] == [] and catalog["kinds"]["text"]["backends"]["lm"]["models"] == ["tiny-gpt2"]
+    assert catalog["models"]["controlnets"] == []
+    canny = catalog["preprocessors"]["canny"]
+    assert canny["help"] and canny["options"]["low"] == {
+        "type": "integer",
+        "default": 100,
+        "minimum": 0,
+        "maximum": 255,
+    }
+    assert set(catalog["preprocessors"]) == {"none", "canny", "scribble", "tile", "invert"}
+
+
 @pytest.fixture(scope="module")
 def private(tmp_path_factory, tiny_dcgan):
     """`aigc serve --private`: two users with an image each, and an admin."""
@@ -295,6 +409,9 @@ def test_a_private_server_shows_each_user_only_their_own(private):
     assert asked.status_code == 403 and "--private" in asked.json()["error"]["message"]  # as the gallery's owner=
     assert {j["owner"] for j in httpx.get(f"{url}/v1/jobs?owner=bob", headers=AS_BOB).json()["jobs"]} == {"bob"}
     assert httpx.get(f"{url}/v1/assets/{cys}/meta", headers=AS_ANA).status_code == 200
+    hidden = preview(url, {"image": {"asset": cys}, "preprocess": "canny"}, AS_BOB)
+    assert hidden.status_code == 404 and hidden.json()["error"]["message"] == f"no asset {cys!r}"  # as every route
+    assert preview(url, {"image": {"asset": cys}, "preprocess": "canny"}, AS_CY).status_code == 200
 
 
 def test_a_selection_downloads_as_a_zip_with_its_manifest(served):

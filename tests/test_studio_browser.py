@@ -10,38 +10,42 @@ random models, so the docs show real outputs; the assertions are the same either
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
-import shutil
-import time
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if CHROMIUM is None or CHROMEDRIVER is None:
-    pytest.skip(
-        f"the studio's browser tests need Debian's chromium and chromium-driver (apt-get install chromium "
-        f"chromium-driver); missing: {'chromium' if CHROMIUM is None else 'chromedriver'}",
-        allow_module_level=True,
-    )
-webdriver = pytest.importorskip("selenium.webdriver")
+pytest.importorskip("selenium.webdriver")
 httpx = pytest.importorskip("httpx")
 
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException  # noqa: E402
+from browser import (  # noqa: E402
+    MISSING,
+    SHOTS,
+    chromium,
+    screenshot,
+    shown,
+    state_of,
+    until_done,
+    wait,
+)
+from browser import open_view as open_with_token  # noqa: E402
+
+if MISSING:
+    pytest.skip(
+        f"the studio's browser tests need Debian's chromium and chromium-driver (apt-get install chromium "
+        f"chromium-driver); missing: {MISSING}",
+        allow_module_level=True,
+    )
+
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 from serving import served_models, server  # noqa: E402
 
 TOKEN = "dee-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 HOSTILE = "<img src=x onerror=alert(1)>"
-LAPTOP, PHONE = (1366, 900), (390, 844)
-SHOTS = Path(os.environ["AIGC_SCREENSHOTS"]) if os.environ.get("AIGC_SCREENSHOTS") else None
 TEXT_MODEL, IMAGE_MODEL = ("pack:smollm2", "pack:gan-faces") if SHOTS else ("tiny-gpt2", "tiny-gan.pth")
 TOKENS = 40 if SHOTS else 12  # new tokens of a text the pictures show
 RECIPE = f"""inputs:
@@ -73,48 +77,12 @@ def studio(tmp_path_factory, tiny_gpt2, tiny_dcgan):
         url,
         _,
     ):
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for argument in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-dev-shm-usage",
-            "--disable-gpu",
-            f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
-            "--force-prefers-reduced-motion",
-        ):
-            options.add_argument(argument)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, to see failed loads
-        driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
-        driver.set_window_size(*LAPTOP)
-        try:
+        with chromium() as driver:
             yield url, driver
-        finally:
-            driver.quit()
-
-
-def wait(driver, condition, timeout: float = 240):
-    """Until condition(driver) is truthy; an element re-rendered under our feet is simply looked up again."""
-    return WebDriverWait(
-        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(lambda d: condition(d))
-
-
-def shown(driver, css: str):
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0] if found and found[0].is_displayed() else None
-
-
-LOADS = itertools.count()
 
 
 def open_view(driver, url: str, hash_: str) -> None:
-    """Load the page afresh on a view, giving the token if the page asks for it (it keeps it in sessionStorage)."""
-    driver.get(f"{url}/?load={next(LOADS)}{hash_}")
-    wait(driver, lambda d: shown(d, "#token-dialog") or d.find_elements(By.CSS_SELECTOR, "main#view > *"))
-    if shown(driver, "#token-dialog"):
-        driver.find_element(By.ID, "token-input").send_keys(TOKEN, Keys.ENTER)
-    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "main#view > *") and not shown(d, "#token-dialog"))
+    open_with_token(driver, url, hash_, TOKEN)
 
 
 def make(
@@ -153,42 +121,6 @@ def make(
         driver.find_element(By.ID, "make-submit").click()
     notice = wait(driver, lambda d: re.search(r"Queued job ([0-9a-f]+)", d.find_element(By.ID, "toast").text), 60)
     return notice.group(1)
-
-
-def state_of(driver, job_id: str) -> str | None:
-    return driver.execute_script(
-        "const li = document.querySelector(`#queue-list li[data-job='${arguments[0]}']`);"
-        "return li ? li.dataset.state : null",
-        job_id,
-    )
-
-
-def until_done(driver, job_id: str, timeout: float = 300) -> None:
-    wait(driver, lambda d: state_of(d, job_id) in ("done", "failed", "cancelled"), timeout)
-    assert state_of(driver, job_id) == "done", driver.find_element(By.ID, "queue-list").text
-
-
-def screenshot(driver, name: str, scroll_to: str | None = None, dark: bool = False) -> None:
-    """The docs' screenshots (only with AIGC_SCREENSHOTS): this view at a laptop width, then a phone width
-    (and, with dark=True, the laptop one in the dark scheme too)."""
-    if SHOTS is None:
-        return
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    if dark:
-        driver.execute_cdp_cmd(
-            "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
-        )
-        time.sleep(0.3)
-        driver.save_screenshot(str(SHOTS / f"{name}-dark-laptop.png"))
-        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
-    for label, size in (("laptop", LAPTOP), ("phone", PHONE)):
-        driver.set_window_size(*size)
-        time.sleep(0.3)  # let the layout settle at the new width (a picture only; nothing is asserted on it)
-        if scroll_to:
-            driver.execute_script("document.querySelector(arguments[0]).scrollIntoView({block: 'start'})", scroll_to)
-        driver.save_screenshot(str(SHOTS / f"{name}-{label}.png"))
-        driver.execute_script("window.scrollTo(0, 0)")
-    driver.set_window_size(*LAPTOP)
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,8 @@ def _entry(where: str, entry: Any, image: Callable[[str, Any], Any], knob: str) 
             f"{where}: start={entry['start']} must come before end={entry['end']} (fractions of the steps).",
             field=knob,
         )
-    if not isinstance(entry["options"], dict):
+    options = entry["options"]
+    if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
         raise ConfigError(f"{where}.options must be an object of the preprocessor's options.", field=knob)
     from .image import control_maps
 

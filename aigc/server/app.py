@@ -30,6 +30,7 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from ..runtime.devices import get_manager
+    from .control import control_routes
     from .engines import executors, shut_down
     from .gallery import gallery_routes
     from .judging import judging_routes
@@ -105,6 +106,7 @@ def create_app(settings: Settings, manager: Any = None) -> FastAPI:
     gallery_routes(app, service)
     judging_routes(app, service)
     pipeline_routes(app, service)
+    control_routes(app, service)
     studio_routes(app)
     return app
 

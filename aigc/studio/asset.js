@@ -1,9 +1,10 @@
 // Judge and act: one asset's page. Its file, every recorded field (prompt, seed, model, knobs, timings), the score
 // broken into its parts (rendered from the record, so a new part shows up by itself) with what each means, the
 // best_of candidates side by side, the user's rating, and what to do next (again, remix, use as input, download,
-// the equivalent CLI command and Python call).
+// the equivalent CLI command and Python call; an image's edits are edit.js's).
 import { ApiError, get, post, put } from "./api.js";
 import { clear, copyText, fmtScore, fmtTime, h, toast } from "./dom.js";
+import { editTools } from "./edit.js";
 import { randomSeed } from "./make.js";
 
 function quoteShell(text) {
@@ -193,7 +194,8 @@ export async function renderAsset(view, id, ctx) {
   clear(view,
     h("h1", { class: "asset-title" }, record.prompt || meta.id),
     h("div", { class: "asset-page" },
-      h("div", { class: "asset-main" }, await media(meta), actions, ratingBox(meta.id, ratings),
+      h("div", { class: "asset-main" }, await media(meta), actions,
+        meta.kind === "image" ? editTools(meta, job, ctx) : null, ratingBox(meta.id, ratings),
         h("details", { class: "code" }, h("summary", {}, "The same from a script"),
           h("pre", { id: "equivalent-cli" }, cli), h("pre", { id: "equivalent-python" }, python))),
       h("div", { class: "asset-side" }, breakdown(record, ctx.meanings), facts(meta, job))),

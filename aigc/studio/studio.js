@@ -83,4 +83,7 @@ window.addEventListener("aigc:token-needed", () => {
   askForToken("The server asks for a token again.");
 });
 
+// back to this page from the browser's back/forward cache: its event stream ended when it was left (api.js)
+window.addEventListener("pageshow", (event) => { if (event.persisted && booted) queue.start(); });
+
 boot();

@@ -122,7 +122,7 @@ PREPROCESSORS: dict[str, Preprocessor] = {
 }
 
 
-def check(name: str, **options: object) -> dict[str, float]:
+def check(name: str, /, **options: object) -> dict[str, float]:
     """The preprocessor's options, defaults filled in; refuses an unknown name or option, or a value out of range,
     before any image is read or model loaded (what a request's validation calls)."""
     spec = PREPROCESSORS.get(name) if isinstance(name, str) else None
@@ -141,7 +141,7 @@ def check(name: str, **options: object) -> dict[str, float]:
     return values
 
 
-def make(name: str, image: Image.Image, *, size: tuple[int, int] | None = None, **options: object) -> Image.Image:
+def make(name: str, image: Image.Image, /, *, size: tuple[int, int] | None = None, **options: object) -> Image.Image:
     """The control map of `image` as RGB at `size` (width, height: the generation size), else at the image's size.
 
     The image is stretched to size first, as an init image is, and the map is made there: Canny's one-pixel edges
