@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from ..errors import ConfigError, one_of
 from .auth import Principal
 from .bodies import declared_body
-from .jobs import _image as image_input  # a job's input image reader: an asset or a data URL, bounded
+from .jobs import input_image  # a job's input image reader: an asset or a data URL, bounded
 from .service import API, Service, read_json, validated
 
 
@@ -69,7 +69,7 @@ def preview(service: Service, principal: Principal, body: ControlPreview) -> byt
             raise ConfigError(f"image: asset {asset_id} is {row.kind}; a control image is an image.", field="image")
         return load(service.settings.data / row.path).data  # the server's own file, as a job's input image is
 
-    picture = image_input("image", body.image, image_of)
+    picture = input_image("image", body.image, image_of)
     mapped = control_maps.make(body.preprocess, picture, **values)
     buffer = io.BytesIO()
     mapped.save(buffer, "PNG")

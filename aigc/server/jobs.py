@@ -166,7 +166,7 @@ def files_resolved(
         if param.type == "controls":
             resolved[name] = _controls(name, value, image_of, places)
         else:
-            resolved[name] = _image(name, value, image_of) if param.type == "image" else _file(name, value, places)
+            resolved[name] = input_image(name, value, image_of) if param.type == "image" else _file(name, value, places)
     return resolved
 
 
@@ -184,7 +184,7 @@ def _controls(knob: str, value: Any, image_of: ImageSource, places: Places) -> A
             if isinstance(entry.get("model"), str):
                 entry["model"] = model_reference(entry["model"], places, field=f"{where}.model")
             if entry.get("image") is not None:
-                entry["image"] = _image(f"{where}.image", entry["image"], image_of)
+                entry["image"] = input_image(f"{where}.image", entry["image"], image_of)
         resolved.append(entry)
     return resolved
 
@@ -199,9 +199,11 @@ def _file_knobs(kind: str) -> dict[str, Any]:
     return declared
 
 
-def _image(knob: str, value: Any, image_of: ImageSource) -> Any:
+def input_image(knob: str, value: Any, image_of: ImageSource) -> Any:
+    """An input image a request names: {"asset": id} (`image_of` reads it) or a data URL, bounded; a list of them
+    for a knob that takes several; a recipe step's {"step": NAME} left for the run."""
     if isinstance(value, list):  # a knob that takes several images (image_prompt): each as one is taken
-        return [_image(f"{knob}[{index}]", item, image_of) for index, item in enumerate(value)]
+        return [input_image(f"{knob}[{index}]", item, image_of) for index, item in enumerate(value)]
     if image_of is STEP_IMAGE and workflows.step_reference(value) is not None:
         return value  # an earlier step's image, {"step": NAME}: the run itself puts it in
     if isinstance(image_of, str):
