@@ -276,6 +276,34 @@ def tiny_ip_adapter(tmp_path_factory, tiny_sd) -> str:
     return str(build_tiny_ip_adapter(tmp_path_factory.mktemp("tiny-ip-adapter"), tiny_sd))
 
 
+def build_tiny_depth(path, seed: int = 0):
+    """A randomly initialised DPT depth-estimation model with its image processor (32 px input), saved like a Hub
+    repo: what a depth ControlNet's `annotator` names (Intel/dpt-hybrid-midas's kind, a few channels wide)."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(seed)
+    config = DPTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+        backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[8, 16, 16, 32],
+        fusion_hidden_size=16,
+    )
+    DPTForDepthEstimation(config).save_pretrained(path)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_depth(tmp_path_factory) -> str:
+    return str(build_tiny_depth(tmp_path_factory.mktemp("tiny-dpt")))
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_inpainting(tmp_path_factory) -> str:
     return str(build_tiny_sd(tmp_path_factory.mktemp("tiny-sd-inpainting"), inpainting=True))

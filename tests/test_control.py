@@ -135,6 +135,12 @@ def test_the_command_line_form_reads_as_entries(text, expected):
         ({"model": "CN", "image": "PHOTO", "preprocess": "canny", "options": {"low": 300}}, r"low"),
         ({"model": "CN", "image": "PHOTO", "preprocess": "canny", "options": {"name": 1}}, r"has no option 'name'"),
         ({"model": "CN", "image": "PHOTO", "options": {1: 2}}, r"options must be an object of the preprocessor's"),
+        ({"model": "CN", "image": "PHOTO", "preprocess": "depth"}, r"preprocess='depth' needs annotator="),
+        ({"model": "CN", "image": "PHOTO", "annotator": "GPT2"}, r"annotator is for preprocess='depth'"),
+        (
+            {"model": "CN", "image": "PHOTO", "preprocess": "depth", "annotator": "GPT2"},
+            r"is GPT2LMHeadModel, not a depth",
+        ),
         ({"model": "CN", "image": "no/such.png"}, r"control\[0\].image='no/such.png': no such file"),
         ({"model": "CN", "image": "TEXT"}, r"control\[0\].image=.* is not a readable image"),
         ({"model": "GPT2", "image": "PHOTO"}, r"is a GPT2LMHeadModel, not a ControlNet"),
@@ -197,3 +203,25 @@ def test_the_command_line_takes_repeated_control_flags(tiny_sd, tiny_controlnet,
     record = json.loads(result.stdout.splitlines()[-1])
     assert [entry["scale"] for entry in record["params"]["control"]] == [0.5, 1.0]
     assert len(list(out.glob("*.png"))) == 1
+
+
+def test_a_depth_preprocessor_runs_the_named_depth_model_once(tiny_sd, tiny_controlnet, tiny_depth):
+    from aigc.generators.image import depth_maps
+
+    manager = DeviceManager("cpu")
+    entry = {"model": tiny_controlnet, "image": photo(), "preprocess": "depth", "annotator": tiny_depth}
+    first = run(tiny_sd, manager, control=[entry])
+    again = run(tiny_sd, manager, control=[entry])
+    plain = run(tiny_sd, manager, control=[{**entry, "preprocess": "none", "annotator": None}])
+    assert np.array_equal(pixels(first), pixels(again)) and not np.array_equal(pixels(first), pixels(plain))
+    assert manager.stats()["loads"] == 3  # the pipeline, the ControlNet and the depth model, each once
+    annotator = depth_maps.load(tiny_depth, torch_float32())
+    made = np.asarray(annotator.map(photo(), (80, 48)))
+    assert made.shape == (48, 80, 3) and made.min() == 0 and made.max() == 255  # normalised, white nearest
+    assert np.array_equal(made[..., 0], made[..., 1])
+
+
+def torch_float32():
+    import torch
+
+    return torch.float32

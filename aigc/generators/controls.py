@@ -17,7 +17,7 @@ from .. import limits
 from ..checks import plain_text
 from ..errors import ConfigError
 
-FIELDS = ("model", "image", "scale", "start", "end", "preprocess", "options")
+FIELDS = ("model", "image", "scale", "start", "end", "preprocess", "options", "annotator")
 SCALE_RANGE = (0.0, 2.0)  # A1111's ControlNet weight range
 TEXT_FORM = "MODEL=IMAGE[:SCALE]"
 
@@ -26,7 +26,8 @@ TEXT_FORM = "MODEL=IMAGE[:SCALE]"
 class Control:
     """One ControlNet: `model` (a directory, Hub id or name) steers with `image` (a path or a PIL image), made
     into a control map by `preprocess` ("none", "canny", "scribble", "tile", "invert") with its `options`, at
-    `scale` (0 = no effect), from `start` to `end` (fractions of the denoising steps)."""
+    `scale` (0 = no effect), from `start` to `end` (fractions of the denoising steps). `preprocess="depth"` runs
+    the depth-estimation model named as `annotator`."""
 
     model: str
     image: Any
@@ -35,6 +36,7 @@ class Control:
     end: float = 1.0
     preprocess: str = "none"
     options: Mapping[str, Any] = field(default_factory=dict)
+    annotator: str | None = None
 
 
 def checked(name: str, value: Any, image: Callable[[str, Any], Any]) -> list[dict[str, Any]]:
@@ -73,14 +75,34 @@ def _entry(where: str, entry: Any, image: Callable[[str, Any], Any], knob: str) 
     options = entry["options"]
     if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
         raise ConfigError(f"{where}.options must be an object of the preprocessor's options.", field=knob)
-    from .image import control_maps
-
-    if not isinstance(entry["preprocess"], str):
-        raise ConfigError(
-            f"{where}.preprocess must be text: one of {', '.join(control_maps.PREPROCESSORS)}.", field=knob
-        )
-    entry["options"] = control_maps.check(entry["preprocess"], **entry["options"])
+    _check_preprocess(where, entry, knob)
     return entry
+
+
+def _check_preprocess(where: str, entry: dict[str, Any], knob: str) -> None:
+    """The preprocessor: a weight-free one with its options, or a model-backed one (depth) with its annotator."""
+    from .image import control_maps, depth_maps
+
+    names = [*control_maps.PREPROCESSORS, *depth_maps.PREPROCESSORS]
+    preprocess, annotator = entry["preprocess"], entry["annotator"]
+    if not isinstance(preprocess, str) or preprocess not in names:
+        raise ConfigError(f"{where}.preprocess={preprocess!r:.60} is not known; use {', '.join(names)}.", field=knob)
+    if preprocess not in depth_maps.PREPROCESSORS:
+        if annotator is not None:
+            raise ConfigError(
+                f"{where}: annotator is for preprocess='depth'; {preprocess!r} needs no model.", field=knob
+            )
+        entry["options"] = control_maps.check(preprocess, **entry["options"])
+        return
+    if entry["options"]:
+        raise ConfigError(f"{where}: preprocess={preprocess!r} takes no options.", field=knob)
+    if not isinstance(annotator, str) or not annotator.strip():
+        raise ConfigError(
+            f"{where}: preprocess={preprocess!r} needs annotator= (a depth-estimation model, e.g. "
+            "Intel/dpt-hybrid-midas).",
+            field=knob,
+        )
+    plain_text(f"{where}.annotator", annotator, field=knob)
 
 
 def _number(where: str, value: Any, low: float, high: float, knob: str) -> float:
@@ -142,6 +164,7 @@ def json_schema(help_text: str) -> dict[str, Any]:
             "end": {**number, "minimum": 0.0, "maximum": 1.0, "default": 1.0},
             "preprocess": {"type": "string", "default": "none"},
             "options": {"type": "object"},
+            "annotator": {"type": "string", "description": "preprocess 'depth': a depth-estimation model's name"},
         },
     }
     return {"description": help_text, "type": "array", "items": entry, "minItems": 1}

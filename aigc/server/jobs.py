@@ -181,8 +181,9 @@ def _controls(knob: str, value: Any, image_of: ImageSource, places: Places) -> A
         if isinstance(entry, dict):
             where = f"{knob}[{index}]"
             entry = dict(entry)
-            if isinstance(entry.get("model"), str):
-                entry["model"] = model_reference(entry["model"], places, field=f"{where}.model")
+            for field in ("model", "annotator"):  # the ControlNet, and a depth preprocessor's model
+                if isinstance(entry.get(field), str):
+                    entry[field] = model_reference(entry[field], places, field=f"{where}.{field}")
             if entry.get("image") is not None:
                 entry["image"] = input_image(f"{where}.image", entry["image"], image_of)
         resolved.append(entry)

@@ -8,11 +8,12 @@ different ControlNets share the base's weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ...errors import ConfigError, ModelLoadError
 from ...runtime import models
-from . import control_maps
+from . import control_maps, depth_maps
 from .pictures import open_image, sized
 
 FAMILY = "controlnet"  # the device manager's family for ControlNet weights
@@ -48,6 +49,8 @@ def _by_width(width: Any) -> str:
 def check_models(entries: list[dict[str, Any]], base: str | None, model: str) -> None:
     """Each entry's ControlNet exists, is a ControlNet aigc loads, and was made for this model's base."""
     for index, entry in enumerate(entries):
+        if entry.get("annotator"):
+            depth_maps.check_annotator(entry["annotator"], f"control[{index}]")
         where = f"control[{index}].model={entry['model']!r}"
         config = _config(entry["model"], where)
         if config is None:
@@ -89,7 +92,7 @@ def load(ref: str, dtype: Any) -> Any:
     name = config.get("_class_name")
     cls = getattr(diffusers, name if isinstance(name, str) and name in CLASSES else CLASSES[0])
     target = source.repo_id if source.kind == "hub" else source.load_target
-    return cls.from_pretrained(target, torch_dtype=dtype, use_safetensors=True)
+    return cls.from_pretrained(target, dtype=dtype, use_safetensors=True)
 
 
 def size_of(entries: list[dict[str, Any]]) -> tuple[int, int]:
@@ -97,14 +100,17 @@ def size_of(entries: list[dict[str, Any]]) -> tuple[int, int]:
     return sized(open_image(entries[0]["image"], "control[0].image"), None, None, "control[0].image").size
 
 
-def maps(entries: list[dict[str, Any]], size: tuple[int, int]) -> list[Any]:
-    """Each entry's control map at the generation size, made by its preprocessor."""
-    return [
-        control_maps.make(
-            entry["preprocess"], open_image(entry["image"], f"control[{index}].image"), size=size, **entry["options"]
-        )
-        for index, entry in enumerate(entries)
-    ]
+def maps(entries: list[dict[str, Any]], size: tuple[int, int], annotate: Callable[..., Any]) -> list[Any]:
+    """Each entry's control map at the generation size, made by its preprocessor; `annotate(ref, image, size)` runs
+    a model-backed one (depth) through the device manager."""
+    made = []
+    for index, entry in enumerate(entries):
+        image = open_image(entry["image"], f"control[{index}].image")
+        if entry["preprocess"] in depth_maps.PREPROCESSORS:
+            made.append(annotate(entry["annotator"], image, size))
+        else:
+            made.append(control_maps.make(entry["preprocess"], image, size=size, **entry["options"]))
+    return made
 
 
 def pipeline_kwargs(pipe: Any, entries: list[dict[str, Any]], images: list[Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ... import progress
 from ...errors import ConfigError, ModelLoadError
 from ...runtime import models
 from ..base import Generator, Output
-from . import control, edits, hires, ip_adapter, sd_loading, sd_upscale
+from . import control, depth_maps, edits, hires, ip_adapter, sd_loading, sd_upscale
 from .diffusion_knobs import DEFAULT_GUIDANCE, DEFAULT_STEPS, PARAMS, SCHEDULERS, TILE_ABOVE
 from .pictures import open_image, sized
 
@@ -211,6 +211,12 @@ class DiffusionGenerator(Generator):
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"control model={entry['model']!r} could not be loaded: {error}") from error
 
+    def _depth_map(self, ref: str, image: Any, size: tuple[int, int]) -> Any:
+        """A depth control map from the depth-estimation model `ref`, held in the device manager's cache."""
+        key = self.manager.key(depth_maps.FAMILY, ref, self.dtype, {})
+        with self.manager.use(key, functools.partial(depth_maps.load, ref, self.dtype)) as annotator:
+            return annotator.map(image, size)
+
     def variant(self, params: dict[str, Any]) -> dict[str, Any]:
         """The load-time switches that differ from the defaults: such a copy is another cached model (the default
         copy keeps the plain key, so `manager.key(family, model)` finds it)."""
@@ -248,7 +254,8 @@ class DiffusionGenerator(Generator):
         maps = None
         if params["control"]:
             size = init.size if init is not None else (params["width"], params["height"])
-            maps = control.maps(params["control"], size if all(size) else control.size_of(params["control"]))
+            size = size if all(size) else control.size_of(params["control"])
+            maps = control.maps(params["control"], size, self._depth_map)
         return [(prompt, seed, init, maps) for prompt, seed in zip(prompts, seeds, strict=True)]
 
     def forward(self, pipe: Any, items: Sequence[Any], params: dict[str, Any]) -> list[Output]:
