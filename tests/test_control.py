@@ -206,6 +206,8 @@ def test_the_command_line_takes_repeated_control_flags(tiny_sd, tiny_controlnet,
 
 
 def test_a_depth_preprocessor_runs_the_named_depth_model_once(tiny_sd, tiny_controlnet, tiny_depth):
+    import torch
+
     from aigc.generators.image import depth_maps
 
     manager = DeviceManager("cpu")
@@ -215,13 +217,7 @@ def test_a_depth_preprocessor_runs_the_named_depth_model_once(tiny_sd, tiny_cont
     plain = run(tiny_sd, manager, control=[{**entry, "preprocess": "none", "annotator": None}])
     assert np.array_equal(pixels(first), pixels(again)) and not np.array_equal(pixels(first), pixels(plain))
     assert manager.stats()["loads"] == 3  # the pipeline, the ControlNet and the depth model, each once
-    annotator = depth_maps.load(tiny_depth, torch_float32())
+    annotator = depth_maps.load(tiny_depth, torch.float32)
     made = np.asarray(annotator.map(photo(), (80, 48)))
     assert made.shape == (48, 80, 3) and made.min() == 0 and made.max() == 255  # normalised, white nearest
     assert np.array_equal(made[..., 0], made[..., 1])
-
-
-def torch_float32():
-    import torch
-
-    return torch.float32

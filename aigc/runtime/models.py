@@ -126,6 +126,12 @@ class ModelSource:
         return str(self.path) if self.path is not None else str(self.repo_id)
 
     @property
+    def pretrained_target(self) -> str:
+        """What to hand a diffusers pipeline's or model's `from_pretrained`: a cached Hub model by its id (so the
+        library finds every file it needs in the cache itself), anything else by its local path."""
+        return str(self.repo_id) if self.kind == "hub" else self.load_target
+
+    @property
     def suffix(self) -> str:
         """A single file's suffix, lower-case ("" for a directory or a Hub id)."""
         return self.path.suffix.lower() if self.path is not None and self.path.is_file() else ""

@@ -46,10 +46,6 @@ def checked_options(preprocess: str, options: dict[str, Any]) -> dict[str, float
             f"preprocess={preprocess[:80]!r} is not a preprocessor; use {one_of(control_maps.PREPROCESSORS)}.",
             field="preprocess",
         )
-    unknown = sorted(set(options) - set(spec.options))  # before check(): a key like "name" must not reach a keyword
-    if unknown:
-        takes = f"its options are {one_of(spec.options)}" if spec.options else "it takes no options"
-        raise ConfigError(f"options: {preprocess} has no option {unknown[0][:80]!r}; {takes}.", field="options")
     try:
         return control_maps.check(preprocess, **options)
     except ConfigError as error:

@@ -91,7 +91,7 @@ def load(ref: str, dtype: Any) -> Any:
     config = source.json("config.json") or {}
     name = config.get("_class_name")
     cls = getattr(diffusers, name if isinstance(name, str) and name in CLASSES else CLASSES[0])
-    target = source.repo_id if source.kind == "hub" else source.load_target
+    target = source.pretrained_target
     return cls.from_pretrained(target, dtype=dtype, use_safetensors=True)
 
 

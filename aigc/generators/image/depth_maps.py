@@ -39,7 +39,7 @@ def load(ref: str, dtype: Any) -> Any:
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     source = models.resolve(ref)
-    target = str(source.repo_id if source.kind == "hub" else source.load_target)
+    target = source.pretrained_target
     model = AutoModelForDepthEstimation.from_pretrained(target, dtype=dtype, use_safetensors=True).eval()
     return _Annotator(model, AutoImageProcessor.from_pretrained(target))
 

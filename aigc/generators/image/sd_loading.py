@@ -24,7 +24,7 @@ def load_pipeline(source: models.ModelSource, model: str, dtype: Any, safety_che
     from diffusers import DiffusionPipeline
 
     # a cached Hub model loads by id, so diffusers finds every file it needs in the cache itself
-    target = source.repo_id if source.kind == "hub" else source.load_target
+    target = source.pretrained_target
     kwargs: dict[str, Any] = {}
     if not safety_checker and "safety_checker" in (source.json("model_index.json") or {"safety_checker": 1}):
         kwargs = {"safety_checker": None, "requires_safety_checker": False}  # SDXL has none, and warns if told

@@ -212,8 +212,8 @@ class UpscaleGenerator(Generator):
         if self.pipeline is not None:
             from . import sd_upscale
 
-            target = self.source.repo_id if self.source.kind == "hub" else self.source.load_target
-            return sd_upscale.load(str(target), self.dtype)
+            target = self.source.pretrained_target
+            return sd_upscale.load(target, self.dtype)
         from .esrgan import build
 
         return build(self.source.file).to(self.dtype)
